@@ -1,0 +1,543 @@
+//! Configuration: `config/default.toml` (compiled in), then an optional file, then `CROSSTRADE_*`
+//! environment variables (`__` separates nested keys; `DATABASE_URL` sets `database.url`). The
+//! result is one typed, validated [`Config`]; an invalid value fails start-up with the key's name
+//! and where the value came from. This module is the only place that reads the environment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use store::secret::Secret;
+
+/// The defaults, compiled into the binary so it runs from any directory.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "CROSSTRADE_";
+/// The environment variable naming a configuration file (the `--config` flag wins).
+pub const CONFIG_FILE_VAR: &str = "CROSSTRADE_CONFIG";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub public_url: PublicUrl,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub trusted_proxies: Vec<Network>,
+    pub allowed_origins: Vec<Origin>,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub lifetimes: Lifetimes,
+    pub rate_limits: RateLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty means the embedded cluster in `data_dir`.
+    pub url: Secret,
+    pub max_connections: Positive<u32>,
+    pub acquire_timeout_ms: Positive<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub body_limit_bytes: Positive<usize>,
+    pub request_timeout_ms: Positive<u64>,
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifetimes {
+    pub authorization_code_secs: Positive<u64>,
+    pub access_token_secs: Positive<u64>,
+    pub refresh_token_secs: Positive<u64>,
+    pub refresh_token_idle_secs: Positive<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub registrations_per_hour: Positive<u32>,
+    pub sign_in_failures_per_ip: Positive<u32>,
+    pub sign_in_failures_per_account: Positive<u32>,
+    pub token_requests_per_minute: Positive<u32>,
+}
+
+impl HttpConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.get())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms.get())
+    }
+}
+
+/// A number greater than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positive<T>(T);
+
+impl<T: Copy> Positive<T> {
+    pub fn get(self) -> T {
+        self.0
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Positive<T>
+where
+    T: Deserialize<'de> + Default + PartialOrd,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = T::deserialize(deserializer)?;
+        if value > T::default() {
+            Ok(Self(value))
+        } else {
+            Err(serde::de::Error::custom("must be greater than zero"))
+        }
+    }
+}
+
+/// The public base URL: `http(s)://host[:port]` with an optional path, no query or fragment,
+/// kept without a trailing slash. It is the OAuth issuer, so its spelling is fixed here once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+
+    /// The origin (`scheme://host[:port]`) of the public URL.
+    pub fn origin(&self) -> Origin {
+        let after_scheme = self.0.find("://").map_or(0, |i| i + 3);
+        let end = self.0[after_scheme..]
+            .find('/')
+            .map_or(self.0.len(), |i| after_scheme + i);
+        Origin(self.0[..end].to_owned())
+    }
+}
+
+impl FromStr for PublicUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(raw).map_err(|err| format!("not an absolute URL: {err}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("must be an http or https URL".into());
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("must name a host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err("must not carry a query, fragment or user info".into());
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A browser origin, `scheme://host[:port]`, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(raw).map_err(|err| format!("not an origin: {err}"))?;
+        if url.host_str().is_none() || !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(format!("{raw:?} is not an origin (scheme://host[:port])"));
+        }
+        Ok(Self(url.origin().ascii_serialization()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IP network: a CIDR range or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network(pub IpNet);
+
+impl Network {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+impl FromStr for Network {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        raw.parse::<IpNet>()
+            .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{raw:?} is not an IP address or CIDR range"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// Where configuration comes from: an optional file and the environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process environment, and `file` or else the file named by `CROSSTRADE_CONFIG`.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the one place the environment is read"
+        )]
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = file.or_else(|| {
+            env.iter()
+                .find(|(key, value)| key == CONFIG_FILE_VAR && !value.is_empty())
+                .map(|(_, value)| PathBuf::from(value))
+        });
+        Self { file, env }
+    }
+}
+
+impl Config {
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = &sources.file {
+            check_file(path)?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(EnvVars::from_pairs(&sources.env));
+        figment
+            .extract::<Config>()
+            .map_err(|err| ConfigError::Invalid(describe(&err)))
+    }
+
+    /// The OAuth issuer: the public URL exactly as every metadata document spells it.
+    pub fn issuer(&self) -> &str {
+        self.public_url.as_str()
+    }
+
+    /// Whether the database is the embedded cluster in `data_dir`.
+    pub fn uses_embedded_database(&self) -> bool {
+        self.database.url.is_empty()
+    }
+}
+
+fn check_file(path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map(drop)
+        .map_err(|err| ConfigError::File {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })
+}
+
+/// One line per error, each naming the key and where its value came from.
+fn describe(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|err| {
+            let key = if err.path.is_empty() {
+                "(top level)".to_owned()
+            } else {
+                err.path.join(".")
+            };
+            let origin = err.metadata.as_ref().map_or_else(
+                || "defaults".to_owned(),
+                |md| match &md.source {
+                    Some(source) => format!("{} {source}", md.name),
+                    None => md.interpolate(&err.profile.clone().unwrap_or_default(), &err.path),
+                },
+            );
+            format!("key `{key}` (from {origin}): {}", err.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `CROSSTRADE_*` variables (and `DATABASE_URL`) as a figment provider. Values are read like
+/// figment's own environment provider reads them (`20` is a number, `[...]` an array).
+struct EnvVars {
+    values: Dict,
+}
+
+impl EnvVars {
+    fn from_pairs(pairs: &[(String, String)]) -> Self {
+        let mut values = Dict::new();
+        let mut database_url = None;
+        for (name, raw) in pairs {
+            if name == "DATABASE_URL" {
+                database_url = Some(raw.clone());
+                continue;
+            }
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_FILE_VAR || rest.is_empty() {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let value = if key == "database.url" {
+                Value::from(raw.clone())
+            } else {
+                raw.parse::<Value>().unwrap_or_else(|never| match never {})
+            };
+            values = merge(values, &key, value);
+        }
+        // An explicit CROSSTRADE_DATABASE__URL wins over DATABASE_URL.
+        let has_crosstrade_url = pairs
+            .iter()
+            .any(|(name, _)| name == "CROSSTRADE_DATABASE__URL");
+        if let (Some(url), false) = (database_url, has_crosstrade_url) {
+            values = merge(values, "database.url", Value::from(url));
+        }
+        Self { values }
+    }
+}
+
+fn merge(into: Dict, key: &str, value: Value) -> Dict {
+    let nested = figment::util::nest(key, value)
+        .into_dict()
+        .unwrap_or_default();
+    let mut merged = into;
+    for (k, v) in nested {
+        let combined = match (merged.remove(&k), v) {
+            (Some(Value::Dict(_, old)), Value::Dict(tag, new)) => {
+                let mut dict = old;
+                dict.extend(new);
+                Value::Dict(tag, dict)
+            }
+            (_, v) => v,
+        };
+        merged.insert(k, combined);
+    }
+    merged
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable").interpolater(|_: &Profile, keys: &[&str]| {
+            if keys == ["database", "url"] {
+                return "DATABASE_URL or CROSSTRADE_DATABASE__URL".to_owned();
+            }
+            format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase())
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_load() {
+        let config = Config::load(&Sources::default()).unwrap();
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(config.uses_embedded_database());
+        assert_eq!(config.lifetimes.authorization_code_secs.get(), 60);
+        assert_eq!(config.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let config = Config::load(&env(&[
+            ("CROSSTRADE_DATABASE__MAX_CONNECTIONS", "7"),
+            ("CROSSTRADE_LOG__FORMAT", "json"),
+            (
+                "CROSSTRADE_TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"192.0.2.1\"]",
+            ),
+            ("CROSSTRADE_PUBLIC_URL", "https://app.crosstrade.io/"),
+        ]))
+        .unwrap();
+        assert_eq!(config.database.max_connections.get(), 7);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.public_url.as_str(), "https://app.crosstrade.io");
+        assert!(config.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(config.trusted_proxies[1].contains("192.0.2.1".parse().unwrap()));
+        assert!(!config.trusted_proxies[1].contains("192.0.2.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn database_url_sources() {
+        let config = Config::load(&env(&[("DATABASE_URL", "postgres://u:pw@db/x")])).unwrap();
+        assert_eq!(config.database.url.expose(), "postgres://u:pw@db/x");
+        let config = Config::load(&env(&[
+            ("DATABASE_URL", "postgres://a/a"),
+            ("CROSSTRADE_DATABASE__URL", "postgres://b/b"),
+        ]))
+        .unwrap();
+        assert_eq!(config.database.url.expose(), "postgres://b/b");
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("postgres://b/b") && printed.contains("[redacted]"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_source() {
+        let err = Config::load(&env(&[("CROSSTRADE_DATABASE__MAX_CONNECTIONS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `database.max_connections`"), "{err}");
+        assert!(
+            err.contains("CROSSTRADE_DATABASE__MAX_CONNECTIONS"),
+            "{err}"
+        );
+
+        let err = Config::load(&env(&[("CROSSTRADE_LIFETIMES__ACCESS_TOKEN_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lifetimes.access_token_secs") && err.contains("greater than zero"),
+            "{err}"
+        );
+
+        let err = Config::load(&env(&[("CROSSTRADE_PUBLIC_URL", "ftp://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("public_url") && err.contains("http or https"),
+            "{err}"
+        );
+
+        let err = Config::load(&env(&[("CROSSTRADE_LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`listen`"), "{err}");
+
+        let err = Config::load(&env(&[("CROSSTRADE_DATABSE__URL", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = std::env::temp_dir().join(format!("crosstrade-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let sources = Sources {
+            file: Some(path.clone()),
+            env: vec![("CROSSTRADE_LISTEN".into(), "127.0.0.1:9001".into())],
+        };
+        let config = Config::load(&sources).unwrap();
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:9001".parse().unwrap(),
+            "env wins over the file"
+        );
+        assert_eq!(config.log.level, "debug", "the file wins over the defaults");
+
+        std::fs::write(&path, "[log]\nformat = \"xml\"\n").unwrap();
+        let err = Config::load(&Sources {
+            file: Some(path.clone()),
+            env: vec![],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("log.format") && err.contains("config.toml"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let err = Config::load(&Sources {
+            file: Some(dir.join("missing.toml")),
+            env: vec![],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+}

@@ -1,0 +1,109 @@
+//! `crosstrade dev`: the server on the embedded database, seeded with two demo accounts whose
+//! credentials are kept in `data_dir` so every run prints the same ones.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use store::users::{self, Email, Tier};
+
+use crate::cli::serve_on;
+use crate::config::Config;
+use crate::database::{Database, Role};
+
+const DEMO_ACCOUNTS: [(&str, Tier); 2] = [
+    ("elite@demo.crosstrade.test", Tier::Elite),
+    ("pro@demo.crosstrade.test", Tier::Pro),
+];
+const CREDENTIALS_FILE: &str = "demo-credentials";
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let db = Database::open(&config, Role::Server).await?;
+    let outcome = async {
+        db.migrate().await?;
+        let accounts = seed(&config, &db).await?;
+        serve_on(&config, &db, |addr| print_banner(&config, addr, &accounts)).await
+    }
+    .await;
+    let closed = db.close().await;
+    outcome.and(closed)
+}
+
+/// Creates the demo accounts when absent and sets their passwords to the remembered ones.
+async fn seed(config: &Config, db: &Database) -> anyhow::Result<Vec<(String, String, Tier)>> {
+    let remembered = load_or_create_passwords(&config.data_dir)?;
+    let mut accounts = Vec::new();
+    for ((address, tier), password) in DEMO_ACCOUNTS.into_iter().zip(remembered) {
+        let email = Email::parse(address)?;
+        let hash = {
+            let password = password.clone();
+            tokio::task::spawn_blocking(move || store::password::hash(&password)).await??
+        };
+        match users::find_by_email(&db.pool, &email).await? {
+            Some(_) => users::set_password_hash(&db.pool, &email, &hash).await?,
+            None => drop(users::insert(&db.pool, &email, &hash, tier).await?),
+        }
+        let tier = users::find_by_email(&db.pool, &email)
+            .await?
+            .map_or(tier, |user| user.tier);
+        accounts.push((address.to_owned(), password, tier));
+    }
+    Ok(accounts)
+}
+
+fn load_or_create_passwords(data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let path = data_dir.join(CREDENTIALS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let passwords: Vec<String> = text.lines().map(str::to_owned).collect();
+        if passwords.len() == DEMO_ACCOUNTS.len() && passwords.iter().all(|p| p.len() >= 16) {
+            return Ok(passwords);
+        }
+    }
+    let passwords = DEMO_ACCOUNTS
+        .iter()
+        .map(|_| store::secret::random_password(20))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| anyhow::anyhow!("generating demo passwords: {err}"))?;
+    write_private(&path, &passwords.join("\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(passwords)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+fn print_banner(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    accounts: &[(String, String, Tier)],
+) -> anyhow::Result<()> {
+    let mcp_url = format!("{}/v1/api/mcp", config.public_url.as_str());
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "CrossTrade MCP backend (dev mode) listening on http://{addr}"
+    )?;
+    writeln!(out)?;
+    writeln!(out, "MCP server URL: {mcp_url}")?;
+    writeln!(out)?;
+    writeln!(out, "Demo accounts (sign in on the consent page):")?;
+    for (email, password, tier) in accounts {
+        writeln!(out, "  {tier:<8} {email:<30} password: {password}")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "Connect Claude Code:")?;
+    writeln!(
+        out,
+        "  claude mcp add --transport http crosstrade {mcp_url}"
+    )?;
+    out.flush()?;
+    Ok(())
+}

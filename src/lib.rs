@@ -1,0 +1,10 @@
+//! The `crosstrade` binary: configuration, logging, the database (external or embedded), router
+//! composition and the CLI. Business logic lives in the workspace crates (`oauth`, `mcp`,
+//! `addon-bridge`, `store`).
+
+pub mod cli;
+pub mod config;
+pub mod database;
+pub mod dev;
+pub mod server;
+pub mod telemetry;
