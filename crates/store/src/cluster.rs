@@ -17,7 +17,9 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 
@@ -26,6 +28,7 @@ const SOCKET_PORT: u16 = 5432;
 /// `sun_path` holds 108 bytes; leave room for the file name and the terminating NUL.
 const MAX_SOCKET_DIR_LEN: usize = 90;
 const SUPERUSER: &str = "postgres";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 const POSTGRES_ACCOUNT: &str = "postgres";
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,8 @@ pub enum ClusterError {
     BinariesMissing,
     #[error(
         "running as root needs the unprivileged `{POSTGRES_ACCOUNT}` account to run PostgreSQL \
-         (PostgreSQL refuses to run as root); install the postgresql package, which creates it"
+         and `runuser` (util-linux) to run PostgreSQL, which refuses to run as root; install the \
+         postgresql package, which creates the account"
     )]
     NoPostgresAccount,
     #[error("data directory {path} is in use by another crosstrade process ({holder})")]
@@ -73,12 +77,23 @@ impl Binaries {
     pub fn locate() -> Result<Self, ClusterError> {
         #[expect(clippy::disallowed_methods, reason = "PATH lookup, like `which`")]
         let path = std::env::var_os("PATH").unwrap_or_default();
-        for dir in std::env::split_paths(&path) {
+        Self::locate_in(
+            std::env::split_paths(&path),
+            Path::new("/usr/lib/postgresql"),
+        )
+    }
+
+    /// Looks in `path_dirs`, then in the newest `<versions_root>/<version>/bin`.
+    pub fn locate_in(
+        path_dirs: impl IntoIterator<Item = PathBuf>,
+        versions_root: &Path,
+    ) -> Result<Self, ClusterError> {
+        for dir in path_dirs {
             if let Some(found) = Self::from_dir_following_links(&dir) {
                 return Ok(found);
             }
         }
-        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(versions_root)
             .into_iter()
             .flatten()
             .flatten()
@@ -128,6 +143,7 @@ pub struct ClusterOptions {
 struct RunAs {
     uid: u32,
     gid: u32,
+    runuser: String,
 }
 
 /// A PostgreSQL cluster in a data directory.
@@ -139,6 +155,8 @@ pub struct Cluster {
     socket_dir: PathBuf,
     run_as: Option<RunAs>,
     durable: bool,
+    /// The postmaster (or `runuser` above it) when this process started it.
+    child: Arc<Mutex<Option<Child>>>,
 }
 
 impl Cluster {
@@ -166,6 +184,7 @@ impl Cluster {
             socket_dir,
             run_as,
             durable: options.durable,
+            child: Arc::default(),
         };
         cluster.prepare_directories()?;
         if !cluster.pgdata.join("PG_VERSION").is_file() {
@@ -217,62 +236,128 @@ impl Cluster {
         self.run("initdb", &args).map(drop)
     }
 
-    /// Starts PostgreSQL and waits until it accepts connections. A cluster that is already
-    /// running (left behind by a process that was killed) is adopted as it is.
+    /// Starts PostgreSQL as a child of this process and waits until it accepts connections. A
+    /// cluster that is already running (left behind by a process that was killed) is adopted
+    /// as it is.
     pub fn start(&self) -> Result<(), ClusterError> {
         if self.is_running() {
             return Ok(());
         }
-        let mut settings = format!(
-            "-c listen_addresses='' -k '{}' -c unix_socket_permissions=0700 -p {SOCKET_PORT} \
-             -c max_connections=200",
-            self.socket_dir.display()
-        );
-        if !self.durable {
-            settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
-        }
-        let log = self.data_dir.join("postgres.log");
-        let args = [
-            "start",
-            "-D",
-            &self.pgdata.display().to_string(),
-            "-l",
-            &log.display().to_string(),
-            "-w",
-            "-t",
-            "60",
-            "-s",
-            "-o",
-            &settings,
-        ]
-        .map(String::from);
-        self.run("pg_ctl", &args)
-            .map(drop)
-            .map_err(|err| match err {
-                ClusterError::Command { action, detail } => ClusterError::Command {
-                    action,
-                    detail: format!("{detail}\n{}", tail_of(&log)),
-                },
-                other => other,
-            })
+        let log_path = self.log_path();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(format!("opening {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_err("duplicating the log handle"))?;
+        let argv = self.foreground_command();
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(io_err(format!("running {}", argv[0])))?;
+        *self.lock_child() = Some(child);
+        self.wait_ready()
     }
 
-    /// Stops PostgreSQL (fast shutdown: open sessions are ended, data is flushed).
-    pub fn stop(&self) -> Result<(), ClusterError> {
-        if !self.is_running() {
-            return Ok(());
+    /// The argv that runs PostgreSQL in the foreground for this cluster (logging to stderr).
+    pub fn foreground_command(&self) -> Vec<String> {
+        let mut argv = self.run_as_prefix();
+        argv.extend([
+            self.binaries.path("postgres").display().to_string(),
+            "-D".into(),
+            self.pgdata.display().to_string(),
+            "-k".into(),
+            self.socket_dir.display().to_string(),
+            "-p".into(),
+            SOCKET_PORT.to_string(),
+        ]);
+        let mut settings = vec![
+            "listen_addresses=",
+            "unix_socket_permissions=0700",
+            "max_connections=200",
+        ];
+        if !self.durable {
+            settings.extend([
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ]);
         }
-        let args = [
-            "stop",
-            "-D",
-            &self.pgdata.display().to_string(),
-            "-m",
-            "fast",
-            "-w",
-            "-s",
-        ]
-        .map(String::from);
-        self.run("pg_ctl", &args).map(drop)
+        for setting in settings {
+            argv.extend(["-c".to_owned(), setting.to_owned()]);
+        }
+        argv
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("postgres.log")
+    }
+
+    /// Waits until PostgreSQL reports itself ready in `postmaster.pid` (as `pg_ctl -w` does).
+    pub fn wait_ready(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let pid_file = self.pgdata.join("postmaster.pid");
+        loop {
+            let status = fs::read_to_string(&pid_file).unwrap_or_default();
+            if status
+                .lines()
+                .nth(7)
+                .is_some_and(|line| line.trim() == "ready")
+            {
+                return Ok(());
+            }
+            let exited = self
+                .lock_child()
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let why = exited.map_or_else(
+                    || format!("not ready after {START_TIMEOUT:?}"),
+                    |status| format!("exited with {status}"),
+                );
+                return Err(ClusterError::Command {
+                    action: "starting PostgreSQL".into(),
+                    detail: format!("{why}\n{}", tail_of(&self.log_path())),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops PostgreSQL (fast shutdown: open sessions are ended, data is flushed) and reaps it.
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        if self.is_running() {
+            let args = [
+                "stop",
+                "-D",
+                &self.pgdata.display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "-s",
+            ]
+            .map(String::from);
+            self.run("pg_ctl", &args)?;
+        }
+        if let Some(mut child) = self.lock_child().take() {
+            child
+                .wait()
+                .map_err(io_err("waiting for PostgreSQL to exit"))?;
+        }
+        Ok(())
+    }
+
+    fn lock_child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn is_running(&self) -> bool {
@@ -318,13 +403,15 @@ impl Cluster {
     }
 
     fn run_as_prefix(&self) -> Vec<String> {
-        match self.run_as {
-            Some(_) => vec![
-                "runuser".into(),
-                "-u".into(),
-                POSTGRES_ACCOUNT.into(),
-                "--".into(),
-            ],
+        match &self.run_as {
+            Some(run_as) => {
+                vec![
+                    run_as.runuser.clone(),
+                    "-u".into(),
+                    POSTGRES_ACCOUNT.into(),
+                    "--".into(),
+                ]
+            }
             None => Vec::new(),
         }
     }
@@ -406,17 +493,28 @@ fn running_as_root() -> Result<bool, ClusterError> {
 
 fn postgres_account() -> Result<RunAs, ClusterError> {
     let passwd = fs::read_to_string("/etc/passwd").map_err(io_err("reading /etc/passwd"))?;
-    passwd
+    let (uid, gid) = passwd
         .lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
             (fields.first() == Some(&POSTGRES_ACCOUNT)).then_some(())?;
-            Some(RunAs {
-                uid: fields.get(2)?.parse().ok()?,
-                gid: fields.get(3)?.parse().ok()?,
-            })
+            Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
         })
-        .ok_or(ClusterError::NoPostgresAccount)
+        .ok_or(ClusterError::NoPostgresAccount)?;
+    let runuser = [
+        "/usr/sbin/runuser",
+        "/sbin/runuser",
+        "/usr/bin/runuser",
+        "/bin/runuser",
+    ]
+    .into_iter()
+    .find(|path| Path::new(path).is_file())
+    .ok_or(ClusterError::NoPostgresAccount)?;
+    Ok(RunAs {
+        uid,
+        gid,
+        runuser: runuser.to_owned(),
+    })
 }
 
 fn tail_of(log: &Path) -> String {
@@ -477,5 +575,55 @@ impl DataDirLock {
         File::open(data_dir.join("crosstrade.lock"))
             .and_then(|mut file| file.read_to_string(&mut text))
             .map_or_else(|_| "unknown".to_owned(), |_| text.trim().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_name_what_to_install() {
+        let empty = std::env::temp_dir().join(format!("crosstrade-nobin-{}", std::process::id()));
+        let err = Binaries::locate_in([empty.clone()], &empty).unwrap_err();
+        assert!(matches!(err, ClusterError::BinariesMissing));
+        let message = err.to_string();
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+        assert!(message.contains("docker compose up"), "{message}");
+    }
+
+    #[test]
+    fn versioned_directories_are_searched_newest_first() {
+        let root = std::env::temp_dir().join(format!("crosstrade-pgroot-{}", std::process::id()));
+        for version in ["9", "15", "16"] {
+            let bin = root.join(version).join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            // Version 16 is incomplete and must be skipped.
+            let names: &[&str] = if version == "16" {
+                &["initdb"]
+            } else {
+                &["initdb", "pg_ctl", "postgres"]
+            };
+            for name in names {
+                fs::write(bin.join(name), "").unwrap();
+            }
+        }
+        let found = Binaries::locate_in(Vec::new(), &root).unwrap();
+        assert_eq!(found.path("pg_ctl"), root.join("15/bin/pg_ctl"));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn deep_data_directories_get_a_short_socket_directory() {
+        let short = socket_dir_for(Path::new("/var/lib/crosstrade"));
+        assert_eq!(short, Path::new("/var/lib/crosstrade/run"));
+        let deep = PathBuf::from(format!("/{}", "d".repeat(120)));
+        let dir = socket_dir_for(&deep);
+        assert!(
+            dir.as_os_str().len() <= MAX_SOCKET_DIR_LEN,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(dir, socket_dir_for(&deep), "stable for one data directory");
     }
 }

@@ -90,7 +90,7 @@ fn start_private_cluster_with_watchdog() -> Result<(Cluster, ChildStdin), String
     })
     .map_err(|err| err.to_string())?;
     let watchdog = spawn_watchdog(&cluster, &dir)?;
-    cluster.start().map_err(|err| err.to_string())?;
+    cluster.wait_ready().map_err(|err| err.to_string())?;
     Ok((cluster, watchdog))
 }
 
@@ -107,23 +107,29 @@ pub fn scratch_dir(purpose: &str) -> PathBuf {
     dir
 }
 
-/// Starts `sh` waiting on a pipe: when every write end is closed (this process exited or the
-/// guard was dropped), it stops the cluster immediately and deletes `dir`.
+/// Starts PostgreSQL under a `sh` that waits on a pipe: when every write end is closed (this
+/// process exited, however it exited, or the guard was dropped), it stops the cluster at once,
+/// reaps it, and deletes `dir`. Being PostgreSQL's parent, it leaves no zombie behind.
 fn spawn_watchdog(cluster: &Cluster, dir: &std::path::Path) -> Result<ChildStdin, String> {
-    let stop = cluster
-        .immediate_stop_command()
-        .iter()
-        .map(|arg| shell_quote(arg))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let quote_all = |argv: Vec<String>| {
+        argv.iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let script = format!(
-        "cat >/dev/null; {stop} >/dev/null 2>&1; rm -rf {} {}",
-        shell_quote(&dir.display().to_string()),
-        shell_quote(&cluster.data_dir().display().to_string()),
+        "{launch} >>{log} 2>&1 & pid=$!; cat >/dev/null; {stop} >/dev/null 2>&1; wait $pid; \
+         rm -rf {dir} {data}",
+        launch = quote_all(cluster.foreground_command()),
+        log = shell_quote(&cluster.log_path().display().to_string()),
+        stop = quote_all(cluster.immediate_stop_command()),
+        dir = shell_quote(&dir.display().to_string()),
+        data = shell_quote(&cluster.data_dir().display().to_string()),
     );
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
+        .current_dir(cluster.data_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,0 +1,16 @@
+# Multi-stage build of the `crosstrade` server.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin crosstrade
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home-dir /var/lib/crosstrade --create-home crosstrade
+COPY --from=build /src/target/release/crosstrade /usr/local/bin/crosstrade
+USER crosstrade
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/crosstrade"]
+CMD ["serve"]

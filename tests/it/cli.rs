@@ -1,0 +1,200 @@
+//! The operator's verbs against a real database.
+
+use crate::support::{run, stderr, stdout};
+
+#[tokio::test]
+async fn users_add_set_tier_list_round_trip() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+
+    let added = run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "Trader@Example.com",
+            "--tier",
+            "pro",
+            "--password-stdin",
+        ],
+        "correct horse battery staple\n",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(
+        stdout(&added)
+            .trim_end()
+            .ends_with("Trader@Example.com\tpro"),
+        "{}",
+        stdout(&added)
+    );
+
+    let changed = run(
+        &env,
+        &[
+            "users",
+            "set-tier",
+            "--email",
+            "trader@example.com",
+            "--tier",
+            "elite",
+        ],
+        "",
+    );
+    assert!(changed.status.success(), "{}", stderr(&changed));
+
+    let listed = run(&env, &["users", "list"], "");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let lines: Vec<String> = stdout(&listed).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "id\temail\ttier\tcreated_at");
+    let fields: Vec<&str> = lines[1].split('\t').collect();
+    assert_eq!(&fields[1..3], ["Trader@Example.com", "elite"]);
+
+    // The stored password is an argon2id hash, never the password itself.
+    let pool = db.pool().await;
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("correct horse"));
+    assert!(store::password::verify(
+        "correct horse battery staple",
+        &hash
+    ));
+}
+
+#[tokio::test]
+async fn duplicate_email_and_bad_input_are_clear_errors() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let add = |email: &str, tier: &str, password: &str| {
+        run(
+            &env,
+            &[
+                "users",
+                "add",
+                "--email",
+                email,
+                "--tier",
+                tier,
+                "--password-stdin",
+            ],
+            password,
+        )
+    };
+
+    assert!(
+        add("dup@example.com", "standard", "a long enough password\n")
+            .status
+            .success()
+    );
+    let duplicate = add("DUP@example.com", "elite", "a long enough password\n");
+    assert_eq!(duplicate.status.code(), Some(1));
+    assert_eq!(
+        stderr(&duplicate).trim(),
+        "error: a user with email DUP@example.com already exists"
+    );
+
+    let short = add("short@example.com", "pro", "short\n");
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("at least 10 characters"),
+        "{}",
+        stderr(&short)
+    );
+
+    let bad_tier = add("x@example.com", "gold", "a long enough password\n");
+    assert!(!bad_tier.status.success());
+    assert!(
+        stderr(&bad_tier).contains("unknown tier \"gold\""),
+        "{}",
+        stderr(&bad_tier)
+    );
+
+    let bad_email = add("not-an-email", "pro", "a long enough password\n");
+    assert!(!bad_email.status.success());
+    assert!(
+        stderr(&bad_email).contains("invalid email address"),
+        "{}",
+        stderr(&bad_email)
+    );
+
+    let missing = run(
+        &env,
+        &[
+            "users",
+            "set-tier",
+            "--email",
+            "nobody@example.com",
+            "--tier",
+            "pro",
+        ],
+        "",
+    );
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr(&missing).trim(),
+        "error: no user with email nobody@example.com"
+    );
+
+    let listed = run(&env, &["users", "list"], "");
+    assert_eq!(
+        stdout(&listed).lines().count(),
+        2,
+        "only the first account exists"
+    );
+}
+
+#[tokio::test]
+async fn migrations_apply_once_then_are_a_no_op() {
+    let db = testkit::TestDb::new().await;
+    // A database with no migrations at all.
+    let pool = db.pool().await;
+    sqlx::query("DROP TABLE users, _sqlx_migrations")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+
+    let first = run(&env, &["migrate"], "");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let expected = store::MIGRATOR.iter().count();
+    assert_eq!(
+        stdout(&first).trim(),
+        format!("migrations applied: {expected}")
+    );
+
+    let second = run(&env, &["migrate"], "");
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(stdout(&second).trim(), "migrations applied: 0");
+
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 0);
+}
+
+#[test]
+fn an_invalid_configuration_value_names_its_key() {
+    let output = run(
+        &[("CROSSTRADE_DATABASE__MAX_CONNECTIONS", "many")],
+        &["migrate"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("key `database.max_connections`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("CROSSTRADE_DATABASE__MAX_CONNECTIONS"),
+        "{message}"
+    );
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests of the `crosstrade` binary against real PostgreSQL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test by panicking"
+)]
+
+mod cli;
+mod compose;
+mod embedded;
+mod readiness;
+mod support;

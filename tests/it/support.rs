@@ -1,0 +1,210 @@
+//! Running the real `crosstrade` binary: a clean environment, captured logs, and the address
+//! it listens on.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_crosstrade");
+
+/// A command for the binary with only PATH kept from the test's environment, so a developer's
+/// or CI's own variables (DATABASE_URL, CROSSTRADE_*) never leak into a test.
+pub fn command(envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "tests pass PATH through to the binary"
+    )]
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("CROSSTRADE_LOG__FORMAT", "json");
+    cmd.envs(envs.iter().copied());
+    cmd
+}
+
+/// Runs a verb to completion, feeding `stdin`.
+pub fn run(envs: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = command(envs)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn crosstrade");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for crosstrade")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running server process. Dropping it kills the process.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `crosstrade <verb>` on a free port and waits until it listens.
+    pub fn start(verb: &str, envs: &[(&str, &str)]) -> Self {
+        let mut child = command(envs)
+            .arg(verb)
+            .env("CROSSTRADE_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn crosstrade");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        collect_lines(
+            child.stderr.take().expect("stderr"),
+            Arc::clone(&logs),
+            Some(addr_tx),
+        );
+        collect_lines(
+            child.stdout.take().expect("stdout"),
+            Arc::clone(&stdout),
+            None,
+        );
+        let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("server did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+        };
+        Self {
+            child,
+            addr,
+            logs,
+            stdout,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server ignored SIGTERM; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+}
+
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    addr_tx: Option<mpsc::Sender<std::net::SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(tx) = &addr_tx
+                && let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && event["message"] == "listening"
+                && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
+            {
+                let _ = tx.send(addr);
+            }
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The PID of the postmaster running in an embedded data directory, if any.
+pub fn postmaster_pid(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("cluster/postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    // A zombie has exited; only its table entry is left for the parent to reap.
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        !status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    })
+}
+
+/// The real uid a process runs as.
+pub fn process_uid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .expect("Uid line")
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
