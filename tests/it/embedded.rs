@@ -149,7 +149,10 @@ async fn dev_seeds_demo_accounts_and_prints_how_to_connect() {
             .lines()
             .find(|line| line.contains(email))
             .and_then(|line| line.split("password: ").nth(1))
-            .map_or_else(|| panic!("no credentials for {email} in {banner}"), str::to_owned)
+            .map_or_else(
+                || panic!("no credentials for {email} in {banner}"),
+                str::to_owned,
+            )
     };
     let elite_password = password_of("elite@demo.crosstrade.test");
     assert!(elite_password.len() >= 16);

@@ -88,7 +88,10 @@ impl ServerProcess {
         );
         let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!("server did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+            panic!(
+                "server did not start; logs:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
         };
         Self {
             child,
