@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use store::clock::Clock;
+use store::secret::Secret;
 use store::users::{self, Email, Tier};
 use tokio::net::TcpListener;
 
@@ -34,6 +36,16 @@ pub enum Command {
     Users(UsersCommand),
     /// Serve on the embedded database with demo users, and print how to connect a client.
     Dev,
+    /// Manage access-token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a signing key; the current one stops signing now and stops verifying once the
+    /// access-token lifetime has passed.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,11 +79,12 @@ pub struct AddUser {
 pub const MIN_PASSWORD_LEN: usize = 10;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = server::ShutdownSignal::install()?;
     let config = Config::load(&Sources::from_process(cli.config))?;
     telemetry::init(&config.log)?;
     match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Dev => dev::run(config).await,
+        Command::Serve => serve(config, shutdown).await,
+        Command::Dev => dev::run(config, shutdown).await,
         Command::Migrate => {
             let db = Database::open(&config, Role::Tool("migrate")).await?;
             let outcome = db.migrate().await;
@@ -80,6 +93,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             closed
         }
         Command::Users(command) => users_command(&config, command).await,
+        Command::Keys(KeysCommand::Rotate) => {
+            let master_secret = master_secret(&config)?;
+            with_database(&config, Role::Tool("keys rotate"), async |db| {
+                let lifetime =
+                    std::time::Duration::from_secs(config.lifetimes.access_token_secs.get());
+                let clock = Clock::system();
+                // Make sure a key exists (and the secret matches it) before rotating.
+                oauth::keys::KeyRing::load(&db.pool, master_secret.expose().as_bytes(), &clock)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("{err}"))?;
+                let kid = oauth::keys::rotate(
+                    &db.pool,
+                    master_secret.expose().as_bytes(),
+                    lifetime,
+                    &clock,
+                )
+                .await
+                .map_err(|err| anyhow::anyhow!("rotating signing keys: {err}"))?;
+                writeln!(std::io::stdout(), "new signing key: {kid}")?;
+                Ok(())
+            })
+            .await
+        }
     }
 }
 
@@ -150,6 +186,30 @@ async fn users_command(config: &Config, command: UsersCommand) -> anyhow::Result
     }
 }
 
+/// The configured master secret, or the one kept in `data_dir/master.key` (created on first use).
+pub fn master_secret(config: &Config) -> anyhow::Result<Secret> {
+    if !config.master_secret.is_empty() {
+        return Ok(config.master_secret.clone());
+    }
+    let path = config.data_dir.join("master.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = text.trim();
+        if text.len() >= 32 {
+            return Ok(Secret::new(text));
+        }
+        bail!(
+            "{} is shorter than 32 characters; delete it or set master_secret",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let secret = store::secret::random_password(48)
+        .map_err(|err| anyhow::anyhow!("generating a master secret: {err}"))?;
+    dev::write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Secret::new(secret))
+}
+
 fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
@@ -163,9 +223,9 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, shutdown: server::ShutdownSignal) -> anyhow::Result<()> {
     let db = Database::open(&config, Role::Server).await?;
-    let outcome = serve_on(&config, &db, |_| Ok(())).await;
+    let outcome = serve_on(&config, &db, shutdown, |_| Ok(())).await;
     let closed = db.close().await;
     outcome.and(closed)
 }
@@ -174,9 +234,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub async fn serve_on(
     config: &Config,
     db: &Database,
+    shutdown: server::ShutdownSignal,
     ready: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let applied = db.migrate().await?;
+    let master_secret = master_secret(config)?;
+    let oauth = oauth::OAuthState::start(
+        config.oauth_settings(),
+        db.pool.clone(),
+        master_secret.expose().as_bytes(),
+        Clock::system(),
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("starting the OAuth service: {err}"))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {} (key `listen`)", config.listen))?;
@@ -186,6 +256,7 @@ pub async fn serve_on(
     let state = AppState {
         db: db.pool.clone(),
         config: std::sync::Arc::new(config.clone()),
+        oauth,
     };
-    server::serve(listener, state).await
+    server::serve(listener, state, shutdown).await
 }

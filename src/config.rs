@@ -28,6 +28,7 @@ pub struct Config {
     pub public_url: PublicUrl,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub master_secret: Secret,
     pub trusted_proxies: Vec<Network>,
     pub allowed_origins: Vec<Origin>,
     pub database: DatabaseConfig,
@@ -275,9 +276,53 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(EnvVars::from_pairs(&sources.env));
-        figment
+        let config = figment
             .extract::<Config>()
-            .map_err(|err| ConfigError::Invalid(describe(&err)))
+            .map_err(|err| ConfigError::Invalid(describe(&err)))?;
+        config.validate(&figment)?;
+        Ok(config)
+    }
+
+    /// Rules that span more than one value's type.
+    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            let origin = figment.find_metadata(key).map_or_else(
+                || "defaults".to_owned(),
+                |md| md.interpolate(&Profile::Default, &key.split('.').collect::<Vec<_>>()),
+            );
+            ConfigError::Invalid(format!("key `{key}` (from {origin}): {message}"))
+        };
+        let secret = self.master_secret.expose();
+        if !secret.is_empty() && secret.chars().count() < 32 {
+            return Err(invalid("master_secret", "must be at least 32 characters"));
+        }
+        if self.lifetimes.authorization_code_secs.get() > 600 {
+            return Err(invalid(
+                "lifetimes.authorization_code_secs",
+                "must be at most 600 (RFC 6749 §4.1.2)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The OAuth service's settings.
+    pub fn oauth_settings(&self) -> oauth::OAuthSettings {
+        let secs = Duration::from_secs;
+        oauth::OAuthSettings {
+            issuer: self.public_url.as_str().to_owned(),
+            authorization_code_lifetime: secs(self.lifetimes.authorization_code_secs.get()),
+            access_token_lifetime: secs(self.lifetimes.access_token_secs.get()),
+            refresh_token_lifetime: secs(self.lifetimes.refresh_token_secs.get()),
+            refresh_token_idle_lifetime: secs(self.lifetimes.refresh_token_idle_secs.get()),
+            registrations_per_hour: self.rate_limits.registrations_per_hour.get(),
+            sign_in_failures_per_ip: self.rate_limits.sign_in_failures_per_ip.get(),
+            sign_in_failures_per_account: self.rate_limits.sign_in_failures_per_account.get(),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|network| network.0)
+                .collect(),
+        }
     }
 
     /// The OAuth issuer: the public URL exactly as every metadata document spells it.
@@ -346,7 +391,7 @@ impl EnvVars {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace("__", ".");
-            let value = if key == "database.url" {
+            let value = if key == "database.url" || key == "master_secret" {
                 Value::from(raw.clone())
             } else {
                 raw.parse::<Value>().unwrap_or_else(|never| match never {})
@@ -484,6 +529,18 @@ mod tests {
         assert!(
             err.contains("public_url") && err.contains("http or https"),
             "{err}"
+        );
+
+        let err = Config::load(&env(&[("CROSSTRADE_MASTER_SECRET", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`master_secret`") && err.contains("CROSSTRADE_MASTER_SECRET"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("short"),
+            "the secret itself is never printed: {err}"
         );
 
         let err = Config::load(&env(&[("CROSSTRADE_LISTEN", "nowhere")]))

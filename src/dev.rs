@@ -17,12 +17,15 @@ const DEMO_ACCOUNTS: [(&str, Tier); 2] = [
 ];
 const CREDENTIALS_FILE: &str = "demo-credentials";
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: crate::server::ShutdownSignal) -> anyhow::Result<()> {
     let db = Database::open(&config, Role::Server).await?;
     let outcome = async {
         db.migrate().await?;
         let accounts = seed(&config, &db).await?;
-        serve_on(&config, &db, |addr| print_banner(&config, addr, &accounts)).await
+        serve_on(&config, &db, shutdown, |addr| {
+            print_banner(&config, addr, &accounts)
+        })
+        .await
     }
     .await;
     let closed = db.close().await;
@@ -69,7 +72,7 @@ fn load_or_create_passwords(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(passwords)
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -33,6 +33,7 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub db: PgPool,
     pub config: Arc<Config>,
+    pub oauth: oauth::OAuthState,
 }
 
 /// The whole application: routes and middleware.
@@ -62,6 +63,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
+        .merge(oauth::router())
         .layer(middleware)
         .with_state(state)
 }
@@ -111,12 +113,16 @@ async fn get_readyz(State(db): State<PgPool>) -> Response {
 
 /// Serves until SIGTERM or Ctrl-C, then stops accepting connections and lets in-flight requests
 /// finish for up to the configured grace period.
-pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
     let grace = state.config.http.shutdown_grace();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown.wait().await;
         let _ = stop_tx.send(true);
     });
     let mut stop_rx = stop_rx;
@@ -131,22 +137,27 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// SIGTERM and SIGINT, listened for from the moment this is created (before the cluster
+/// starts), so a signal during start-up still shuts down cleanly instead of killing the process.
+#[derive(Debug)]
+pub struct ShutdownSignal {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("Ctrl-C received; shutting down"),
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
     }
 }

@@ -154,7 +154,7 @@ async fn migrations_apply_once_then_are_a_no_op() {
     let db = testkit::TestDb::new().await;
     // A database with no migrations at all.
     let pool = db.pool().await;
-    sqlx::query("DROP TABLE users, _sqlx_migrations")
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
         .execute(&pool)
         .await
         .unwrap();

@@ -179,6 +179,8 @@ async fn dev_seeds_demo_accounts_and_prints_how_to_connect() {
         >= 10));
     let again = server.stdout.lock().unwrap().join("\n");
     assert!(again.contains(&elite_password), "{again}");
-    assert!(server.terminate().success());
+    let logs = server.logs();
+    let status = server.terminate();
+    assert!(status.success(), "{status}: {logs}");
     std::fs::remove_dir_all(&scratch).unwrap();
 }

@@ -1,0 +1,680 @@
+//! The authorization endpoint (RFC 6749 §4.1.1 with OAuth 2.1 and the MCP profile): request
+//! validation, the sign-in page, the consent screen and its decision.
+//!
+//! Errors that cannot be redirected safely (unknown client, missing or unregistered
+//! `redirect_uri`) are pages (RFC 6749 §4.1.2.1). Everything else is redirected to the client
+//! with `state` and `iss` (RFC 9207). Consent is never remembered: every authorization shows the
+//! screen and needs an explicit click.
+
+use std::net::SocketAddr;
+
+use axum::Form;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::TimeDelta;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::client_ip::{bucket, client_ip};
+use crate::crypto::{random_token, secure_eq, sha256};
+use crate::error::Internal;
+use crate::events::{self, Kind, Origin};
+use crate::pages::{self, ConsentPage, SignInPage, error_page};
+use crate::redirect_uri;
+use crate::scope::Scope;
+use crate::session::{self, LOGIN_CSRF_COOKIE};
+use crate::state::{OAuthState, paths};
+
+const CONSENT_LIFETIME: TimeDelta = TimeDelta::minutes(10);
+const MAX_STATE: usize = 2048;
+
+/// A validated authorization request.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub scope: Scope,
+    pub resource: String,
+}
+
+enum Rejection {
+    Page(StatusCode, &'static str, String),
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
+    Internal(Internal),
+}
+
+impl From<Internal> for Rejection {
+    fn from(err: Internal) -> Self {
+        Rejection::Internal(err)
+    }
+}
+
+impl From<sqlx::Error> for Rejection {
+    fn from(err: sqlx::Error) -> Self {
+        Rejection::Internal(err.into())
+    }
+}
+
+/// The redirect back to the client: `params`, then `state` and `iss` (RFC 9207 §2).
+pub fn client_redirect(
+    state: &OAuthState,
+    redirect_uri: &str,
+    params: &[(&str, &str)],
+    client_state: Option<&str>,
+) -> Response {
+    let Ok(mut url) = url::Url::parse(redirect_uri) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The redirect URI is invalid.",
+        );
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in params {
+            query.append_pair(key, value);
+        }
+        if let Some(client_state) = client_state {
+            query.append_pair("state", client_state);
+        }
+        query.append_pair("iss", &state.settings().issuer);
+    }
+    pages::secure(Redirect::to(url.as_str()).into_response())
+}
+
+fn respond(state: &OAuthState, rejection: Rejection) -> Response {
+    match rejection {
+        Rejection::Page(status, title, message) => error_page(status, title, &message),
+        Rejection::Redirect {
+            redirect_uri,
+            state: client_state,
+            error,
+            description,
+        } => client_redirect(
+            state,
+            &redirect_uri,
+            &[("error", error), ("error_description", &description)],
+            client_state.as_deref(),
+        ),
+        Rejection::Internal(err) => {
+            tracing::error!(error = %err, "authorization request failed");
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "CrossTrade could not complete this request. Please try again in a moment.",
+            )
+        }
+    }
+}
+
+fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    for (i, (key, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(other, _)| other == key) {
+            return Err(format!("parameter {key} is repeated"));
+        }
+    }
+    Ok(pairs)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// RFC 8707 §2 with the product decision: a trailing slash and the case of scheme and host do
+/// not matter; anything else must name this server's MCP resource.
+pub fn resource_matches(canonical: &str, requested: &str) -> bool {
+    fn normalise(raw: &str) -> Option<String> {
+        if raw.contains('#') {
+            return None;
+        }
+        let url = url::Url::parse(raw).ok()?;
+        let text = url.as_str();
+        Some(text.strip_suffix('/').unwrap_or(text).to_owned())
+    }
+    match (normalise(canonical), normalise(requested)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRequest, Rejection> {
+    let pairs = parse_query(raw_query);
+    let pairs_for_lookup = pairs.as_deref().unwrap_or(&[]);
+    let Some(client_id) = param(pairs_for_lookup, "client_id") else {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Unknown application",
+            "The request does not name a registered application (client_id is missing).".into(),
+        ));
+    };
+    let client: Option<(String, Option<String>, Vec<String>)> = sqlx::query_as(
+        "SELECT client_id, client_name, redirect_uris FROM oauth_clients WHERE client_id = $1",
+    )
+    .bind(client_id)
+    .fetch_optional(state.db())
+    .await?;
+    let Some((client_id, client_name, registered)) = client else {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Unknown application",
+            "This application is not registered with CrossTrade. Remove and add the server again in your AI application.".into(),
+        ));
+    };
+    let Some(redirect_uri) = param(pairs_for_lookup, "redirect_uri") else {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request has no redirect_uri.".into(),
+        ));
+    };
+    if !registered
+        .iter()
+        .any(|r| redirect_uri::matches(r, redirect_uri))
+    {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The redirect_uri is not registered for this application.".into(),
+        ));
+    }
+    let redirect_uri = redirect_uri.to_owned();
+    let client_state = param(pairs_for_lookup, "state").map(str::to_owned);
+    let redirect = |error: &'static str, description: String| Rejection::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        state: client_state.clone(),
+        error,
+        description,
+    };
+    let pairs = pairs.map_err(|message| redirect("invalid_request", message))?;
+    if client_state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
+        return Err(redirect(
+            "invalid_request",
+            format!("state exceeds {MAX_STATE} characters"),
+        ));
+    }
+    match param(&pairs, "response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return Err(redirect(
+                "unsupported_response_type",
+                "only response_type=code is supported".into(),
+            ));
+        }
+        None => {
+            return Err(redirect(
+                "invalid_request",
+                "response_type is required".into(),
+            ));
+        }
+    }
+    let Some(code_challenge) = param(&pairs, "code_challenge") else {
+        return Err(redirect(
+            "invalid_request",
+            "PKCE code_challenge is required".into(),
+        ));
+    };
+    if param(&pairs, "code_challenge_method") != Some("S256") {
+        return Err(redirect(
+            "invalid_request",
+            "code_challenge_method must be S256".into(),
+        ));
+    }
+    let well_formed = code_challenge.len() == 43
+        && code_challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(redirect(
+            "invalid_request",
+            "code_challenge must be 43 base64url characters (S256)".into(),
+        ));
+    }
+    let scope = Scope::parse_request(param(&pairs, "scope"))
+        .map_err(|message| redirect("invalid_scope", message))?;
+    let canonical = state.settings().resource();
+    if let Some(resource) = param(&pairs, "resource")
+        && !resource_matches(&canonical, resource)
+    {
+        return Err(redirect(
+            "invalid_target",
+            format!("resource must be {canonical}"),
+        ));
+    }
+    Ok(AuthorizationRequest {
+        client_name: client_name.unwrap_or_else(|| client_id.clone()),
+        client_id,
+        redirect_uri,
+        state: client_state,
+        code_challenge: code_challenge.to_owned(),
+        scope,
+        resource: canonical,
+    })
+}
+
+/// `GET /v1/oauth/mcp/authorize`.
+pub async fn get_authorize(
+    State(state): State<OAuthState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let raw = query.unwrap_or_default();
+    match authorize(&state, &headers, &raw).await {
+        Ok(response) => response,
+        Err(rejection) => respond(&state, rejection),
+    }
+}
+
+async fn authorize(
+    state: &OAuthState,
+    headers: &HeaderMap,
+    raw: &str,
+) -> Result<Response, Rejection> {
+    let request = validate(state, raw).await?;
+    match session::current(state, headers).await? {
+        None => Ok(sign_in_page(
+            state,
+            &request.client_name,
+            raw,
+            "",
+            None,
+            StatusCode::OK,
+        )?),
+        Some(session) => Ok(consent_page(state, &session, &request).await?),
+    }
+}
+
+fn sign_in_page(
+    state: &OAuthState,
+    client_name: &str,
+    return_to: &str,
+    email: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response, Internal> {
+    let csrf = random_token()?;
+    let mut response = pages::render(
+        status,
+        &SignInPage {
+            client_name,
+            csrf: &csrf,
+            return_to,
+            email,
+            error,
+        },
+    );
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(state, LOGIN_CSRF_COOKIE, &csrf, 3600),
+    );
+    Ok(response)
+}
+
+async fn consent_page(
+    state: &OAuthState,
+    session: &session::Session,
+    request: &AuthorizationRequest,
+) -> Result<Response, Internal> {
+    let transaction = Uuid::new_v4();
+    let csrf = random_token()?;
+    let now = state.now();
+    sqlx::query(
+        "INSERT INTO consent_transactions
+            (id, session_hash, csrf_hash, client_id, redirect_uri, state, code_challenge,
+             scope_offered, resource, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(transaction)
+    .bind(&session.id_hash)
+    .bind(sha256(csrf.as_bytes()))
+    .bind(&request.client_id)
+    .bind(&request.redirect_uri)
+    .bind(&request.state)
+    .bind(&request.code_challenge)
+    .bind(request.scope.as_str())
+    .bind(&request.resource)
+    .bind(now)
+    .bind(now + CONSENT_LIFETIME)
+    .execute(state.db())
+    .await?;
+    let transaction = transaction.to_string();
+    Ok(pages::render(
+        StatusCode::OK,
+        &ConsentPage {
+            client_name: &request.client_name,
+            redirect_host: &redirect_uri::display_host(&request.redirect_uri),
+            loopback: redirect_uri::is_loopback(&request.redirect_uri),
+            account_email: &session.email,
+            transaction: &transaction,
+            csrf: &csrf,
+            offer_trade: request.scope == Scope::Trade,
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+fn origin_of(peer: SocketAddr, headers: &HeaderMap, state: &OAuthState) -> Origin {
+    Origin {
+        ip: Some(client_ip(peer, headers, &state.settings().trusted_proxies)),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// `POST /v1/oauth/mcp/sign-in`.
+pub async fn post_sign_in(
+    State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    match sign_in(&state, peer, &headers, form).await {
+        Ok(response) => response,
+        Err(rejection) => respond(&state, rejection),
+    }
+}
+
+async fn sign_in(
+    state: &OAuthState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    form: SignInForm,
+) -> Result<Response, Rejection> {
+    // Login CSRF: the form must carry the value of the cookie set with the page.
+    let cookie_csrf = session::cookie(headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    if cookie_csrf.is_empty() || !secure_eq(cookie_csrf.as_bytes(), form.csrf.as_bytes()) {
+        return Err(Rejection::Page(
+            StatusCode::FORBIDDEN,
+            "Request expired",
+            "The sign-in form expired or did not come from this site. Start again from your AI application.".into(),
+        ));
+    }
+    // Only an authorization request can be returned to, never an arbitrary URL.
+    if form.return_to.contains(['#', '\r', '\n']) {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request is malformed.".into(),
+        ));
+    }
+    let request = validate(state, &form.return_to).await?;
+    let origin = origin_of(peer, headers, state);
+    let ip_bucket = origin.ip.map(bucket).unwrap_or_default();
+    let email_lower = form.email.trim().to_lowercase();
+    let settings = state.settings();
+
+    // The window is 15 minutes.
+    let (by_ip, by_account): (i64, i64) = sqlx::query_as(
+        "SELECT
+            (SELECT count(*) FROM sign_in_failures
+             WHERE ip_bucket = $1 AND created_at > $3 - interval '15 minutes'),
+            (SELECT count(*) FROM sign_in_failures
+             WHERE email_lower = $2 AND created_at > $3 - interval '15 minutes')",
+    )
+    .bind(&ip_bucket)
+    .bind(&email_lower)
+    .bind(state.now())
+    .fetch_one(state.db())
+    .await?;
+    if by_ip >= i64::from(settings.sign_in_failures_per_ip)
+        || by_account >= i64::from(settings.sign_in_failures_per_account)
+    {
+        let mut response = sign_in_page(
+            state,
+            &request.client_name,
+            &form.return_to,
+            &form.email,
+            Some("Too many sign-in attempts. Wait 15 minutes and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        )?;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("900"));
+        return Ok(response);
+    }
+
+    let account = match store::users::Email::parse(&form.email) {
+        Ok(email) => store::users::find_credentials(state.db(), &email)
+            .await
+            .map_err(Internal::from)?,
+        Err(_) => None,
+    };
+    let password = form.password;
+    let verified = tokio::task::spawn_blocking(move || match account {
+        Some((user, hash)) => store::password::verify(&password, &hash).then_some(user),
+        None => {
+            // Same work for unknown accounts, so timing does not reveal which emails exist.
+            let _ = store::password::verify(&password, DUMMY_HASH);
+            None
+        }
+    })
+    .await
+    .map_err(Internal::from)?;
+
+    let Some(user) = verified else {
+        sqlx::query(
+            "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&ip_bucket)
+        .bind(&email_lower)
+        .bind(state.now())
+        .execute(state.db())
+        .await?;
+        events::record(
+            state.db(),
+            Kind::SignInFailed,
+            Some(&request.client_id),
+            None,
+            &origin,
+            json!({}),
+        )
+        .await;
+        return Ok(sign_in_page(
+            state,
+            &request.client_name,
+            &form.return_to,
+            &form.email,
+            Some("The email or password is incorrect."),
+            StatusCode::UNAUTHORIZED,
+        )?);
+    };
+    let (session_id, _) = session::create(state, user.id).await?;
+    events::record(
+        state.db(),
+        Kind::SignedIn,
+        Some(&request.client_id),
+        Some(user.id),
+        &origin,
+        json!({}),
+    )
+    .await;
+    let mut response =
+        Redirect::to(&format!("{}?{}", paths::AUTHORIZE, form.return_to)).into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        session::set_cookie(
+            state,
+            session::session_cookie_name(state),
+            &session_id,
+            session::lifetime_seconds(),
+        ),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        session::set_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
+    );
+    Ok(pages::secure(response))
+}
+
+/// An argon2id hash of a random password, verified against when the account does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vb0eyTqa8RrxMwL2Wf6fV2TXMFZ2mRyXxLyo0fdWhy8";
+
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    #[serde(default)]
+    transaction: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+    scope: Option<String>,
+}
+
+/// `POST /v1/oauth/mcp/consent`.
+pub async fn post_consent(
+    State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    match consent(&state, peer, &headers, form).await {
+        Ok(response) => response,
+        Err(rejection) => respond(&state, rejection),
+    }
+}
+
+async fn consent(
+    state: &OAuthState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    form: ConsentForm,
+) -> Result<Response, Rejection> {
+    let forbidden = || {
+        Rejection::Page(
+            StatusCode::FORBIDDEN,
+            "Request expired",
+            "This consent screen expired, was already used, or did not come from this browser. Start again from your AI application.".into(),
+        )
+    };
+    let Some(session) = session::current(state, headers).await? else {
+        return Err(forbidden());
+    };
+    let Ok(transaction) = Uuid::parse_str(&form.transaction) else {
+        return Err(forbidden());
+    };
+    // Single use: claiming the transaction and checking it belongs to this session is one
+    // statement.
+    let claimed: Option<(Vec<u8>, String, String, Option<String>, String, String, String)> = sqlx::query_as(
+        "UPDATE consent_transactions SET used_at = $3
+         WHERE id = $1 AND session_hash = $2 AND used_at IS NULL AND expires_at > $3
+         RETURNING csrf_hash, client_id, redirect_uri, state, code_challenge, scope_offered, resource",
+    )
+    .bind(transaction)
+    .bind(&session.id_hash)
+    .bind(state.now())
+    .fetch_optional(state.db())
+    .await?;
+    let Some((csrf_hash, client_id, redirect_uri, client_state, code_challenge, offered, resource)) =
+        claimed
+    else {
+        return Err(forbidden());
+    };
+    if !secure_eq(&csrf_hash, &sha256(form.csrf.as_bytes())) {
+        return Err(forbidden());
+    }
+    let origin = origin_of(peer, headers, state);
+    if form.decision != "allow" {
+        events::record(
+            state.db(),
+            Kind::ConsentDenied,
+            Some(&client_id),
+            Some(session.user_id),
+            &origin,
+            json!({}),
+        )
+        .await;
+        return Ok(client_redirect(
+            state,
+            &redirect_uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied the request"),
+            ],
+            client_state.as_deref(),
+        ));
+    }
+    let offered = Scope::from_stored(&offered).unwrap_or(Scope::Read);
+    let chosen = match form.scope.as_deref() {
+        None | Some("mcp:read") => Scope::Read,
+        Some("mcp:trade") => Scope::Trade,
+        Some(_) => {
+            return Err(Rejection::Page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "Unknown permission.".into(),
+            ));
+        }
+    };
+    if !offered.covers(chosen) {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "That permission was not requested by the application.".into(),
+        ));
+    }
+    let code = random_token()?;
+    let now = state.now();
+    let lifetime = TimeDelta::from_std(state.settings().authorization_code_lifetime)
+        .unwrap_or(TimeDelta::seconds(60));
+    sqlx::query(
+        "INSERT INTO authorization_codes
+            (code_hash, client_id, user_id, redirect_uri, code_challenge, scope, resource, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(sha256(code.as_bytes()))
+    .bind(&client_id)
+    .bind(session.user_id)
+    .bind(&redirect_uri)
+    .bind(&code_challenge)
+    .bind(chosen.as_str())
+    .bind(&resource)
+    .bind(now)
+    .bind(now + lifetime)
+    .execute(state.db())
+    .await?;
+    events::record(
+        state.db(),
+        Kind::ConsentGranted,
+        Some(&client_id),
+        Some(session.user_id),
+        &origin,
+        json!({ "scope": chosen.as_str() }),
+    )
+    .await;
+    Ok(client_redirect(
+        state,
+        &redirect_uri,
+        &[("code", &code)],
+        client_state.as_deref(),
+    ))
+}

@@ -1,0 +1,78 @@
+//! Security events: who did what, from where. Never a secret.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    ClientRegistered,
+    SignInFailed,
+    SignedIn,
+    ConsentGranted,
+    ConsentDenied,
+    TokenIssued,
+    TokenRefreshed,
+    CodeReuse,
+    RefreshReplay,
+    Revoked,
+    ClientDeleted,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ClientRegistered => "client_registered",
+            Kind::SignInFailed => "sign_in_failed",
+            Kind::SignedIn => "signed_in",
+            Kind::ConsentGranted => "consent_granted",
+            Kind::ConsentDenied => "consent_denied",
+            Kind::TokenIssued => "token_issued",
+            Kind::TokenRefreshed => "token_refreshed",
+            Kind::CodeReuse => "code_reuse",
+            Kind::RefreshReplay => "refresh_replay",
+            Kind::Revoked => "revoked",
+            Kind::ClientDeleted => "client_deleted",
+        }
+    }
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Records an event. A failure to record is logged and does not fail the request.
+pub async fn record(
+    db: impl sqlx::PgExecutor<'_>,
+    kind: Kind,
+    client_id: Option<&str>,
+    user_id: Option<Uuid>,
+    origin: &Origin,
+    detail: Value,
+) {
+    let result = sqlx::query(
+        "INSERT INTO security_events (kind, client_id, user_id, ip, user_agent, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(kind.as_str())
+    .bind(client_id)
+    .bind(user_id)
+    .bind(origin.ip.map(|ip| ip.to_string()))
+    .bind(
+        origin
+            .user_agent
+            .as_deref()
+            .map(|ua| ua.chars().take(300).collect::<String>()),
+    )
+    .bind(detail)
+    .execute(db)
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(kind = kind.as_str(), error = %err, "could not record a security event");
+    }
+    tracing::info!(event = kind.as_str(), client_id, user_id = ?user_id, "security event");
+}

@@ -1,0 +1,338 @@
+//! Access-token signing keys (Ed25519, JWS `EdDSA`) kept in PostgreSQL so every replica signs and
+//! verifies with the same set. Private halves are encrypted (ChaCha20-Poly1305, the key id as
+//! associated data) under a key derived from the master secret.
+//!
+//! Rotation adds a key that signs from then on; the previous key stops signing but still verifies
+//! until the longest access-token lifetime has passed, after which tokens it signed are refused.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use store::clock::Clock;
+
+use crate::crypto::{b64, b64_decode, derive_key, random_token};
+use crate::error::Internal;
+
+/// The JWS algorithm of every access token; nothing else is accepted (RFC 8725 §3.1).
+pub const ALGORITHM: &str = "EdDSA";
+/// RFC 9068 §2.1: the `typ` header of JWT access tokens.
+pub const TOKEN_TYPE: &str = "at+jwt";
+/// Unknown `kid`s trigger a reload from the database at most this often.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+struct VerificationKey {
+    key: VerifyingKey,
+    verify_until: Option<DateTime<Utc>>,
+}
+
+struct KeySet {
+    signing: Option<(String, SigningKey)>,
+    verifying: HashMap<String, VerificationKey>,
+    loaded_at: Instant,
+}
+
+/// The signing and verification keys of this deployment.
+pub struct KeyRing {
+    encryption_key: [u8; 32],
+    keys: RwLock<KeySet>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").finish_non_exhaustive()
+    }
+}
+
+/// Why a JWT was refused before any claim was trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtError {
+    Malformed,
+    UnknownKey,
+    BadSignature,
+    KeyExpired,
+}
+
+fn encryption_key(master_secret: &[u8]) -> [u8; 32] {
+    derive_key(master_secret, "crosstrade signing-key encryption v1")
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first one when the database has none.
+    pub async fn load(db: &PgPool, master_secret: &[u8], clock: &Clock) -> Result<Self, Internal> {
+        let ring = Self {
+            encryption_key: encryption_key(master_secret),
+            keys: RwLock::new(KeySet {
+                signing: None,
+                verifying: HashMap::new(),
+                loaded_at: Instant::now(),
+            }),
+        };
+        let mut tx = db.begin().await?;
+        // One replica creates the first key; the others wait and then see it.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crosstrade signing keys'))")
+            .execute(&mut *tx)
+            .await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE retired_at IS NULL")
+                .fetch_one(&mut *tx)
+                .await?;
+        if count == 0 {
+            insert_key(&mut tx, &ring.encryption_key, clock.now()).await?;
+        }
+        tx.commit().await?;
+        ring.reload(db, clock).await?;
+        Ok(ring)
+    }
+
+    /// Reads the current key set from the database.
+    pub async fn reload(&self, db: &PgPool, clock: &Clock) -> Result<(), Internal> {
+        let rows: Vec<(
+            String,
+            Vec<u8>,
+            Vec<u8>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        )> = sqlx::query_as(
+            "SELECT kid, public_key, private_key_encrypted, retired_at, verify_until
+                 FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
+                 ORDER BY created_at",
+        )
+        .bind(clock.now())
+        .fetch_all(db)
+        .await?;
+        let mut signing = None;
+        let mut verifying = HashMap::new();
+        for (kid, public, encrypted, retired_at, verify_until) in rows {
+            let key = verifying_key(&public)
+                .ok_or_else(|| Internal::new(format!("signing key {kid}: bad public key")))?;
+            if retired_at.is_none() {
+                signing = Some((kid.clone(), self.decrypt(&kid, &encrypted)?));
+            }
+            verifying.insert(kid, VerificationKey { key, verify_until });
+        }
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *keys = KeySet {
+            signing,
+            verifying,
+            loaded_at: Instant::now(),
+        };
+        Ok(())
+    }
+
+    fn decrypt(&self, kid: &str, sealed: &[u8]) -> Result<SigningKey, Internal> {
+        let (nonce, ciphertext) = sealed
+            .split_at_checked(12)
+            .ok_or_else(|| Internal::new(format!("signing key {kid}: truncated")))?;
+        let cipher = ChaCha20Poly1305::new(&self.encryption_key.into());
+        let nonce = Nonce::try_from(nonce).map_err(|_| Internal::new("bad nonce length"))?;
+        let secret = cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Internal::new(format!(
+                    "signing key {kid} cannot be decrypted: the master secret differs from the \
+                     one it was created with"
+                ))
+            })?;
+        let bytes: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| Internal::new(format!("signing key {kid}: bad length")))?;
+        Ok(SigningKey::from_bytes(&bytes))
+    }
+
+    /// Signs `claims` as a compact JWS with the current key.
+    pub fn sign(&self, claims: &Value) -> Result<String, Internal> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (kid, key) = keys
+            .signing
+            .as_ref()
+            .ok_or_else(|| Internal::new("no active signing key"))?;
+        let header = json!({ "alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": kid });
+        let signing_input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = key.sign(signing_input.as_bytes());
+        Ok(format!("{signing_input}.{}", b64(&signature.to_bytes())))
+    }
+
+    /// Checks the header and signature of a compact JWS and returns its claims. Claims are not
+    /// validated here.
+    pub async fn verify(&self, token: &str, db: &PgPool, clock: &Clock) -> Result<Value, JwtError> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Malformed);
+        };
+        let header: Value = b64_decode(header_b64)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(JwtError::Malformed)?;
+        // The algorithm comes from our allow-list, never from the token (RFC 8725 §2.1).
+        if header["alg"] != ALGORITHM
+            || !header["typ"].as_str().is_some_and(|t| {
+                t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
+            })
+            || header.get("crit").is_some()
+        {
+            return Err(JwtError::Malformed);
+        }
+        let kid = header["kid"].as_str().ok_or(JwtError::Malformed)?;
+        let signature = b64_decode(signature_b64)
+            .and_then(|bytes| Signature::from_slice(&bytes).ok())
+            .ok_or(JwtError::Malformed)?;
+        let key = match self.verification_key(kid, clock) {
+            Some(found) => found,
+            None => {
+                if self.may_reload() {
+                    self.reload(db, clock)
+                        .await
+                        .map_err(|_| JwtError::UnknownKey)?;
+                }
+                self.verification_key(kid, clock)
+                    .ok_or(JwtError::UnknownKey)?
+            }
+        }?;
+        let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
+        key.verify_strict(signing_input.as_bytes(), &signature)
+            .map_err(|_| JwtError::BadSignature)?;
+        b64_decode(claims_b64)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .filter(Value::is_object)
+            .ok_or(JwtError::Malformed)
+    }
+
+    fn verification_key(&self, kid: &str, clock: &Clock) -> Option<Result<VerifyingKey, JwtError>> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = keys.verifying.get(kid)?;
+        Some(match found.verify_until {
+            Some(until) if until <= clock.now() => Err(JwtError::KeyExpired),
+            _ => Ok(found.key),
+        })
+    }
+
+    fn may_reload(&self) -> bool {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.loaded_at.elapsed() >= RELOAD_INTERVAL
+    }
+
+    /// The public keys as a JWK Set (RFC 7517), for `jwks_uri`.
+    pub fn jwks(&self) -> Value {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut list: Vec<(&String, &VerificationKey)> = keys.verifying.iter().collect();
+        list.sort_by(|a, b| a.0.cmp(b.0));
+        let keys: Vec<Value> = list
+            .into_iter()
+            .map(|(kid, key)| {
+                json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": ALGORITHM,
+                    "use": "sig",
+                    "kid": kid,
+                    "x": b64(key.key.as_bytes()),
+                })
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+}
+
+fn verifying_key(public: &[u8]) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = public.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+async fn insert_key(
+    tx: &mut sqlx::PgConnection,
+    encryption_key: &[u8; 32],
+    now: DateTime<Utc>,
+) -> Result<String, Internal> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|err| Internal::new(format!("CSPRNG: {err}")))?;
+    let signing = SigningKey::from_bytes(&secret);
+    let kid = random_token()?[..16].to_owned();
+    let mut nonce_bytes = [0u8; 12];
+    getrandom::fill(&mut nonce_bytes).map_err(|err| Internal::new(format!("CSPRNG: {err}")))?;
+    let nonce = Nonce::from(nonce_bytes);
+    let cipher = ChaCha20Poly1305::new(&(*encryption_key).into());
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: &secret,
+                aad: kid.as_bytes(),
+            },
+        )
+        .map_err(|_| Internal::new("encrypting a signing key"))?;
+    let mut sealed = nonce_bytes.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, public_key, private_key_encrypted, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&kid)
+    .bind(ALGORITHM)
+    .bind(signing.verifying_key().as_bytes().as_slice())
+    .bind(sealed)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(kid)
+}
+
+/// Adds a signing key and retires the current ones: they stop signing now and stop verifying
+/// once `max_access_token_lifetime` has passed. Returns the new key id.
+pub async fn rotate(
+    db: &PgPool,
+    master_secret: &[u8],
+    max_access_token_lifetime: Duration,
+    clock: &Clock,
+) -> Result<String, Internal> {
+    let now = clock.now();
+    let until = now
+        + chrono::TimeDelta::from_std(max_access_token_lifetime)
+            .map_err(|_| Internal::new("access-token lifetime out of range"))?;
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crosstrade signing keys'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE signing_keys SET retired_at = $1, verify_until = $2 WHERE retired_at IS NULL",
+    )
+    .bind(now)
+    .bind(until)
+    .execute(&mut *tx)
+    .await?;
+    let kid = insert_key(&mut tx, &encryption_key(master_secret), now).await?;
+    tx.commit().await?;
+    Ok(kid)
+}

@@ -1,0 +1,353 @@
+//! RFC 7591 dynamic client registration for public clients.
+//!
+//! Decisions (OAUTH-CHECKLIST): an omitted `token_endpoint_auth_method`, `client_secret_post` or
+//! `client_secret_basic` registers a public client and the response says `none` with no secret;
+//! other methods are refused. Identical re-registrations from the same IP bucket return the
+//! existing client and are not counted; new clients are limited per IP bucket per hour, counted
+//! in PostgreSQL under an advisory lock so the limit holds across replicas.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::client_ip::{bucket, client_ip};
+use crate::crypto::{random_token, sha256};
+use crate::error::OAuthError;
+use crate::events::{self, Kind, Origin};
+use crate::redirect_uri;
+use crate::scope::{READ, TRADE};
+use crate::state::OAuthState;
+
+/// Largest registration body.
+pub const MAX_BODY: usize = 16 * 1024;
+const MAX_REDIRECT_URIS: usize = 10;
+const MAX_STRING: usize = 2000;
+const MAX_NAME: usize = 200;
+const MAX_FIELDS: usize = 40;
+
+pub async fn post_register(
+    State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    if body.len() > MAX_BODY {
+        return Err(OAuthError::Client {
+            code: "invalid_client_metadata",
+            description: format!("registration body exceeds {MAX_BODY} bytes"),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+        });
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(OAuthError::invalid_request(
+            "registration requires Content-Type: application/json",
+        ));
+    }
+    let request: Value = serde_json::from_slice(&body).map_err(|err| {
+        OAuthError::invalid_client_metadata(format!("body is not valid JSON: {err}"))
+    })?;
+    let metadata = normalise(&request)?;
+
+    let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
+    let ip_bucket = bucket(ip);
+    let dedup_key = {
+        let mut material = metadata.to_string().into_bytes();
+        material.extend_from_slice(b"\n");
+        material.extend_from_slice(ip_bucket.as_bytes());
+        sha256(&material)
+    };
+
+    let now = state.now();
+    let mut tx = state.db().begin().await?;
+    // Serialise registrations per IP bucket so the count and the insert are one decision.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("register {ip_bucket}"))
+        .execute(&mut *tx)
+        .await?;
+    let existing: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT client_id, created_at FROM oauth_clients WHERE dedup_key = $1 LIMIT 1",
+    )
+    .bind(&dedup_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((client_id, created_at)) = existing {
+        tx.commit().await?;
+        return Ok(registered(&client_id, created_at, metadata));
+    }
+    let window: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT created_at FROM registration_events
+         WHERE ip_bucket = $1 AND created_at > $2 - interval '1 hour' ORDER BY created_at",
+    )
+    .bind(&ip_bucket)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let limit = state.settings().registrations_per_hour as usize;
+    if window.len() >= limit {
+        let oldest_counted = window[window.len() - limit];
+        let frees_at = oldest_counted + chrono::TimeDelta::hours(1);
+        let retry_after = u64::try_from((frees_at - now).num_seconds().max(1)).unwrap_or(3600);
+        return Err(OAuthError::TooMany {
+            code: "too_many_registrations",
+            description: format!(
+                "at most {limit} new clients per hour from one address; reuse your client_id"
+            ),
+            retry_after,
+        });
+    }
+    let client_id = format!("ctc_{}", random_token()?);
+    let redirect_uris: Vec<String> = metadata["redirect_uris"]
+        .as_array()
+        .map(|uris| {
+            uris.iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO oauth_clients
+            (client_id, metadata, dedup_key, client_name, redirect_uris, registered_ip, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&client_id)
+    .bind(&metadata)
+    .bind(&dedup_key)
+    .bind(metadata["client_name"].as_str())
+    .bind(&redirect_uris)
+    .bind(ip.to_string())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO registration_events (ip_bucket, created_at) VALUES ($1, $2)")
+        .bind(&ip_bucket)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let origin = Origin {
+        ip: Some(ip),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    events::record(
+        &mut *tx,
+        Kind::ClientRegistered,
+        Some(&client_id),
+        None,
+        &origin,
+        json!({ "client_name": metadata["client_name"], "redirect_uris": redirect_uris }),
+    )
+    .await;
+    tx.commit().await?;
+    Ok(registered(&client_id, now, metadata))
+}
+
+fn registered(client_id: &str, issued_at: DateTime<Utc>, metadata: Value) -> Response {
+    let mut body = match metadata {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    body.insert("client_id".into(), json!(client_id));
+    body.insert("client_id_issued_at".into(), json!(issued_at.timestamp()));
+    let mut response = (StatusCode::CREATED, Json(Value::Object(body))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Validates the request and returns the metadata this server stores and echoes.
+fn normalise(request: &Value) -> Result<Value, OAuthError> {
+    let Value::Object(fields) = request else {
+        return Err(OAuthError::invalid_client_metadata(
+            "body must be a JSON object",
+        ));
+    };
+    if fields.len() > MAX_FIELDS {
+        return Err(OAuthError::invalid_client_metadata(
+            "too many metadata fields",
+        ));
+    }
+    let mut out = Map::new();
+
+    let uris = match fields.get("redirect_uris") {
+        Some(Value::Array(uris)) if !uris.is_empty() => uris,
+        Some(Value::Array(_)) | None => {
+            return Err(OAuthError::invalid_redirect_uri(
+                "redirect_uris is required and must not be empty",
+            ));
+        }
+        Some(_) => {
+            return Err(OAuthError::invalid_redirect_uri(
+                "redirect_uris must be an array of strings",
+            ));
+        }
+    };
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(OAuthError::invalid_redirect_uri(format!(
+            "at most {MAX_REDIRECT_URIS} redirect_uris"
+        )));
+    }
+    let mut redirect_uris = Vec::new();
+    for uri in uris {
+        let uri = uri
+            .as_str()
+            .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?;
+        redirect_uri::validate(uri).map_err(OAuthError::invalid_redirect_uri)?;
+        if !redirect_uris.contains(&uri) {
+            redirect_uris.push(uri);
+        }
+    }
+    out.insert("redirect_uris".into(), json!(redirect_uris));
+
+    match fields.get("token_endpoint_auth_method").map(|m| m.as_str()) {
+        None | Some(Some("none" | "client_secret_post" | "client_secret_basic")) => {}
+        Some(Some(other)) => {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "token_endpoint_auth_method {other:?} is not supported: this server registers \
+                 public clients (\"none\") only"
+            )));
+        }
+        Some(None) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "token_endpoint_auth_method must be a string",
+            ));
+        }
+    }
+    out.insert("token_endpoint_auth_method".into(), json!("none"));
+
+    let grant_types = string_list(fields, "grant_types")?
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    for grant in &grant_types {
+        if !matches!(grant.as_str(), "authorization_code" | "refresh_token") {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "grant type {grant:?} is not supported (authorization_code and refresh_token only)"
+            )));
+        }
+    }
+    if !grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(OAuthError::invalid_client_metadata(
+            "grant_types must include authorization_code",
+        ));
+    }
+    out.insert("grant_types".into(), json!(grant_types));
+
+    let response_types =
+        string_list(fields, "response_types")?.unwrap_or_else(|| vec!["code".into()]);
+    if response_types != ["code"] {
+        return Err(OAuthError::invalid_client_metadata(
+            "response_types must be [\"code\"]",
+        ));
+    }
+    out.insert("response_types".into(), json!(response_types));
+
+    if let Some(scope) = fields.get("scope") {
+        let scope = scope
+            .as_str()
+            .ok_or_else(|| OAuthError::invalid_client_metadata("scope must be a string"))?;
+        for item in scope.split(' ').filter(|s| !s.is_empty()) {
+            if item != READ && item != TRADE {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "scope {item:?} is not supported (mcp:read and mcp:trade only)"
+                )));
+            }
+        }
+        out.insert("scope".into(), json!(scope));
+    }
+
+    if let Some(name) = optional_string(fields, "client_name", MAX_NAME)? {
+        out.insert("client_name".into(), json!(name));
+    }
+    for key in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
+        if let Some(uri) = optional_string(fields, key, MAX_STRING)? {
+            let is_https = url::Url::parse(&uri)
+                .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
+            if !is_https {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "{key} must be an https URL"
+                )));
+            }
+            out.insert(key.into(), json!(uri));
+        }
+    }
+    for key in ["software_id", "software_version"] {
+        if let Some(value) = optional_string(fields, key, MAX_NAME)? {
+            out.insert(key.into(), json!(value));
+        }
+    }
+    if let Some(kind) = optional_string(fields, "application_type", 20)? {
+        if kind != "web" && kind != "native" {
+            return Err(OAuthError::invalid_client_metadata(
+                "application_type must be web or native",
+            ));
+        }
+        out.insert("application_type".into(), json!(kind));
+    }
+    // Everything else is tolerated and neither stored nor echoed (RFC 7591 §2: ignore what is
+    // not understood), but bounded like the rest.
+    for (key, value) in fields {
+        if key.len() > 100 || value.to_string().len() > MAX_STRING * 2 {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "field {key:?} is too large"
+            )));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+fn string_list(fields: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, OAuthError> {
+    match fields.get(key) {
+        None => Ok(None),
+        Some(Value::Array(items)) if items.len() <= 10 => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .filter(|s| s.len() <= 100)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        OAuthError::invalid_client_metadata(format!(
+                            "{key} must be an array of short strings"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(OAuthError::invalid_client_metadata(format!(
+            "{key} must be an array of strings"
+        ))),
+    }
+}
+
+fn optional_string(
+    fields: &Map<String, Value>,
+    key: &str,
+    max: usize,
+) -> Result<Option<String>, OAuthError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= max && !s.chars().any(char::is_control) => {
+            Ok(Some(s.clone()))
+        }
+        Some(Value::String(_)) => Err(OAuthError::invalid_client_metadata(format!(
+            "{key} must be at most {max} characters without control characters"
+        ))),
+        Some(_) => Err(OAuthError::invalid_client_metadata(format!(
+            "{key} must be a string"
+        ))),
+    }
+}

@@ -1,0 +1,95 @@
+//! Browser sessions: the cookie holds a random id, the database its SHA-256.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::crypto::{random_token, sha256};
+use crate::error::Internal;
+use crate::state::OAuthState;
+
+const SESSION_LIFETIME: TimeDelta = TimeDelta::hours(12);
+pub const LOGIN_CSRF_COOKIE: &str = "ct_login_csrf";
+
+/// The session cookie's name: `__Host-` (Secure, host-only, path /) when served over https.
+pub fn session_cookie_name(state: &OAuthState) -> &'static str {
+    if state.settings().secure_cookies() {
+        "__Host-ct_session"
+    } else {
+        "ct_session"
+    }
+}
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+pub fn set_cookie(state: &OAuthState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.settings().secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A signed-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id_hash: Vec<u8>,
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+/// The live session named by the request's cookie, if any.
+pub async fn current(state: &OAuthState, headers: &HeaderMap) -> Result<Option<Session>, Internal> {
+    let Some(id) = cookie(headers, session_cookie_name(state)) else {
+        return Ok(None);
+    };
+    let id_hash = sha256(id.as_bytes());
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT s.user_id, u.email FROM browser_sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.id_hash = $1 AND s.expires_at > $2",
+    )
+    .bind(&id_hash)
+    .bind(state.now())
+    .fetch_optional(state.db())
+    .await?;
+    Ok(row.map(|(user_id, email)| Session {
+        id_hash,
+        user_id,
+        email,
+    }))
+}
+
+/// Creates a session; returns the cookie value (the only copy of the id).
+pub async fn create(
+    state: &OAuthState,
+    user_id: Uuid,
+) -> Result<(String, DateTime<Utc>), Internal> {
+    let id = random_token()?;
+    let expires_at = state.now() + SESSION_LIFETIME;
+    sqlx::query("INSERT INTO browser_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(sha256(id.as_bytes()))
+        .bind(user_id)
+        .bind(state.now())
+        .bind(expires_at)
+        .execute(state.db())
+        .await?;
+    Ok((id, expires_at))
+}
+
+pub fn lifetime_seconds() -> i64 {
+    SESSION_LIFETIME.num_seconds()
+}

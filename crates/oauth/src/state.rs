@@ -1,0 +1,118 @@
+//! The OAuth service state shared by every handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use sqlx::PgPool;
+use store::clock::Clock;
+
+use crate::crypto::derive_key;
+use crate::error::Internal;
+use crate::keys::KeyRing;
+use crate::verify::GrantCache;
+
+/// Paths of the endpoints, relative to the issuer.
+pub mod paths {
+    pub const AUTHORIZE: &str = "/v1/oauth/mcp/authorize";
+    pub const SIGN_IN: &str = "/v1/oauth/mcp/sign-in";
+    pub const CONSENT: &str = "/v1/oauth/mcp/consent";
+    pub const TOKEN: &str = "/v1/oauth/mcp/token";
+    pub const REGISTER: &str = "/v1/oauth/mcp/register";
+    pub const REVOKE: &str = "/v1/oauth/mcp/revoke";
+    pub const JWKS: &str = "/v1/oauth/mcp/jwks";
+    pub const STYLESHEET: &str = "/v1/oauth/mcp/assets/style.css";
+    pub const MCP: &str = "/v1/api/mcp";
+    pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
+    pub const PRM: &str = "/.well-known/oauth-protected-resource";
+}
+
+/// Settings taken from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// The public base URL; the issuer string, byte for byte.
+    pub issuer: String,
+    pub authorization_code_lifetime: Duration,
+    pub access_token_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
+    pub refresh_token_idle_lifetime: Duration,
+    pub registrations_per_hour: u32,
+    pub sign_in_failures_per_ip: u32,
+    pub sign_in_failures_per_account: u32,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl OAuthSettings {
+    /// The protected resource: the MCP endpoint (RFC 8707 audience of every access token).
+    pub fn resource(&self) -> String {
+        format!("{}{}", self.issuer, paths::MCP)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+}
+
+/// The OAuth service: settings, database, keys and the grant cache.
+#[derive(Debug, Clone)]
+pub struct OAuthState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub settings: OAuthSettings,
+    pub db: PgPool,
+    pub clock: Clock,
+    pub keys: KeyRing,
+    pub grants: GrantCache,
+    /// Key for deriving a rotated refresh token's successor from the token itself.
+    pub refresh_key: [u8; 32],
+}
+
+impl std::fmt::Debug for GrantCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantCache").finish_non_exhaustive()
+    }
+}
+
+impl OAuthState {
+    /// Loads (or creates) the signing keys and starts the revocation listener.
+    pub async fn start(
+        settings: OAuthSettings,
+        db: PgPool,
+        master_secret: &[u8],
+        clock: Clock,
+    ) -> Result<Self, Internal> {
+        let keys = KeyRing::load(&db, master_secret, &clock).await?;
+        let state = Self {
+            inner: Arc::new(Inner {
+                settings,
+                db,
+                clock,
+                keys,
+                grants: GrantCache::default(),
+                refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),
+            }),
+        };
+        crate::verify::spawn_revocation_listener(&state);
+        crate::maintenance::spawn_reaper(&state);
+        Ok(state)
+    }
+
+    pub fn settings(&self) -> &OAuthSettings {
+        &self.inner.settings
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.inner.db
+    }
+
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
+    }
+}

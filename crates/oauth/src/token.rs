@@ -1,0 +1,550 @@
+//! The token endpoint (OAuth 2.1 §3.2): `authorization_code` with PKCE S256 and `refresh_token`
+//! with rotation.
+//!
+//! Codes are claimed by one atomic `UPDATE … WHERE used_at IS NULL`; a failed check burns the
+//! code. A code presented again revokes the grant its first use created. Refresh tokens rotate
+//! on every use; the successor is derived from the presented token (HMAC under a server key), so
+//! a repeat within the grace window returns the same successor without storing it. A repeat
+//! after the window, or after the successor was used, revokes the grant.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::authorize::resource_matches;
+use crate::client_ip::client_ip;
+use crate::crypto::{b64, hmac_sha256, pkce_matches, random_token, secure_eq, sha256};
+use crate::error::{Internal, OAuthError};
+use crate::events::{self, Kind, Origin};
+use crate::scope::Scope;
+use crate::state::OAuthState;
+use crate::verify::revoke_grant;
+
+/// A just-rotated refresh token presented again within this window, while its successor is
+/// unused, returns that same successor (concurrent refreshes by processes sharing a store).
+pub const REFRESH_GRACE: TimeDelta = TimeDelta::seconds(60);
+
+/// Parsed `application/x-www-form-urlencoded` parameters; repeats are refused (RFC 6749 §3.2).
+pub struct FormParams(Vec<(String, String)>);
+
+impl std::fmt::Debug for FormParams {
+    // Values are secrets (codes, verifiers, refresh tokens): print the names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(key, _)| key))
+            .finish()
+    }
+}
+
+impl FormParams {
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, OAuthError> {
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (i, (key, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(other, _)| other == key) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {key} is repeated"
+                )));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, key: &str) -> Result<&str, OAuthError> {
+        self.get(key)
+            .ok_or_else(|| OAuthError::invalid_request(format!("{key} is required")))
+    }
+}
+
+/// The client named by `client_id` or by HTTP Basic (clients registered with
+/// `client_secret_basic` are public here; any secret they send is ignored).
+pub fn client_id_of(
+    headers: &HeaderMap,
+    params: &FormParams,
+) -> Result<Option<String>, OAuthError> {
+    let from_basic = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(value) if value.len() > 6 && value[..6].eq_ignore_ascii_case("basic ") => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value[6..].trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| OAuthError::invalid_client("malformed HTTP Basic credentials"))?;
+            let id = decoded
+                .split_once(':')
+                .map_or(decoded.as_str(), |(id, _)| id);
+            let id = url::form_urlencoded::parse(format!("a={id}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            Some(id)
+        }
+        _ => None,
+    };
+    match (from_basic, params.get("client_id")) {
+        (Some(a), Some(b)) if a != b => Err(OAuthError::invalid_request(
+            "client_id differs from the HTTP Basic credentials",
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, Some(b)) => Ok(Some(b.to_owned())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `POST /v1/oauth/mcp/token`.
+pub async fn post_token(
+    State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = FormParams::parse(&headers, &body)?;
+    let grant_type = params.require("grant_type")?.to_owned();
+    let client_id = client_id_of(&headers, &params)?
+        .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
+    let client: Option<Value> =
+        sqlx::query_scalar("SELECT metadata FROM oauth_clients WHERE client_id = $1")
+            .bind(&client_id)
+            .fetch_optional(state.db())
+            .await?;
+    // Unknown clients get 401 invalid_client, so clients re-register (CLIENTS row 18).
+    let Some(metadata) = client else {
+        return Err(OAuthError::invalid_client(
+            "unknown client_id; register again",
+        ));
+    };
+    let origin = Origin {
+        ip: Some(client_ip(peer, &headers, &state.settings().trusted_proxies)),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let allows_refresh = metadata["grant_types"]
+        .as_array()
+        .is_some_and(|grants| grants.iter().any(|g| g == "refresh_token"));
+    match grant_type.as_str() {
+        "authorization_code" => {
+            exchange_code(&state, &params, &client_id, allows_refresh, &origin).await
+        }
+        "refresh_token" if allows_refresh => refresh(&state, &params, &client_id, &origin).await,
+        "refresh_token" => Err(OAuthError::bad(
+            "unauthorized_client",
+            "this client did not register the refresh_token grant",
+        )),
+        _ => Err(OAuthError::bad(
+            "unsupported_grant_type",
+            "grant_type must be authorization_code or refresh_token",
+        )),
+    }
+}
+
+/// The token endpoint's answer (OAuth 2.1 §3.2.3), never cached.
+fn token_response(
+    access_token: &str,
+    expires_in: Duration,
+    refresh_token: Option<&str>,
+    scope: Scope,
+) -> Response {
+    let mut body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in.as_secs(),
+        "scope": scope.token_scope(),
+    });
+    if let Some(refresh_token) = refresh_token {
+        body["refresh_token"] = json!(refresh_token);
+    }
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A JWT access token (RFC 9068) for a grant.
+pub fn sign_access_token(
+    state: &OAuthState,
+    user_id: Uuid,
+    client_id: &str,
+    grant_id: Uuid,
+    scope: Scope,
+) -> Result<String, Internal> {
+    let settings = state.settings();
+    let now = state.now().timestamp();
+    let lifetime = i64::try_from(settings.access_token_lifetime.as_secs()).unwrap_or(3600);
+    state.inner.keys.sign(&json!({
+        "iss": settings.issuer,
+        "sub": user_id.to_string(),
+        "aud": settings.resource(),
+        "client_id": client_id,
+        "scope": scope.token_scope(),
+        "jti": Uuid::new_v4().to_string(),
+        "gid": grant_id.to_string(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+    }))
+}
+
+/// Narrows the granted scope to a requested one (RFC 6749 §6: never wider).
+fn requested_scope(params: &FormParams, granted: Scope) -> Result<Scope, OAuthError> {
+    match params.get("scope") {
+        None => Ok(granted),
+        Some(raw) => {
+            let requested = Scope::parse_request(Some(raw)).map_err(OAuthError::invalid_scope)?;
+            if granted.covers(requested) {
+                Ok(requested)
+            } else {
+                Err(OAuthError::invalid_scope(format!(
+                    "the grant does not include {}",
+                    requested.as_str()
+                )))
+            }
+        }
+    }
+}
+
+fn check_resource(params: &FormParams, granted: &str) -> Result<(), OAuthError> {
+    match params.get("resource") {
+        Some(resource) if !resource_matches(granted, resource) => Err(OAuthError::invalid_target(
+            format!("resource must be {granted}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+async fn exchange_code(
+    state: &OAuthState,
+    params: &FormParams,
+    client_id: &str,
+    allows_refresh: bool,
+    origin: &Origin,
+) -> Result<Response, OAuthError> {
+    let code = params.require("code")?;
+    let redirect_uri = params.require("redirect_uri")?;
+    let verifier = params.require("code_verifier")?;
+    let code_hash = sha256(code.as_bytes());
+    let now = state.now();
+    let mut tx = state.db().begin().await?;
+    let claimed: Option<(String, Uuid, String, String, String, String, DateTime<Utc>)> =
+        sqlx::query_as(
+            "UPDATE authorization_codes SET used_at = $2
+         WHERE code_hash = $1 AND used_at IS NULL
+         RETURNING client_id, user_id, redirect_uri, code_challenge, scope, resource, expires_at",
+        )
+        .bind(&code_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((code_client, user_id, code_redirect, challenge, scope, resource, expires_at)) =
+        claimed
+    else {
+        // Used before: revoke everything its first use produced (RFC 6749 §4.1.2).
+        let first_use: Option<(Option<Uuid>, String, Uuid)> = sqlx::query_as(
+            "SELECT grant_id, client_id, user_id FROM authorization_codes WHERE code_hash = $1",
+        )
+        .bind(&code_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let Some((grant_id, code_client, user_id)) = first_use {
+            if let Some(grant_id) = grant_id {
+                revoke_grant(state, grant_id, "authorization code reused").await?;
+            }
+            events::record(
+                state.db(),
+                Kind::CodeReuse,
+                Some(&code_client),
+                Some(user_id),
+                origin,
+                json!({ "grant_id": grant_id, "presented_by": client_id }),
+            )
+            .await;
+        }
+        return Err(OAuthError::invalid_grant(
+            "the authorization code is invalid, expired or already used",
+        ));
+    };
+    // The code is consumed from here on, whatever the outcome of the checks.
+    let failure = if code_client != client_id {
+        Some(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ))
+    } else if expires_at <= now {
+        Some(OAuthError::invalid_grant(
+            "the authorization code has expired",
+        ))
+    } else if code_redirect != redirect_uri {
+        Some(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ))
+    } else if !pkce_matches(verifier, &challenge) {
+        Some(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ))
+    } else {
+        None
+    };
+    if let Some(error) = failure {
+        tx.commit().await?;
+        return Err(error);
+    }
+    if let Err(error) = check_resource(params, &resource) {
+        tx.commit().await?;
+        return Err(error);
+    }
+    let granted =
+        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
+    let token_scope = match requested_scope(params, granted) {
+        Ok(scope) => scope,
+        Err(error) => {
+            tx.commit().await?;
+            return Err(error);
+        }
+    };
+    let grant_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO grants (grant_id, user_id, client_id, scope, resource, redirect_uri, created_at, last_used_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(grant_id)
+    .bind(user_id)
+    .bind(client_id)
+    .bind(granted.as_str())
+    .bind(&resource)
+    .bind(&code_redirect)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE authorization_codes SET grant_id = $2 WHERE code_hash = $1")
+        .bind(&code_hash)
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE oauth_clients SET first_authorized_at = $2 WHERE client_id = $1 AND first_authorized_at IS NULL")
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let refresh_token = if allows_refresh {
+        let token = random_token()?;
+        insert_refresh_token(
+            &mut tx,
+            state,
+            &token,
+            grant_id,
+            now,
+            now + delta(state.settings().refresh_token_lifetime),
+        )
+        .await?;
+        Some(token)
+    } else {
+        None
+    };
+    let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
+    tx.commit().await?;
+    events::record(
+        state.db(),
+        Kind::TokenIssued,
+        Some(client_id),
+        Some(user_id),
+        origin,
+        json!({ "grant_id": grant_id, "scope": token_scope.as_str() }),
+    )
+    .await;
+    Ok(token_response(
+        &access_token,
+        state.settings().access_token_lifetime,
+        refresh_token.as_deref(),
+        token_scope,
+    ))
+}
+
+async fn insert_refresh_token(
+    tx: &mut sqlx::PgConnection,
+    state: &OAuthState,
+    token: &str,
+    grant_id: Uuid,
+    now: DateTime<Utc>,
+    family_expires_at: DateTime<Utc>,
+) -> Result<(), OAuthError> {
+    let idle = (now + delta(state.settings().refresh_token_idle_lifetime)).min(family_expires_at);
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, idle_expires_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(sha256(token.as_bytes()))
+    .bind(grant_id)
+    .bind(now)
+    .bind(idle)
+    .bind(family_expires_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The successor of a refresh token: reproducible from the token, unguessable without it.
+fn successor_of(state: &OAuthState, token: &str) -> String {
+    b64(&hmac_sha256(&state.inner.refresh_key, token.as_bytes()))
+}
+
+type RefreshRow = (
+    Uuid,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<Vec<u8>>,
+    String,
+    Uuid,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+);
+
+async fn refresh(
+    state: &OAuthState,
+    params: &FormParams,
+    client_id: &str,
+    origin: &Origin,
+) -> Result<Response, OAuthError> {
+    let presented = params.require("refresh_token")?;
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let now = state.now();
+    let mut tx = state.db().begin().await?;
+    // The row lock serialises concurrent refreshes of one token.
+    let row: Option<RefreshRow> = sqlx::query_as(
+        "SELECT rt.grant_id, rt.idle_expires_at, rt.expires_at, rt.rotated_at, rt.successor_hash,
+                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at
+         FROM refresh_tokens rt JOIN grants g USING (grant_id)
+         WHERE rt.token_hash = $1 FOR UPDATE OF rt",
+    )
+    .bind(sha256(presented.as_bytes()))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((
+        grant_id,
+        idle_expires_at,
+        expires_at,
+        rotated_at,
+        successor_hash,
+        grant_client,
+        user_id,
+        scope,
+        resource,
+        revoked_at,
+    )) = row
+    else {
+        return Err(invalid());
+    };
+    if grant_client != client_id || revoked_at.is_some() {
+        return Err(invalid());
+    }
+    check_resource(params, &resource)?;
+    let granted =
+        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
+    let token_scope = requested_scope(params, granted)?;
+    let successor = successor_of(state, presented);
+    match (rotated_at, successor_hash) {
+        (None, _) => {
+            if idle_expires_at <= now || expires_at <= now {
+                return Err(invalid());
+            }
+            let successor_hash = sha256(successor.as_bytes());
+            sqlx::query("UPDATE refresh_tokens SET rotated_at = $2, successor_hash = $3 WHERE token_hash = $1")
+                .bind(sha256(presented.as_bytes()))
+                .bind(now)
+                .bind(&successor_hash)
+                .execute(&mut *tx)
+                .await?;
+            insert_refresh_token(&mut tx, state, &successor, grant_id, now, expires_at).await?;
+        }
+        (Some(rotated_at), Some(successor_hash)) => {
+            let successor_used: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+                "SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            )
+            .bind(&successor_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let within_grace = now - rotated_at <= REFRESH_GRACE;
+            let unused = matches!(successor_used, Some(None));
+            if !(within_grace
+                && unused
+                && secure_eq(&successor_hash, &sha256(successor.as_bytes())))
+            {
+                tx.commit().await?;
+                revoke_grant(state, grant_id, "refresh token replayed").await?;
+                events::record(
+                    state.db(),
+                    Kind::RefreshReplay,
+                    Some(client_id),
+                    Some(user_id),
+                    origin,
+                    json!({ "grant_id": grant_id }),
+                )
+                .await;
+                return Err(invalid());
+            }
+        }
+        (Some(_), None) => return Err(invalid()),
+    }
+    sqlx::query("UPDATE grants SET last_used_at = $2 WHERE grant_id = $1")
+        .bind(grant_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
+    tx.commit().await?;
+    events::record(
+        state.db(),
+        Kind::TokenRefreshed,
+        Some(client_id),
+        Some(user_id),
+        origin,
+        json!({ "grant_id": grant_id }),
+    )
+    .await;
+    Ok(token_response(
+        &access_token,
+        state.settings().access_token_lifetime,
+        Some(&successor),
+        token_scope,
+    ))
+}

@@ -1,0 +1,310 @@
+//! Access-token verification for the resource server, and grant revocation.
+//!
+//! A token is accepted when its signature verifies with a known key under the allowed algorithm,
+//! its claims name this issuer and this resource, it is within its lifetime, and its grant is
+//! alive. Grant state is cached in-process; every change that ends a grant is announced by a
+//! database trigger on the `grant_ended` channel, and each replica's listener drops the cached
+//! state. While the listener is disconnected the cache is bypassed (revocation fails closed),
+//! and it starts empty after every reconnect.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use crate::error::Internal;
+use crate::keys::JwtError;
+use crate::scope::Scope;
+use crate::state::OAuthState;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat` (RFC 9068 §4).
+const LEEWAY_SECONDS: i64 = 30;
+/// `last_used_at` is written at most this often per grant.
+const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+const CHANNEL: &str = "grant_ended";
+
+/// What a valid access token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAccess {
+    pub user_id: Uuid,
+    pub client_id: String,
+    pub grant_id: Uuid,
+    pub scope: Scope,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessError {
+    Malformed,
+    BadSignature,
+    UnknownKey,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    Revoked,
+    /// The grant's state could not be read (database down): not a client error.
+    Unavailable,
+}
+
+impl AccessError {
+    pub fn message(self) -> &'static str {
+        match self {
+            AccessError::Malformed => "the access token is malformed",
+            AccessError::BadSignature | AccessError::UnknownKey => {
+                "the access token was not issued by this server"
+            }
+            AccessError::Expired => "the access token has expired",
+            AccessError::NotYetValid => "the access token is not valid yet",
+            AccessError::WrongIssuer => "the access token was issued by another server",
+            AccessError::WrongAudience => "the access token is not for this resource",
+            AccessError::Revoked => "the access token has been revoked",
+            AccessError::Unavailable => "token state is temporarily unavailable",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct CachedGrant {
+    alive: bool,
+    last_used_written: Instant,
+}
+
+/// Per-replica cache of grant liveness.
+#[derive(Default)]
+pub struct GrantCache {
+    entries: RwLock<HashMap<Uuid, CachedGrant>>,
+    listening: AtomicBool,
+}
+
+impl GrantCache {
+    fn get(&self, grant_id: Uuid) -> Option<CachedGrant> {
+        if !self.listening.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&grant_id)
+            .copied()
+    }
+
+    fn put(&self, grant_id: Uuid, entry: CachedGrant) {
+        if self.listening.load(Ordering::SeqCst) {
+            self.entries
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(grant_id, entry);
+        }
+    }
+
+    fn mark_ended(&self, grant_id: Uuid) {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                grant_id,
+                CachedGrant {
+                    alive: false,
+                    last_used_written: Instant::now(),
+                },
+            );
+    }
+
+    fn reset(&self, listening: bool) {
+        self.listening.store(false, Ordering::SeqCst);
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.listening.store(listening, Ordering::SeqCst);
+    }
+
+    /// Whether revocations from other replicas are being received (the cache is in use).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+}
+
+impl OAuthState {
+    /// Verifies a bearer access token for the MCP resource.
+    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, AccessError> {
+        let inner = &self.inner;
+        let claims = inner
+            .keys
+            .verify(token, &inner.db, &inner.clock)
+            .await
+            .map_err(|err| match err {
+                JwtError::Malformed => AccessError::Malformed,
+                JwtError::BadSignature => AccessError::BadSignature,
+                JwtError::UnknownKey | JwtError::KeyExpired => AccessError::UnknownKey,
+            })?;
+        let now = inner.clock.now().timestamp();
+        let settings = &inner.settings;
+        let int = |key: &str| claims[key].as_i64().ok_or(AccessError::Malformed);
+        if int("exp")? + LEEWAY_SECONDS <= now {
+            return Err(AccessError::Expired);
+        }
+        if claims.get("nbf").is_some() && int("nbf")? - LEEWAY_SECONDS > now {
+            return Err(AccessError::NotYetValid);
+        }
+        if int("iat")? - LEEWAY_SECONDS > now {
+            return Err(AccessError::NotYetValid);
+        }
+        if claims["iss"].as_str() != Some(settings.issuer.as_str()) {
+            return Err(AccessError::WrongIssuer);
+        }
+        let resource = settings.resource();
+        let audience_ok = match &claims["aud"] {
+            Value::String(aud) => *aud == resource,
+            Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(resource.as_str())),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(AccessError::WrongAudience);
+        }
+        let uuid_claim = |key: &str| {
+            claims[key]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or(AccessError::Malformed)
+        };
+        let user_id = uuid_claim("sub")?;
+        let grant_id = uuid_claim("gid")?;
+        let client_id = claims["client_id"]
+            .as_str()
+            .ok_or(AccessError::Malformed)?
+            .to_owned();
+        let scope = match claims["scope"].as_str() {
+            Some("mcp:read") => Scope::Read,
+            Some("mcp:read mcp:trade" | "mcp:trade mcp:read" | "mcp:trade") => Scope::Trade,
+            _ => return Err(AccessError::Malformed),
+        };
+        self.check_grant(grant_id).await?;
+        Ok(VerifiedAccess {
+            user_id,
+            client_id,
+            grant_id,
+            scope,
+        })
+    }
+
+    async fn check_grant(&self, grant_id: Uuid) -> Result<(), AccessError> {
+        let cache = &self.inner.grants;
+        if let Some(entry) = cache.get(grant_id) {
+            if !entry.alive {
+                return Err(AccessError::Revoked);
+            }
+            if entry.last_used_written.elapsed() >= LAST_USED_EVERY {
+                cache.put(
+                    grant_id,
+                    CachedGrant {
+                        alive: true,
+                        last_used_written: Instant::now(),
+                    },
+                );
+                self.touch(grant_id);
+            }
+            return Ok(());
+        }
+        let revoked: Option<Option<chrono::DateTime<chrono::Utc>>> =
+            sqlx::query_scalar("SELECT revoked_at FROM grants WHERE grant_id = $1")
+                .bind(grant_id)
+                .fetch_optional(&self.inner.db)
+                .await
+                .map_err(|err| {
+                    tracing::warn!(error = %err, "grant lookup failed");
+                    AccessError::Unavailable
+                })?;
+        let alive = matches!(revoked, Some(None));
+        cache.put(
+            grant_id,
+            CachedGrant {
+                alive,
+                last_used_written: Instant::now(),
+            },
+        );
+        if alive {
+            self.touch(grant_id);
+            Ok(())
+        } else {
+            Err(AccessError::Revoked)
+        }
+    }
+
+    /// Records use of a grant without holding up the request.
+    fn touch(&self, grant_id: Uuid) {
+        let db = self.inner.db.clone();
+        let now = self.now();
+        tokio::spawn(async move {
+            let _ = sqlx::query(
+                "UPDATE grants SET last_used_at = $2 WHERE grant_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(grant_id)
+            .bind(now)
+            .execute(&db)
+            .await;
+        });
+    }
+
+    /// Whether this replica currently receives revocations (for readiness and tests).
+    pub fn revocations_live(&self) -> bool {
+        self.inner.grants.is_listening()
+    }
+}
+
+/// Ends a grant: its access tokens fail at once on this replica and, through the trigger's
+/// notification, on every other; its refresh tokens stop working. Returns whether it was live.
+pub async fn revoke_grant(
+    state: &OAuthState,
+    grant_id: Uuid,
+    reason: &str,
+) -> Result<bool, Internal> {
+    let updated = sqlx::query(
+        "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE grant_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(grant_id)
+    .bind(state.now())
+    .bind(reason)
+    .execute(state.db())
+    .await?;
+    state.inner.grants.mark_ended(grant_id);
+    Ok(updated.rows_affected() > 0)
+}
+
+pub(crate) fn spawn_revocation_listener(state: &OAuthState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            match listen(&state).await {
+                Ok(()) => {}
+                Err(err) => tracing::warn!(error = %err, "revocation listener lost; reconnecting"),
+            }
+            state.inner.grants.reset(false);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(&state.inner.db).await?;
+    listener.listen(CHANNEL).await?;
+    // Anything cached before this point may have missed a notification.
+    state.inner.grants.reset(true);
+    tracing::info!("revocation listener connected");
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                if let Ok(grant_id) = Uuid::parse_str(notification.payload()) {
+                    state.inner.grants.mark_ended(grant_id);
+                }
+            }
+            // The connection dropped; notifications sent meanwhile are lost.
+            None => return Ok(()),
+        }
+    }
+}
