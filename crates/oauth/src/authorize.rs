@@ -117,16 +117,17 @@ fn respond(state: &OAuthState, rejection: Rejection) -> Response {
     }
 }
 
-fn parse_query(raw: &str) -> Result<Vec<(String, String)>, String> {
+/// All parameters, and the name of the first one that appears more than once.
+fn parse_query(raw: &str) -> (Vec<(String, String)>, Option<String>) {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    for (i, (key, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(other, _)| other == key) {
-            return Err(format!("parameter {key} is repeated"));
-        }
-    }
-    Ok(pairs)
+    let repeated = pairs
+        .iter()
+        .enumerate()
+        .find(|(i, (key, _))| pairs[..*i].iter().any(|(other, _)| other == key))
+        .map(|(_, (key, _))| key.clone());
+    (pairs, repeated)
 }
 
 fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -155,8 +156,19 @@ pub fn resource_matches(canonical: &str, requested: &str) -> bool {
 }
 
 async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRequest, Rejection> {
-    let pairs = parse_query(raw_query);
-    let pairs_for_lookup = pairs.as_deref().unwrap_or(&[]);
+    let (pairs, repeated) = parse_query(raw_query);
+    // Which client and where to redirect must be unambiguous before anything is redirected.
+    if let Some(key) = repeated
+        .as_deref()
+        .filter(|k| matches!(*k, "client_id" | "redirect_uri"))
+    {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            format!("The parameter {key} appears more than once."),
+        ));
+    }
+    let pairs_for_lookup = pairs.as_slice();
     let Some(client_id) = param(pairs_for_lookup, "client_id") else {
         return Err(Rejection::Page(
             StatusCode::BAD_REQUEST,
@@ -202,7 +214,12 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
         error,
         description,
     };
-    let pairs = pairs.map_err(|message| redirect("invalid_request", message))?;
+    if let Some(key) = repeated {
+        return Err(redirect(
+            "invalid_request",
+            format!("parameter {key} is repeated"),
+        ));
+    }
     if client_state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
         return Err(redirect(
             "invalid_request",
@@ -469,9 +486,10 @@ async fn sign_in(
         Err(_) => None,
     };
     let password = form.password;
-    let verified = tokio::task::spawn_blocking(move || match account {
-        Some((user, hash)) => store::password::verify(&password, &hash).then_some(user),
-        None => {
+    let verified = tokio::task::spawn_blocking(move || {
+        if let Some((user, hash)) = account {
+            store::password::verify(&password, &hash).then_some(user)
+        } else {
             // Same work for unknown accounts, so timing does not reveal which emails exist.
             let _ = store::password::verify(&password, DUMMY_HASH);
             None
@@ -539,6 +557,17 @@ async fn sign_in(
 /// An argon2id hash of a random password, verified against when the account does not exist.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vb0eyTqa8RrxMwL2Wf6fV2TXMFZ2mRyXxLyo0fdWhy8";
 
+#[derive(sqlx::FromRow)]
+struct ClaimedConsent {
+    csrf_hash: Vec<u8>,
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    scope_offered: String,
+    resource: String,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ConsentForm {
     #[serde(default)]
@@ -584,7 +613,7 @@ async fn consent(
     };
     // Single use: claiming the transaction and checking it belongs to this session is one
     // statement.
-    let claimed: Option<(Vec<u8>, String, String, Option<String>, String, String, String)> = sqlx::query_as(
+    let claimed: Option<ClaimedConsent> = sqlx::query_as(
         "UPDATE consent_transactions SET used_at = $3
          WHERE id = $1 AND session_hash = $2 AND used_at IS NULL AND expires_at > $3
          RETURNING csrf_hash, client_id, redirect_uri, state, code_challenge, scope_offered, resource",
@@ -594,8 +623,15 @@ async fn consent(
     .bind(state.now())
     .fetch_optional(state.db())
     .await?;
-    let Some((csrf_hash, client_id, redirect_uri, client_state, code_challenge, offered, resource)) =
-        claimed
+    let Some(ClaimedConsent {
+        csrf_hash,
+        client_id,
+        redirect_uri,
+        state: client_state,
+        code_challenge,
+        scope_offered: offered,
+        resource,
+    }) = claimed
     else {
         return Err(forbidden());
     };

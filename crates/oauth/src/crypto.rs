@@ -37,7 +37,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 // HMAC accepts keys of any length; this cannot be reached.
 fn unreachable_hmac() -> hmac::Hmac<Sha256> {
-    <hmac::Hmac<Sha256> as KeyInit>::new(&Default::default())
+    <hmac::Hmac<Sha256> as KeyInit>::new(&hmac::digest::Key::<hmac::Hmac<Sha256>>::default())
 }
 
 /// Constant-time equality for secrets and their derivatives.

@@ -9,7 +9,7 @@ use crate::state::OAuthState;
 use crate::verify::revoke_grant;
 
 /// One live authorization of a client by a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct GrantSummary {
     pub grant_id: Uuid,
     pub client_id: String,
@@ -23,31 +23,16 @@ pub struct GrantSummary {
 
 /// The user's live grants, newest first.
 pub async fn list_grants(state: &OAuthState, user_id: Uuid) -> Result<Vec<GrantSummary>, Internal> {
-    let rows: Vec<(Uuid, String, Option<String>, String, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT g.grant_id, g.client_id, c.client_name, g.scope, g.redirect_uri, g.created_at, g.last_used_at
+    Ok(sqlx::query_as(
+        "SELECT g.grant_id, g.client_id, c.client_name, g.scope, g.redirect_uri, g.created_at,
+                g.last_used_at
          FROM grants g JOIN oauth_clients c USING (client_id)
          WHERE g.user_id = $1 AND g.revoked_at IS NULL
          ORDER BY g.created_at DESC",
     )
     .bind(user_id)
     .fetch_all(state.db())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(grant_id, client_id, client_name, scope, redirect_uri, created_at, last_used_at)| {
-                GrantSummary {
-                    grant_id,
-                    client_id,
-                    client_name,
-                    scope,
-                    redirect_uri,
-                    created_at,
-                    last_used_at,
-                }
-            },
-        )
-        .collect())
+    .await?)
 }
 
 /// Revokes one of the user's grants; `false` when it is not theirs or already ended.

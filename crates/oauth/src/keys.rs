@@ -93,23 +93,24 @@ impl KeyRing {
 
     /// Reads the current key set from the database.
     pub async fn reload(&self, db: &PgPool, clock: &Clock) -> Result<(), Internal> {
-        let rows: Vec<(
-            String,
-            Vec<u8>,
-            Vec<u8>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        )> = sqlx::query_as(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, public_key, private_key_encrypted, retired_at, verify_until
-                 FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
-                 ORDER BY created_at",
+             FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
+             ORDER BY created_at",
         )
         .bind(clock.now())
         .fetch_all(db)
         .await?;
         let mut signing = None;
         let mut verifying = HashMap::new();
-        for (kid, public, encrypted, retired_at, verify_until) in rows {
+        for KeyRow {
+            kid,
+            public_key: public,
+            private_key_encrypted: encrypted,
+            retired_at,
+            verify_until,
+        } in rows
+        {
             let key = verifying_key(&public)
                 .ok_or_else(|| Internal::new(format!("signing key {kid}: bad public key")))?;
             if retired_at.is_none() {
@@ -200,17 +201,16 @@ impl KeyRing {
         let signature = b64_decode(signature_b64)
             .and_then(|bytes| Signature::from_slice(&bytes).ok())
             .ok_or(JwtError::Malformed)?;
-        let key = match self.verification_key(kid, clock) {
-            Some(found) => found,
-            None => {
-                if self.may_reload() {
-                    self.reload(db, clock)
-                        .await
-                        .map_err(|_| JwtError::UnknownKey)?;
-                }
-                self.verification_key(kid, clock)
-                    .ok_or(JwtError::UnknownKey)?
+        let key = if let Some(found) = self.verification_key(kid, clock) {
+            found
+        } else {
+            if self.may_reload() {
+                self.reload(db, clock)
+                    .await
+                    .map_err(|_| JwtError::UnknownKey)?;
             }
+            self.verification_key(kid, clock)
+                .ok_or(JwtError::UnknownKey)?
         }?;
         let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
         key.verify_strict(signing_input.as_bytes(), &signature)
@@ -264,6 +264,15 @@ impl KeyRing {
             .collect();
         json!({ "keys": keys })
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    public_key: Vec<u8>,
+    private_key_encrypted: Vec<u8>,
+    retired_at: Option<DateTime<Utc>>,
+    verify_until: Option<DateTime<Utc>>,
 }
 
 fn verifying_key(public: &[u8]) -> Option<VerifyingKey> {

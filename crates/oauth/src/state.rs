@@ -112,6 +112,11 @@ impl OAuthState {
         &self.inner.db
     }
 
+    /// The signing keys (JWKS, and signing for tools that mint tokens in-process).
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.inner.keys
+    }
+
     pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.inner.clock.now()
     }

@@ -264,18 +264,24 @@ async fn exchange_code(
     let code_hash = sha256(code.as_bytes());
     let now = state.now();
     let mut tx = state.db().begin().await?;
-    let claimed: Option<(String, Uuid, String, String, String, String, DateTime<Utc>)> =
-        sqlx::query_as(
-            "UPDATE authorization_codes SET used_at = $2
+    let claimed: Option<ClaimedCode> = sqlx::query_as(
+        "UPDATE authorization_codes SET used_at = $2
          WHERE code_hash = $1 AND used_at IS NULL
          RETURNING client_id, user_id, redirect_uri, code_challenge, scope, resource, expires_at",
-        )
-        .bind(&code_hash)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((code_client, user_id, code_redirect, challenge, scope, resource, expires_at)) =
-        claimed
+    )
+    .bind(&code_hash)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(ClaimedCode {
+        client_id: code_client,
+        user_id,
+        redirect_uri: code_redirect,
+        code_challenge: challenge,
+        scope,
+        resource,
+        expires_at,
+    }) = claimed
     else {
         // Used before: revoke everything its first use produced (RFC 6749 §4.1.2).
         let first_use: Option<(Option<Uuid>, String, Uuid)> = sqlx::query_as(
@@ -396,6 +402,17 @@ async fn exchange_code(
         refresh_token.as_deref(),
         token_scope,
     ))
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedCode {
+    client_id: String,
+    user_id: Uuid,
+    redirect_uri: String,
+    code_challenge: String,
+    scope: String,
+    resource: String,
+    expires_at: DateTime<Utc>,
 }
 
 async fn insert_refresh_token(

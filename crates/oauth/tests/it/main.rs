@@ -1,0 +1,17 @@
+//! The OAuth behaviours of OAUTH-CHECKLIST.md (groups A–H, without CIMD), over real HTTP on
+//! loopback against real PostgreSQL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+mod authorize;
+mod discovery;
+mod registration;
+mod revocation;
+mod storage;
+mod support;
+mod token;
+mod verification;

@@ -1,0 +1,536 @@
+//! D1–D10 and E1–E6: the token endpoint.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use store::users::Tier;
+
+use crate::support::{Flow, Server, assert_oauth_error, count};
+
+async fn setup() -> (Server, Flow) {
+    let server = Server::start().await;
+    server.user("t@example.com", Tier::Elite).await;
+    let flow = Flow::new(&server, "t@example.com").await;
+    (server, flow)
+}
+
+#[tokio::test]
+async fn d1_valid_exchange() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read mcp:trade", "mcp:trade").await;
+    let response = flow.exchange(&server, &code).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], "mcp:read mcp:trade");
+    assert_eq!(body["refresh_token"].as_str().unwrap().len(), 43);
+    let access = body["access_token"].as_str().unwrap();
+    let verified = server.state.verify_access_token(access).await.unwrap();
+    assert_eq!(verified.client_id, flow.client_id);
+    assert_eq!(verified.scope, oauth::scope::Scope::Trade);
+
+    // JSON bodies are refused: the endpoint takes forms only.
+    let json = server
+        .http
+        .post(server.url("/v1/oauth/mcp/token"))
+        .json(&serde_json::json!({"grant_type": "authorization_code"}))
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(json, StatusCode::BAD_REQUEST, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn d2_pkce_mismatch_missing_verifier() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let wrong = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &flow.client_id),
+            (
+                "code_verifier",
+                "a-wrong-verifier-that-is-long-enough-to-be-valid-shape",
+            ),
+        ])
+        .await;
+    assert_oauth_error(wrong, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    // The failed attempt consumed the code.
+    assert_oauth_error(
+        flow.exchange(&server, &code).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let missing = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &flow.client_id),
+        ])
+        .await;
+    assert_oauth_error(missing, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // A missing parameter is rejected before the code is touched.
+    assert_eq!(flow.exchange(&server, &code).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn d3_code_of_another_client() {
+    let (server, mut flow) = setup().await;
+    let other = server.client("http://127.0.0.1:9999/other").await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let response = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &other),
+            ("code_verifier", &flow.pkce.verifier),
+        ])
+        .await;
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn d4_redirect_uri_must_match_and_a_mismatch_burns_the_code() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let response = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:45679/callback"),
+            ("client_id", &flow.client_id),
+            ("code_verifier", &flow.pkce.verifier),
+        ])
+        .await;
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_oauth_error(
+        flow.exchange(&server, &code).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn d5_expired_code() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    server.clock.advance(chrono::TimeDelta::seconds(61));
+    assert_oauth_error(
+        flow.exchange(&server, &code).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn d6_code_reuse_revokes_everything_from_the_first_use() {
+    for wait in [chrono::TimeDelta::zero(), chrono::TimeDelta::seconds(30)] {
+        let (server, mut flow) = setup().await;
+        let code = flow.code(&server, "mcp:read", "mcp:read").await;
+        let first: Value = flow.exchange(&server, &code).await.json().await.unwrap();
+        let access = first["access_token"].as_str().unwrap();
+        let refresh = first["refresh_token"].as_str().unwrap();
+        assert!(server.state.verify_access_token(access).await.is_ok());
+
+        server.clock.advance(wait);
+        assert_oauth_error(
+            flow.exchange(&server, &code).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        )
+        .await;
+        assert_eq!(
+            server.state.verify_access_token(access).await,
+            Err(oauth::AccessError::Revoked)
+        );
+        assert_oauth_error(
+            flow.refresh(&server, refresh).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        )
+        .await;
+        assert_eq!(
+            count(
+                &server,
+                "SELECT count(*) FROM security_events WHERE kind = 'code_reuse'"
+            )
+            .await,
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn d7_concurrent_exchanges_yield_exactly_one_token() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let attempts = (0..8).map(|_| flow.exchange(&server, &code));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::BAD_REQUEST)
+            .count(),
+        7,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn d8_resource_on_the_token_request() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let foreign = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &flow.client_id),
+            ("code_verifier", &flow.pkce.verifier),
+            ("resource", "https://other.example/mcp"),
+        ])
+        .await;
+    assert_oauth_error(foreign, StatusCode::BAD_REQUEST, "invalid_target").await;
+
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let slash = format!("{}/", server.resource());
+    let ok = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &flow.client_id),
+            ("code_verifier", &flow.pkce.verifier),
+            ("resource", &slash),
+        ])
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = ok.json().await.unwrap();
+    let claims = decode_claims(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], server.resource());
+}
+
+pub fn decode_claims(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&oauth::crypto::b64_decode(part).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn d9_scope_can_only_narrow() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read mcp:trade", "mcp:trade").await;
+    let narrowed = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &flow.client_id),
+            ("code_verifier", &flow.pkce.verifier),
+            ("scope", "mcp:read"),
+        ])
+        .await;
+    let body: Value = narrowed.json().await.unwrap();
+    assert_eq!(body["scope"], "mcp:read");
+    assert_eq!(
+        decode_claims(body["access_token"].as_str().unwrap())["scope"],
+        "mcp:read"
+    );
+
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let widened = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("client_id", &flow.client_id),
+            ("code_verifier", &flow.pkce.verifier),
+            ("scope", "mcp:read mcp:trade"),
+        ])
+        .await;
+    assert_oauth_error(widened, StatusCode::BAD_REQUEST, "invalid_scope").await;
+}
+
+#[tokio::test]
+async fn d10_grant_type_duplicates_unknown_client() {
+    let (server, flow) = setup().await;
+    let unsupported = server
+        .token(&[("grant_type", "password"), ("client_id", &flow.client_id)])
+        .await;
+    assert_oauth_error(
+        unsupported,
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    )
+    .await;
+    let duplicated = server
+        .http
+        .post(server.url("/v1/oauth/mcp/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=authorization_code&code=a&code=b&client_id={}",
+            flow.client_id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(duplicated, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let unknown = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "ctc_nope"),
+            ("code", "x"),
+            ("redirect_uri", "x"),
+            ("code_verifier", "x"),
+        ])
+        .await;
+    assert_oauth_error(unknown, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let no_client = server
+        .token(&[("grant_type", "authorization_code"), ("code", "x")])
+        .await;
+    assert_oauth_error(no_client, StatusCode::BAD_REQUEST, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn e1_e2_rotation_and_replay_revokes_the_family() {
+    let (server, mut flow) = setup().await;
+    let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let at1 = first["access_token"].as_str().unwrap().to_owned();
+
+    let second: Value = flow.refresh(&server, &rt1).await.json().await.unwrap();
+    let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt1, rt2, "rotated");
+    assert_eq!(second["scope"], "mcp:read");
+    assert!(
+        server
+            .state
+            .verify_access_token(second["access_token"].as_str().unwrap())
+            .await
+            .is_ok()
+    );
+
+    // The successor is used; then the old token comes back: the whole grant dies.
+    let third: Value = flow.refresh(&server, &rt2).await.json().await.unwrap();
+    let rt3 = third["refresh_token"].as_str().unwrap().to_owned();
+    assert_oauth_error(
+        flow.refresh(&server, &rt1).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_oauth_error(
+        flow.refresh(&server, &rt3).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        server.state.verify_access_token(&at1).await,
+        Err(oauth::AccessError::Revoked)
+    );
+    assert_eq!(
+        server
+            .state
+            .verify_access_token(third["access_token"].as_str().unwrap())
+            .await,
+        Err(oauth::AccessError::Revoked)
+    );
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'refresh_replay'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn e3_grace_window_returns_the_same_successor() {
+    let (server, mut flow) = setup().await;
+    let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let a: Value = flow.refresh(&server, &rt1).await.json().await.unwrap();
+    server.clock.advance(chrono::TimeDelta::seconds(59));
+    let b: Value = flow.refresh(&server, &rt1).await.json().await.unwrap();
+    assert_eq!(
+        a["refresh_token"], b["refresh_token"],
+        "same successor within the window"
+    );
+    assert!(
+        server
+            .state
+            .verify_access_token(b["access_token"].as_str().unwrap())
+            .await
+            .is_ok()
+    );
+
+    // After the window: replay.
+    server.clock.advance(chrono::TimeDelta::seconds(2));
+    assert_oauth_error(
+        flow.refresh(&server, &rt1).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_oauth_error(
+        flow.refresh(&server, a["refresh_token"].as_str().unwrap())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn e4_concurrent_refreshes_end_on_one_live_pair() {
+    let (server, mut flow) = setup().await;
+    let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let attempts = (0..8).map(|_| flow.refresh(&server, &rt1));
+    let mut successors = Vec::new();
+    for response in futures_util::future::join_all(attempts).await {
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        successors.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    successors.dedup();
+    assert_eq!(successors.len(), 1, "one successor for all: {successors:?}");
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM refresh_tokens WHERE rotated_at IS NULL"
+        )
+        .await,
+        1,
+        "never two live branches"
+    );
+    assert_eq!(
+        flow.refresh(&server, &successors[0]).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn e5_refresh_token_bound_to_client_and_scope() {
+    let (server, mut flow) = setup().await;
+    let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let rt = first["refresh_token"].as_str().unwrap().to_owned();
+    let other = server.client("http://127.0.0.1:9999/other").await;
+    let stolen = server
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", &other),
+        ])
+        .await;
+    assert_oauth_error(stolen, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let wider = server
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", &flow.client_id),
+            ("scope", "mcp:trade"),
+        ])
+        .await;
+    assert_oauth_error(wider, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    let foreign = server
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", &flow.client_id),
+            ("resource", "https://other.example/"),
+        ])
+        .await;
+    assert_oauth_error(foreign, StatusCode::BAD_REQUEST, "invalid_target").await;
+    // None of that harmed the legitimate holder.
+    assert_eq!(flow.refresh(&server, &rt).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn e6_idle_and_absolute_lifetimes_and_user_revocation() {
+    let (server, mut flow) = setup().await;
+    let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let rt = first["refresh_token"].as_str().unwrap().to_owned();
+    server.clock.advance(chrono::TimeDelta::days(15));
+    assert_oauth_error(
+        flow.refresh(&server, &rt).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    let mut flow = Flow::new(&server, "t@example.com").await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // Used every 10 days it stays alive until the 30-day absolute end.
+    for _ in 0..2 {
+        server.clock.advance(chrono::TimeDelta::days(10));
+        let body: Value = flow.refresh(&server, &rt).await.json().await.unwrap();
+        rt = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+    server.clock.advance(chrono::TimeDelta::days(11));
+    assert_oauth_error(
+        flow.refresh(&server, &rt).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    // Revoked from the AI Clients page.
+    let mut flow = Flow::new(&server, "t@example.com").await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let user_id = server
+        .state
+        .verify_access_token(tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap()
+        .user_id;
+    let grants = oauth::grants::list_grants(&server.state, user_id)
+        .await
+        .unwrap();
+    let grant = grants
+        .iter()
+        .find(|g| g.client_id == flow.client_id)
+        .unwrap();
+    assert_eq!(grant.client_name.as_deref(), Some("Test Client"));
+    assert!(
+        oauth::grants::revoke_user_grant(&server.state, user_id, grant.grant_id)
+            .await
+            .unwrap()
+    );
+    assert_oauth_error(
+        flow.refresh(&server, tokens["refresh_token"].as_str().unwrap())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert!(
+        oauth::grants::list_grants(&server.state, user_id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.grant_id != grant.grant_id)
+    );
+}
