@@ -317,6 +317,7 @@ impl Config {
             registrations_per_hour: self.rate_limits.registrations_per_hour.get(),
             sign_in_failures_per_ip: self.rate_limits.sign_in_failures_per_ip.get(),
             sign_in_failures_per_account: self.rate_limits.sign_in_failures_per_account.get(),
+            token_requests_per_minute: self.rate_limits.token_requests_per_minute.get(),
             trusted_proxies: self
                 .trusted_proxies
                 .iter()

@@ -9,5 +9,6 @@
 mod cli;
 mod compose;
 mod embedded;
+mod oauth_flow;
 mod readiness;
 mod support;

@@ -113,6 +113,16 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Sends SIGTERM; returns the exit status and every log line.
+    pub fn terminate_keeping_logs(self) -> (std::process::ExitStatus, String) {
+        let logs = Arc::clone(&self.logs);
+        let status = self.terminate();
+        // The reader threads drain the pipes once the process has exited.
+        std::thread::sleep(Duration::from_millis(100));
+        let text = logs.lock().unwrap().join("\n");
+        (status, text)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         signal(self.child.id(), "TERM");

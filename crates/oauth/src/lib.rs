@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod grants;
 pub mod keys;
+pub mod limiter;
 pub mod maintenance;
 pub mod metadata;
 pub mod pages;

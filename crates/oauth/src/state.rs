@@ -39,6 +39,8 @@ pub struct OAuthSettings {
     pub registrations_per_hour: u32,
     pub sign_in_failures_per_ip: u32,
     pub sign_in_failures_per_account: u32,
+    /// Token endpoint requests per client IP and per client per minute, on each replica.
+    pub token_requests_per_minute: u32,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -70,6 +72,7 @@ pub(crate) struct Inner {
     pub clock: Clock,
     pub keys: KeyRing,
     pub grants: GrantCache,
+    pub token_limiter: crate::limiter::WindowLimiter,
     /// Key for deriving a rotated refresh token's successor from the token itself.
     pub refresh_key: [u8; 32],
 }
@@ -89,6 +92,10 @@ impl OAuthState {
         clock: Clock,
     ) -> Result<Self, Internal> {
         let keys = KeyRing::load(&db, master_secret, &clock).await?;
+        let token_limiter = crate::limiter::WindowLimiter::new(
+            settings.token_requests_per_minute,
+            Duration::from_secs(60),
+        );
         let state = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -96,6 +103,7 @@ impl OAuthState {
                 clock,
                 keys,
                 grants: GrantCache::default(),
+                token_limiter,
                 refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),
             }),
         };

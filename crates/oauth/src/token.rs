@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::authorize::resource_matches;
-use crate::client_ip::client_ip;
+use crate::client_ip::{bucket, client_ip};
 use crate::crypto::{b64, hmac_sha256, pkce_matches, random_token, secure_eq, sha256};
 use crate::error::{Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
@@ -131,10 +131,26 @@ pub async fn post_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
+    let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
+    let limited = |retry_after| OAuthError::TooMany {
+        code: "too_many_requests",
+        description: "too many token requests; retry later".into(),
+        retry_after,
+    };
+    state
+        .inner
+        .token_limiter
+        .check(&format!("ip {}", bucket(ip)))
+        .map_err(limited)?;
     let params = FormParams::parse(&headers, &body)?;
     let grant_type = params.require("grant_type")?.to_owned();
     let client_id = client_id_of(&headers, &params)?
         .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
+    state
+        .inner
+        .token_limiter
+        .check(&format!("client {client_id}"))
+        .map_err(limited)?;
     let client: Option<Value> =
         sqlx::query_scalar("SELECT metadata FROM oauth_clients WHERE client_id = $1")
             .bind(&client_id)
@@ -147,7 +163,7 @@ pub async fn post_token(
         ));
     };
     let origin = Origin {
-        ip: Some(client_ip(peer, &headers, &state.settings().trusted_proxies)),
+        ip: Some(ip),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())

@@ -10,7 +10,14 @@
 //! With `DATABASE_URL` set, databases are created on that server instead (the role needs
 //! `CREATEDB`) and each is dropped when its [`TestDb`] is dropped.
 
-#![expect(clippy::panic, reason = "test support fails the test with a message")]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support fails the test with a message"
+)]
+
+pub mod oauth;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

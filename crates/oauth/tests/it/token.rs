@@ -534,3 +534,33 @@ async fn e6_idle_and_absolute_lifetimes_and_user_revocation() {
             .all(|g| g.grant_id != grant.grant_id)
     );
 }
+
+#[tokio::test]
+async fn h5_token_endpoint_is_rate_limited_with_retry_after() {
+    let server = Server::start_with(|s| s.token_requests_per_minute = 3).await;
+    let client_id = server.client("https://a.example/cb").await;
+    for _ in 0..3 {
+        let r = server
+            .token(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_id", &client_id),
+            ])
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    let limited = server
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", &client_id),
+        ])
+        .await;
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_oauth_error(limited, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+}
