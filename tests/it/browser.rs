@@ -1,0 +1,149 @@
+//! Sign-in and consent in a real headless Chromium (Debian's), driven by Playwright: Allow lands
+//! on the client's loopback callback with code, state and iss; Deny returns access_denied; a
+//! tampered CSRF token is refused. Screenshots are kept in `test-artifacts/browser/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use store::users::Tier;
+use testkit::oauth::{Endpoint, PASSWORD, authorize_url, pkce};
+
+use crate::support::{ServerProcess, run, stderr};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Installs the pinned playwright-core from the npm registry on first use.
+fn ensure_playwright() {
+    if browser_dir().join("node_modules/playwright-core").is_dir() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(browser_dir())
+        .status()
+        .expect("npm is needed for the browser tests (apt-get install nodejs npm)");
+    assert!(status.success(), "npm ci in tests/browser failed");
+}
+
+/// A loopback redirect target that records each request's path and query.
+fn callback_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            if let Some(target) = line.split_whitespace().nth(1) {
+                record.lock().unwrap().push(target.to_owned());
+            }
+            let body = "Connected. You can close this window.";
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn sign_in_and_consent_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
+    );
+    ensure_playwright();
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = run(
+        &env,
+        &["users", "add", "--email", "browser@example.com", "--tier", Tier::Elite.as_str(), "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let server = ServerProcess::start("serve", &env);
+    let endpoint = Endpoint::new(&server.url(""));
+    let (port, seen) = callback_server();
+    let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+    let client_id = endpoint.client(&redirect_uri).await;
+    let allow_pkce = pkce();
+    let scope = [("scope", "mcp:read mcp:trade")];
+    let allow_url = authorize_url(&endpoint, &client_id, &redirect_uri, &allow_pkce.challenge, &scope);
+    let deny_url = authorize_url(&endpoint, &client_id, &redirect_uri, &pkce().challenge, &scope);
+    let csrf_url = authorize_url(&endpoint, &client_id, &redirect_uri, &pkce().challenge, &scope);
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("consent.mjs")
+            .current_dir(browser_dir())
+            .env("ALLOW_URL", allow_url)
+            .env("DENY_URL", deny_url)
+            .env("CSRF_URL", csrf_url)
+            .env("EMAIL", "browser@example.com")
+            .env("PASSWORD", PASSWORD)
+            .env("ARTIFACTS", &artifacts)
+            .env("CHROMIUM", CHROMIUM)
+            .output()
+            .expect("node")
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "browser run failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let seen_by_browser: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(seen_by_browser["signInTitle"], "Sign in · CrossTrade");
+    assert_eq!(seen_by_browser["consentTitle"], "Authorize Test Client · CrossTrade");
+    assert_eq!(seen_by_browser["readPreselected"], true);
+
+    let allowed = url::Url::parse(seen_by_browser["allow"]["url"].as_str().unwrap()).unwrap();
+    assert_eq!(allowed.port(), Some(port));
+    assert_eq!(allowed.path(), "/callback");
+    let pairs: Vec<(String, String)> = allowed.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["code", "state", "iss"]);
+    assert_eq!(pairs[1].1, "st-123");
+    assert_eq!(pairs[2].1, "http://127.0.0.1:8080", "iss is the configured issuer");
+
+    let denied = url::Url::parse(seen_by_browser["deny"]["url"].as_str().unwrap()).unwrap();
+    assert_eq!(denied.port(), Some(port));
+    assert!(denied.query_pairs().any(|(k, v)| k == "error" && v == "access_denied"));
+    assert!(!denied.query_pairs().any(|(k, _)| k == "code"));
+
+    assert_eq!(seen_by_browser["csrf"]["status"], 403);
+    assert!(seen_by_browser["csrfText"].as_str().unwrap().contains("Request expired"));
+    let callbacks: Vec<String> =
+        seen.lock().unwrap().iter().filter(|t| t.starts_with("/callback")).cloned().collect();
+    assert_eq!(callbacks.len(), 2, "Allow and Deny reached the callback, the forged form did not: {callbacks:?}");
+
+    // The code the browser carried works, once, for the granted scope.
+    let code = &pairs[0].1;
+    let exchanged = endpoint
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &redirect_uri),
+            ("client_id", &client_id),
+            ("code_verifier", &allow_pkce.verifier),
+        ])
+        .await;
+    assert_eq!(exchanged.status(), 200);
+    let tokens: serde_json::Value = exchanged.json().await.unwrap();
+    assert_eq!(tokens["scope"], "mcp:read mcp:trade");
+    assert!(server.terminate().success());
+}
