@@ -127,8 +127,8 @@ where
     }
 }
 
-/// The public base URL: `http(s)://host[:port]` with an optional path, no query or fragment,
-/// kept without a trailing slash. It is the OAuth issuer, so its spelling is fixed here once.
+/// The public base URL: `http(s)://host[:port]`, no path, query or fragment, kept without a
+/// trailing slash. It is the OAuth issuer, so its spelling is fixed here once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicUrl(String);
 
@@ -164,6 +164,13 @@ impl FromStr for PublicUrl {
         }
         if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
             return Err("must not carry a query, fragment or user info".into());
+        }
+        // The issuer, the metadata paths and the MCP resource all hang off the origin; an
+        // issuer with a path would move the metadata (RFC 8414 §3.1) away from where it is served.
+        if url.path() != "/" {
+            return Err(
+                "must be an origin such as https://app.crosstrade.io, without a path".into(),
+            );
         }
         Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
     }
@@ -521,6 +528,14 @@ mod tests {
             .to_string();
         assert!(
             err.contains("lifetimes.access_token_secs") && err.contains("greater than zero"),
+            "{err}"
+        );
+
+        let err = Config::load(&env(&[("CROSSTRADE_PUBLIC_URL", "https://x.example/app")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("public_url") && err.contains("without a path"),
             "{err}"
         );
 
