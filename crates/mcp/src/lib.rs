@@ -1,3 +1,191 @@
 //! MCP resource server at `/v1/api/mcp`: Streamable HTTP JSON-RPC for every published protocol
-//! revision, the tool catalog, and scope- and tier-gated dispatch. Reaches the OAuth crate only
-//! through its own `TokenVerifier` trait and the Add-On bridge only through its `ToolRelay` trait.
+//! revision (2025-03-26, 2025-06-18, 2025-11-25 with `initialize`; 2026-07-28 stateless with
+//! `server/discover` and per-request `_meta`), the tool catalog, and scope- and tier-gated
+//! dispatch.
+//!
+//! Invariants: every request without a valid bearer token is answered 401 with the RFC 9728
+//! challenge; no session id is ever issued (any replica serves any request); the Elite and
+//! scope gates apply to `tools/call` only, so discovery and listing work on every tier.
+//!
+//! Dependencies: this crate must not depend on `oauth` or `addon-bridge` (nor on the server
+//! binary). It reaches token verification only through its own [`TokenVerifier`] trait and the
+//! Add-On only through its own [`ToolRelay`] trait; adapters in the binary implement both.
+//! It reads accounts (the subscription tier) through the shared `store` crate.
+
+pub mod auth;
+pub mod catalog;
+mod dispatch;
+pub mod error;
+pub mod protocol;
+pub mod relay;
+mod transport;
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::post;
+use sqlx::PgPool;
+
+pub use auth::{Authenticated, BoxFuture, GrantedScope, Principal, TokenRejection, TokenVerifier};
+pub use catalog::tool_table_markdown;
+pub use error::{HttpError, HttpRejection};
+pub use relay::{AddonPresence, NotConnectedRelay, RelayCall, RelayError, RelayOutcome, ToolRelay};
+
+/// The MCP endpoint's path; `{MCP_PATH}/` is served by the same handlers, never redirected
+/// (CLIENTS.md row 9).
+pub const MCP_PATH: &str = "/v1/api/mcp";
+
+/// Configuration of the MCP resource server.
+#[derive(Debug, Clone)]
+pub struct McpSettings {
+    /// The public base URL, e.g. `https://app.crosstrade.io`, no trailing slash.
+    pub public_url: String,
+    /// ASCII-serialized origins allowed to call the endpoint from a browser; the origin of
+    /// `public_url` is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Reported in `serverInfo` and by `GetMcpCapabilities`.
+    pub server_version: String,
+}
+
+/// What the MCP handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct McpState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: McpSettings,
+    db: PgPool,
+    verifier: Arc<dyn TokenVerifier>,
+    relay: Arc<dyn ToolRelay>,
+    resource_metadata: Arc<str>,
+    /// Lower-cased allowed origins, the public one included.
+    origins: Vec<String>,
+}
+
+impl fmt::Debug for McpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpState")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpState {
+    pub fn new(
+        settings: McpSettings,
+        db: PgPool,
+        verifier: Arc<dyn TokenVerifier>,
+        relay: Arc<dyn ToolRelay>,
+    ) -> Self {
+        let public_url = settings.public_url.trim_end_matches('/').to_owned();
+        let resource_metadata = format!("{public_url}/.well-known/oauth-protected-resource");
+        let mut origins: Vec<String> = settings
+            .allowed_origins
+            .iter()
+            .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        origins.push(origin_of(&public_url));
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                db,
+                verifier,
+                relay,
+                resource_metadata: resource_metadata.into(),
+                origins,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &McpSettings {
+        &self.inner.settings
+    }
+
+    /// The protected resource: `{public_url}/v1/api/mcp`.
+    pub fn resource(&self) -> String {
+        format!(
+            "{}{MCP_PATH}",
+            self.inner.settings.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// The RFC 9728 metadata URL named in every challenge.
+    pub fn resource_metadata_url(&self) -> &str {
+        &self.inner.resource_metadata
+    }
+
+    pub(crate) fn db(&self) -> &PgPool {
+        &self.inner.db
+    }
+
+    pub(crate) fn verifier(&self) -> &dyn TokenVerifier {
+        self.inner.verifier.as_ref()
+    }
+
+    pub(crate) fn relay(&self) -> &dyn ToolRelay {
+        self.inner.relay.as_ref()
+    }
+
+    pub(crate) fn reject(&self, error: HttpError) -> HttpRejection {
+        HttpRejection {
+            error,
+            resource_metadata: self.inner.resource_metadata.clone(),
+        }
+    }
+
+    /// Whether a browser `Origin` may call the endpoint (exact, case-insensitive match).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        self.inner.origins.contains(&origin)
+    }
+}
+
+/// `scheme://host[:port]` of a URL, lower-cased.
+fn origin_of(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    match lower.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            format!("{scheme}://{authority}")
+        }
+        None => lower,
+    }
+}
+
+/// The MCP endpoint: POST (JSON-RPC), GET (legacy SSE stream), DELETE (405), OPTIONS
+/// (CORS preflight, no auth), at `/v1/api/mcp` and `/v1/api/mcp/`.
+pub fn router<S>() -> Router<S>
+where
+    McpState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    let endpoint = || {
+        post(transport::post_mcp)
+            .get(transport::get_mcp)
+            .delete(transport::delete_mcp)
+            .options(transport::options_mcp)
+    };
+    Router::new()
+        .route(MCP_PATH, endpoint())
+        .route(&format!("{MCP_PATH}/"), endpoint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("https://App.CrossTrade.io"),
+            "https://app.crosstrade.io"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080/x"),
+            "http://127.0.0.1:8080"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Who is calling: the verifier interface the OAuth crate implements, and the bearer extractor
+//! that turns the `Authorization` header into a [`Principal`] or the spec's 401 challenge.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+
+use crate::McpState;
+use crate::error::{HttpError, HttpRejection};
+
+/// A boxed, sendable future: keeps the traits object-safe without `async-trait`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One scope per grant; `Trade` implies `Read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantedScope {
+    Read,
+    Trade,
+}
+
+impl GrantedScope {
+    /// The scope a tool requires, as named in the 403 body (`"required":"mcp:trade"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantedScope::Read => "mcp:read",
+            GrantedScope::Trade => "mcp:trade",
+        }
+    }
+
+    /// The scope string of a token carrying this grant: a trade grant carries both scopes.
+    pub fn token_scope(self) -> &'static str {
+        match self {
+            GrantedScope::Read => "mcp:read",
+            GrantedScope::Trade => "mcp:read mcp:trade",
+        }
+    }
+
+    /// Whether a grant of `self` may use something that requires `required`.
+    pub fn allows(self, required: GrantedScope) -> bool {
+        matches!(
+            (self, required),
+            (GrantedScope::Trade, _) | (GrantedScope::Read, GrantedScope::Read)
+        )
+    }
+}
+
+/// The caller of one MCP request, as established by the [`TokenVerifier`].
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: uuid::Uuid,
+    pub client_id: String,
+    pub grant_id: uuid::Uuid,
+    pub scope: GrantedScope,
+}
+
+/// Why a presented token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRejection {
+    Malformed,
+    Expired,
+    Revoked,
+    WrongAudience,
+    Unknown,
+    /// The verifier could not decide (database down): 503 server_error.
+    Unavailable,
+}
+
+impl TokenRejection {
+    /// The human message of the 401 (or 503) body.
+    pub fn message(&self) -> &'static str {
+        match self {
+            TokenRejection::Malformed => "The access token is malformed",
+            TokenRejection::Expired => "The access token has expired",
+            TokenRejection::Revoked => "The access token has been revoked",
+            TokenRejection::WrongAudience => "The access token was not issued for this resource",
+            TokenRejection::Unknown => "The access token is not recognized",
+            TokenRejection::Unavailable => {
+                "Access tokens cannot be verified right now; retry shortly"
+            }
+        }
+    }
+}
+
+/// Checks an access token presented to `/v1/api/mcp` (signature, expiry, issuer, audience,
+/// grant not revoked). Implemented outside this crate, over the OAuth crate's service.
+pub trait TokenVerifier: Send + Sync + 'static {
+    fn verify<'a>(
+        &'a self,
+        bearer_token: &'a str,
+    ) -> BoxFuture<'a, Result<Principal, TokenRejection>>;
+}
+
+/// Extractor: a request carrying a valid bearer token. Rejections are the MCP HTTP-level
+/// outcomes (401 with the RFC 6750 §3 / RFC 9728 §5.1 challenge, or 503).
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    McpState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = HttpRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = McpState::from_ref(state);
+        authenticate(&state, parts.uri.query(), &parts.headers)
+            .await
+            .map(Authenticated)
+            .map_err(|error| state.reject(error))
+    }
+}
+
+/// What the `Authorization` header and query string say, before asking the verifier.
+#[derive(Debug, PartialEq, Eq)]
+enum Presented<'a> {
+    Nothing,
+    Bearer(&'a str),
+    Invalid(&'static str),
+}
+
+pub(crate) async fn authenticate(
+    state: &McpState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Principal, HttpError> {
+    match presented(query, headers) {
+        Presented::Nothing => Err(HttpError::NoToken),
+        Presented::Invalid(message) => Err(HttpError::InvalidToken(message)),
+        Presented::Bearer(token) => match state.verifier().verify(token).await {
+            Ok(principal) => Ok(principal),
+            Err(TokenRejection::Unavailable) => Err(HttpError::ServerError(
+                TokenRejection::Unavailable.message(),
+            )),
+            Err(rejection) => Err(HttpError::InvalidToken(rejection.message())),
+        },
+    }
+}
+
+fn presented<'a>(query: Option<&str>, headers: &'a HeaderMap) -> Presented<'a> {
+    // RFC 6750 §2.3 (URI query parameter) is not supported: tokens leak into logs from URLs.
+    // A token there is refused even when a header is present too.
+    let in_query = query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    });
+    if in_query {
+        return Presented::Invalid(
+            "Access tokens are not accepted in the query string; send an Authorization: Bearer header",
+        );
+    }
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Presented::Nothing;
+    };
+    if values.next().is_some() {
+        return Presented::Invalid("More than one Authorization header was sent");
+    }
+    let Ok(value) = value.to_str() else {
+        return Presented::Invalid("The Authorization header is not valid ASCII");
+    };
+    // RFC 7235 §2.1: the scheme is case-insensitive; RFC 6750 §2.1: one token after one space.
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Invalid("Only Bearer access tokens are accepted");
+    }
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Presented::Invalid("The Bearer access token is malformed");
+    }
+    Presented::Bearer(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(presented(None, &headers(&[])), Presented::Nothing);
+        assert_eq!(
+            presented(None, &headers(&["Bearer abc"])),
+            Presented::Bearer("abc")
+        );
+        assert_eq!(
+            presented(None, &headers(&["bEaReR abc"])),
+            Presented::Bearer("abc")
+        );
+        for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "abc"] {
+            assert!(
+                matches!(presented(None, &headers(&[bad])), Presented::Invalid(_)),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(matches!(
+            presented(None, &headers(&["Bearer a", "Bearer b"])),
+            Presented::Invalid(_)
+        ));
+        assert!(matches!(
+            presented(Some("x=1&access_token=abc"), &headers(&["Bearer abc"])),
+            Presented::Invalid(_)
+        ));
+        assert_eq!(
+            presented(Some("x_access_token=1"), &headers(&["Bearer abc"])),
+            Presented::Bearer("abc")
+        );
+    }
+
+    #[test]
+    fn scopes() {
+        assert!(GrantedScope::Trade.allows(GrantedScope::Read));
+        assert!(GrantedScope::Trade.allows(GrantedScope::Trade));
+        assert!(GrantedScope::Read.allows(GrantedScope::Read));
+        assert!(!GrantedScope::Read.allows(GrantedScope::Trade));
+        assert_eq!(GrantedScope::Trade.token_scope(), "mcp:read mcp:trade");
+    }
+}

@@ -1,0 +1,585 @@
+//! From a POST body to a reply: batches, era and revision selection, the 2026-07-28 header
+//! checks, and the methods (`initialize`, `ping`, `server/discover`, `tools/list`,
+//! `tools/call`). The Elite and scope gates sit in [`call_tool`], next to the catalog lookup.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value, json};
+use store::users::Tier;
+
+use crate::McpState;
+use crate::auth::Principal;
+use crate::catalog::{BackendTool, Capabilities, Route, Tool, catalog};
+use crate::error::HttpError;
+use crate::protocol::{
+    META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO, Message, Request, Revision,
+    RpcError, classify, decode_header_value, result_response,
+};
+use crate::relay::{RelayCall, RelayError, RelayOutcome};
+
+/// What the transport sends back.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A JSON-RPC response (or batch of them) with its HTTP status.
+    Json(StatusCode, Value),
+    /// Notifications and client responses: 202, no body.
+    Accepted,
+    /// An HTTP-level outcome of the product's error table.
+    Http(HttpError),
+}
+
+/// Why a request did not produce a result.
+#[derive(Debug)]
+enum Failure {
+    Rpc(RpcError),
+    Http(HttpError),
+}
+
+impl From<RpcError> for Failure {
+    fn from(error: RpcError) -> Self {
+        Failure::Rpc(error)
+    }
+}
+
+impl From<HttpError> for Failure {
+    fn from(error: HttpError) -> Self {
+        Failure::Http(error)
+    }
+}
+
+const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+
+/// Freshness of `tools/list` (2026-07-28 server/utilities/caching): short while Add-On tools
+/// are hidden, so they reappear soon after the Add-On connects.
+const TOOLS_TTL_CONNECTED: Duration = Duration::from_secs(60);
+const TOOLS_TTL_DISCONNECTED: Duration = Duration::from_secs(5);
+const DISCOVER_TTL: Duration = Duration::from_secs(3600);
+/// The relay owns deadlines; this only stops a relay that forgot one from hanging a request.
+const RELAY_GRACE: Duration = Duration::from_secs(2);
+
+const INSTRUCTIONS: &str = "CrossTrade connects you to the user's NinjaTrader 8 through the \
+    CrossTrade Add-On. Call GetMcpCapabilities first to see whether the Add-On is connected and \
+    which scope you were granted. Tools that need NinjaTrader 8 are listed only while the \
+    Add-On is connected. Trade tools act on real accounts: confirm every order action with the \
+    user, and pass an idempotency_key so retries never repeat an action.";
+
+/// Handles one POST body.
+pub(crate) async fn handle_body(
+    state: &McpState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(err) => {
+            return Reply::Json(
+                StatusCode::BAD_REQUEST,
+                RpcError::parse_error(&err.to_string()).to_response(&Value::Null),
+            );
+        }
+    };
+    match value {
+        Value::Array(items) => handle_batch(state, principal, headers, items).await,
+        single => match classify(single) {
+            Ok(Message::Request(request)) => {
+                match handle_request(state, principal, headers, request, None).await {
+                    RequestReply::Json(status, body) => Reply::Json(status, body),
+                    RequestReply::Http(error) => Reply::Http(error),
+                }
+            }
+            Ok(Message::Notification | Message::Response) => Reply::Accepted,
+            Err((id, error)) => Reply::Json(error.status, error.to_response(&id)),
+        },
+    }
+}
+
+/// JSON-RPC batches exist only in 2025-03-26 (removed in 2025-06-18, changelog).
+async fn handle_batch(
+    state: &McpState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    items: Vec<Value>,
+) -> Reply {
+    let version = headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .map(|value| value.to_str().unwrap_or(""));
+    if version.is_some_and(|version| version != Revision::V2025_03_26.as_str()) {
+        return Reply::Json(
+            StatusCode::BAD_REQUEST,
+            RpcError::invalid_request(
+                "Invalid Request: JSON-RPC batches are only supported in protocol version \
+                 2025-03-26",
+            )
+            .to_response(&Value::Null),
+        );
+    }
+    if items.is_empty() {
+        return Reply::Json(
+            StatusCode::BAD_REQUEST,
+            RpcError::invalid_request("Invalid Request: empty batch").to_response(&Value::Null),
+        );
+    }
+    let mut responses = Vec::new();
+    for item in items {
+        match classify(item) {
+            Ok(Message::Request(request)) if request.method == "initialize" => {
+                // 2025-03-26 lifecycle: initialize MUST NOT be part of a batch.
+                responses.push(
+                    RpcError::invalid_request(
+                        "Invalid Request: initialize must not be part of a batch",
+                    )
+                    .to_response(&request.id),
+                );
+            }
+            Ok(Message::Request(request)) => {
+                match handle_request(
+                    state,
+                    principal,
+                    headers,
+                    request,
+                    Some(Revision::V2025_03_26),
+                )
+                .await
+                {
+                    RequestReply::Json(_, body) => responses.push(body),
+                    // One HTTP-level outcome (403, 408, 503) answers the whole POST.
+                    RequestReply::Http(error) => return Reply::Http(error),
+                }
+            }
+            Ok(Message::Notification | Message::Response) => {}
+            Err((id, error)) => responses.push(error.to_response(&id)),
+        }
+    }
+    if responses.is_empty() {
+        Reply::Accepted
+    } else {
+        Reply::Json(StatusCode::OK, Value::Array(responses))
+    }
+}
+
+enum RequestReply {
+    Json(StatusCode, Value),
+    Http(HttpError),
+}
+
+async fn handle_request(
+    state: &McpState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    request: Request,
+    batch_revision: Option<Revision>,
+) -> RequestReply {
+    let id = request.id.clone();
+    // `initialize` negotiates in its body and is never rejected for its header (CLIENTS.md 15).
+    if request.method == "initialize" {
+        return match initialize(state, &request.params) {
+            Ok(result) => RequestReply::Json(StatusCode::OK, result_response(&id, result)),
+            Err(error) => RequestReply::Json(error.status, error.to_response(&id)),
+        };
+    }
+    let revision = match batch_revision {
+        Some(revision) => Ok(revision),
+        None => resolve_revision(headers, &request),
+    };
+    let outcome = match revision {
+        Ok(revision) => serve(state, principal, revision, &request).await,
+        Err(error) => Err(Failure::Rpc(error)),
+    };
+    match outcome {
+        Ok((revision, result)) => {
+            let result = if revision.is_modern() || request.method == "server/discover" {
+                modern_envelope(state, result)
+            } else {
+                result
+            };
+            RequestReply::Json(StatusCode::OK, result_response(&id, result))
+        }
+        Err(Failure::Rpc(error)) => RequestReply::Json(error.status, error.to_response(&id)),
+        Err(Failure::Http(error)) => RequestReply::Http(error),
+    }
+}
+
+/// The revision of a non-`initialize` request, or the error that rejects it.
+fn resolve_revision(headers: &HeaderMap, request: &Request) -> Result<Revision, RpcError> {
+    let meta = request.params.get("_meta").and_then(Value::as_object);
+    let meta_version = match meta.and_then(|meta| meta.get(META_PROTOCOL_VERSION)) {
+        None => None,
+        Some(Value::String(version)) => Some(version.as_str()),
+        Some(_) => {
+            return Err(RpcError::malformed_params(format!(
+                "Invalid params: _meta[\"{META_PROTOCOL_VERSION}\"] must be a string"
+            )));
+        }
+    };
+    let header = headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                RpcError::header_mismatch(
+                    "Header mismatch: MCP-Protocol-Version contains invalid characters",
+                )
+            })
+        })
+        .transpose()?;
+    let revision = match (meta_version, header) {
+        // 2026-07-28 transports/streamable-http, "Protocol Version Header".
+        (Some(meta), None) => {
+            return Err(RpcError::header_mismatch(format!(
+                "Header mismatch: MCP-Protocol-Version header is missing; the body names \
+                 '{meta}'"
+            )));
+        }
+        (Some(meta), Some(header)) if header != meta => {
+            return Err(RpcError::header_mismatch(format!(
+                "Header mismatch: MCP-Protocol-Version header value '{header}' does not match \
+                 body value '{meta}'"
+            )));
+        }
+        (Some(meta), Some(_)) => {
+            Revision::parse(meta).ok_or_else(|| RpcError::unsupported_version(meta))?
+        }
+        // Clients before 2025-06-18 send no header (2025-11-25 basic/transports).
+        (None, None) => Revision::V2025_03_26,
+        (None, Some(header)) => match Revision::parse(header) {
+            Some(revision) if revision.is_modern() => {
+                return Err(RpcError::malformed_params(format!(
+                    "Invalid params: missing required _meta field \"{META_PROTOCOL_VERSION}\""
+                )));
+            }
+            Some(revision) => revision,
+            None => return Err(RpcError::unsupported_version(header)),
+        },
+    };
+    if revision.is_modern() {
+        check_modern_envelope(headers, request)?;
+    }
+    Ok(revision)
+}
+
+/// Per-request metadata and the mirrored headers of 2026-07-28 (basic/index "_meta";
+/// transports/streamable-http "Server Validation").
+fn check_modern_envelope(headers: &HeaderMap, request: &Request) -> Result<(), RpcError> {
+    let capabilities = request
+        .params
+        .get("_meta")
+        .and_then(|meta| meta.get(META_CLIENT_CAPABILITIES));
+    if !capabilities.is_some_and(Value::is_object) {
+        return Err(RpcError::malformed_params(format!(
+            "Invalid params: missing required _meta field \"{META_CLIENT_CAPABILITIES}\""
+        )));
+    }
+    let header = |name: &str| -> Result<Option<&str>, RpcError> {
+        headers
+            .get(name)
+            .map(|value| {
+                value.to_str().map_err(|_| {
+                    RpcError::header_mismatch(format!(
+                        "Header mismatch: {name} contains invalid characters"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    match header(METHOD_HEADER)? {
+        None => {
+            return Err(RpcError::header_mismatch(
+                "Header mismatch: the Mcp-Method header is missing",
+            ));
+        }
+        Some(method) if method != request.method => {
+            return Err(RpcError::header_mismatch(format!(
+                "Header mismatch: Mcp-Method header value '{method}' does not match body value \
+                 '{}'",
+                request.method
+            )));
+        }
+        Some(_) => {}
+    }
+    let name_source = match request.method.as_str() {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(field) = name_source {
+        let body = request.params.get(field).and_then(Value::as_str);
+        match header(NAME_HEADER)? {
+            None => {
+                return Err(RpcError::header_mismatch(
+                    "Header mismatch: the Mcp-Name header is missing",
+                ));
+            }
+            Some(raw) => {
+                let decoded = decode_header_value(raw).ok_or_else(|| {
+                    RpcError::header_mismatch(
+                        "Header mismatch: Mcp-Name is not valid =?base64?…?= encoding",
+                    )
+                })?;
+                if Some(decoded.as_str()) != body {
+                    return Err(RpcError::header_mismatch(format!(
+                        "Header mismatch: Mcp-Name header value '{decoded}' does not match body \
+                         value '{}'",
+                        body.unwrap_or("")
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds what every 2026-07-28 result carries: `resultType` and the server's identity.
+fn modern_envelope(state: &McpState, mut result: Value) -> Value {
+    if let Some(object) = result.as_object_mut() {
+        object.insert("resultType".to_owned(), json!("complete"));
+        let meta = object
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(META_SERVER_INFO.to_owned(), server_info(state));
+        }
+    }
+    result
+}
+
+fn server_info(state: &McpState) -> Value {
+    json!({
+        "name": "crosstrade-mcp",
+        "title": "CrossTrade MCP",
+        "version": state.settings().server_version,
+    })
+}
+
+/// The legacy handshake: the client's version when supported, else the latest legacy one
+/// (2025-11-25 basic/lifecycle, "Version Negotiation").
+fn initialize(state: &McpState, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
+        return Err(RpcError::invalid_params(
+            "Invalid params: initialize needs a string protocolVersion",
+        ));
+    };
+    let negotiated = Revision::parse(requested)
+        .filter(|revision| !revision.is_modern())
+        .unwrap_or(Revision::LATEST_LEGACY);
+    Ok(json!({
+        "protocolVersion": negotiated.as_str(),
+        "capabilities": { "tools": { "listChanged": true } },
+        "serverInfo": server_info(state),
+        "instructions": INSTRUCTIONS,
+    }))
+}
+
+async fn serve(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    request: &Request,
+) -> Result<(Revision, Value), Failure> {
+    let result = match request.method.as_str() {
+        "ping" => json!({}),
+        "server/discover" => discover(),
+        "tools/list" => list_tools(state, principal, revision, &request.params).await?,
+        "tools/call" => call_tool(state, principal, revision, &request.params).await?,
+        method => {
+            return Err(RpcError::method_not_found(method, revision.is_modern()).into());
+        }
+    };
+    Ok((revision, result))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn discover() -> Value {
+    let modern: Vec<&str> = Revision::ALL
+        .iter()
+        .filter(|revision| revision.is_modern())
+        .map(|revision| revision.as_str())
+        .collect();
+    // Only per-request revisions: the legacy ones need `initialize`, which a client that
+    // discovered this server does not send. No `listChanged`: `subscriptions/listen` is not
+    // served; modern clients rely on `ttlMs`.
+    json!({
+        "supportedVersions": modern,
+        "capabilities": { "tools": {} },
+        "instructions": INSTRUCTIONS,
+        "ttlMs": millis(DISCOVER_TTL),
+        "cacheScope": "public",
+    })
+}
+
+async fn list_tools(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    params: &Map<String, Value>,
+) -> Result<Value, Failure> {
+    if params.get("cursor").is_some_and(|cursor| !cursor.is_null()) {
+        return Err(RpcError::invalid_params(
+            "Invalid params: unknown cursor (tools/list is not paginated)",
+        )
+        .into());
+    }
+    let presence = state.relay().presence(principal.user_id).await;
+    // Scope filter (2026-07-28 server/tools "Capabilities": the set may vary by authorization)
+    // and presence filter (product doc 001: Add-On tools hidden while NT8 is not connected).
+    let tools: Vec<Value> = catalog()
+        .tools()
+        .filter(|tool| principal.scope.allows(tool.def.scope))
+        .filter(|tool| presence.connected || matches!(tool.def.route, Route::Backend(_)))
+        .map(|tool| tool.to_json(revision))
+        .collect();
+    let mut result = json!({ "tools": tools });
+    if revision.is_modern()
+        && let Some(object) = result.as_object_mut()
+    {
+        let ttl = if presence.connected {
+            TOOLS_TTL_CONNECTED
+        } else {
+            TOOLS_TTL_DISCONNECTED
+        };
+        object.insert("ttlMs".to_owned(), json!(millis(ttl)));
+        // Filtered per grant and per Add-On presence.
+        object.insert("cacheScope".to_owned(), json!("private"));
+    }
+    Ok(result)
+}
+
+/// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.
+async fn call_tool(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    params: &Map<String, Value>,
+) -> Result<Value, Failure> {
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return Err(
+            RpcError::invalid_params("Invalid params: tools/call needs a string name").into(),
+        );
+    };
+    // The tier is read per request, so a downgrade takes effect at once (DESIGN.md).
+    let tier = match store::users::find_by_id(state.db(), principal.user_id).await {
+        Ok(Some(user)) => user.tier,
+        Ok(None) => {
+            return Err(HttpError::InvalidToken(
+                "The account this access token was issued for no longer exists",
+            )
+            .into());
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "reading the caller's tier failed");
+            return Err(HttpError::ServerError(
+                "The service is temporarily unavailable; retry shortly",
+            )
+            .into());
+        }
+    };
+    if tier != Tier::Elite {
+        return Err(HttpError::SubscriptionRequired.into());
+    }
+    let Some(tool) = catalog().get(name) else {
+        return Err(RpcError::invalid_params(format!("Unknown tool: {name}")).into());
+    };
+    if !principal.scope.allows(tool.def.scope) {
+        return Err(HttpError::InsufficientScope.into());
+    }
+    let mut arguments = match params.get("arguments") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(arguments) => arguments.clone(),
+    };
+    if let Err(message) = tool.validate_arguments(&arguments) {
+        return Ok(tool_error(&message));
+    }
+    match tool.def.route {
+        Route::Backend(BackendTool::Capabilities) => {
+            let presence = state.relay().presence(principal.user_id).await;
+            let capabilities = Capabilities {
+                addon_connected: presence.connected,
+                addon_version: presence.addon_version,
+                nt8_version: presence.nt8_version,
+                features: presence.features,
+                scope: principal.scope.token_scope().to_owned(),
+                tier: tier.as_str().to_owned(),
+                protocol_version: revision.as_str().to_owned(),
+                server_version: state.settings().server_version.clone(),
+            };
+            let value = serde_json::to_value(capabilities).unwrap_or(Value::Null);
+            Ok(tool_output(tool, revision, value))
+        }
+        Route::Addon { deadline } => {
+            let idempotency_key = arguments
+                .as_object_mut()
+                .and_then(|arguments| arguments.remove("idempotency_key"))
+                .and_then(|key| key.as_str().map(str::to_owned));
+            let call = RelayCall {
+                user_id: principal.user_id,
+                tool: tool.def.name.to_owned(),
+                arguments,
+                deadline,
+                idempotency_key,
+            };
+            let outcome = match tokio::time::timeout(
+                deadline + RELAY_GRACE,
+                state.relay().call(call),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(RelayError::DeadlineExceeded),
+            };
+            tracing::info!(
+                tool = tool.def.name,
+                outcome = match &outcome {
+                    Ok(RelayOutcome::Ok(_)) => "ok",
+                    Ok(RelayOutcome::ToolError(_)) => "tool_error",
+                    Err(_) => "relay_error",
+                },
+                "tool call relayed"
+            );
+            match outcome {
+                Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
+                Ok(RelayOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                Err(error) => Err(HttpError::from_relay(&error, deadline).into()),
+            }
+        }
+    }
+}
+
+/// A successful tool result: JSON text always, `structuredContent` where an output schema
+/// is published (2025-06-18 server/tools, "Structured Content").
+fn tool_output(tool: &Tool, revision: Revision, value: Value) -> Value {
+    if tool.has_output_schema() {
+        if let Err(violations) = tool.validate_output(&value) {
+            tracing::warn!(tool = tool.def.name, %violations, "tool output does not match its schema");
+            return tool_error(&format!(
+                "{} returned data in an unexpected shape; the CrossTrade Add-On may need an \
+                 update",
+                tool.def.name
+            ));
+        }
+        let text = value.to_string();
+        if revision.has_structured_content() {
+            return json!({
+                "content": [{ "type": "text", "text": text }],
+                "structuredContent": value,
+                "isError": false,
+            });
+        }
+        return json!({ "content": [{ "type": "text", "text": text }], "isError": false });
+    }
+    let text = match value {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    json!({ "content": [{ "type": "text", "text": text }], "isError": false })
+}
+
+/// A tool-level failure the model can read and correct (2025-11-25 server/tools, "Error
+/// Handling": input validation errors are tool execution errors).
+fn tool_error(message: &str) -> Value {
+    json!({ "content": [{ "type": "text", "text": message }], "isError": true })
+}

@@ -1,0 +1,205 @@
+//! The HTTP face of the endpoint: Origin check, CORS, bearer authentication, and the four
+//! methods of Streamable HTTP (MCP 2025-11-25 basic/transports; 2026-07-28
+//! transports/streamable-http). Replies are always `application/json`: clients must accept it
+//! whatever their `Accept` says (CLIENTS.md row 14), and no response here needs a stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::McpState;
+use crate::auth::{Authenticated, Principal};
+use crate::dispatch::{Reply, handle_body};
+use crate::error::{HttpError, HttpRejection};
+
+const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-Version, \
+                             Mcp-Session-Id, Last-Event-ID, Mcp-Method, Mcp-Name";
+const EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version";
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const LIST_CHANGED: &str = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+
+/// Extractor: the request's `Origin`, when present and allowed. A present, disallowed origin
+/// is refused with 403 (DNS-rebinding protection, 2025-11-25 basic/transports "Security").
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedOrigin(Option<HeaderValue>);
+
+impl<S> FromRequestParts<S> for CheckedOrigin
+where
+    McpState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = HttpRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = McpState::from_ref(state);
+        match parts.headers.get(header::ORIGIN) {
+            None => Ok(Self(None)),
+            Some(origin)
+                if origin
+                    .to_str()
+                    .is_ok_and(|origin| state.origin_allowed(origin)) =>
+            {
+                Ok(Self(Some(origin.clone())))
+            }
+            Some(_) => Err(state.reject(HttpError::OriginNotAllowed)),
+        }
+    }
+}
+
+impl CheckedOrigin {
+    /// CORS on the actual response, so browser clients can read it and its challenge.
+    fn decorate(&self, mut response: Response) -> Response {
+        if let Some(origin) = &self.0 {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSE_HEADERS),
+            );
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        response
+    }
+}
+
+/// POST: one JSON-RPC message (or a 2025-03-26 batch).
+pub(crate) async fn post_mcp(
+    State(state): State<McpState>,
+    origin: CheckedOrigin,
+    auth: Result<Authenticated, HttpRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = match auth {
+        Err(rejection) => rejection.into_response(),
+        Ok(Authenticated(principal)) => {
+            match handle_body(&state, &principal, &headers, &body).await {
+                Reply::Json(status, body) => (status, Json(body)).into_response(),
+                Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+                Reply::Http(error) => state.reject(error).into_response(),
+            }
+        }
+    };
+    origin.decorate(response)
+}
+
+/// GET: the server-to-client SSE stream of the legacy revisions, carrying
+/// `notifications/tools/list_changed` when this user's Add-On connects or disconnects.
+/// 2026-07-28 has no GET stream (transports/streamable-http, "Backward Compatibility").
+pub(crate) async fn get_mcp(
+    State(state): State<McpState>,
+    origin: CheckedOrigin,
+    auth: Result<Authenticated, HttpRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let response = match auth {
+        Err(rejection) => rejection.into_response(),
+        Ok(Authenticated(_))
+            if headers
+                .get("mcp-protocol-version")
+                .is_some_and(|version| version == "2026-07-28") =>
+        {
+            state.reject(HttpError::MethodNotAllowed).into_response()
+        }
+        Ok(Authenticated(principal)) => list_changed_stream(&state, &principal),
+    };
+    origin.decorate(response)
+}
+
+fn list_changed_stream(state: &McpState, principal: &Principal) -> Response {
+    let user_id = principal.user_id;
+    let changes = state.relay().presence_changes();
+    let stream = futures_util::stream::unfold(changes, move |mut changes| async move {
+        loop {
+            match changes.recv().await {
+                Ok(changed) if changed == user_id => break,
+                Ok(_) => {}
+                // Missed changes may include this user's: tell the client to look again.
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+        let event = Event::default().event("message").data(LIST_CHANGED);
+        Some((Ok::<_, Infallible>(event), changes))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response();
+    // Stops proxies such as nginx from buffering the stream (2026-07-28 streamable-http).
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// DELETE: no session was issued, so there is none to terminate (2025-11-25
+/// basic/transports, "Session Management": 405 is allowed).
+pub(crate) async fn delete_mcp(
+    State(state): State<McpState>,
+    origin: CheckedOrigin,
+    auth: Result<Authenticated, HttpRejection>,
+) -> Response {
+    let response = match auth {
+        Err(rejection) => rejection.into_response(),
+        Ok(_) => state.reject(HttpError::MethodNotAllowed).into_response(),
+    };
+    origin.decorate(response)
+}
+
+/// OPTIONS: the CORS preflight, answered without authentication (browsers never send
+/// credentials on it). `Access-Control-Allow-Origin` only for allowed origins; never
+/// `Allow-Credentials` (no cookies are used here).
+pub(crate) async fn options_mcp(State(state): State<McpState>, headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    out.insert(header::ALLOW, HeaderValue::from_static(ALLOW_METHODS));
+    let allowed = headers
+        .get(header::ORIGIN)
+        .filter(|origin| origin.to_str().is_ok_and(|o| state.origin_allowed(o)));
+    if let Some(origin) = allowed {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        // `Mcp-Param-*` names depend on tool schemas; echo the requested ones.
+        let mut allow_headers = ALLOW_HEADERS.to_owned();
+        if let Some(requested) = headers
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .and_then(|value| value.to_str().ok())
+        {
+            for name in requested.split(',').map(str::trim) {
+                if name.to_ascii_lowercase().starts_with("mcp-param-")
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    allow_headers.push_str(", ");
+                    allow_headers.push_str(name);
+                }
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&allow_headers) {
+            out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, value);
+        }
+        out.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE_HEADERS),
+        );
+        out.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    if headers.contains_key(header::ORIGIN) {
+        out.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
