@@ -536,7 +536,7 @@ fn check_as<A: Args>(arguments: &Value) -> Result<(), String> {
 
 // ---- argument types -----------------------------------------------------------------------
 
-/// No arguments.
+// No arguments: `{"type":"object","additionalProperties":false}` (2025-11-25 server/tools).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}

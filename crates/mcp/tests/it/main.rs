@@ -1,0 +1,14 @@
+//! Integration tests of the MCP endpoint: the real router over loopback HTTP, a real Postgres
+//! per test, a table-driven token verifier and a controllable relay.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+mod negotiation;
+mod outcomes;
+mod streams;
+mod support;
+mod tools;

@@ -1,0 +1,345 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcp::{
+    AddonPresence, BoxFuture, GrantedScope, McpSettings, McpState, Principal, RelayCall,
+    RelayError, RelayOutcome, TokenRejection, TokenVerifier, ToolRelay,
+};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use store::users::{Email, Tier};
+use testkit::TestDb;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub const PUBLIC_URL: &str = "https://app.crosstrade.example";
+pub const BROWSER_ORIGIN: &str = "http://localhost:6274";
+pub const RESOURCE_METADATA: &str =
+    "https://app.crosstrade.example/.well-known/oauth-protected-resource";
+
+/// Tokens → principals or rejections.
+pub struct TableVerifier(HashMap<String, Result<Principal, TokenRejection>>);
+
+impl TokenVerifier for TableVerifier {
+    fn verify<'a>(
+        &'a self,
+        bearer_token: &'a str,
+    ) -> BoxFuture<'a, Result<Principal, TokenRejection>> {
+        let answer = self
+            .0
+            .get(bearer_token)
+            .cloned()
+            .unwrap_or(Err(TokenRejection::Unknown));
+        Box::pin(async move { answer })
+    }
+}
+
+/// How the fake Add-On answers calls.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    Answer(RelayOutcome),
+    Fail(RelayError),
+    /// Does not answer; the relay gives up at this (shortened) deadline.
+    Slow(Duration),
+}
+
+pub struct TestRelay {
+    presence: Mutex<HashMap<Uuid, AddonPresence>>,
+    behaviour: Mutex<Behaviour>,
+    changes: broadcast::Sender<Uuid>,
+    pub calls: Mutex<Vec<RelayCall>>,
+}
+
+impl TestRelay {
+    fn new() -> Self {
+        Self {
+            presence: Mutex::new(HashMap::new()),
+            behaviour: Mutex::new(Behaviour::Answer(RelayOutcome::Ok(json!({})))),
+            changes: broadcast::channel(16).0,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn connect(&self, user: Uuid) {
+        self.presence.lock().unwrap().insert(
+            user,
+            AddonPresence {
+                connected: true,
+                addon_version: Some("1.13.2".into()),
+                nt8_version: Some("8.1.4.1".into()),
+                features: vec!["orders".into(), "ninjascript".into()],
+            },
+        );
+        let _ = self.changes.send(user);
+    }
+
+    pub fn disconnect(&self, user: Uuid) {
+        self.presence.lock().unwrap().remove(&user);
+        let _ = self.changes.send(user);
+    }
+
+    pub fn behave(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+impl ToolRelay for TestRelay {
+    fn presence(&self, user_id: Uuid) -> BoxFuture<'_, AddonPresence> {
+        let presence = self
+            .presence
+            .lock()
+            .unwrap()
+            .get(&user_id)
+            .cloned()
+            .unwrap_or_default();
+        Box::pin(async move { presence })
+    }
+
+    fn call(&self, call: RelayCall) -> BoxFuture<'_, Result<RelayOutcome, RelayError>> {
+        let connected = self
+            .presence
+            .lock()
+            .unwrap()
+            .get(&call.user_id)
+            .is_some_and(|p| p.connected);
+        self.calls.lock().unwrap().push(call);
+        let behaviour = self.behaviour.lock().unwrap().clone();
+        Box::pin(async move {
+            if !connected {
+                return Err(RelayError::NotConnected);
+            }
+            match behaviour {
+                Behaviour::Answer(outcome) => Ok(outcome),
+                Behaviour::Fail(error) => Err(error),
+                Behaviour::Slow(deadline) => {
+                    tokio::time::sleep(deadline).await;
+                    Err(RelayError::DeadlineExceeded)
+                }
+            }
+        })
+    }
+
+    fn presence_changes(&self) -> broadcast::Receiver<Uuid> {
+        self.changes.subscribe()
+    }
+}
+
+pub struct Users {
+    pub elite: Uuid,
+    pub pro: Uuid,
+    pub standard: Uuid,
+}
+
+pub struct App {
+    pub base: String,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub relay: Arc<TestRelay>,
+    pub db: PgPool,
+    pub users: Users,
+    _db: TestDb,
+}
+
+/// A reply: status, headers, raw body and the body as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+async fn user(db: &PgPool, email: &str, tier: Tier) -> Uuid {
+    store::users::insert(db, &Email::parse(email).unwrap(), "not-a-real-hash", tier)
+        .await
+        .unwrap()
+        .id
+}
+
+/// A verifier answer that accepts the token.
+#[expect(clippy::unnecessary_wraps, reason = "a row of the verifier's table")]
+fn principal(user_id: Uuid, scope: GrantedScope) -> Result<Principal, TokenRejection> {
+    let principal = Principal {
+        user_id,
+        client_id: "client-1".into(),
+        grant_id: Uuid::new_v4(),
+        scope,
+    };
+    Ok(principal)
+}
+
+pub async fn spawn() -> App {
+    let test_db = TestDb::new().await;
+    let db = test_db.pool().await;
+    let users = Users {
+        elite: user(&db, "elite@example.com", Tier::Elite).await,
+        pro: user(&db, "pro@example.com", Tier::Pro).await,
+        standard: user(&db, "standard@example.com", Tier::Standard).await,
+    };
+    let mut tokens = HashMap::new();
+    tokens.insert(
+        "elite-read".into(),
+        principal(users.elite, GrantedScope::Read),
+    );
+    tokens.insert(
+        "elite-trade".into(),
+        principal(users.elite, GrantedScope::Trade),
+    );
+    tokens.insert(
+        "pro-trade".into(),
+        principal(users.pro, GrantedScope::Trade),
+    );
+    tokens.insert(
+        "standard-read".into(),
+        principal(users.standard, GrantedScope::Read),
+    );
+    tokens.insert(
+        "ghost".into(),
+        principal(Uuid::new_v4(), GrantedScope::Trade),
+    );
+    tokens.insert("expired".into(), Err(TokenRejection::Expired));
+    tokens.insert("revoked".into(), Err(TokenRejection::Revoked));
+    tokens.insert("malformed".into(), Err(TokenRejection::Malformed));
+    tokens.insert("audience".into(), Err(TokenRejection::WrongAudience));
+    tokens.insert("unavailable".into(), Err(TokenRejection::Unavailable));
+    let relay = Arc::new(TestRelay::new());
+    let state = McpState::new(
+        McpSettings {
+            public_url: PUBLIC_URL.into(),
+            allowed_origins: vec![BROWSER_ORIGIN.into()],
+            server_version: "9.9.9-test".into(),
+        },
+        db.clone(),
+        Arc::new(TableVerifier(tokens)),
+        relay.clone(),
+    );
+    let router = axum::Router::new().merge(mcp::router()).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    App {
+        base: format!("http://{addr}"),
+        url: format!("http://{addr}/v1/api/mcp"),
+        client,
+        relay,
+        db,
+        users,
+        _db: test_db,
+    }
+}
+
+impl App {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// POST a JSON body with a token and extra headers.
+    pub async fn post(&self, token: Option<&str>, headers: &[(&str, &str)], body: &Value) -> Reply {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
+    /// A legacy request under `version` (no header for 2025-03-26).
+    pub async fn legacy(&self, token: &str, version: &str, method: &str, params: Value) -> Reply {
+        let body = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params});
+        if version == "2025-03-26" {
+            self.post(Some(token), &[], &body).await
+        } else {
+            self.post(Some(token), &[("mcp-protocol-version", version)], &body)
+                .await
+        }
+    }
+
+    /// A 2026-07-28 request with `_meta` and the mirrored headers, as the SDKs send it.
+    pub async fn modern(&self, token: &str, method: &str, params: Value) -> Reply {
+        let (headers, body) = modern_request(method, params);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.post(Some(token), &headers, &body).await
+    }
+
+    pub async fn call(&self, token: &str, name: &str, arguments: Value) -> Reply {
+        self.legacy(
+            token,
+            "2025-11-25",
+            "tools/call",
+            json!({"name": name, "arguments": arguments}),
+        )
+        .await
+    }
+}
+
+pub fn modern_request(method: &str, params: Value) -> (Vec<(String, String)>, Value) {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test-client", "version": "1.0.0"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let mut headers = vec![
+        ("mcp-protocol-version".to_owned(), "2026-07-28".to_owned()),
+        ("mcp-method".to_owned(), method.to_owned()),
+    ];
+    if let Some(name) = params.get("name").and_then(Value::as_str) {
+        headers.push(("mcp-name".to_owned(), name.to_owned()));
+    }
+    (
+        headers,
+        json!({"jsonrpc":"2.0","id":"m-1","method":method,"params":params}),
+    )
+}
+
+pub fn server_info() -> Value {
+    json!({"name":"crosstrade-mcp","title":"CrossTrade MCP","version":"9.9.9-test"})
+}
+
+pub fn tool_names(reply: &Reply) -> Vec<String> {
+    reply.json["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,0 +1,294 @@
+//! `tools/list` filtering and caching hints, `tools/call` results, validation and relaying.
+
+use std::time::Duration;
+
+use mcp::RelayOutcome;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Behaviour, spawn, tool_names};
+
+const READ_ADDON_TOOLS: [&str; 12] = [
+    "GetAccounts",
+    "GetConnections",
+    "GetPositions",
+    "GetOrders",
+    "GetExecutions",
+    "GetJournal",
+    "GetAddonActivity",
+    "GetWatermarks",
+    "GetMarketData",
+    "ListNinjaScriptFiles",
+    "ReadNinjaScriptFile",
+    "GetBacktestResults",
+];
+const TRADE_TOOLS: [&str; 13] = [
+    "PlaceOrder",
+    "ModifyOrder",
+    "CancelOrder",
+    "CancelAllOrders",
+    "FlattenPosition",
+    "FlattenAll",
+    "ReversePosition",
+    "CompileNinjaScript",
+    "WriteNinjaScriptFile",
+    "RunStrategyBacktest",
+    "DeployStrategy",
+    "StopStrategy",
+    "EmitAlert",
+];
+
+#[tokio::test]
+async fn tools_list_follows_scope_and_addon_presence() {
+    let app = spawn().await;
+    // Without the Add-On only the backend tool is listed, for both scopes.
+    for token in ["elite-read", "elite-trade"] {
+        let reply = app
+            .legacy(token, "2025-11-25", "tools/list", json!({}))
+            .await;
+        assert_eq!(tool_names(&reply), ["GetMcpCapabilities"]);
+        let reply = app.modern(token, "tools/list", json!({})).await;
+        assert_eq!(tool_names(&reply), ["GetMcpCapabilities"]);
+        assert_eq!(reply.json["result"]["ttlMs"], 5000);
+        assert_eq!(reply.json["result"]["cacheScope"], "private");
+        assert_eq!(reply.json["result"]["resultType"], "complete");
+    }
+
+    app.relay.connect(app.users.elite);
+    let mut read = vec!["GetMcpCapabilities"];
+    read.extend(READ_ADDON_TOOLS);
+    let mut all = read.clone();
+    all.extend(TRADE_TOOLS);
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let reply = app
+            .legacy("elite-read", version, "tools/list", json!({}))
+            .await;
+        assert_eq!(
+            tool_names(&reply),
+            read,
+            "a read grant never sees trade tools"
+        );
+        assert_eq!(reply.json["result"].get("resultType"), None);
+        assert_eq!(reply.json["result"].get("ttlMs"), None);
+        let reply = app
+            .legacy("elite-trade", version, "tools/list", json!({}))
+            .await;
+        assert_eq!(tool_names(&reply), all);
+    }
+    let reply = app.modern("elite-read", "tools/list", json!({})).await;
+    assert_eq!(tool_names(&reply), read);
+    assert_eq!(reply.json["result"]["ttlMs"], 60000);
+
+    // Deterministic: the same list twice, byte for byte.
+    let first = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    let second = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    assert_eq!(first.text, second.text);
+
+    // Shapes per revision.
+    let reply = app
+        .legacy("elite-trade", "2025-03-26", "tools/list", json!({}))
+        .await;
+    let place = &reply.json["result"]["tools"][13];
+    assert_eq!(place["name"], "PlaceOrder");
+    assert_eq!(place.get("title"), None);
+    assert_eq!(
+        place["annotations"],
+        json!({"title":"Place an order","readOnlyHint":false,"destructiveHint":true,"idempotentHint":false,"openWorldHint":true})
+    );
+    let reply = app
+        .legacy("elite-trade", "2025-06-18", "tools/list", json!({}))
+        .await;
+    let accounts = &reply.json["result"]["tools"][1];
+    assert_eq!(accounts["title"], "List trading accounts");
+    assert_eq!(
+        accounts["annotations"],
+        json!({"readOnlyHint":true,"openWorldHint":false})
+    );
+    assert_eq!(
+        accounts["inputSchema"],
+        json!({"type":"object","additionalProperties":false})
+    );
+    assert_eq!(accounts["outputSchema"]["required"], json!(["accounts"]));
+    let place = &reply.json["result"]["tools"][13];
+    assert!(
+        place["inputSchema"]["properties"]["idempotency_key"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("never performs the action twice")
+    );
+
+    app.relay.disconnect(app.users.elite);
+    let reply = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    assert_eq!(tool_names(&reply), ["GetMcpCapabilities"]);
+}
+
+#[tokio::test]
+async fn get_mcp_capabilities_works_without_nt8() {
+    let app = spawn().await;
+    for (version, structured) in [("2025-03-26", false), ("2025-11-25", true)] {
+        let reply = app
+            .legacy(
+                "elite-read",
+                version,
+                "tools/call",
+                json!({"name":"GetMcpCapabilities"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let expected = json!({"addon_connected":false,"addon_version":null,"nt8_version":null,
+            "features":[],"scope":"mcp:read","tier":"elite","protocol_version":version,
+            "server_version":"9.9.9-test"});
+        let result = &reply.json["result"];
+        assert_eq!(result["isError"], false);
+        let text: serde_json::Value =
+            serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(text, expected);
+        if structured {
+            assert_eq!(result["structuredContent"], expected);
+        } else {
+            assert_eq!(result.get("structuredContent"), None);
+        }
+    }
+    app.relay.connect(app.users.elite);
+    let reply = app
+        .modern(
+            "elite-trade",
+            "tools/call",
+            json!({"name":"GetMcpCapabilities","arguments":{}}),
+        )
+        .await;
+    assert_eq!(
+        reply.json["result"]["structuredContent"],
+        json!({"addon_connected":true,"addon_version":"1.13.2","nt8_version":"8.1.4.1",
+            "features":["orders","ninjascript"],"scope":"mcp:read mcp:trade","tier":"elite",
+            "protocol_version":"2026-07-28","server_version":"9.9.9-test"})
+    );
+    assert_eq!(reply.json["result"]["resultType"], "complete");
+    assert_eq!(app.relay.call_count(), 0);
+}
+
+#[tokio::test]
+async fn bad_arguments_are_tool_errors_naming_field_and_rule_and_never_relayed() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    let base = json!({"account":"Sim101","instrument":"ES 12-26","action":"Buy",
+        "order_type":"Limit","quantity":1,"limit_price":5000.25});
+    let mut zero = base.clone();
+    zero["quantity"] = json!(0);
+    let mut no_limit = base.clone();
+    no_limit.as_object_mut().unwrap().remove("limit_price");
+    let mut wrong_side = base.clone();
+    wrong_side["action"] = json!("BUY");
+    for (arguments, message) in [
+        (
+            zero,
+            "Invalid arguments for PlaceOrder: quantity: 0 is less than the minimum of 1 (rule: minimum)",
+        ),
+        (
+            no_limit,
+            "Invalid arguments for PlaceOrder: limit_price: required when order_type is Limit (rule: required)",
+        ),
+        (
+            wrong_side,
+            r#"Invalid arguments for PlaceOrder: action: "BUY" is not one of "Buy" or "Sell" (rule: enum)"#,
+        ),
+    ] {
+        let reply = app.call("elite-trade", "PlaceOrder", arguments).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.json,
+            json!({"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":message}],"isError":true}})
+        );
+    }
+    let reply = app
+        .call("elite-read", "GetOrders", json!({"limit": "ten"}))
+        .await;
+    assert_eq!(
+        reply.json["result"]["content"][0]["text"],
+        r#"Invalid arguments for GetOrders: limit: "ten" is not of types "null", "integer" (rule: type)"#
+    );
+    assert_eq!(app.relay.call_count(), 0);
+}
+
+#[tokio::test]
+async fn trade_calls_are_relayed_with_the_idempotency_key_lifted_out() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    app.relay.behave(Behaviour::Answer(RelayOutcome::Ok(
+        json!({"order_id":"o-1","state":"Working"}),
+    )));
+    let reply = app
+        .call(
+            "elite-trade",
+            "PlaceOrder",
+            json!({"account":"Sim101","instrument":"ES 12-26","action":"Buy","order_type":"Market",
+                "quantity":2,"idempotency_key":"7d1f0c2e-key-0001"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json["result"],
+        json!({"content":[{"type":"text","text":"{\"order_id\":\"o-1\",\"state\":\"Working\"}"}],"isError":false})
+    );
+    let calls = app.relay.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].user_id, app.users.elite);
+    assert_eq!(calls[0].tool, "PlaceOrder");
+    assert_eq!(
+        calls[0].idempotency_key.as_deref(),
+        Some("7d1f0c2e-key-0001")
+    );
+    assert_eq!(calls[0].deadline, Duration::from_secs(10));
+    assert_eq!(
+        calls[0].arguments,
+        json!({"account":"Sim101","instrument":"ES 12-26","action":"Buy","order_type":"Market","quantity":2})
+    );
+
+    let reply = app
+        .call("elite-trade", "CompileNinjaScript", json!({}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        app.relay.calls.lock().unwrap()[1].deadline,
+        Duration::from_secs(120)
+    );
+    assert_eq!(app.relay.calls.lock().unwrap()[1].idempotency_key, None);
+
+    app.relay.behave(Behaviour::Answer(RelayOutcome::ToolError(
+        "Order rejected: insufficient margin".into(),
+    )));
+    let reply = app
+        .call("elite-trade", "CancelOrder", json!({"order_id":"o-1"}))
+        .await;
+    assert_eq!(
+        reply.json["result"],
+        json!({"content":[{"type":"text","text":"Order rejected: insufficient margin"}],"isError":true})
+    );
+}
+
+#[tokio::test]
+async fn read_tools_return_structured_content_checked_against_their_schema() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    let accounts = json!({"accounts":[{"name":"Sim101","cash_value":100_000.0}]});
+    app.relay
+        .behave(Behaviour::Answer(RelayOutcome::Ok(accounts.clone())));
+    let reply = app.call("elite-read", "GetAccounts", json!({})).await;
+    assert_eq!(reply.json["result"]["structuredContent"], accounts);
+    assert_eq!(reply.json["result"]["isError"], false);
+
+    app.relay.behave(Behaviour::Answer(RelayOutcome::Ok(json!([
+        "not", "an", "object"
+    ]))));
+    let reply = app.call("elite-read", "GetAccounts", json!({})).await;
+    assert_eq!(
+        reply.json["result"],
+        json!({"content":[{"type":"text","text":"GetAccounts returned data in an unexpected shape; the CrossTrade Add-On may need an update"}],"isError":true})
+    );
+}
