@@ -38,7 +38,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The 408 for a relay failure, saying which case it was; `None` for `Unavailable`.
+    /// The 408 for a relay failure, saying which case it was; 503 for `Unavailable`.
     pub fn from_relay(error: &RelayError, deadline: Duration) -> Self {
         match error {
             RelayError::NotConnected => HttpError::AddonDisconnected(
