@@ -10,6 +10,7 @@ use store::secret::Secret;
 use store::users::{self, Email, Tier};
 use tokio::net::TcpListener;
 
+use crate::adapters::OAuthTokenVerifier;
 use crate::config::{Config, Sources};
 use crate::database::{Database, Role};
 use crate::server::{self, AppState};
@@ -253,10 +254,17 @@ pub async fn serve_on(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
     ready(addr)?;
+    let mcp = mcp::McpState::new(
+        config.mcp_settings(),
+        db.pool.clone(),
+        std::sync::Arc::new(OAuthTokenVerifier(oauth.clone())),
+        std::sync::Arc::new(mcp::relay::NotConnectedRelay::new()),
+    );
     let state = AppState {
         db: db.pool.clone(),
         config: std::sync::Arc::new(config.clone()),
         oauth,
+        mcp,
     };
     server::serve(listener, state, shutdown).await
 }

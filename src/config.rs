@@ -312,6 +312,15 @@ impl Config {
         Ok(())
     }
 
+    /// The MCP resource server's settings.
+    pub fn mcp_settings(&self) -> mcp::McpSettings {
+        mcp::McpSettings {
+            public_url: self.public_url.as_str().to_owned(),
+            allowed_origins: self.allowed_origins.iter().map(|o| o.as_str().to_owned()).collect(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
     /// The OAuth service's settings.
     pub fn oauth_settings(&self) -> oauth::OAuthSettings {
         let secs = Duration::from_secs;

@@ -2,6 +2,7 @@
 //! composition and the CLI. Business logic lives in the workspace crates (`oauth`, `mcp`,
 //! `addon-bridge`, `store`).
 
+pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod database;

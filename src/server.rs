@@ -35,6 +35,7 @@ pub struct AppState {
     pub db: PgPool,
     pub config: Arc<Config>,
     pub oauth: oauth::OAuthState,
+    pub mcp: mcp::McpState,
 }
 
 /// The whole application: routes and middleware.
@@ -64,7 +65,8 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
-        .merge(oauth::router());
+        .merge(oauth::router())
+        .merge(mcp::router());
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
     let router = if state.config.public_url.is_https() {
         router.layer(SetResponseHeaderLayer::overriding(
