@@ -1,2 +1,334 @@
 //! The CrossTrade Add-On bridge: the WebSocket endpoint NinjaTrader 8's Add-On holds open, and the
 //! relay that forwards tool calls to it with correlation ids and deadlines.
+//!
+//! Invariants:
+//! - A call ends exactly once: with the Add-On's answer, `NotConnected` at once when no Add-On
+//!   is connected, `Disconnected` at once when the socket drops mid-call, or `DeadlineExceeded`
+//!   at its deadline. Correlation ids are random per call; a late answer is logged and dropped.
+//! - A call with an idempotency key reaches the Add-On at most once per user and key within
+//!   24 h, on any replica; calls are never retried.
+//! - Presence, cross-replica calls and their results live in Postgres; notifications carry ids
+//!   only. Every replica listens; after a listener reconnect, everything pending is re-checked.
+//! - Add-On keys are stored as SHA-256 only and never logged.
+//!
+//! Depends on `store` only; never on `mcp` or `oauth` (the binary adapts this crate to
+//! `mcp::relay::ToolRelay`).
+
+mod connection;
+pub mod data;
+pub mod keys;
+mod listener;
+pub mod protocol;
+mod relay;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+pub use connection::get_addon_ws;
+
+/// The path of the Add-On's WebSocket.
+pub const WS_PATH: &str = "/v1/addon/ws";
+
+/// How the bridge behaves.
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    /// Used when a call asks for a zero deadline.
+    pub default_deadline: Duration,
+    /// Server pings every interval; two unanswered pings disconnect. Also the replica
+    /// heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Larger text frames get an `error` frame and are discarded; frames over twice this
+    /// size end the connection.
+    pub max_frame_bytes: usize,
+    /// This replica's id in presence and call routing.
+    pub instance_id: Uuid,
+}
+
+impl BridgeSettings {
+    /// Production defaults: 10 s deadline, 15 s heartbeat, 4 MiB frames, a fresh instance id.
+    pub fn new() -> Self {
+        Self {
+            default_deadline: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(15),
+            max_frame_bytes: 4 * 1024 * 1024,
+            instance_id: Uuid::new_v4(),
+        }
+    }
+
+    /// A replica whose heartbeat is older than this is dead.
+    fn instance_stale_after(&self) -> Duration {
+        (self.heartbeat_interval * 4).max(Duration::from_secs(3))
+    }
+
+    fn hard_frame_limit(&self) -> usize {
+        self.max_frame_bytes.saturating_mul(2).max(64 * 1024)
+    }
+}
+
+impl Default for BridgeSettings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the backend knows about a user's Add-On connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Presence {
+    pub connected: bool,
+    pub addon_version: Option<String>,
+    pub nt8_version: Option<String>,
+    pub features: Vec<String>,
+}
+
+/// One tool call for a user's Add-On.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub user_id: Uuid,
+    /// PascalCase tool name, e.g. `PlaceOrder`.
+    pub tool: String,
+    pub arguments: Value,
+    /// Zero means [`BridgeSettings::default_deadline`].
+    pub deadline: Duration,
+    /// With a key, a repeat within 24 h returns the first outcome and never reaches the Add-On.
+    pub idempotency_key: Option<String>,
+}
+
+/// What the Add-On answered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// The tool ran; its result.
+    Ok(Value),
+    /// The tool ran and failed (rejected order, compile errors…).
+    ToolError(String),
+}
+
+/// Why a call got no answer. The first three are the product's 408 `addon_disconnected`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CallError {
+    #[error(
+        "the CrossTrade Add-On is not connected: open NinjaTrader 8 and check the Add-On panel"
+    )]
+    NotConnected,
+    #[error("the CrossTrade Add-On disconnected while the call was in flight")]
+    Disconnected,
+    #[error("the CrossTrade Add-On did not answer before the deadline")]
+    DeadlineExceeded,
+    #[error("the Add-On relay is temporarily unavailable")]
+    Unavailable,
+}
+
+impl CallError {
+    /// Stable code for logs and the activity table.
+    pub fn code(self) -> &'static str {
+        match self {
+            CallError::NotConnected => "not_connected",
+            CallError::Disconnected => "disconnected",
+            CallError::DeadlineExceeded => "deadline_exceeded",
+            CallError::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("invalid bridge settings: {0}")]
+    Settings(&'static str),
+}
+
+/// The Add-On bridge of this replica. Cheap to clone.
+#[derive(Clone)]
+pub struct AddonBridge {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AddonBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddonBridge")
+            .field("instance_id", &self.inner.settings.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    db: PgPool,
+    settings: BridgeSettings,
+    /// Live sockets on this replica, by user.
+    conns: Mutex<HashMap<Uuid, connection::Handle>>,
+    waiters: relay::Waiters,
+    changes: broadcast::Sender<Uuid>,
+    shutdown: watch::Sender<bool>,
+    /// Connection tasks still running (shutdown waits for them).
+    tasks: watch::Sender<usize>,
+}
+
+impl AddonBridge {
+    /// Registers this replica, then spawns its listener and heartbeat. Waits (briefly) for the
+    /// listener so that nothing sent right after start is missed; if the database is down it
+    /// keeps trying in the background.
+    pub async fn start(db: PgPool, settings: BridgeSettings) -> Result<Self, BridgeError> {
+        if settings.heartbeat_interval.is_zero() {
+            return Err(BridgeError::Settings("heartbeat_interval must be positive"));
+        }
+        if settings.default_deadline.is_zero() {
+            return Err(BridgeError::Settings("default_deadline must be positive"));
+        }
+        if settings.max_frame_bytes < 1024 {
+            return Err(BridgeError::Settings(
+                "max_frame_bytes must be at least 1024",
+            ));
+        }
+        let bridge = Self {
+            inner: Arc::new(Inner {
+                db,
+                settings,
+                conns: Mutex::new(HashMap::new()),
+                waiters: relay::Waiters::default(),
+                changes: broadcast::channel(256).0,
+                shutdown: watch::channel(false).0,
+                tasks: watch::channel(0).0,
+            }),
+        };
+        if let Err(err) = bridge.beat().await {
+            tracing::warn!(error = %err, "add-on bridge: first instance heartbeat failed");
+        }
+        let ready = listener::spawn(&bridge);
+        tokio::spawn(bridge.clone().heartbeat_loop());
+        if tokio::time::timeout(Duration::from_secs(5), ready)
+            .await
+            .is_err()
+        {
+            tracing::warn!("add-on bridge: listener not connected yet; continuing to retry");
+        }
+        Ok(bridge)
+    }
+
+    /// This replica's id.
+    pub fn instance_id(&self) -> Uuid {
+        self.inner.settings.instance_id
+    }
+
+    /// Users whose Add-On connected, disconnected or was replaced, on any replica.
+    pub fn presence_changes(&self) -> broadcast::Receiver<Uuid> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Whether a user's Add-On is connected (to any live replica), and what it reported.
+    pub async fn presence(&self, user_id: Uuid) -> Presence {
+        if let Some(handle) = self.local(user_id) {
+            return handle.presence.clone();
+        }
+        match data::presence_of(
+            &self.inner.db,
+            user_id,
+            self.inner.settings.instance_stale_after(),
+        )
+        .await
+        {
+            Ok(Some(row)) => Presence {
+                connected: true,
+                addon_version: Some(row.addon_version),
+                nt8_version: Some(row.nt8_version),
+                features: row.features.0,
+            },
+            Ok(None) => Presence::default(),
+            Err(err) => {
+                tracing::warn!(error = %err, "add-on presence lookup failed");
+                Presence::default()
+            }
+        }
+    }
+
+    /// Stops accepting sockets, fails every pending call (`Disconnected`), closes sockets with
+    /// 1001 Going Away, and removes this replica's presence so other replicas answer at once.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let mut tasks = self.inner.tasks.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(3), tasks.wait_for(|n| *n == 0)).await;
+        if let Err(err) = data::retire_instance(&self.inner.db, self.instance_id()).await {
+            tracing::warn!(error = %err, "add-on bridge: retiring instance failed");
+        }
+        tracing::info!(instance = %self.instance_id(), "add-on bridge shut down");
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    fn local(&self, user_id: Uuid) -> Option<connection::Handle> {
+        self.conns().get(&user_id).cloned()
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, connection::Handle>> {
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One replica heartbeat: refresh our row and our sockets' `last_seen`, and clean up after
+    /// dead replicas. If our row had been swept (we stalled), re-announce our sockets.
+    async fn beat(&self) -> Result<(), sqlx::Error> {
+        let me = self.instance_id();
+        let recreated = data::instance_heartbeat(&self.inner.db, me).await?;
+        if recreated {
+            let handles: Vec<_> = self.conns().values().cloned().collect();
+            for handle in handles {
+                data::upsert_presence(&self.inner.db, me, &handle).await?;
+            }
+        }
+        data::sweep_dead_instances(&self.inner.db, self.inner.settings.instance_stale_after())
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat_loop(self) {
+        let period = self.inner.settings.heartbeat_interval;
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = until_true(&mut shutdown) => return,
+            }
+            if let Err(err) = self.beat().await {
+                tracing::warn!(error = %err, "add-on bridge heartbeat failed");
+            }
+            ticks += 1;
+            // Old routing rows and expired idempotency keys, about once a minute.
+            let every = u64::try_from(60_000 / period.as_millis().max(1)).unwrap_or(1);
+            if ticks.is_multiple_of(every.max(1))
+                && let Err(err) = data::purge_old(&self.inner.db).await
+            {
+                tracing::warn!(error = %err, "add-on bridge purge failed");
+            }
+        }
+    }
+}
+
+/// `GET /v1/addon/ws`, the Add-On's WebSocket.
+pub fn router<S>() -> Router<S>
+where
+    AddonBridge: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new().route(WS_PATH, get(get_addon_ws))
+}
+
+/// Resolves once the flag is (or becomes) true; holds no lock across awaits.
+pub(crate) async fn until_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}

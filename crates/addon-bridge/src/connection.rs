@@ -1,0 +1,534 @@
+//! `GET /v1/addon/ws`: authentication before the upgrade, then one task per socket that owns
+//! it: hello and the version gate, calls out, results and events in, heartbeats, and the
+//! failure of every pending call the moment the socket ends.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::keys::{self, KeyOwner};
+use crate::protocol::{self, AccountSnapshotEvent, ExecutionEvent, Hello, Inbound, close};
+use crate::{AddonBridge, CallError, CallOutcome, Presence, data};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close frame may take to go out to a stuck peer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type CallResult = Result<CallOutcome, CallError>;
+
+/// Where a call's answer goes.
+pub(crate) enum Responder {
+    /// A caller on this replica.
+    Local(oneshot::Sender<CallResult>),
+    /// A caller on another replica, through `addon_calls`.
+    Remote(Uuid),
+}
+
+pub(crate) struct PendingCall {
+    pub id: Uuid,
+    pub tool: String,
+    pub arguments: Value,
+    pub deadline: Instant,
+    pub responder: Responder,
+}
+
+pub(crate) enum Command {
+    Call(PendingCall),
+    /// A frame from a helper task (event acknowledgements).
+    Send(String),
+}
+
+/// A live socket as the rest of the bridge sees it.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    pub user_id: Uuid,
+    pub connection_id: Uuid,
+    pub key_id: Uuid,
+    pub presence: Presence,
+    pub tx: mpsc::Sender<Command>,
+    /// Set to close the socket with this code and reason.
+    pub close: watch::Sender<Option<(u16, String)>>,
+}
+
+impl Handle {
+    pub fn close_with(&self, code: u16, reason: &str) {
+        self.close.send_replace(Some((code, reason.to_owned())));
+    }
+}
+
+fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
+    let mut response =
+        (status, Json(json!({ "error": error, "message": message }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Upgrades to the Add-On WebSocket once the Add-On key checks out (401 before the upgrade
+/// otherwise, so the key is never exchanged over an unauthenticated socket).
+pub async fn get_addon_ws(
+    State(bridge): State<AddonBridge>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if bridge.is_shutting_down() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "this server is shutting down; reconnect",
+        );
+    }
+    let Some(presented) = bearer(&headers) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "an Add-On key is required: Authorization: Bearer ctak_…",
+        );
+    };
+    let owner = match keys::authenticate(&bridge.inner.db, presented).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the Add-On key is invalid or revoked",
+            );
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "add-on key lookup failed");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "the server could not check the Add-On key; retry shortly",
+            );
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let hard = bridge.inner.settings.hard_frame_limit();
+    upgrade
+        .max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| run(bridge, socket, owner))
+}
+
+/// Decrements the live-task count however the task ends.
+struct TaskGuard(watch::Sender<usize>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+async fn close_socket(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+}
+
+/// Waits for the hello: Ok, or the close code and reason to refuse with.
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, (u16, String)> {
+    let protocol_error = |why: &str| (close::PROTOCOL_ERROR, format!("expected hello: {why}"));
+    let text = loop {
+        match socket.recv().await {
+            Some(Ok(Message::Text(text))) => break text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Binary(_))) => return Err(protocol_error("binary frame")),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                return Err((close::PROTOCOL_ERROR, String::new()));
+            }
+        }
+    };
+    let (value, version) =
+        protocol::parse_envelope(&text).map_err(|_| protocol_error("not a JSON object"))?;
+    if value.get("type").and_then(Value::as_str) != Some("hello") {
+        return Err(protocol_error("first frame must be a hello"));
+    }
+    if version.unwrap_or(protocol::PROTOCOL_VERSION) != protocol::PROTOCOL_VERSION {
+        return Err((
+            close::PROTOCOL_UNSUPPORTED,
+            "this server speaks protocol version 1; update the CrossTrade Add-On".to_owned(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|_| protocol_error("missing addon_version or nt8_version"))
+}
+
+async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
+    bridge.inner.tasks.send_modify(|n| *n += 1);
+    let _guard = TaskGuard(bridge.inner.tasks.clone());
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut socket)).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err((code, reason))) => return close_socket(&mut socket, code, &reason).await,
+        Err(_) => {
+            return close_socket(
+                &mut socket,
+                close::PROTOCOL_ERROR,
+                "expected hello: timed out",
+            )
+            .await;
+        }
+    };
+    if protocol::parse_version(&hello.addon_version)
+        .is_none_or(|version| version < protocol::MIN_ADDON_VERSION)
+    {
+        tracing::info!(addon_version = %hello.addon_version, "add-on refused: too old");
+        let reason = protocol::too_old_reason(&hello.addon_version);
+        return close_socket(&mut socket, close::VERSION_UNSUPPORTED, &reason).await;
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let handle = Handle {
+        user_id: owner.user_id,
+        connection_id: Uuid::new_v4(),
+        key_id: owner.key_id,
+        presence: Presence {
+            connected: true,
+            addon_version: Some(hello.addon_version),
+            nt8_version: Some(hello.nt8_version),
+            features: hello.features,
+        },
+        tx,
+        close: watch::channel(None).0,
+    };
+    // Recorded in Postgres first: a replica holding an older socket sees the change and closes
+    // it; then this replica's own older socket is replaced.
+    if let Err(err) = data::upsert_presence(&bridge.inner.db, bridge.instance_id(), &handle).await {
+        tracing::error!(error = %err, "add-on presence write failed");
+        return close_socket(
+            &mut socket,
+            close::SERVER_ERROR,
+            "server error; reconnect shortly",
+        )
+        .await;
+    }
+    if let Some(old) = bridge.conns().insert(owner.user_id, handle.clone()) {
+        old.close_with(
+            close::REPLACED,
+            "replaced by a newer connection of this account",
+        );
+    }
+    tracing::info!(
+        connection_id = %handle.connection_id,
+        addon_version = ?handle.presence.addon_version,
+        "add-on connected"
+    );
+    let settings = &bridge.inner.settings;
+    let welcome = protocol::welcome(
+        handle.connection_id,
+        settings.heartbeat_interval.as_millis(),
+        settings.max_frame_bytes,
+    );
+    let mut conn = Conn {
+        bridge: bridge.clone(),
+        handle,
+        pending: HashMap::new(),
+    };
+    let ended = if socket.send(Message::Text(welcome.into())).await.is_ok() {
+        conn.serve(&mut socket, rx).await
+    } else {
+        Ended::Gone(rx)
+    };
+    conn.finish(socket, ended).await;
+}
+
+/// How the loop ended: the socket is gone, or we close it with a code.
+enum Ended {
+    Gone(mpsc::Receiver<Command>),
+    Close(mpsc::Receiver<Command>, u16, String),
+}
+
+struct Conn {
+    bridge: AddonBridge,
+    handle: Handle,
+    pending: HashMap<Uuid, PendingCall>,
+}
+
+impl Conn {
+    async fn serve(&mut self, socket: &mut WebSocket, mut rx: mpsc::Receiver<Command>) -> Ended {
+        let period = self.bridge.inner.settings.heartbeat_interval;
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unanswered = 0u8;
+        let mut close_rx = self.handle.close.subscribe();
+        let mut shutdown = self.bridge.inner.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = close_rx.changed() => {
+                    let (code, reason) = close_rx.borrow().clone().unwrap_or((close::GOING_AWAY, String::new()));
+                    return Ended::Close(rx, code, reason);
+                }
+                () = crate::until_true(&mut shutdown) => {
+                    return Ended::Close(rx, close::GOING_AWAY, "server shutting down".to_owned());
+                }
+                Some(command) = rx.recv() => {
+                    if !self.send_command(socket, command).await {
+                        return Ended::Gone(rx);
+                    }
+                }
+                message = socket.recv() => {
+                    let Some(Ok(message)) = message else { return Ended::Gone(rx) };
+                    // Any frame shows the Add-On is alive.
+                    unanswered = 0;
+                    match message {
+                        Message::Text(text) => {
+                            if let Some(reply) = self.on_text(&text)
+                                && socket.send(Message::Text(reply.into())).await.is_err()
+                            {
+                                return Ended::Gone(rx);
+                            }
+                        }
+                        Message::Binary(_) => {
+                            let reply = protocol::error("malformed_frame", "frames are JSON text frames", None);
+                            if socket.send(Message::Text(reply.into())).await.is_err() {
+                                return Ended::Gone(rx);
+                            }
+                        }
+                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Close(_) => return Ended::Gone(rx),
+                    }
+                }
+                _ = ticker.tick() => {
+                    if unanswered >= 2 {
+                        tracing::info!(connection_id = %self.handle.connection_id, "add-on heartbeat lost");
+                        return Ended::Close(rx, close::HEARTBEAT_TIMEOUT, "two heartbeats unanswered".to_owned());
+                    }
+                    unanswered += 1;
+                    self.expire_pending();
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return Ended::Gone(rx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a call (or a helper's frame). False when the socket is gone.
+    async fn send_command(&mut self, socket: &mut WebSocket, command: Command) -> bool {
+        match command {
+            Command::Send(frame) => socket.send(Message::Text(frame.into())).await.is_ok(),
+            Command::Call(call) => {
+                let now = Instant::now();
+                if call.deadline <= now {
+                    // Its caller has already given up; do not send it late.
+                    return true;
+                }
+                let remaining = call.deadline - now;
+                let frame =
+                    protocol::call(call.id, &call.tool, &call.arguments, remaining.as_millis());
+                let id = call.id;
+                self.pending.insert(id, call);
+                if socket.send(Message::Text(frame.into())).await.is_err() {
+                    if let Some(call) = self.pending.remove(&id) {
+                        self.respond(call.responder, Err(CallError::Disconnected));
+                    }
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    /// Handles a text frame; returns a frame to send back, if any. Never fails the connection.
+    fn on_text(&mut self, text: &str) -> Option<String> {
+        let max = self.bridge.inner.settings.max_frame_bytes;
+        if text.len() > max {
+            return Some(protocol::error(
+                "frame_too_large",
+                &format!("frames are limited to {max} bytes; this one was discarded"),
+                None,
+            ));
+        }
+        let (value, version) = match protocol::parse_envelope(text) {
+            Ok(parsed) => parsed,
+            Err(message) => return Some(protocol::error("malformed_frame", &message, None)),
+        };
+        if version.is_some_and(|v| v != protocol::PROTOCOL_VERSION) {
+            return Some(protocol::error(
+                "unsupported_version",
+                "this server speaks protocol version 1",
+                value.get("id"),
+            ));
+        }
+        let id = value.get("id").cloned();
+        let frame: Inbound = match serde_json::from_value(value) {
+            Ok(frame) => frame,
+            Err(err) => {
+                return Some(protocol::error(
+                    "malformed_frame",
+                    &err.to_string(),
+                    id.as_ref(),
+                ));
+            }
+        };
+        match frame {
+            Inbound::Hello {} => Some(protocol::error(
+                "unexpected_hello",
+                "hello is only the first frame",
+                None,
+            )),
+            Inbound::Ping {} => Some(protocol::pong()),
+            Inbound::Pong {} => None,
+            Inbound::Result {
+                id: call_id,
+                ok,
+                content,
+                error,
+            } => {
+                let Some(call) = self.pending.remove(&call_id) else {
+                    tracing::warn!(%call_id, "add-on answered an unknown or expired call; dropped");
+                    return Some(protocol::error(
+                        "unknown_call",
+                        "no call with this id is pending (it ended or its deadline passed)",
+                        id.as_ref(),
+                    ));
+                };
+                let outcome = if ok {
+                    CallOutcome::Ok(content)
+                } else {
+                    CallOutcome::ToolError(
+                        error.unwrap_or_else(|| "the Add-On reported an error".to_owned()),
+                    )
+                };
+                self.respond(call.responder, Ok(outcome));
+                None
+            }
+            Inbound::Event {
+                id: event_id,
+                kind,
+                data,
+            } => self.on_event(event_id, &kind, data),
+        }
+    }
+
+    fn on_event(&self, event_id: Option<String>, kind: &str, data: Value) -> Option<String> {
+        enum Event {
+            Execution(ExecutionEvent),
+            Snapshot(AccountSnapshotEvent),
+        }
+        let parsed = match kind {
+            "execution" => serde_json::from_value(data).map(Event::Execution),
+            "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
+            _ => {
+                return Some(protocol::error(
+                    "unknown_event",
+                    "event kinds are execution and account_snapshot",
+                    None,
+                ));
+            }
+        };
+        let event = match parsed {
+            Ok(event) => event,
+            Err(err) => return Some(protocol::error("invalid_event", &err.to_string(), None)),
+        };
+        let db = self.bridge.inner.db.clone();
+        let user_id = self.handle.user_id;
+        let tx = self.handle.tx.clone();
+        // Stored off the socket loop so a slow database never delays heartbeats or results.
+        tokio::spawn(async move {
+            let stored = match &event {
+                Event::Execution(e) => data::store_execution(&db, user_id, e).await,
+                Event::Snapshot(s) => data::store_snapshot(&db, user_id, s).await,
+            };
+            let reply = match (stored, event_id) {
+                (Ok(()), Some(id)) => protocol::event_ack(&id),
+                (Ok(()), None) => return,
+                (Err(err), id) => {
+                    tracing::warn!(error = %err, "add-on event write failed");
+                    let id = id.map(Value::String);
+                    protocol::error(
+                        "event_not_stored",
+                        "the server could not store this event; resend it",
+                        id.as_ref(),
+                    )
+                }
+            };
+            let _ = tx.send(Command::Send(reply)).await;
+        });
+        None
+    }
+
+    fn respond(&self, responder: Responder, result: CallResult) {
+        match responder {
+            Responder::Local(tx) => {
+                if tx.send(result).is_err() {
+                    tracing::warn!("late add-on answer dropped (its caller gave up)");
+                }
+            }
+            Responder::Remote(call_id) => self.bridge.complete_remote(call_id, result),
+        }
+    }
+
+    /// Forgets calls whose deadline has passed: their callers have already been answered.
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        self.pending.retain(|id, call| {
+            let live = call.deadline > now;
+            if !live {
+                tracing::info!(call_id = %id, tool = %call.tool, "add-on call expired unanswered");
+            }
+            live
+        });
+    }
+
+    /// Unregisters the socket, fails whatever was in flight or queued, closes, clears presence.
+    async fn finish(mut self, mut socket: WebSocket, ended: Ended) {
+        let user_id = self.handle.user_id;
+        let connection_id = self.handle.connection_id;
+        {
+            let mut conns = self.bridge.conns();
+            if conns
+                .get(&user_id)
+                .is_some_and(|h| h.connection_id == connection_id)
+            {
+                conns.remove(&user_id);
+            }
+        }
+        let (mut rx, close) = match ended {
+            Ended::Gone(rx) => (rx, None),
+            Ended::Close(rx, code, reason) => (rx, Some((code, reason))),
+        };
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if let Command::Call(call) = command {
+                self.pending.insert(call.id, call);
+            }
+        }
+        for (_, call) in std::mem::take(&mut self.pending) {
+            self.respond(call.responder, Err(CallError::Disconnected));
+        }
+        if let Some((code, reason)) = close {
+            close_socket(&mut socket, code, &reason).await;
+        }
+        drop(socket);
+        if let Err(err) = data::delete_presence(&self.bridge.inner.db, user_id, connection_id).await
+        {
+            tracing::warn!(error = %err, "add-on presence delete failed");
+        }
+        tracing::info!(%connection_id, "add-on disconnected");
+    }
+}
