@@ -15,7 +15,11 @@ impl TokenVerifier for OAuthTokenVerifier {
         bearer_token: &'a str,
     ) -> BoxFuture<'a, Result<Principal, TokenRejection>> {
         Box::pin(async move {
-            let access = self.0.verify_access_token(bearer_token).await.map_err(rejection)?;
+            let access = self
+                .0
+                .verify_access_token(bearer_token)
+                .await
+                .map_err(rejection)?;
             Ok(Principal {
                 user_id: access.user_id,
                 client_id: access.client_id,

@@ -316,7 +316,11 @@ impl Config {
     pub fn mcp_settings(&self) -> mcp::McpSettings {
         mcp::McpSettings {
             public_url: self.public_url.as_str().to_owned(),
-            allowed_origins: self.allowed_origins.iter().map(|o| o.as_str().to_owned()).collect(),
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.as_str().to_owned())
+                .collect(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

@@ -72,7 +72,15 @@ async fn sign_in_and_consent_in_chromium() {
     let env = [("DATABASE_URL", url.as_str())];
     let added = run(
         &env,
-        &["users", "add", "--email", "browser@example.com", "--tier", Tier::Elite.as_str(), "--password-stdin"],
+        &[
+            "users",
+            "add",
+            "--email",
+            "browser@example.com",
+            "--tier",
+            Tier::Elite.as_str(),
+            "--password-stdin",
+        ],
         &format!("{PASSWORD}\n"),
     );
     assert!(added.status.success(), "{}", stderr(&added));
@@ -83,9 +91,27 @@ async fn sign_in_and_consent_in_chromium() {
     let client_id = endpoint.client(&redirect_uri).await;
     let allow_pkce = pkce();
     let scope = [("scope", "mcp:read mcp:trade")];
-    let allow_url = authorize_url(&endpoint, &client_id, &redirect_uri, &allow_pkce.challenge, &scope);
-    let deny_url = authorize_url(&endpoint, &client_id, &redirect_uri, &pkce().challenge, &scope);
-    let csrf_url = authorize_url(&endpoint, &client_id, &redirect_uri, &pkce().challenge, &scope);
+    let allow_url = authorize_url(
+        &endpoint,
+        &client_id,
+        &redirect_uri,
+        &allow_pkce.challenge,
+        &scope,
+    );
+    let deny_url = authorize_url(
+        &endpoint,
+        &client_id,
+        &redirect_uri,
+        &pkce().challenge,
+        &scope,
+    );
+    let csrf_url = authorize_url(
+        &endpoint,
+        &client_id,
+        &redirect_uri,
+        &pkce().challenge,
+        &scope,
+    );
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
 
     let output = tokio::task::spawn_blocking(move || {
@@ -104,32 +130,63 @@ async fn sign_in_and_consent_in_chromium() {
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "browser run failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let seen_by_browser: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
     assert_eq!(seen_by_browser["signInTitle"], "Sign in · CrossTrade");
-    assert_eq!(seen_by_browser["consentTitle"], "Authorize Test Client · CrossTrade");
+    assert_eq!(
+        seen_by_browser["consentTitle"],
+        "Authorize Test Client · CrossTrade"
+    );
     assert_eq!(seen_by_browser["readPreselected"], true);
 
     let allowed = url::Url::parse(seen_by_browser["allow"]["url"].as_str().unwrap()).unwrap();
     assert_eq!(allowed.port(), Some(port));
     assert_eq!(allowed.path(), "/callback");
-    let pairs: Vec<(String, String)> = allowed.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
+    let pairs: Vec<(String, String)> = allowed
+        .query_pairs()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
     let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["code", "state", "iss"]);
     assert_eq!(pairs[1].1, "st-123");
-    assert_eq!(pairs[2].1, "http://127.0.0.1:8080", "iss is the configured issuer");
+    assert_eq!(
+        pairs[2].1, "http://127.0.0.1:8080",
+        "iss is the configured issuer"
+    );
 
     let denied = url::Url::parse(seen_by_browser["deny"]["url"].as_str().unwrap()).unwrap();
     assert_eq!(denied.port(), Some(port));
-    assert!(denied.query_pairs().any(|(k, v)| k == "error" && v == "access_denied"));
+    assert!(
+        denied
+            .query_pairs()
+            .any(|(k, v)| k == "error" && v == "access_denied")
+    );
     assert!(!denied.query_pairs().any(|(k, _)| k == "code"));
 
     assert_eq!(seen_by_browser["csrf"]["status"], 403);
-    assert!(seen_by_browser["csrfText"].as_str().unwrap().contains("Request expired"));
-    let callbacks: Vec<String> =
-        seen.lock().unwrap().iter().filter(|t| t.starts_with("/callback")).cloned().collect();
-    assert_eq!(callbacks.len(), 2, "Allow and Deny reached the callback, the forged form did not: {callbacks:?}");
+    assert!(
+        seen_by_browser["csrfText"]
+            .as_str()
+            .unwrap()
+            .contains("Request expired")
+    );
+    let callbacks: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.starts_with("/callback"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        callbacks.len(),
+        2,
+        "Allow and Deny reached the callback, the forged form did not: {callbacks:?}"
+    );
 
     // The code the browser carried works, once, for the granted scope.
     let code = &pairs[0].1;

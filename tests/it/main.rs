@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod compose;
 mod embedded;
+mod mcp_client;
 mod oauth_flow;
 mod readiness;
 mod support;

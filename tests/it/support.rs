@@ -65,9 +65,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `crosstrade <verb>` on a free port and waits until it listens.
     pub fn start(verb: &str, envs: &[(&str, &str)]) -> Self {
+        Self::start_on(verb, envs, "127.0.0.1:0")
+    }
+
+    /// Starts `crosstrade <verb>` listening on `listen` and waits until it does.
+    pub fn start_on(verb: &str, envs: &[(&str, &str)], listen: &str) -> Self {
         let mut child = command(envs)
             .arg(verb)
-            .env("CROSSTRADE_LISTEN", "127.0.0.1:0")
+            .env("CROSSTRADE_LISTEN", listen)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
