@@ -399,7 +399,11 @@ impl Conn {
                 content,
                 error,
             } => {
-                let Some(call) = self.pending.remove(&call_id) else {
+                let call = self
+                    .pending
+                    .remove(&call_id)
+                    .filter(|call| call.deadline > Instant::now());
+                let Some(call) = call else {
                     tracing::warn!(%call_id, "add-on answered an unknown or expired call; dropped");
                     return Some(protocol::error(
                         "unknown_call",

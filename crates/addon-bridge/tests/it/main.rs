@@ -1,0 +1,17 @@
+//! The Add-On bridge over real WebSockets on loopback (tokio-tungstenite 0.29, as axum uses)
+//! against real PostgreSQL, one database per test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::float_cmp,
+    reason = "tests fail by panicking; prices are compared as written"
+)]
+
+mod events;
+mod idempotency;
+mod keys;
+mod relay;
+mod replicas;
+mod socket;
+mod support;

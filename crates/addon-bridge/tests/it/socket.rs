@@ -1,0 +1,267 @@
+//! The socket's lifecycle: hello and welcome, version gate, replacement, heartbeat loss, key
+//! revocation, malformed and oversized frames.
+
+use std::time::Duration;
+
+use addon_bridge::protocol::close;
+use addon_bridge::{CallOutcome, CallRequest, Presence, keys};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+
+use crate::support::{Addon, changed, serve, settings, user_with_key};
+
+fn request(user_id: uuid::Uuid, tool: &str) -> CallRequest {
+    CallRequest {
+        user_id,
+        tool: tool.to_owned(),
+        arguments: json!({}),
+        deadline: Duration::from_secs(10),
+        idempotency_key: None,
+    }
+}
+
+#[tokio::test]
+async fn hello_gets_welcome_and_presence() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let mut changes = server.bridge.presence_changes();
+    assert_eq!(server.bridge.presence(user_id).await, Presence::default());
+    let addon = Addon::connect(&server.url, &key).await;
+    assert_eq!(addon.welcome["v"], 1);
+    assert_eq!(addon.welcome["heartbeat_interval_ms"], 5000);
+    assert_eq!(addon.welcome["max_frame_bytes"], 65536);
+    changed(&mut changes, user_id).await;
+    let expected = Presence {
+        connected: true,
+        addon_version: Some("1.13.0".to_owned()),
+        nt8_version: Some("8.1.4.1".to_owned()),
+        features: vec!["orders".to_owned(), "backtest".to_owned()],
+    };
+    assert_eq!(server.bridge.presence(user_id).await, expected);
+    let (instance, version): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT instance_id, addon_version FROM addon_presence WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (instance, version.as_str()),
+        (server.bridge.instance_id(), "1.13.0")
+    );
+    addon.drop_connection().await;
+    changed(&mut changes, user_id).await;
+    assert_eq!(server.bridge.presence(user_id).await, Presence::default());
+}
+
+#[tokio::test]
+async fn versions_below_1_13_are_refused_with_4001_and_an_update_reason() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    for version in ["1.12.9", "0.9", "garbage"] {
+        let mut addon = Addon::connect_hello(&server.url, &key, version).await;
+        let (code, reason) = addon.closed().await;
+        assert_eq!(code, close::VERSION_UNSUPPORTED);
+        assert_eq!(
+            reason,
+            format!(
+                "CrossTrade Add-On {version} is not supported: update it to v1.13.0 or newer and reconnect"
+            )
+        );
+    }
+    assert!(!server.bridge.presence(user_id).await.connected);
+    let mut addon = Addon::connect_hello(&server.url, &key, "1.13.1").await;
+    assert_eq!(addon.next_json().await["type"], "welcome");
+}
+
+#[tokio::test]
+async fn a_first_frame_that_is_not_hello_closes_with_4000() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (_, _, key) = user_with_key(&db).await;
+    let ws = crate::support::open(&server.url, Some(&format!("Bearer {key}")))
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    sink.send(tokio_tungstenite::tungstenite::Message::text(
+        "{\"type\":\"pong\"}",
+    ))
+    .await
+    .unwrap();
+    let frame = stream.next().await.unwrap().unwrap();
+    let tokio_tungstenite::tungstenite::Message::Close(Some(close_frame)) = frame else {
+        panic!("{frame:?}")
+    };
+    assert_eq!(u16::from(close_frame.code), close::PROTOCOL_ERROR);
+    assert_eq!(
+        close_frame.reason.as_str(),
+        "expected hello: first frame must be a hello"
+    );
+}
+
+#[tokio::test]
+async fn a_new_connection_replaces_the_old_one_with_4002() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let mut old = Addon::connect(&server.url, &key).await;
+    let mut new = Addon::connect_hello(&server.url, &key, "1.14.2").await;
+    assert_eq!(new.next_json().await["type"], "welcome");
+    assert_eq!(
+        old.closed().await,
+        (
+            close::REPLACED,
+            "replaced by a newer connection of this account".to_owned()
+        )
+    );
+    assert_eq!(
+        server
+            .bridge
+            .presence(user_id)
+            .await
+            .addon_version
+            .as_deref(),
+        Some("1.14.2")
+    );
+    // Calls go to the new socket.
+    let bridge = server.bridge.clone();
+    let call = tokio::spawn(async move { bridge.call(request(user_id, "GetAccounts")).await });
+    let frame = new.next_call().await;
+    new.answer(&frame, json!({"accounts": []})).await;
+    assert_eq!(
+        call.await.unwrap(),
+        Ok(CallOutcome::Ok(json!({"accounts": []})))
+    );
+    // The old socket's cleanup did not remove the new presence.
+    assert!(server.bridge.presence(user_id).await.connected);
+}
+
+#[tokio::test]
+async fn two_missed_heartbeats_disconnect() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let mut s = settings();
+    s.heartbeat_interval = Duration::from_millis(200);
+    let server = serve(&db, s).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let mut changes = server.bridge.presence_changes();
+    let mut addon = Addon::connect(&server.url, &key).await;
+    changed(&mut changes, user_id).await;
+    // While reading, the client answers pings: still connected after several intervals.
+    let bridge = server.bridge.clone();
+    let call = tokio::spawn(async move {
+        bridge
+            .call(CallRequest {
+                deadline: Duration::from_millis(1000),
+                ..request(user_id, "GetAccounts")
+            })
+            .await
+    });
+    let frame = addon.next_call().await;
+    assert_eq!(
+        call.await.unwrap(),
+        Err(addon_bridge::CallError::DeadlineExceeded)
+    );
+    assert!(server.bridge.presence(user_id).await.connected);
+    drop(frame);
+    let started = std::time::Instant::now();
+    addon.stop_reading();
+    changed(&mut changes, user_id).await;
+    assert!(!server.bridge.presence(user_id).await.connected);
+    // Two intervals unanswered, closed on the third tick.
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn revoking_the_key_closes_its_socket_with_4003() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (user_id, key_id, key) = user_with_key(&db).await;
+    let mut addon = Addon::connect(&server.url, &key).await;
+    assert!(keys::revoke(&db, user_id, key_id).await.unwrap());
+    assert_eq!(
+        addon.closed().await,
+        (close::KEY_REVOKED, "the Add-On key was revoked".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_get_error_frames_and_the_socket_keeps_working() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let mut addon = Addon::connect(&server.url, &key).await;
+    let cases = [
+        ("not json".to_owned(), "malformed_frame"),
+        ("[1,2]".to_owned(), "malformed_frame"),
+        (
+            json!({"type": "launch_rockets"}).to_string(),
+            "malformed_frame",
+        ),
+        (
+            json!({"type": "result", "id": "not-a-uuid", "ok": true}).to_string(),
+            "malformed_frame",
+        ),
+        (
+            json!({"v": 2, "type": "pong"}).to_string(),
+            "unsupported_version",
+        ),
+        (
+            json!({"type": "hello", "addon_version": "1.13.0", "nt8_version": "8"}).to_string(),
+            "unexpected_hello",
+        ),
+        (
+            json!({"type": "result", "id": uuid::Uuid::new_v4(), "ok": true}).to_string(),
+            "unknown_call",
+        ),
+        (
+            json!({"type": "event", "kind": "weather", "data": {}}).to_string(),
+            "unknown_event",
+        ),
+        (
+            json!({"type": "event", "kind": "execution", "data": {"price": 1}}).to_string(),
+            "invalid_event",
+        ),
+        (
+            format!(
+                "{{\"type\":\"pong\",\"pad\":\"{}\"}}",
+                "x".repeat(70 * 1024)
+            ),
+            "frame_too_large",
+        ),
+    ];
+    for (text, code) in cases {
+        addon.send(&text).await;
+        let frame = addon.next_json().await;
+        assert_eq!(
+            (frame["type"].as_str(), frame["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{frame}"
+        );
+    }
+    addon.send(&json!({"type": "ping"}).to_string()).await;
+    assert_eq!(addon.next_json().await, json!({"v": 1, "type": "pong"}));
+    // Still serving calls.
+    let bridge = server.bridge.clone();
+    let call = tokio::spawn(async move { bridge.call(request(user_id, "GetConnections")).await });
+    let frame = addon.next_call().await;
+    assert_eq!(frame["tool"], "GetConnections");
+    addon
+        .answer(&frame, json!({"connections": [{"name": "Sim"}]}))
+        .await;
+    assert_eq!(
+        call.await.unwrap(),
+        Ok(CallOutcome::Ok(json!({"connections": [{"name": "Sim"}]})))
+    );
+}
