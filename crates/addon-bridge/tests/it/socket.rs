@@ -152,23 +152,6 @@ async fn two_missed_heartbeats_disconnect() {
     let mut changes = server.bridge.presence_changes();
     let mut addon = Addon::connect(&server.url, &key).await;
     changed(&mut changes, user_id).await;
-    // While reading, the client answers pings: still connected after several intervals.
-    let bridge = server.bridge.clone();
-    let call = tokio::spawn(async move {
-        bridge
-            .call(CallRequest {
-                deadline: Duration::from_millis(1000),
-                ..request(user_id, "GetAccounts")
-            })
-            .await
-    });
-    let frame = addon.next_call().await;
-    assert_eq!(
-        call.await.unwrap(),
-        Err(addon_bridge::CallError::DeadlineExceeded)
-    );
-    assert!(server.bridge.presence(user_id).await.connected);
-    drop(frame);
     let started = std::time::Instant::now();
     addon.stop_reading();
     changed(&mut changes, user_id).await;

@@ -1,0 +1,171 @@
+//! A simulated CrossTrade Add-On: connects to the backend's `/v1/addon/ws` with an Add-On key
+//! and answers every Add-On tool from one consistent simulated NinjaTrader 8 (accounts,
+//! positions, orders, executions, market data, NinjaScript files in a folder, backtests), with
+//! fault injection (latency, never answer, drop mid-call, old version).
+
+mod sim;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+pub use sim::Sim;
+
+/// How the simulator behaves.
+#[derive(Clone)]
+pub struct Options {
+    pub url: String,
+    pub key: String,
+    pub addon_version: String,
+    pub latency: Duration,
+    /// Tools never answered ("*" for all).
+    pub never_answer: Vec<String>,
+    /// Drop the socket when this tool is called ("*" for any).
+    pub drop_on: Option<String>,
+    pub backtest: Duration,
+    pub scripts_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("url", &self.url)
+            .field("key", &"[redacted]")
+            .field("addon_version", &self.addon_version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("websocket: {0}")]
+    Ws(#[from] tungstenite::Error),
+    #[error("bad key or url: {0}")]
+    Request(String),
+    #[error("scripts folder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn matches(list: &[String], tool: &str) -> bool {
+    list.iter().any(|t| t == "*" || t == tool)
+}
+
+/// Connects once and serves until the socket ends. Returns the server's close code, if any.
+pub async fn run(options: &Options) -> Result<Option<u16>, SimError> {
+    let sim = Arc::new(Mutex::new(Sim::new(
+        options.scripts_dir.clone(),
+        options.backtest,
+    )?));
+    run_with(options, sim).await
+}
+
+/// As [`run`], with a given simulated state (kept across reconnects by the caller).
+pub async fn run_with(options: &Options, sim: Arc<Mutex<Sim>>) -> Result<Option<u16>, SimError> {
+    let mut request = options
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|err| SimError::Request(err.to_string()))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", options.key))
+        .map_err(|_| SimError::Request("the key is not a valid header value".to_owned()))?;
+    request.headers_mut().insert("authorization", bearer);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut sink, mut stream) = ws.split();
+    let hello = json!({
+        "v": 1, "type": "hello", "addon_version": options.addon_version,
+        "nt8_version": "8.1.4.1",
+        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies"],
+    });
+    sink.send(Message::text(hello.to_string())).await?;
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(Message::text(frame)).await.is_err() {
+                break;
+            }
+        }
+        sink
+    });
+    let mut code = None;
+    while let Some(message) = stream.next().await {
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(frame)) => {
+                code = frame.map(|f| u16::from(f.code));
+                if let Some(code) = code {
+                    tracing::warn!(code, "closed by the backend");
+                }
+                break;
+            }
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "socket error");
+                break;
+            }
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        match frame["type"].as_str() {
+            Some("welcome") => {
+                tracing::info!("connected");
+                let snapshots = lock(&sim).snapshots();
+                for event in snapshots {
+                    let _ = out_tx.send(event.to_string());
+                }
+            }
+            Some("call") => {
+                let tool = frame["tool"].as_str().unwrap_or_default().to_owned();
+                if options
+                    .drop_on
+                    .as_deref()
+                    .is_some_and(|d| d == "*" || d == tool)
+                {
+                    tracing::warn!(%tool, "fault: dropping the socket mid-call");
+                    writer.abort();
+                    return Ok(None);
+                }
+                if matches(&options.never_answer, &tool) {
+                    tracing::warn!(%tool, "fault: never answering");
+                    continue;
+                }
+                let sim = Arc::clone(&sim);
+                let out = out_tx.clone();
+                let latency = options.latency;
+                tokio::spawn(async move {
+                    tokio::time::sleep(latency).await;
+                    let id = frame["id"].clone();
+                    let arguments = frame["arguments"].clone();
+                    let (result, events) = Sim::handle(&sim, &tool, &arguments).await;
+                    let reply = match result {
+                        Ok(content) => {
+                            json!({"v": 1, "type": "result", "id": id, "ok": true, "content": content})
+                        }
+                        Err(error) => {
+                            json!({"v": 1, "type": "result", "id": id, "ok": false, "error": error})
+                        }
+                    };
+                    let _ = out.send(reply.to_string());
+                    for event in events {
+                        let _ = out.send(event.to_string());
+                    }
+                });
+            }
+            Some("error") => tracing::warn!(frame = %frame, "backend reported an error"),
+            _ => {}
+        }
+    }
+    writer.abort();
+    Ok(code)
+}
+
+pub(crate) fn lock(sim: &Mutex<Sim>) -> std::sync::MutexGuard<'_, Sim> {
+    sim.lock().unwrap_or_else(PoisonError::into_inner)
+}
