@@ -13,4 +13,5 @@ mod embedded;
 mod mcp_client;
 mod oauth_flow;
 mod readiness;
+mod readme;
 mod support;
