@@ -174,8 +174,10 @@ async fn handle_request(
     batch_revision: Option<Revision>,
 ) -> RequestReply {
     let id = request.id.clone();
-    // `initialize` negotiates in its body and is never rejected for its header (CLIENTS.md 15).
-    if request.method == "initialize" {
+    // `initialize` negotiates in its body and is never rejected for its header (CLIENTS.md 15),
+    // unless `_meta` puts the request in the 2026-07-28 era, where `initialize` no longer
+    // exists: it is then answered like any unknown method (404, -32601).
+    if request.method == "initialize" && !names_per_request_revision(&request) {
         return match initialize(state, &request.params) {
             Ok(result) => RequestReply::Json(StatusCode::OK, result_response(&id, result)),
             Err(error) => RequestReply::Json(error.status, error.to_response(&id)),
@@ -201,6 +203,17 @@ async fn handle_request(
         Err(Failure::Rpc(error)) => RequestReply::Json(error.status, error.to_response(&id)),
         Err(Failure::Http(error)) => RequestReply::Http(error),
     }
+}
+
+/// Whether `_meta` names a revision served per request (2026-07-28 and later).
+fn names_per_request_revision(request: &Request) -> bool {
+    request
+        .params
+        .get("_meta")
+        .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
+        .and_then(Value::as_str)
+        .and_then(Revision::parse)
+        .is_some_and(Revision::is_modern)
 }
 
 /// The revision of a non-`initialize` request, or the error that rejects it.
@@ -240,7 +253,7 @@ fn resolve_revision(headers: &HeaderMap, request: &Request) -> Result<Revision, 
             )));
         }
         (Some(meta), Some(_)) => {
-            Revision::parse(meta).ok_or_else(|| RpcError::unsupported_version(meta))?
+            Revision::parse(meta).ok_or_else(|| RpcError::unsupported_version(meta, true))?
         }
         // Clients before 2025-06-18 send no header (2025-11-25 basic/transports).
         (None, None) => Revision::V2025_03_26,
@@ -251,7 +264,7 @@ fn resolve_revision(headers: &HeaderMap, request: &Request) -> Result<Revision, 
                 )));
             }
             Some(revision) => revision,
-            None => return Err(RpcError::unsupported_version(header)),
+            None => return Err(RpcError::unsupported_version(header, false)),
         },
     };
     if revision.is_modern() {
@@ -364,12 +377,21 @@ fn initialize(state: &McpState, params: &Map<String, Value>) -> Result<Value, Rp
     let negotiated = Revision::parse(requested)
         .filter(|revision| !revision.is_modern())
         .unwrap_or(Revision::LATEST_LEGACY);
-    Ok(json!({
+    #[cfg_attr(
+        not(feature = "conformance-fixtures"),
+        expect(unused_mut, reason = "only the fixtures extend results")
+    )]
+    let mut result = json!({
         "protocolVersion": negotiated.as_str(),
         "capabilities": { "tools": { "listChanged": true } },
         "serverInfo": server_info(state),
         "instructions": INSTRUCTIONS,
-    }))
+    });
+    #[cfg(feature = "conformance-fixtures")]
+    if state.fixtures_enabled() {
+        crate::fixtures::extend_capabilities(false, &mut result["capabilities"]);
+    }
+    Ok(result)
 }
 
 async fn serve(
@@ -378,8 +400,20 @@ async fn serve(
     revision: Revision,
     request: &Request,
 ) -> Result<(Revision, Value), Failure> {
-    let result = match request.method.as_str() {
-        "ping" => json!({}),
+    // Test builds only: the conformance suite's fixtures, never in a production state.
+    #[cfg(feature = "conformance-fixtures")]
+    if state.fixtures_enabled()
+        && let Some(outcome) = crate::fixtures::serve(revision, request)
+    {
+        return Ok((revision, outcome?));
+    }
+    #[cfg_attr(
+        not(feature = "conformance-fixtures"),
+        expect(unused_mut, reason = "only the fixtures extend results")
+    )]
+    let mut result = match request.method.as_str() {
+        // 2026-07-28 removed `ping` (and `initialize`, which only gets here in that era).
+        "ping" if !revision.is_modern() => json!({}),
         "server/discover" => discover(),
         "tools/list" => list_tools(state, principal, revision, &request.params).await?,
         "tools/call" => call_tool(state, principal, revision, &request.params).await?,
@@ -387,6 +421,16 @@ async fn serve(
             return Err(RpcError::method_not_found(method, revision.is_modern()).into());
         }
     };
+    #[cfg(feature = "conformance-fixtures")]
+    if state.fixtures_enabled() {
+        match request.method.as_str() {
+            "server/discover" => {
+                crate::fixtures::extend_capabilities(true, &mut result["capabilities"]);
+            }
+            "tools/list" => crate::fixtures::extend_tool_list(revision, &mut result),
+            _ => {}
+        }
+    }
     Ok((revision, result))
 }
 
@@ -395,11 +439,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 fn discover() -> Value {
-    let modern: Vec<&str> = Revision::ALL
-        .iter()
-        .filter(|revision| revision.is_modern())
-        .map(|revision| revision.as_str())
-        .collect();
+    let modern = Revision::per_request_list();
     // Only per-request revisions: the legacy ones need `initialize`, which a client that
     // discovered this server does not send. No `listChanged`: `subscriptions/listen` is not
     // served; modern clients rely on `ttlMs`.

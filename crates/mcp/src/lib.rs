@@ -16,6 +16,8 @@ pub mod auth;
 pub mod catalog;
 mod dispatch;
 pub mod error;
+#[cfg(feature = "conformance-fixtures")]
+mod fixtures;
 pub mod protocol;
 pub mod relay;
 mod transport;
@@ -63,6 +65,9 @@ struct Inner {
     resource_metadata: Arc<str>,
     /// Lower-cased allowed origins, the public one included.
     origins: Vec<String>,
+    /// Serve the conformance suite's fixtures (test builds only; see [`fixtures`]).
+    #[cfg(feature = "conformance-fixtures")]
+    fixtures: bool,
 }
 
 impl fmt::Debug for McpState {
@@ -96,8 +101,34 @@ impl McpState {
                 relay,
                 resource_metadata: resource_metadata.into(),
                 origins,
+                #[cfg(feature = "conformance-fixtures")]
+                fixtures: false,
             }),
         }
+    }
+
+    /// A state that also serves the conformance suite's fixture tools, resources and prompts.
+    /// Exists only with the test-only `conformance-fixtures` feature; [`McpState::new`] never
+    /// serves them, so a binary that only calls `new` cannot reach them even when cargo's
+    /// feature unification compiles them in.
+    #[cfg(feature = "conformance-fixtures")]
+    pub fn new_with_conformance_fixtures(
+        settings: McpSettings,
+        db: PgPool,
+        verifier: Arc<dyn TokenVerifier>,
+        relay: Arc<dyn ToolRelay>,
+    ) -> Self {
+        let mut state = Self::new(settings, db, verifier, relay);
+        if let Some(inner) = Arc::get_mut(&mut state.inner) {
+            inner.fixtures = true;
+        }
+        state
+    }
+
+    /// Whether this state serves the conformance fixtures.
+    #[cfg(feature = "conformance-fixtures")]
+    pub(crate) fn fixtures_enabled(&self) -> bool {
+        self.inner.fixtures
     }
 
     pub fn settings(&self) -> &McpSettings {

@@ -55,6 +55,16 @@ impl Revision {
     pub fn supported_list() -> Vec<&'static str> {
         Self::ALL.iter().map(|r| r.as_str()).collect()
     }
+
+    /// The revisions a client may name in per-request `_meta` without `initialize`: the
+    /// `supportedVersions` of `server/discover`.
+    pub fn per_request_list() -> Vec<&'static str> {
+        Self::ALL
+            .iter()
+            .filter(|r| r.is_modern())
+            .map(|r| r.as_str())
+            .collect()
+    }
 }
 
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -131,13 +141,22 @@ impl RpcError {
         Self::new(StatusCode::BAD_REQUEST, HEADER_MISMATCH, message)
     }
 
-    pub fn unsupported_version(requested: &str) -> Self {
+    /// -32022. `per_request`: the request named its version in `_meta` (the 2026-07-28
+    /// era), so `supported` lists only the revisions served per request, the same list
+    /// `server/discover` gives (2026-07-28 basic/versioning: the client retries with one of
+    /// them); a legacy `MCP-Protocol-Version` header gets every revision.
+    pub fn unsupported_version(requested: &str, per_request: bool) -> Self {
+        let supported: Vec<&str> = if per_request {
+            Revision::per_request_list()
+        } else {
+            Revision::supported_list()
+        };
         Self {
             status: StatusCode::BAD_REQUEST,
             code: UNSUPPORTED_PROTOCOL_VERSION,
             message: "Unsupported protocol version".to_owned(),
             data: Some(json!({
-                "supported": Revision::supported_list(),
+                "supported": supported,
                 "requested": requested,
             })),
         }
@@ -272,6 +291,7 @@ mod tests {
             Revision::supported_list(),
             ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]
         );
+        assert_eq!(Revision::per_request_list(), ["2026-07-28"]);
     }
 
     #[test]

@@ -83,21 +83,24 @@ async fn notifications_and_client_responses_are_202_without_body() {
 }
 
 #[tokio::test]
-async fn ping_in_both_eras() {
+async fn ping_and_initialize_are_legacy_only() {
     let app = spawn().await;
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let reply = app.legacy("pro-trade", version, "ping", json!({})).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.json, json!({"jsonrpc":"2.0","id":1,"result":{}}));
     }
-    let reply = app.modern("pro-trade", "ping", json!({})).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(
-        reply.json,
-        json!({"jsonrpc":"2.0","id":"m-1","result":{
-            "resultType":"complete",
-            "_meta":{"io.modelcontextprotocol/serverInfo":server_info()}}})
-    );
+    // 2026-07-28 removed both (conformance `server-stateless`): 404 and -32601, like any
+    // method the revision lacks.
+    for method in ["ping", "initialize"] {
+        let reply = app.modern("pro-trade", method, json!({})).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method}");
+        assert_eq!(
+            reply.json,
+            json!({"jsonrpc":"2.0","id":"m-1","error":{"code":-32601,
+                "message":format!("Method not found: {method}")}})
+        );
+    }
 }
 
 #[tokio::test]
@@ -137,7 +140,7 @@ async fn server_discover_as_the_sdks_probe_it() {
         );
     }
     // A modern client proposing a version this server does not know gets -32022 with the
-    // supported list, and retries.
+    // versions it may name per request (those of server/discover), and retries.
     let reply = app
         .post(
             Some("standard-read"),
@@ -154,7 +157,7 @@ async fn server_discover_as_the_sdks_probe_it() {
     assert_eq!(
         reply.json,
         json!({"jsonrpc":"2.0","id":2,"error":{"code":-32022,"message":"Unsupported protocol version",
-            "data":{"supported":["2026-07-28","2025-11-25","2025-06-18","2025-03-26"],"requested":"2099-01-01"}}})
+            "data":{"supported":["2026-07-28"],"requested":"2099-01-01"}}})
     );
 }
 
@@ -167,6 +170,10 @@ async fn an_unknown_legacy_header_version_is_400_unsupported() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.json["error"]["code"], -32022);
     assert_eq!(reply.json["error"]["data"]["requested"], "2024-01-01");
+    assert_eq!(
+        reply.json["error"]["data"]["supported"],
+        json!(["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"])
+    );
 }
 
 #[tokio::test]
