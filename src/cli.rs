@@ -10,7 +10,7 @@ use store::secret::Secret;
 use store::users::{self, Email, Tier};
 use tokio::net::TcpListener;
 
-use crate::adapters::OAuthTokenVerifier;
+use crate::adapters::{AddonRelay, OAuthTokenVerifier};
 use crate::config::{Config, Sources};
 use crate::database::{Database, Role};
 use crate::server::{self, AppState};
@@ -36,10 +36,33 @@ pub enum Command {
     #[command(subcommand)]
     Users(UsersCommand),
     /// Serve on the embedded database with demo users, and print how to connect a client.
-    Dev,
+    Dev {
+        /// Also run the Add-On simulator for the Elite demo account, so Add-On tools work.
+        #[arg(long)]
+        with_addon_sim: bool,
+    },
+    /// Manage Add-On keys (the credentials the CrossTrade Add-On connects with).
+    #[command(subcommand)]
+    AddonKeys(AddonKeysCommand),
     /// Manage access-token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddonKeysCommand {
+    /// Create a key for an account; prints only the key (shown this once).
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+    /// Revoke one of an account's keys; its live connection is closed.
+    Revoke {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +108,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&config.log)?;
     match cli.command {
         Command::Serve => serve(config, shutdown).await,
-        Command::Dev => dev::run(config, shutdown).await,
+        Command::Dev { with_addon_sim } => dev::run(config, shutdown, with_addon_sim).await,
+        Command::AddonKeys(command) => addon_keys_command(&config, command).await,
         Command::Migrate => {
             let db = Database::open(&config, Role::Tool("migrate")).await?;
             let outcome = db.migrate().await;
@@ -187,6 +211,33 @@ async fn users_command(config: &Config, command: UsersCommand) -> anyhow::Result
     }
 }
 
+async fn addon_keys_command(config: &Config, command: AddonKeysCommand) -> anyhow::Result<()> {
+    let (email, role) = match &command {
+        AddonKeysCommand::Create { email } => (email, Role::Tool("addon-keys create")),
+        AddonKeysCommand::Revoke { email, .. } => (email, Role::Tool("addon-keys revoke")),
+    };
+    let email = Email::parse(email)?;
+    with_database(config, role, async |db| {
+        let user = users::find_by_email(&db.pool, &email)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no user with email {}", email.as_str()))?;
+        match command {
+            AddonKeysCommand::Create { .. } => {
+                let (_, key) = addon_bridge::keys::create(&db.pool, user.id).await?;
+                writeln!(std::io::stdout(), "{key}")?;
+            }
+            AddonKeysCommand::Revoke { id, .. } => {
+                if !addon_bridge::keys::revoke(&db.pool, user.id, id).await? {
+                    bail!("{} has no live Add-On key {id}", email.as_str());
+                }
+                writeln!(std::io::stdout(), "revoked {id}")?;
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// The configured master secret, or the one kept in `data_dir/master.key` (created on first use).
 pub fn master_secret(config: &Config) -> anyhow::Result<Secret> {
     if !config.master_secret.is_empty() {
@@ -254,17 +305,21 @@ pub async fn serve_on(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
     ready(addr)?;
+    let addon = addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings())
+        .await
+        .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
     let mcp = mcp::McpState::new(
         config.mcp_settings(),
         db.pool.clone(),
         std::sync::Arc::new(OAuthTokenVerifier(oauth.clone())),
-        std::sync::Arc::new(mcp::relay::NotConnectedRelay::new()),
+        std::sync::Arc::new(AddonRelay(addon.clone())),
     );
     let state = AppState {
         db: db.pool.clone(),
         config: std::sync::Arc::new(config.clone()),
         oauth,
         mcp,
+        addon,
     };
     server::serve(listener, state, shutdown).await
 }

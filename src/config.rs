@@ -312,6 +312,14 @@ impl Config {
         Ok(())
     }
 
+    /// The Add-On bridge's settings; each process is its own replica.
+    pub fn bridge_settings(&self) -> addon_bridge::BridgeSettings {
+        addon_bridge::BridgeSettings {
+            instance_id: uuid::Uuid::new_v4(),
+            ..addon_bridge::BridgeSettings::new()
+        }
+    }
+
     /// The MCP resource server's settings.
     pub fn mcp_settings(&self) -> mcp::McpSettings {
         mcp::McpSettings {

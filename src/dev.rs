@@ -17,13 +17,31 @@ const DEMO_ACCOUNTS: [(&str, Tier); 2] = [
 ];
 const CREDENTIALS_FILE: &str = "demo-credentials";
 
-pub async fn run(config: Config, shutdown: crate::server::ShutdownSignal) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: crate::server::ShutdownSignal,
+    with_addon_sim: bool,
+) -> anyhow::Result<()> {
     let db = Database::open(&config, Role::Server).await?;
     let outcome = async {
         db.migrate().await?;
         let accounts = seed(&config, &db).await?;
+        let simulator = if with_addon_sim {
+            let elite = Email::parse(DEMO_ACCOUNTS[0].0)?;
+            let user = users::find_by_email(&db.pool, &elite)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the demo account is missing"))?;
+            let (_, key) = addon_bridge::keys::create(&db.pool, user.id).await?;
+            Some(key)
+        } else {
+            None
+        };
         serve_on(&config, &db, shutdown, |addr| {
-            print_banner(&config, addr, &accounts)
+            print_banner(&config, addr, &accounts)?;
+            if let Some(key) = simulator {
+                spawn_simulator(&config, addr, key)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -52,6 +70,42 @@ async fn seed(config: &Config, db: &Database) -> anyhow::Result<Vec<(String, Str
         accounts.push((address.to_owned(), password, tier));
     }
     Ok(accounts)
+}
+
+/// Runs the Add-On simulator in-process for the Elite demo account, reconnecting when the
+/// connection ends (its state is kept across reconnects).
+fn spawn_simulator(config: &Config, addr: std::net::SocketAddr, key: String) -> anyhow::Result<()> {
+    let scripts_dir = config.data_dir.join("addon-sim").join("NinjaScript");
+    std::fs::create_dir_all(&scripts_dir)
+        .with_context(|| format!("creating {}", scripts_dir.display()))?;
+    let options = addon_sim::Options {
+        url: format!("ws://{addr}/v1/addon/ws"),
+        key,
+        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
+        latency: std::time::Duration::ZERO,
+        never_answer: Vec::new(),
+        drop_on: None,
+        backtest: std::time::Duration::from_secs(3),
+        scripts_dir: scripts_dir.clone(),
+    };
+    let sim = std::sync::Arc::new(std::sync::Mutex::new(addon_sim::Sim::new(
+        scripts_dir,
+        options.backtest,
+    )?));
+    tokio::spawn(async move {
+        loop {
+            match addon_sim::run_with(&options, std::sync::Arc::clone(&sim)).await {
+                Ok(code) => tracing::info!(?code, "Add-On simulator disconnected; reconnecting"),
+                Err(err) => tracing::warn!(error = %err, "Add-On simulator failed; retrying"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    writeln!(
+        std::io::stdout(),
+        "\nAdd-On simulator connected for elite@demo.crosstrade.test (Add-On tools are live)."
+    )?;
+    Ok(())
 }
 
 fn load_or_create_passwords(data_dir: &Path) -> anyhow::Result<Vec<String>> {

@@ -36,6 +36,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub oauth: oauth::OAuthState,
     pub mcp: mcp::McpState,
+    pub addon: addon_bridge::AddonBridge,
 }
 
 /// The whole application: routes and middleware.
@@ -66,7 +67,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
         .merge(oauth::router())
-        .merge(mcp::router());
+        .merge(mcp::router())
+        .merge(addon_bridge::router());
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
     let router = if state.config.public_url.is_https() {
         router.layer(SetResponseHeaderLayer::overriding(
@@ -130,11 +132,15 @@ pub async fn serve(
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
     let grace = state.config.http.shutdown_grace();
+    let addon = state.addon.clone();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.wait().await;
         let _ = stop_tx.send(true);
+        // Pending relays end in 408 and Add-On sockets get a going-away close while HTTP
+        // requests drain.
+        addon.shutdown().await;
     });
     let mut stop_rx = stop_rx;
     let deadline = async move {

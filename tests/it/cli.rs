@@ -198,3 +198,97 @@ fn an_invalid_configuration_value_names_its_key() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn addon_keys_create_prints_only_the_key_and_revoke_needs_the_owner() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "nt8@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        "a long enough password\n",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "other@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        "a long enough password\n",
+    );
+
+    let created = run(
+        &env,
+        &["addon-keys", "create", "--email", "nt8@example.com"],
+        "",
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let out = stdout(&created);
+    let key = out.trim();
+    assert_eq!(out.lines().count(), 1, "only the key: {out}");
+    assert!(key.starts_with("ctak_") && key.len() > 40, "{key}");
+    assert!(!stderr(&created).contains(key), "the key is never logged");
+
+    let pool = db.pool().await;
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT key_id FROM addon_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let id = id.to_string();
+    let foreign = run(
+        &env,
+        &[
+            "addon-keys",
+            "revoke",
+            "--email",
+            "other@example.com",
+            "--id",
+            &id,
+        ],
+        "",
+    );
+    assert!(!foreign.status.success());
+    assert!(
+        stderr(&foreign).contains("has no live Add-On key"),
+        "{}",
+        stderr(&foreign)
+    );
+    let revoked = run(
+        &env,
+        &[
+            "addon-keys",
+            "revoke",
+            "--email",
+            "nt8@example.com",
+            "--id",
+            &id,
+        ],
+        "",
+    );
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert_eq!(stdout(&revoked).trim(), format!("revoked {id}"));
+    let unknown = run(
+        &env,
+        &["addon-keys", "create", "--email", "nobody@example.com"],
+        "",
+    );
+    assert_eq!(
+        stderr(&unknown).trim(),
+        "error: no user with email nobody@example.com"
+    );
+}

@@ -70,8 +70,13 @@ impl ServerProcess {
 
     /// Starts `crosstrade <verb>` listening on `listen` and waits until it does.
     pub fn start_on(verb: &str, envs: &[(&str, &str)], listen: &str) -> Self {
+        Self::start_with_args(&[verb], envs, listen)
+    }
+
+    /// Starts `crosstrade <args…>` listening on `listen` and waits until it does.
+    pub fn start_with_args(args: &[&str], envs: &[(&str, &str)], listen: &str) -> Self {
         let mut child = command(envs)
-            .arg(verb)
+            .args(args)
             .env("CROSSTRADE_LISTEN", listen)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

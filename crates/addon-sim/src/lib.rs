@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 pub use sim::Sim;
 
+/// The Add-On version the simulator announces unless told otherwise.
+pub const DEFAULT_ADDON_VERSION: &str = "1.13.4";
+
 /// How the simulator behaves.
 #[derive(Clone)]
 pub struct Options {

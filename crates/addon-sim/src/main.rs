@@ -16,7 +16,7 @@ struct Args {
     #[arg(long, env = "ADDON_SIM_KEY", hide_env_values = true)]
     key: String,
     /// Version to announce in hello (below 1.13.0 is refused: try 1.12.0).
-    #[arg(long, default_value = "1.13.4")]
+    #[arg(long, default_value = addon_sim::DEFAULT_ADDON_VERSION)]
     addon_version: String,
     /// Delay before answering every call, in milliseconds.
     #[arg(long, default_value_t = 0)]

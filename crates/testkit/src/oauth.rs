@@ -242,6 +242,11 @@ pub struct Flow {
 
 impl Flow {
     pub async fn new(server: &Endpoint, email: &str) -> Flow {
+        Self::new_with_password(server, email, PASSWORD).await
+    }
+
+    /// A flow signed in as `email` with `password`.
+    pub async fn new_with_password(server: &Endpoint, email: &str, password: &str) -> Flow {
         let redirect_uri = "http://127.0.0.1:45678/callback".to_owned();
         let client_id = server.client(&redirect_uri).await;
         let mut browser = Browser::default();
@@ -250,7 +255,7 @@ impl Flow {
                 server,
                 &authorize_url(server, &client_id, &redirect_uri, &pkce().challenge, &[]),
                 email,
-                PASSWORD,
+                password,
             )
             .await;
         assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);

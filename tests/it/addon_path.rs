@@ -1,0 +1,151 @@
+//! The whole path a newcomer gets from `crosstrade dev --with-addon-sim`: a real MCP client
+//! (rmcp) with a token from the OAuth flow → the server → the Add-On simulator → the result.
+
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use testkit::oauth::{Endpoint, Flow};
+
+use crate::support::{ServerProcess, eventually};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn structured(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    result.structured_content.clone().unwrap_or_else(|| {
+        let text = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .unwrap()
+            .text
+            .clone();
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+async fn call(
+    client: &RunningService<rmcp::RoleClient, ClientConfig>,
+    tool: &str,
+    arguments: Value,
+) -> Value {
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(arguments.as_object().unwrap().clone());
+    structured(&client.call_tool(params).await.unwrap())
+}
+
+#[tokio::test]
+async fn rmcp_through_the_server_to_the_addon_simulator() {
+    let scratch = testkit::scratch_dir("addon-path");
+    let data_dir = scratch.join("postgres").display().to_string();
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let server = ServerProcess::start_with_args(
+        &["dev", "--with-addon-sim"],
+        &[
+            ("CROSSTRADE_DATA_DIR", data_dir.as_str()),
+            ("CROSSTRADE_PUBLIC_URL", public_url.as_str()),
+        ],
+        &format!("127.0.0.1:{port}"),
+    );
+    assert!(eventually(Duration::from_secs(10), || server
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("Add-On simulator"))));
+    let banner = server.stdout.lock().unwrap().join("\n");
+    let password = banner
+        .lines()
+        .find(|line| line.contains("elite@demo.crosstrade.test"))
+        .and_then(|line| line.split("password: ").nth(1))
+        .unwrap()
+        .to_owned();
+
+    let endpoint = Endpoint::new(&public_url);
+    let mut flow =
+        Flow::new_with_password(&endpoint, "elite@demo.crosstrade.test", &password).await;
+    let tokens = flow
+        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:trade")
+        .await;
+    let access = tokens["access_token"].as_str().unwrap();
+
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        StreamableHttpClientTransportConfig::with_uri(endpoint.resource()).auth_header(access),
+    );
+    let client = ClientConfig::default()
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+        .serve(transport)
+        .await
+        .unwrap();
+
+    // The simulator connects right after the server starts listening.
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        if names.iter().any(|n| n == "PlaceOrder") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        names.iter().any(|n| n == "PlaceOrder") && names.iter().any(|n| n == "GetPositions"),
+        "{names:?}"
+    );
+
+    let capabilities = call(&client, "GetMcpCapabilities", json!({})).await;
+    assert_eq!(capabilities["addon_connected"], true, "{capabilities}");
+    assert_eq!(
+        capabilities["addon_version"],
+        addon_sim::DEFAULT_ADDON_VERSION
+    );
+
+    let accounts = call(&client, "GetAccounts", json!({})).await;
+    assert!(accounts.to_string().contains("Sim101"), "{accounts}");
+
+    let order = json!({
+        "account": "Sim101",
+        "instrument": "ES 12-26",
+        "action": "Buy",
+        "order_type": "Market",
+        "quantity": 2,
+        "idempotency_key": "e2e-order-1",
+    });
+    let first = call(&client, "PlaceOrder", order.clone()).await;
+    // The agent retries the same order: the first outcome comes back, nothing is placed twice.
+    let again = call(&client, "PlaceOrder", order).await;
+    assert_eq!(first, again);
+
+    let positions = call(&client, "GetPositions", json!({ "account": "Sim101" })).await;
+    let es = positions["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["instrument"] == "ES 12-26")
+        .unwrap()
+        .clone();
+    assert_eq!(es["quantity"], 2, "{positions}");
+    assert_eq!(es["market_position"], "Long");
+
+    client.cancel().await.ok();
+    assert!(server.terminate().success());
+    std::fs::remove_dir_all(&scratch).ok();
+}
