@@ -347,7 +347,10 @@ fn check_modern_envelope(headers: &HeaderMap, request: &Request) -> Result<(), R
 /// Adds what every 2026-07-28 result carries: `resultType` and the server's identity.
 fn modern_envelope(state: &McpState, mut result: Value) -> Value {
     if let Some(object) = result.as_object_mut() {
-        object.insert("resultType".to_owned(), json!("complete"));
+        // A result that already says what it is (an `input_required` one) keeps it.
+        object
+            .entry("resultType")
+            .or_insert_with(|| json!("complete"));
         let meta = object
             .entry("_meta")
             .or_insert_with(|| Value::Object(Map::new()));

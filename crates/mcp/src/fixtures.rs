@@ -9,6 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
+mod input_required;
+
 use axum::http::StatusCode;
 
 use crate::protocol::{META_CLIENT_CAPABILITIES, Request, Revision, RpcError};
@@ -76,13 +78,19 @@ pub(crate) fn extend_capabilities(per_request: bool, capabilities: &mut Value) {
 
 /// Appends the fixture tools to a `tools/list` result.
 pub(crate) fn extend_tool_list(revision: Revision, result: &mut Value) {
-    let diagnostics: &[(&str, &str)] = if revision.is_modern() {
+    let per_request: &[(&str, &str)] = if revision.is_modern() {
         &PER_REQUEST_TOOLS
     } else {
         &[]
     };
+    let input_required: &[(&str, &str)] = if revision.is_modern() {
+        &input_required::TOOLS
+    } else {
+        &[]
+    };
+    let tools_here = TOOLS.iter().chain(per_request).chain(input_required);
     if let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) {
-        tools.extend(TOOLS.iter().chain(diagnostics).map(|(name, description)| {
+        tools.extend(tools_here.map(|(name, description)| {
             json!({
                 "name": name,
                 "description": description,
@@ -101,7 +109,10 @@ pub(crate) fn serve(revision: Revision, request: &Request) -> Option<Result<Valu
     let outcome = match request.method.as_str() {
         "tools/call" => {
             let name = text("name")?;
-            if modern && let Some(outcome) = call_diagnostic_tool(name, params) {
+            if modern
+                && let Some(outcome) = call_diagnostic_tool(name, params)
+                    .or_else(|| input_required::call_tool(name, params))
+            {
                 return Some(outcome);
             }
             return call_tool(name).map(Ok);
@@ -120,7 +131,19 @@ pub(crate) fn serve(revision: Revision, request: &Request) -> Option<Result<Valu
         "resources/subscribe" | "resources/unsubscribe" | "logging/setLevel" if !modern => {
             Ok(json!({}))
         }
-        "prompts/list" => Ok(json!({ "prompts": prompts() })),
+        "prompts/list" => {
+            let mut prompts = prompts();
+            if modern && let Some(list) = prompts.as_array_mut() {
+                list.push(json!({
+                    "name": input_required::PROMPT,
+                    "description": "Asks the client for context before building the prompt",
+                }));
+            }
+            Ok(json!({ "prompts": prompts }))
+        }
+        "prompts/get" if modern && text("name") == Some(input_required::PROMPT) => {
+            input_required::get_prompt(params)
+        }
         "prompts/get" => get_prompt(
             text("name").unwrap_or(""),
             params.get("arguments").and_then(Value::as_object),
