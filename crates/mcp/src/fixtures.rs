@@ -97,7 +97,45 @@ pub(crate) fn extend_tool_list(revision: Revision, result: &mut Value) {
                 "inputSchema": { "type": "object", "properties": {} },
             })
         }));
+        tools.push(json_schema_tool());
     }
+}
+
+/// SEP-1613 / SEP-2106: a tool whose input schema uses JSON Schema 2020-12 (`$schema`,
+/// `$defs` with `$anchor`, `$ref`, composition, conditionals), listed exactly as written.
+const JSON_SCHEMA_TOOL: &str = "json_schema_2020_12_tool";
+
+fn json_schema_tool() -> Value {
+    json!({
+        "name": JSON_SCHEMA_TOOL,
+        "description": "Takes arguments described with JSON Schema 2020-12 features",
+        "inputSchema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "$anchor": "addressDef",
+                    "type": "object",
+                    "properties": { "street": { "type": "string" }, "city": { "type": "string" } },
+                },
+            },
+            "properties": {
+                "name": { "type": "string" },
+                "address": { "$ref": "#/$defs/address" },
+                "contactMethod": { "type": "string", "enum": ["phone", "email"] },
+                "phone": { "type": "string" },
+                "email": { "type": "string" },
+            },
+            "allOf": [{ "anyOf": [{ "required": ["phone"] }, { "required": ["email"] }] }],
+            "if": {
+                "properties": { "contactMethod": { "const": "phone" } },
+                "required": ["contactMethod"],
+            },
+            "then": { "required": ["phone"] },
+            "else": { "required": ["email"] },
+            "additionalProperties": false,
+        },
+    })
 }
 
 /// Serves `request` when it is a fixture's; `None` leaves it to the real dispatcher (which
@@ -233,6 +271,7 @@ fn call_tool(name: &str) -> Option<Value> {
                 },
             },
         ]),
+        JSON_SCHEMA_TOOL => json!([{ "type": "text", "text": "Arguments received." }]),
         "test_error_handling" => {
             return Some(json!({
                 "content": [{
