@@ -292,3 +292,41 @@ async fn read_tools_return_structured_content_checked_against_their_schema() {
         json!({"content":[{"type":"text","text":"GetAccounts returned data in an unexpected shape; the CrossTrade Add-On may need an update"}],"isError":true})
     );
 }
+
+/// The conformance suite's fixtures are never served by `McpState::new`, even in a build where
+/// cargo's feature unification compiled `conformance-fixtures` in (`cargo test --workspace`).
+#[tokio::test]
+async fn conformance_fixtures_are_never_served_by_a_production_state() {
+    let app = spawn().await;
+    let reply = app.call("elite-trade", "test_simple_text", json!({})).await;
+    assert_eq!(
+        reply.json,
+        json!({"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Unknown tool: test_simple_text"}})
+    );
+    let reply = app
+        .modern(
+            "elite-trade",
+            "tools/call",
+            json!({"name":"test_input_required_result_elicitation","arguments":{}}),
+        )
+        .await;
+    assert_eq!(reply.json["error"]["code"], -32602);
+    for method in ["prompts/list", "resources/list", "completion/complete"] {
+        let reply = app
+            .legacy("elite-trade", "2025-11-25", method, json!({}))
+            .await;
+        assert_eq!(reply.json["error"]["code"], -32601, "{method}");
+    }
+    let legacy = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    let modern = app.modern("elite-trade", "tools/list", json!({})).await;
+    for names in [tool_names(&legacy), tool_names(&modern)] {
+        assert!(
+            names
+                .iter()
+                .all(|name| !name.starts_with("test_") && name != "json_schema_2020_12_tool"),
+            "{names:?}"
+        );
+    }
+}
