@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 
 use axum::Form;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::TimeDelta;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::client_ip::{bucket, client_ip};
+use crate::client_ip::client_ip;
 use crate::crypto::{random_token, secure_eq, sha256};
 use crate::error::Internal;
 use crate::events::{self, Kind, Origin};
@@ -25,6 +25,7 @@ use crate::pages::{self, ConsentPage, SignInPage, error_page};
 use crate::redirect_uri;
 use crate::scope::Scope;
 use crate::session::{self, LOGIN_CSRF_COOKIE};
+use crate::sign_in::Authentication;
 use crate::state::{OAuthState, paths};
 
 const CONSENT_LIFETIME: TimeDelta = TimeDelta::minutes(10);
@@ -329,7 +330,8 @@ fn sign_in_page(
     let mut response = pages::render(
         status,
         &SignInPage {
-            client_name,
+            client_name: Some(client_name),
+            action: paths::SIGN_IN,
             csrf: &csrf,
             return_to,
             email,
@@ -445,96 +447,38 @@ async fn sign_in(
     }
     let request = validate(state, &form.return_to).await?;
     let origin = origin_of(peer, headers, state);
-    let ip_bucket = origin.ip.map(bucket).unwrap_or_default();
-    let email_lower = form.email.trim().to_lowercase();
-    let settings = state.settings();
-
-    // The window is 15 minutes.
-    let (by_ip, by_account): (i64, i64) = sqlx::query_as(
-        "SELECT
-            (SELECT count(*) FROM sign_in_failures
-             WHERE ip_bucket = $1 AND created_at > $3 - interval '15 minutes'),
-            (SELECT count(*) FROM sign_in_failures
-             WHERE email_lower = $2 AND created_at > $3 - interval '15 minutes')",
+    let user = match crate::sign_in::authenticate(
+        state,
+        &origin,
+        &form.email,
+        form.password,
+        Some(&request.client_id),
     )
-    .bind(&ip_bucket)
-    .bind(&email_lower)
-    .bind(state.now())
-    .fetch_one(state.db())
-    .await?;
-    if by_ip >= i64::from(settings.sign_in_failures_per_ip)
-        || by_account >= i64::from(settings.sign_in_failures_per_account)
+    .await?
     {
-        let mut response = sign_in_page(
-            state,
-            &request.client_name,
-            &form.return_to,
-            &form.email,
-            Some("Too many sign-in attempts. Wait 15 minutes and try again."),
-            StatusCode::TOO_MANY_REQUESTS,
-        )?;
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("900"));
-        return Ok(response);
-    }
-
-    let account = match store::users::Email::parse(&form.email) {
-        Ok(email) => store::users::find_credentials(state.db(), &email)
-            .await
-            .map_err(Internal::from)?,
-        Err(_) => None,
-    };
-    let password = form.password;
-    let verified = tokio::task::spawn_blocking(move || {
-        if let Some((user, hash)) = account {
-            store::password::verify(&password, &hash).then_some(user)
-        } else {
-            // Same work for unknown accounts, so timing does not reveal which emails exist.
-            let _ = store::password::verify(&password, DUMMY_HASH);
-            None
+        Authentication::Verified(user) => user,
+        Authentication::Throttled => {
+            return Ok(crate::sign_in::throttled(sign_in_page(
+                state,
+                &request.client_name,
+                &form.return_to,
+                &form.email,
+                Some(crate::sign_in::THROTTLED),
+                StatusCode::TOO_MANY_REQUESTS,
+            )?));
         }
-    })
-    .await
-    .map_err(Internal::from)?;
-
-    let Some(user) = verified else {
-        sqlx::query(
-            "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&ip_bucket)
-        .bind(&email_lower)
-        .bind(state.now())
-        .execute(state.db())
-        .await?;
-        events::record(
-            state.db(),
-            Kind::SignInFailed,
-            Some(&request.client_id),
-            None,
-            &origin,
-            json!({}),
-        )
-        .await;
-        return Ok(sign_in_page(
-            state,
-            &request.client_name,
-            &form.return_to,
-            &form.email,
-            Some("The email or password is incorrect."),
-            StatusCode::UNAUTHORIZED,
-        )?);
+        Authentication::Failed => {
+            return Ok(sign_in_page(
+                state,
+                &request.client_name,
+                &form.return_to,
+                &form.email,
+                Some(crate::sign_in::FAILED),
+                StatusCode::UNAUTHORIZED,
+            )?);
+        }
     };
     let (session_id, _) = session::create(state, user.id).await?;
-    events::record(
-        state.db(),
-        Kind::SignedIn,
-        Some(&request.client_id),
-        Some(user.id),
-        &origin,
-        json!({}),
-    )
-    .await;
     let mut response =
         Redirect::to(&format!("{}?{}", paths::AUTHORIZE, form.return_to)).into_response();
     let headers = response.headers_mut();
@@ -553,9 +497,6 @@ async fn sign_in(
     );
     Ok(pages::secure(response))
 }
-
-/// An argon2id hash of a random password, verified against when the account does not exist.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vb0eyTqa8RrxMwL2Wf6fV2TXMFZ2mRyXxLyo0fdWhy8";
 
 #[derive(sqlx::FromRow)]
 struct ClaimedConsent {

@@ -22,6 +22,7 @@ pub mod register;
 pub mod revoke;
 pub mod scope;
 pub mod session;
+pub mod sign_in;
 pub mod state;
 pub mod token;
 pub mod verify;

@@ -15,7 +15,9 @@ pub const STYLESHEET: &str = include_str!("../templates/style.css");
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 pub(crate) struct SignInPage<'a> {
-    pub client_name: &'a str,
+    /// The application asking, when signing in for an authorization.
+    pub client_name: Option<&'a str>,
+    pub action: &'a str,
     pub csrf: &'a str,
     pub return_to: &'a str,
     pub email: &'a str,
