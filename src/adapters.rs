@@ -4,6 +4,8 @@
 use addon_bridge::{CallError, CallOutcome, CallRequest};
 use mcp::auth::{BoxFuture, GrantedScope, Principal, TokenRejection, TokenVerifier};
 use mcp::relay::{AddonPresence, RelayCall, RelayError, RelayOutcome, ToolRelay};
+use oauth::account::{AddonAccounts, AddonKey, AddonStatus};
+use oauth::error::Internal;
 use oauth::scope::Scope;
 use oauth::{AccessError, OAuthState};
 use tokio::sync::broadcast;
@@ -89,5 +91,65 @@ impl ToolRelay for AddonRelay {
 
     fn presence_changes(&self) -> broadcast::Receiver<Uuid> {
         self.0.presence_changes()
+    }
+}
+
+/// The account pages' view of Add-On keys and presence, over the bridge.
+#[derive(Debug, Clone)]
+pub struct AddonAccountsAdapter {
+    pub bridge: addon_bridge::AddonBridge,
+    pub db: sqlx::PgPool,
+}
+
+impl AddonAccounts for AddonAccountsAdapter {
+    fn status(&self, user_id: Uuid) -> BoxFuture<'_, AddonStatus> {
+        Box::pin(async move {
+            let presence = self.bridge.presence(user_id).await;
+            AddonStatus {
+                connected: presence.connected,
+                addon_version: presence.addon_version,
+                nt8_version: presence.nt8_version,
+            }
+        })
+    }
+
+    fn list_keys(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<AddonKey>, Internal>> {
+        Box::pin(async move {
+            let keys = addon_bridge::keys::list(&self.db, user_id)
+                .await
+                .map_err(|err| Internal::new(err.to_string()))?;
+            let live: Option<Uuid> =
+                sqlx::query_scalar("SELECT key_id FROM addon_presence WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.db)
+                    .await?;
+            Ok(keys
+                .into_iter()
+                .filter(|key| key.revoked_at.is_none())
+                .map(|key| AddonKey {
+                    live: live == Some(key.key_id),
+                    key_id: key.key_id,
+                    hint: key.hint,
+                    created_at: key.created_at,
+                    last_used_at: key.last_used_at,
+                })
+                .collect())
+        })
+    }
+
+    fn create_key(&self, user_id: Uuid) -> BoxFuture<'_, Result<(Uuid, String), Internal>> {
+        Box::pin(async move {
+            addon_bridge::keys::create(&self.db, user_id)
+                .await
+                .map_err(|err| Internal::new(err.to_string()))
+        })
+    }
+
+    fn revoke_key(&self, user_id: Uuid, key_id: Uuid) -> BoxFuture<'_, Result<bool, Internal>> {
+        Box::pin(async move {
+            addon_bridge::keys::revoke(&self.db, user_id, key_id)
+                .await
+                .map_err(|err| Internal::new(err.to_string()))
+        })
     }
 }

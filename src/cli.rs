@@ -10,7 +10,7 @@ use store::secret::Secret;
 use store::users::{self, Email, Tier};
 use tokio::net::TcpListener;
 
-use crate::adapters::{AddonRelay, OAuthTokenVerifier};
+use crate::adapters::{AddonAccountsAdapter, AddonRelay, OAuthTokenVerifier};
 use crate::config::{Config, Sources};
 use crate::database::{Database, Role};
 use crate::server::{self, AppState};
@@ -317,8 +317,15 @@ pub async fn serve_on(
     let state = AppState {
         db: db.pool.clone(),
         config: std::sync::Arc::new(config.clone()),
-        oauth,
+        oauth: oauth.clone(),
         mcp,
+        account: oauth::account::AccountState {
+            oauth,
+            addon: std::sync::Arc::new(AddonAccountsAdapter {
+                bridge: addon.clone(),
+                db: db.pool.clone(),
+            }),
+        },
         addon,
     };
     server::serve(listener, state, shutdown).await

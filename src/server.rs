@@ -37,6 +37,7 @@ pub struct AppState {
     pub oauth: oauth::OAuthState,
     pub mcp: mcp::McpState,
     pub addon: addon_bridge::AddonBridge,
+    pub account: oauth::account::AccountState,
 }
 
 /// The whole application: routes and middleware.
@@ -68,7 +69,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(get_readyz))
         .merge(oauth::router())
         .merge(mcp::router())
-        .merge(addon_bridge::router());
+        .merge(addon_bridge::router())
+        .merge(oauth::account::router());
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
     let router = if state.config.public_url.is_https() {
         router.layer(SetResponseHeaderLayer::overriding(

@@ -204,3 +204,99 @@ async fn sign_in_and_consent_in_chromium() {
     assert_eq!(tokens["scope"], "mcp:read mcp:trade");
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn account_pages_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
+    );
+    ensure_playwright();
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "pages@example.com",
+            "--tier",
+            Tier::Elite.as_str(),
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let server = ServerProcess::start("serve", &env);
+    let endpoint = Endpoint::new(&server.url(""));
+    let mut flow = testkit::oauth::Flow::new(&endpoint, "pages@example.com").await;
+    let tokens = flow
+        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:read")
+        .await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
+    let base = server.url("");
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("account.mjs")
+            .current_dir(browser_dir())
+            .env("BASE_URL", base)
+            .env("EMAIL", "pages@example.com")
+            .env("PASSWORD", PASSWORD)
+            .env("ARTIFACTS", &artifacts)
+            .env("CHROMIUM", CHROMIUM)
+            .output()
+            .expect("node")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(seen["signInUrl"], "/account/sign-in");
+    assert_eq!(seen["listUrl"], "/account/ai-clients");
+    assert_eq!(seen["clientsBefore"], serde_json::json!(["Test Client"]));
+    assert!(seen["exactTimeOnHover"].as_str().unwrap().ends_with(" UTC"));
+    assert_eq!(seen["listOverflows"], false, "readable at a phone's width");
+    assert_eq!(seen["confirmTitle"], "Revoke Test Client · CrossTrade");
+    assert_eq!(seen["clientsAfter"], serde_json::json!([]));
+    assert!(
+        seen["emptyState"]
+            .as_str()
+            .unwrap()
+            .contains("No AI application is connected")
+    );
+    assert!(
+        seen["overview"]
+            .as_str()
+            .unwrap()
+            .contains("pages@example.com")
+    );
+    assert_eq!(seen["overviewOverflows"], false);
+    assert!(seen["createdKey"].as_str().unwrap().starts_with("ctak_"));
+    assert_eq!(
+        seen["copyButtonVisible"], true,
+        "the copy script runs under the page's CSP"
+    );
+    assert!(seen["keysPage"].as_str().unwrap().contains("not connected"));
+
+    // The revoke clicked in the browser reached the MCP endpoint at once.
+    let after = endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(&access)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}))
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+    assert!(server.terminate().success());
+}

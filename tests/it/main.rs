@@ -6,6 +6,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod account;
 mod addon_path;
 mod browser;
 mod cli;

@@ -6,6 +6,7 @@
 //! keys only encrypted; codes are single-use by one atomic statement; a grant's end is visible
 //! to every replica through LISTEN/NOTIFY.
 
+pub mod account;
 pub mod authorize;
 pub mod client_ip;
 pub mod crypto;

@@ -68,41 +68,37 @@ pub async fn authenticate(
         }
     })
     .await?;
-    match verified {
-        Some(user) => {
-            events::record(
-                state.db(),
-                Kind::SignedIn,
-                client_id,
-                Some(user.id),
-                origin,
-                json!({}),
-            )
-            .await;
-            Ok(Authentication::Verified(user))
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at)
-                 VALUES ($1, $2, $3)",
-            )
-            .bind(&ip_bucket)
-            .bind(&email_lower)
-            .bind(state.now())
-            .execute(state.db())
-            .await?;
-            events::record(
-                state.db(),
-                Kind::SignInFailed,
-                client_id,
-                None,
-                origin,
-                json!({}),
-            )
-            .await;
-            Ok(Authentication::Failed)
-        }
+    if let Some(user) = verified {
+        events::record(
+            state.db(),
+            Kind::SignedIn,
+            client_id,
+            Some(user.id),
+            origin,
+            json!({}),
+        )
+        .await;
+        return Ok(Authentication::Verified(user));
     }
+    sqlx::query(
+        "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at)
+         VALUES ($1, $2, $3)",
+    )
+    .bind(&ip_bucket)
+    .bind(&email_lower)
+    .bind(state.now())
+    .execute(state.db())
+    .await?;
+    events::record(
+        state.db(),
+        Kind::SignInFailed,
+        client_id,
+        None,
+        origin,
+        json!({}),
+    )
+    .await;
+    Ok(Authentication::Failed)
 }
 
 /// Marks a throttled sign-in page with `Retry-After`.

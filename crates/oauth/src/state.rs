@@ -22,6 +22,7 @@ pub mod paths {
     pub const REVOKE: &str = "/v1/oauth/mcp/revoke";
     pub const JWKS: &str = "/v1/oauth/mcp/jwks";
     pub const STYLESHEET: &str = "/v1/oauth/mcp/assets/style.css";
+    pub const COPY_SCRIPT: &str = "/v1/oauth/mcp/assets/copy.js";
     pub const MCP: &str = "/v1/api/mcp";
     pub const AS_METADATA: &str = "/.well-known/oauth-authorization-server";
     pub const PRM: &str = "/.well-known/oauth-protected-resource";
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub token_limiter: crate::limiter::WindowLimiter,
     /// Key for deriving a rotated refresh token's successor from the token itself.
     pub refresh_key: [u8; 32],
+    /// Key for the account pages' session-bound CSRF tokens.
+    pub csrf_key: [u8; 32],
 }
 
 impl std::fmt::Debug for GrantCache {
@@ -105,6 +108,7 @@ impl OAuthState {
                 grants: GrantCache::default(),
                 token_limiter,
                 refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),
+                csrf_key: derive_key(master_secret, "crosstrade account csrf v1"),
             }),
         };
         crate::verify::spawn_revocation_listener(&state);
