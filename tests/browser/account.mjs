@@ -25,12 +25,21 @@ const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
   viewport: { width: 390, height: 844 },
 });
 const page = browser.pages()[0] ?? await browser.newPage();
-const result = {};
-const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+const result = { consoleErrors: [] };
+page.on('console', (message) => { if (message.type() === 'error') result.consoleErrors.push(`${page.url()}: ${message.text()}`); });
+page.on('pageerror', (error) => result.consoleErrors.push(`${page.url()}: ${error.message}`));
+// Each page at a phone's width and at a desktop's.
+const shot = async (name) => {
+  await page.screenshot({ path: join(artifacts, `${name}-phone.png`), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.screenshot({ path: join(artifacts, `${name}-desktop.png`), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+};
 const overflow = () => page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
 
 await page.goto(`${base}/account/ai-clients`);
 result.signInUrl = new URL(page.url()).pathname;
+await shot('account-sign-in');
 await page.getByLabel('Email').fill(env('EMAIL'));
 await page.getByLabel('Password').fill(env('PASSWORD'));
 await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Sign in' }).click()]);
@@ -66,6 +75,14 @@ await shot('addon-key-created');
 await page.goto(`${base}/account/addon-keys`);
 result.keysPage = await page.locator('main').innerText();
 await shot('addon-keys');
+
+// Sign out on every browser.
+await page.goto(`${base}/account`);
+await page.getByLabel('Sign out on every browser').check();
+await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Sign out' }).click()]);
+result.afterSignOut = new URL(page.url()).pathname;
+await page.goto(`${base}/account`);
+result.accountAfterSignOut = new URL(page.url()).pathname;
 
 await browser.close();
 process.stdout.write(JSON.stringify(result) + '\n');

@@ -456,3 +456,208 @@ async fn sign_out_here_or_everywhere() {
     );
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn another_users_grants_and_keys_are_404_and_csrf_failures_change_nothing() {
+    let (db, server, endpoint) = server_with_user("owner@example.com").await;
+    let url = db.url();
+    run(
+        &[("DATABASE_URL", url.as_str())],
+        &[
+            "users",
+            "add",
+            "--email",
+            "intruder@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let mut flow = Flow::new(&endpoint, "owner@example.com").await;
+    let tokens = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let mut owner = account_browser(&endpoint, "owner@example.com").await;
+    let keys_page = owner
+        .get(&endpoint, &endpoint.url("/account/addon-keys"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    owner
+        .post(
+            &endpoint,
+            "/account/addon-keys",
+            &[("csrf", &hidden(&keys_page, "csrf"))],
+        )
+        .await;
+    let pool = db.pool().await;
+    let grant_id: String = sqlx::query_scalar("SELECT grant_id::text FROM grants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let key_id: String = sqlx::query_scalar("SELECT key_id::text FROM addon_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let mut intruder = account_browser(&endpoint, "intruder@example.com").await;
+    let listed = intruder
+        .get(&endpoint, &endpoint.url("/v1/account/ai-clients"))
+        .await;
+    let csrf = listed.headers()["x-csrf-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        listed.json::<Value>().await.unwrap()["clients"],
+        serde_json::json!([])
+    );
+    let keys: Value = intruder
+        .get(&endpoint, &endpoint.url("/v1/account/addon-keys"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"], serde_json::json!([]));
+    let cookies = intruder.cookie_header();
+    for path in [
+        format!("/v1/account/ai-clients/{grant_id}"),
+        format!("/v1/account/addon-keys/{key_id}"),
+    ] {
+        let response = endpoint
+            .http
+            .delete(endpoint.url(&path))
+            .header("cookie", &cookies)
+            .header("x-csrf-token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    assert_eq!(
+        intruder
+            .get(
+                &endpoint,
+                &endpoint.url(&format!("/account/ai-clients/{grant_id}/revoke"))
+            )
+            .await
+            .status(),
+        404
+    );
+    let page = intruder
+        .get(&endpoint, &endpoint.url("/account"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let intruder_csrf = hidden(&page, "csrf");
+    assert_eq!(
+        intruder
+            .post(
+                &endpoint,
+                &format!("/account/ai-clients/{grant_id}/revoke"),
+                &[("csrf", &intruder_csrf)]
+            )
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        intruder
+            .post(
+                &endpoint,
+                &format!("/account/addon-keys/{key_id}/revoke"),
+                &[("csrf", &intruder_csrf)]
+            )
+            .await
+            .status(),
+        404
+    );
+
+    // The owner without a valid CSRF token: refused, nothing changes.
+    assert_eq!(
+        owner
+            .post(
+                &endpoint,
+                &format!("/account/addon-keys/{key_id}/revoke"),
+                &[("csrf", "forged")]
+            )
+            .await
+            .status(),
+        403
+    );
+    let owner_cookies = owner.cookie_header();
+    let no_csrf = endpoint
+        .http
+        .delete(endpoint.url(&format!("/v1/account/addon-keys/{key_id}")))
+        .header("cookie", &owner_cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 403);
+    let live_keys: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM addon_keys WHERE revoked_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(live_keys, 1);
+    assert_eq!(
+        mcp_status(&endpoint, &access).await,
+        200,
+        "the grant is intact"
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn a_revoke_on_one_replica_stops_the_token_on_another_within_a_second() {
+    let (db, first, endpoint) = server_with_user("two@example.com").await;
+    let url = db.url();
+    let second = ServerProcess::start("serve", &[("DATABASE_URL", url.as_str())]);
+    let other = Endpoint::new(&second.url(""));
+    let mut flow = Flow::new(&endpoint, "two@example.com").await;
+    let tokens = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        mcp_status(&other, &access).await,
+        200,
+        "the other replica accepts it (and caches the grant)"
+    );
+
+    let mut browser = account_browser(&endpoint, "two@example.com").await;
+    let grant_id: String = sqlx::query_scalar("SELECT grant_id::text FROM grants")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    let confirm = browser
+        .get(
+            &endpoint,
+            &endpoint.url(&format!("/account/ai-clients/{grant_id}/revoke")),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let clicked = std::time::Instant::now();
+    let revoked = browser
+        .post(
+            &endpoint,
+            &format!("/account/ai-clients/{grant_id}/revoke"),
+            &[("csrf", &hidden(&confirm, "csrf"))],
+        )
+        .await;
+    assert_eq!(revoked.status(), 303);
+    loop {
+        if mcp_status(&other, &access).await == 401 {
+            break;
+        }
+        assert!(
+            clicked.elapsed() < std::time::Duration::from_secs(1),
+            "still accepted on the other replica after 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+}

@@ -137,6 +137,20 @@ async fn sign_in_and_consent_in_chromium() {
     );
     let seen_by_browser: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
+    assert_eq!(
+        seen_by_browser["consoleErrors"],
+        serde_json::json!([]),
+        "no console errors"
+    );
+    let forgery = seen_by_browser["forgeryErrors"].as_array().unwrap();
+    assert_eq!(forgery.len(), 1, "{forgery:?}");
+    assert!(
+        forgery[0]
+            .as_str()
+            .unwrap()
+            .contains("/v1/oauth/mcp/consent")
+            && forgery[0].as_str().unwrap().contains("403")
+    );
     assert_eq!(seen_by_browser["signInTitle"], "Sign in · CrossTrade");
     assert_eq!(
         seen_by_browser["consentTitle"],
@@ -238,6 +252,34 @@ async fn account_pages_in_chromium() {
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
     let base = server.url("");
+    // Another browser signed in to the same account, to be signed out everywhere.
+    let mut elsewhere = testkit::oauth::Browser::default();
+    let page = elsewhere
+        .get(&endpoint, &endpoint.url("/account/sign-in"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let signed_in = elsewhere
+        .post(
+            &endpoint,
+            "/account/sign-in",
+            &[
+                ("email", "pages@example.com"),
+                ("password", PASSWORD),
+                ("csrf", &testkit::oauth::hidden(&page, "csrf")),
+                ("return_to", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(
+        elsewhere
+            .get(&endpoint, &endpoint.url("/account"))
+            .await
+            .status(),
+        200
+    );
 
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -260,6 +302,11 @@ async fn account_pages_in_chromium() {
     );
     let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
+    assert_eq!(
+        seen["consoleErrors"],
+        serde_json::json!([]),
+        "no console errors on any page"
+    );
     assert_eq!(seen["signInUrl"], "/account/sign-in");
     assert_eq!(seen["listUrl"], "/account/ai-clients");
     assert_eq!(seen["clientsBefore"], serde_json::json!(["Test Client"]));
@@ -286,6 +333,16 @@ async fn account_pages_in_chromium() {
         "the copy script runs under the page's CSP"
     );
     assert!(seen["keysPage"].as_str().unwrap().contains("not connected"));
+    assert_eq!(seen["afterSignOut"], "/account/sign-in");
+    assert_eq!(seen["accountAfterSignOut"], "/account/sign-in");
+    assert_eq!(
+        elsewhere
+            .get(&endpoint, &endpoint.url("/account"))
+            .await
+            .status(),
+        303,
+        "every session ended"
+    );
 
     // The revoke clicked in the browser reached the MCP endpoint at once.
     let after = endpoint

@@ -348,6 +348,10 @@ struct CsrfForm {
     everywhere: Option<String>,
 }
 
+fn not_found(message: &str) -> Response {
+    error_page(StatusCode::NOT_FOUND, "Not found", message)
+}
+
 fn forbidden() -> Response {
     error_page(
         StatusCode::FORBIDDEN,
@@ -508,7 +512,9 @@ async fn post_revoke_ai_client(
         return forbidden();
     }
     match grants::revoke_user_grant(state, session.user_id, grant_id).await {
-        Ok(_) => pages::secure(Redirect::to("/account/ai-clients").into_response()),
+        Ok(true) => pages::secure(Redirect::to("/account/ai-clients").into_response()),
+        // Someone else's grant, or one already gone: 404 either way, so ids do not leak.
+        Ok(false) => not_found("This AI client is not connected to your account."),
         Err(err) => internal(&err),
     }
 }
@@ -617,7 +623,8 @@ async fn post_revoke_addon_key(
         return forbidden();
     }
     match account.addon.revoke_key(session.user_id, key_id).await {
-        Ok(_) => pages::secure(Redirect::to("/account/addon-keys").into_response()),
+        Ok(true) => pages::secure(Redirect::to("/account/addon-keys").into_response()),
+        Ok(false) => not_found("This Add-On key does not exist on your account."),
         Err(err) => internal(&err),
     }
 }

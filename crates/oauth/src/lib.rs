@@ -76,6 +76,7 @@ where
         .route(paths::AUTHORIZE, get(authorize::get_authorize))
         .route(paths::SIGN_IN, post(authorize::post_sign_in))
         .route(paths::CONSENT, post(authorize::post_consent))
-        .route(paths::STYLESHEET, get(pages::get_stylesheet));
+        .route(paths::STYLESHEET, get(pages::get_stylesheet))
+        .route("/favicon.ico", get(pages::get_favicon));
     open.merge(pages)
 }

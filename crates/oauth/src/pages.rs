@@ -77,6 +77,16 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     render(status, &ErrorPage { title, message })
 }
 
+/// Browsers ask for it on every page; an empty answer keeps their consoles clean.
+pub async fn get_favicon() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
+}
+
 pub async fn get_stylesheet() -> Response {
     let mut response = (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
