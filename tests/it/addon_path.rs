@@ -149,3 +149,114 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
     assert!(server.terminate().success());
     std::fs::remove_dir_all(&scratch).ok();
 }
+
+/// Reads SSE events until one with a `data:` line arrives; returns that data.
+async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> String {
+    let read = async {
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|line| line.strip_prefix("data:")) {
+                    return data.trim().to_owned();
+                }
+            }
+            let chunk = response.chunk().await.unwrap().expect("stream ended");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no event within 10 s")
+}
+
+#[tokio::test]
+async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = crate::support::run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "sse@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        &format!("{}\n", testkit::oauth::PASSWORD),
+    );
+    assert!(added.status.success());
+    let server = ServerProcess::start("serve", &env);
+    let endpoint = Endpoint::new(&server.url(""));
+    let mut flow = Flow::new(&endpoint, "sse@example.com").await;
+    let tokens = flow
+        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:trade")
+        .await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let mut stream = endpoint
+        .http
+        .get(endpoint.resource())
+        .bearer_auth(&access)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+
+    let created = crate::support::run(
+        &env,
+        &["addon-keys", "create", "--email", "sse@example.com"],
+        "",
+    );
+    let key = crate::support::stdout(&created).trim().to_owned();
+    let scripts = testkit::scratch_dir("sse-scripts");
+    let options = addon_sim::Options {
+        url: format!("ws://{}/v1/addon/ws", server.addr),
+        key,
+        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
+        latency: Duration::ZERO,
+        never_answer: Vec::new(),
+        drop_on: None,
+        backtest: Duration::from_secs(1),
+        scripts_dir: scripts.clone(),
+    };
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+    assert_eq!(
+        next_event(&mut stream, &mut buffer).await,
+        changed,
+        "Add-On connected"
+    );
+
+    sim.abort();
+    assert_eq!(
+        next_event(&mut stream, &mut buffer).await,
+        changed,
+        "Add-On gone"
+    );
+
+    let call = endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(&access)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "GetAccounts", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 408);
+    let body: Value = call.json().await.unwrap();
+    assert_eq!(body["error"], "addon_disconnected");
+    assert!(
+        body["message"].as_str().unwrap().contains("not connected"),
+        "{body}"
+    );
+    assert!(server.terminate().success());
+    std::fs::remove_dir_all(&scripts).ok();
+}
