@@ -65,6 +65,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub body_limit_bytes: Positive<usize>,
+    pub mcp_body_limit_bytes: Positive<usize>,
     pub request_timeout_ms: Positive<u64>,
     pub shutdown_grace_ms: u64,
 }

@@ -31,7 +31,17 @@ pub async fn run(
             let user = users::find_by_email(&db.pool, &elite)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("the demo account is missing"))?;
-            let (_, key) = addon_bridge::keys::create(&db.pool, user.id).await?;
+            // One simulator key at a time: the previous run's is revoked.
+            let remembered = config.data_dir.join("addon-sim.key-id");
+            if let Some(old) = std::fs::read_to_string(&remembered)
+                .ok()
+                .and_then(|text| text.trim().parse::<uuid::Uuid>().ok())
+            {
+                addon_bridge::keys::revoke(&db.pool, user.id, old).await?;
+            }
+            let (key_id, key) = addon_bridge::keys::create(&db.pool, user.id).await?;
+            write_private(&remembered, &key_id.to_string())
+                .with_context(|| format!("writing {}", remembered.display()))?;
             Some(key)
         } else {
             None

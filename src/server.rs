@@ -45,8 +45,7 @@ pub fn app(state: AppState) -> Router {
     let http = &state.config.http;
     let sensitive = Arc::<[HeaderName]>::from([header::AUTHORIZATION, header::COOKIE]);
     // Outermost first: every request gets an id, then a span that carries it; secrets in
-    // headers are marked before anything could record them; the timeout and the body limit
-    // apply to the handlers only.
+    // headers are marked before anything could record them.
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
@@ -57,20 +56,24 @@ pub fn app(state: AppState) -> Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID));
+
+    // Every handler but the MCP endpoint answers within the request timeout. MCP tool calls are
+    // bounded by their own relay deadlines (up to 300 s for a backtest), and carry larger
+    // bodies (NinjaScript source).
+    let bounded = Router::new()
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
+        .merge(oauth::router())
+        .merge(addon_bridge::router())
+        .merge(oauth::account::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             http.request_timeout(),
         ))
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes.get()));
-
-    let router = Router::new()
-        .route("/healthz", get(get_healthz))
-        .route("/readyz", get(get_readyz))
-        .merge(oauth::router())
-        .merge(mcp::router())
-        .merge(addon_bridge::router())
-        .merge(oauth::account::router());
+    let mcp = mcp::router().layer(RequestBodyLimitLayer::new(http.mcp_body_limit_bytes.get()));
+    let router = bounded.merge(mcp);
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
     let router = if state.config.public_url.is_https() {
         router.layer(SetResponseHeaderLayer::overriding(

@@ -5,6 +5,40 @@ use std::time::Duration;
 use crate::support::{ServerProcess, http};
 
 #[tokio::test]
+async fn https_deployments_send_hsts_and_http_ones_do_not() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let https = ServerProcess::start(
+        "serve",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("CROSSTRADE_PUBLIC_URL", "https://app.crosstrade.example"),
+        ],
+    );
+    let response = http()
+        .get(https.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    let metadata: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(metadata["issuer"], "https://app.crosstrade.example");
+    assert!(https.terminate().success());
+    let plain = ServerProcess::start("serve", &[("DATABASE_URL", url.as_str())]);
+    let response = http().get(plain.url("/healthz")).send().await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
+    assert!(plain.terminate().success());
+}
+
+#[tokio::test]
 async fn readyz_follows_the_database_without_a_restart() {
     let private = testkit::private_cluster();
     let url = private.cluster.url("postgres");

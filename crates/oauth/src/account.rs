@@ -158,7 +158,9 @@ fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(path)
             if path.starts_with("/account")
-                && !path.contains(['\\', '\r', '\n', '#'])
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '\\' && c != '#')
                 && !path.contains("//") =>
         {
             path.to_owned()

@@ -438,7 +438,7 @@ async fn sign_in(
         ));
     }
     // Only an authorization request can be returned to, never an arbitrary URL.
-    if form.return_to.contains(['#', '\r', '\n']) {
+    if form.return_to.contains('#') || !form.return_to.chars().all(|c| c.is_ascii_graphic()) {
         return Err(Rejection::Page(
             StatusCode::BAD_REQUEST,
             "Invalid request",

@@ -5,6 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::Internal;
+use crate::events::{self, Kind, Origin};
 use crate::state::OAuthState;
 use crate::verify::revoke_grant;
 
@@ -41,15 +42,27 @@ pub async fn revoke_user_grant(
     user_id: Uuid,
     grant_id: Uuid,
 ) -> Result<bool, Internal> {
-    let owned: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM grants WHERE grant_id = $1 AND user_id = $2 AND revoked_at IS NULL)",
+    let client: Option<String> = sqlx::query_scalar(
+        "SELECT client_id FROM grants WHERE grant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
     )
     .bind(grant_id)
     .bind(user_id)
-    .fetch_one(state.db())
+    .fetch_optional(state.db())
     .await?;
-    if !owned {
+    let Some(client_id) = client else {
         return Ok(false);
+    };
+    let revoked = revoke_grant(state, grant_id, "revoked by the user").await?;
+    if revoked {
+        events::record(
+            state.db(),
+            Kind::Revoked,
+            Some(&client_id),
+            Some(user_id),
+            &Origin::default(),
+            serde_json::json!({ "grant_id": grant_id, "by": "user" }),
+        )
+        .await;
     }
-    revoke_grant(state, grant_id, "revoked by the user").await
+    Ok(revoked)
 }

@@ -24,6 +24,8 @@ use crate::error::Internal;
 pub const ALGORITHM: &str = "EdDSA";
 /// RFC 9068 §2.1: the `typ` header of JWT access tokens.
 pub const TOKEN_TYPE: &str = "at+jwt";
+/// Announces a rotation to every replica.
+pub const CHANNEL: &str = "signing_keys_changed";
 /// Unknown `kid`s trigger a reload from the database at most this often.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -342,6 +344,11 @@ pub async fn rotate(
     .execute(&mut *tx)
     .await?;
     let kid = insert_key(&mut tx, &encryption_key(master_secret), now).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(&kid)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(kid)
 }

@@ -36,6 +36,13 @@ pub async fn authenticate(
     let ip_bucket = origin.ip.map(bucket).unwrap_or_default();
     let email_lower = email.trim().to_lowercase();
     let settings = state.settings();
+    // Attempts on one account are serialised, so a burst of parallel guesses is counted one by
+    // one instead of all seeing the same count.
+    let mut lock = state.db().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("sign-in {email_lower}"))
+        .execute(&mut *lock)
+        .await?;
     // The window is 15 minutes.
     let (by_ip, by_account): (i64, i64) = sqlx::query_as(
         "SELECT

@@ -112,6 +112,7 @@ impl OAuthState {
             }),
         };
         crate::verify::spawn_revocation_listener(&state);
+        crate::verify::spawn_key_refresh(&state);
         crate::maintenance::spawn_reaper(&state);
         Ok(state)
     }

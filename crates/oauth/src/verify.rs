@@ -26,6 +26,8 @@ const LEEWAY_SECONDS: i64 = 30;
 /// `last_used_at` is written at most this often per grant.
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "grant_ended";
+/// Signing keys are re-read at least this often.
+const KEY_REFRESH: Duration = Duration::from_secs(60);
 
 /// What a valid access token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +95,17 @@ impl GrantCache {
             .copied()
     }
 
+    /// Records a lookup. An ended grant is never brought back: a notification handled between
+    /// a database read and this write wins over the read.
     fn put(&self, grant_id: Uuid, entry: CachedGrant) {
         if self.listening.load(Ordering::SeqCst) {
-            self.entries
+            let mut entries = self
+                .entries
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(grant_id, entry);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if entries.get(&grant_id).is_none_or(|existing| existing.alive) {
+                entries.insert(grant_id, entry);
+            }
         }
     }
 
@@ -290,14 +297,41 @@ pub(crate) fn spawn_revocation_listener(state: &OAuthState) {
     });
 }
 
+/// Re-reads the signing keys after a rotation anywhere (and periodically, in case a notification
+/// was lost), so every replica signs with the new key and retires the old one on time.
+async fn reload_keys(state: &OAuthState) {
+    if let Err(err) = state
+        .inner
+        .keys
+        .reload(&state.inner.db, &state.inner.clock)
+        .await
+    {
+        tracing::warn!(error = %err, "reloading signing keys failed");
+    }
+}
+
+pub(crate) fn spawn_key_refresh(state: &OAuthState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(KEY_REFRESH).await;
+            reload_keys(&state).await;
+        }
+    });
+}
+
 async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(&state.inner.db).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, crate::keys::CHANNEL]).await?;
     // Anything cached before this point may have missed a notification.
     state.inner.grants.reset(true);
+    reload_keys(state).await;
     tracing::info!("revocation listener connected");
     loop {
         match listener.try_recv().await? {
+            Some(notification) if notification.channel() == crate::keys::CHANNEL => {
+                reload_keys(state).await;
+            }
             Some(notification) => {
                 if let Ok(grant_id) = Uuid::parse_str(notification.payload()) {
                     state.inner.grants.mark_ended(grant_id);
@@ -306,5 +340,31 @@ async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
             // The connection dropped; notifications sent meanwhile are lost.
             None => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_grant_is_not_revived_by_a_late_lookup() {
+        let cache = GrantCache::default();
+        cache.reset(true);
+        let grant = Uuid::new_v4();
+        // A lookup read "alive" from the database; the revocation notification lands first.
+        cache.mark_ended(grant);
+        cache.put(
+            grant,
+            CachedGrant {
+                alive: true,
+                last_used_written: Instant::now(),
+            },
+        );
+        assert!(cache.get(grant).is_some_and(|entry| !entry.alive));
+        // While the listener is down nothing is served from the cache.
+        cache.reset(false);
+        cache.mark_ended(grant);
+        assert!(cache.get(grant).is_none());
     }
 }
