@@ -52,14 +52,17 @@ fn rejection(error: AccessError) -> TokenRejection {
     }
 }
 
-/// Relays Add-On tools through the Add-On bridge.
+/// Relays Add-On tools through the Add-On bridge, and serves stored Add-On history.
 #[derive(Debug, Clone)]
-pub struct AddonRelay(pub addon_bridge::AddonBridge);
+pub struct AddonRelay {
+    pub bridge: addon_bridge::AddonBridge,
+    pub db: sqlx::PgPool,
+}
 
 impl ToolRelay for AddonRelay {
     fn presence(&self, user_id: Uuid) -> BoxFuture<'_, AddonPresence> {
         Box::pin(async move {
-            let presence = self.0.presence(user_id).await;
+            let presence = self.bridge.presence(user_id).await;
             AddonPresence {
                 connected: presence.connected,
                 addon_version: presence.addon_version,
@@ -78,7 +81,7 @@ impl ToolRelay for AddonRelay {
                 deadline: call.deadline,
                 idempotency_key: call.idempotency_key,
             };
-            match self.0.call(request).await {
+            match self.bridge.call(request).await {
                 Ok(CallOutcome::Ok(value)) => Ok(RelayOutcome::Ok(value)),
                 Ok(CallOutcome::ToolError(message)) => Ok(RelayOutcome::ToolError(message)),
                 Err(CallError::NotConnected) => Err(RelayError::NotConnected),
@@ -90,7 +93,53 @@ impl ToolRelay for AddonRelay {
     }
 
     fn presence_changes(&self) -> broadcast::Receiver<Uuid> {
-        self.0.presence_changes()
+        self.bridge.presence_changes()
+    }
+
+    fn stored(&self, call: RelayCall) -> BoxFuture<'_, Result<RelayOutcome, RelayError>> {
+        Box::pin(async move {
+            let db = &self.db;
+            let args = &call.arguments;
+            let text = |key: &str| args[key].as_str().map(str::to_owned);
+            let time = |key: &str| {
+                args[key]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            };
+            let limit = args["limit"].as_u64().and_then(|n| u32::try_from(n).ok());
+            let filter = addon_bridge::data::HistoryFilter {
+                account: text("account"),
+                instrument: text("instrument"),
+                since: time("since"),
+                until: time("until"),
+                limit,
+            };
+            let value = match call.tool.as_str() {
+                "GetJournal" => addon_bridge::data::journal(db, call.user_id, &filter)
+                    .await
+                    .map(|trades| serde_json::json!({ "trades": trades })),
+                "GetWatermarks" => {
+                    addon_bridge::data::watermarks(db, call.user_id, filter.account.as_deref())
+                        .await
+                        .map(|watermarks| serde_json::json!({ "watermarks": watermarks }))
+                }
+                "GetAddonActivity" => {
+                    addon_bridge::data::activity(db, call.user_id, limit.unwrap_or(50))
+                        .await
+                        .map(|entries| serde_json::json!({ "entries": entries }))
+                }
+                other => {
+                    return Ok(RelayOutcome::ToolError(format!(
+                        "{other} is not served from history"
+                    )));
+                }
+            };
+            value.map(RelayOutcome::Ok).map_err(|err| {
+                tracing::warn!(error = %err, tool = call.tool, "reading Add-On history failed");
+                RelayError::Unavailable
+            })
+        })
     }
 }
 

@@ -312,7 +312,10 @@ pub async fn serve_on(
         config.mcp_settings(),
         db.pool.clone(),
         std::sync::Arc::new(OAuthTokenVerifier(oauth.clone())),
-        std::sync::Arc::new(AddonRelay(addon.clone())),
+        std::sync::Arc::new(AddonRelay {
+            bridge: addon.clone(),
+            db: db.pool.clone(),
+        }),
     );
     let state = AppState {
         db: db.pool.clone(),

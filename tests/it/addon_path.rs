@@ -145,6 +145,35 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
     assert_eq!(es["quantity"], 2, "{positions}");
     assert_eq!(es["market_position"], "Long");
 
+    // Close the position: the fills become a round trip in the journal, served from what the
+    // backend stored from the Add-On's events.
+    call(&client, "FlattenAll", json!({ "account": "Sim101" })).await;
+    let mut journal = Value::Null;
+    for _ in 0..50 {
+        journal = call(&client, "GetJournal", json!({ "account": "Sim101" })).await;
+        if !journal["trades"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let trade = &journal["trades"][0];
+    assert_eq!(trade["instrument"], "ES 12-26", "{journal}");
+    assert_eq!(trade["direction"], "Long");
+    assert_eq!(trade["quantity"], 2.0);
+    let activity = call(&client, "GetAddonActivity", json!({})).await;
+    let tools: Vec<&str> = activity["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tool"].as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"PlaceOrder") && tools.contains(&"FlattenAll"),
+        "{activity}"
+    );
+    let watermarks = call(&client, "GetWatermarks", json!({ "account": "Sim101" })).await;
+    assert!(watermarks["watermarks"].is_array(), "{watermarks}");
+
     client.cancel().await.ok();
     assert!(server.terminate().success());
     std::fs::remove_dir_all(&scratch).ok();
@@ -255,6 +284,29 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
     assert_eq!(body["error"], "addon_disconnected");
     assert!(
         body["message"].as_str().unwrap().contains("not connected"),
+        "{body}"
+    );
+
+    // History stays readable while NinjaTrader is closed.
+    let history = endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(&access)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "GetAddonActivity", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(history.status(), 200);
+    let body: Value = history.json().await.unwrap();
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    let entries = &body["result"]["structuredContent"]["entries"];
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["tool"] == "GetAccounts" && e["outcome"] == "not_connected"),
         "{body}"
     );
     assert!(server.terminate().success());

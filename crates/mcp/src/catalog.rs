@@ -22,6 +22,9 @@ pub enum Route {
     Backend(BackendTool),
     /// Relayed to the user's Add-On inside NinjaTrader 8, answered within `deadline`.
     Addon { deadline: Duration },
+    /// Served from what the backend stored from the Add-On's events and calls (through the
+    /// relay's `stored`); works while NinjaTrader 8 is closed.
+    Stored,
 }
 
 /// The tools served in-process.
@@ -175,7 +178,7 @@ pub fn definitions() -> Vec<ToolDef> {
             "Read the trade journal: completed round-trip trades with entry and exit times and \
              prices, quantity, profit and loss and duration, newest first, optionally filtered \
              by account, instrument and a time window.",
-            ADDON,
+            Route::Stored,
         ),
         read::<LimitQuery, ActivityOutput>(
             "GetAddonActivity",
@@ -183,14 +186,14 @@ pub fn definitions() -> Vec<ToolDef> {
             "Read the CrossTrade Add-On's recent activity log (orders it relayed, webhook \
              signals it handled, copier actions, errors), newest first. Useful for diagnosing \
              webhook and copier behaviour.",
-            ADDON,
+            Route::Stored,
         ),
         read::<AccountFilter, WatermarksOutput>(
             "GetWatermarks",
             "Read account watermarks",
             "Read per-account watermarks: session and all-time high and low of account \
              balance, and trailing drawdown levels used by funded-account rules.",
-            ADDON,
+            Route::Stored,
         ),
         read::<MarketDataQuery, MarketDataOutput>(
             "GetMarketData",
@@ -491,6 +494,7 @@ pub fn tool_table_markdown() -> String {
         let route = match def.route {
             Route::Backend(_) => "backend".to_owned(),
             Route::Addon { deadline } => format!("Add-On ({} s)", deadline.as_secs()),
+            Route::Stored => "backend (Add-On history)".to_owned(),
         };
         let _ = writeln!(
             out,

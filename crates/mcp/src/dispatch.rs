@@ -473,7 +473,7 @@ async fn list_tools(
     let tools: Vec<Value> = catalog()
         .tools()
         .filter(|tool| principal.scope.allows(tool.def.scope))
-        .filter(|tool| presence.connected || matches!(tool.def.route, Route::Backend(_)))
+        .filter(|tool| presence.connected || !matches!(tool.def.route, Route::Addon { .. }))
         .map(|tool| tool.to_json(revision))
         .collect();
     let mut result = json!({ "tools": tools });
@@ -587,6 +587,20 @@ async fn call_tool(
                 Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
                 Ok(RelayOutcome::ToolError(message)) => Ok(tool_error(&message)),
                 Err(error) => Err(HttpError::from_relay(&error, deadline).into()),
+            }
+        }
+        Route::Stored => {
+            let call = RelayCall {
+                user_id: principal.user_id,
+                tool: tool.def.name.to_owned(),
+                arguments,
+                deadline: Duration::ZERO,
+                idempotency_key: None,
+            };
+            match state.relay().stored(call).await {
+                Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
+                Ok(RelayOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                Err(error) => Err(HttpError::from_relay(&error, Duration::ZERO).into()),
             }
         }
     }

@@ -59,6 +59,13 @@ pub trait ToolRelay: Send + Sync + 'static {
     fn call<'a>(&'a self, call: RelayCall) -> BoxFuture<'a, Result<RelayOutcome, RelayError>>;
     /// Users whose Add-On connected or disconnected, for `notifications/tools/list_changed`.
     fn presence_changes(&self) -> broadcast::Receiver<uuid::Uuid>;
+
+    /// Answers a tool from what was stored from the Add-On (journal, activity, watermarks),
+    /// whether or not it is connected now. A relay that stores nothing is unavailable.
+    fn stored<'a>(&'a self, call: RelayCall) -> BoxFuture<'a, Result<RelayOutcome, RelayError>> {
+        let _ = call;
+        Box::pin(async { Err(RelayError::Unavailable) })
+    }
 }
 
 /// The relay used until the Add-On bridge is wired in: truthfully never connected.

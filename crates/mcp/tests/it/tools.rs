@@ -41,14 +41,21 @@ const TRADE_TOOLS: [&str; 13] = [
 #[tokio::test]
 async fn tools_list_follows_scope_and_addon_presence() {
     let app = spawn().await;
-    // Without the Add-On only the backend tool is listed, for both scopes.
+    // Without the Add-On only the backend tools are listed (capabilities, and the history the
+    // backend stored from the Add-On), for both scopes.
+    let offline = [
+        "GetMcpCapabilities",
+        "GetJournal",
+        "GetAddonActivity",
+        "GetWatermarks",
+    ];
     for token in ["elite-read", "elite-trade"] {
         let reply = app
             .legacy(token, "2025-11-25", "tools/list", json!({}))
             .await;
-        assert_eq!(tool_names(&reply), ["GetMcpCapabilities"]);
+        assert_eq!(tool_names(&reply), offline);
         let reply = app.modern(token, "tools/list", json!({})).await;
-        assert_eq!(tool_names(&reply), ["GetMcpCapabilities"]);
+        assert_eq!(tool_names(&reply), offline);
         assert_eq!(reply.json["result"]["ttlMs"], 5000);
         assert_eq!(reply.json["result"]["cacheScope"], "private");
         assert_eq!(reply.json["result"]["resultType"], "complete");
@@ -125,7 +132,7 @@ async fn tools_list_follows_scope_and_addon_presence() {
     let reply = app
         .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
         .await;
-    assert_eq!(tool_names(&reply), ["GetMcpCapabilities"]);
+    assert_eq!(tool_names(&reply), offline);
 }
 
 #[tokio::test]
