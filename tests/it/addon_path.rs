@@ -312,3 +312,119 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
     assert!(server.terminate().success());
     std::fs::remove_dir_all(&scripts).ok();
 }
+
+async fn tools_call(
+    endpoint: &Endpoint,
+    access: &str,
+    name: &str,
+    arguments: Value,
+) -> reqwest::Response {
+    endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(access)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = crate::support::run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "kill@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        &format!("{}\n", testkit::oauth::PASSWORD),
+    );
+    assert!(added.status.success());
+    let replica_a = ServerProcess::start("serve", &env);
+    let replica_b = ServerProcess::start("serve", &env);
+    let on_b = Endpoint::new(&replica_b.url(""));
+    let mut flow = Flow::new(&on_b, "kill@example.com").await;
+    let tokens = flow.tokens(&on_b, "mcp:read mcp:trade", "mcp:trade").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // The Add-On connects to A and never answers backtests.
+    let created = crate::support::run(
+        &env,
+        &["addon-keys", "create", "--email", "kill@example.com"],
+        "",
+    );
+    let scripts = testkit::scratch_dir("kill-scripts");
+    let options = addon_sim::Options {
+        url: format!("ws://{}/v1/addon/ws", replica_a.addr),
+        key: crate::support::stdout(&created).trim().to_owned(),
+        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
+        latency: Duration::ZERO,
+        never_answer: vec!["RunStrategyBacktest".to_owned()],
+        drop_on: None,
+        backtest: Duration::from_secs(1),
+        scripts_dir: scripts.clone(),
+    };
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let mut seen_on_b = false;
+    for _ in 0..100 {
+        let reply = tools_call(&on_b, &access, "GetMcpCapabilities", json!({})).await;
+        let body: Value = reply.json().await.unwrap();
+        if body["result"]["structuredContent"]["addon_connected"] == true {
+            seen_on_b = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen_on_b, "B sees the Add-On connected to A");
+
+    // A backtest (300 s deadline) goes from B to A; then A dies without a word.
+    let pending = tokio::spawn({
+        let on_b = on_b.clone();
+        let access = access.clone();
+        async move {
+            let args = json!({"strategy": "SampleMA", "instrument": "ES 12-26", "from": "2026-01-01", "to": "2026-06-30"});
+            tools_call(&on_b, &access, "RunStrategyBacktest", args).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::support::signal(replica_a.pid(), "KILL");
+    let killed = std::time::Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("B answered")
+        .unwrap();
+    let waited = killed.elapsed();
+    assert_eq!(reply.status(), 408);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"], "addon_disconnected");
+    assert!(
+        body["message"].as_str().unwrap().contains("disconnected"),
+        "{body}"
+    );
+    assert!(
+        waited < Duration::from_secs(15),
+        "answered {waited:?} after the kill, long before the 300 s deadline"
+    );
+
+    // The dead replica's presence is gone: Add-On tools answer "not connected" at once.
+    let reply = tools_call(&on_b, &access, "GetAccounts", json!({})).await;
+    assert_eq!(reply.status(), 408);
+    let body: Value = reply.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("not connected"),
+        "{body}"
+    );
+    sim.abort();
+    drop(replica_a);
+    assert!(replica_b.terminate().success());
+    std::fs::remove_dir_all(&scripts).ok();
+}

@@ -43,9 +43,12 @@ pub const WS_PATH: &str = "/v1/addon/ws";
 pub struct BridgeSettings {
     /// Used when a call asks for a zero deadline.
     pub default_deadline: Duration,
-    /// Server pings every interval; two unanswered pings disconnect. Also the replica
-    /// heartbeat period.
+    /// Server pings every interval; two unanswered pings disconnect.
     pub heartbeat_interval: Duration,
+    /// How often this replica proves it is alive in PostgreSQL. A replica silent for four
+    /// periods (at least 3 s) is dead: its Add-On presence is removed and the calls routed to
+    /// it fail at once as disconnected, instead of waiting for their deadlines.
+    pub replica_heartbeat: Duration,
     /// Larger text frames get an `error` frame and are discarded; frames over twice this
     /// size end the connection.
     pub max_frame_bytes: usize,
@@ -59,6 +62,7 @@ impl BridgeSettings {
         Self {
             default_deadline: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(15),
+            replica_heartbeat: Duration::from_secs(2),
             max_frame_bytes: 4 * 1024 * 1024,
             instance_id: Uuid::new_v4(),
         }
@@ -66,7 +70,7 @@ impl BridgeSettings {
 
     /// A replica whose heartbeat is older than this is dead.
     fn instance_stale_after(&self) -> Duration {
-        (self.heartbeat_interval * 4).max(Duration::from_secs(3))
+        (self.replica_heartbeat * 4).max(Duration::from_secs(3))
     }
 
     fn hard_frame_limit(&self) -> usize {
@@ -183,6 +187,9 @@ impl AddonBridge {
         if settings.heartbeat_interval.is_zero() {
             return Err(BridgeError::Settings("heartbeat_interval must be positive"));
         }
+        if settings.replica_heartbeat.is_zero() {
+            return Err(BridgeError::Settings("replica_heartbeat must be positive"));
+        }
         if settings.default_deadline.is_zero() {
             return Err(BridgeError::Settings("default_deadline must be positive"));
         }
@@ -296,7 +303,7 @@ impl AddonBridge {
     }
 
     async fn heartbeat_loop(self) {
-        let period = self.inner.settings.heartbeat_interval;
+        let period = self.inner.settings.replica_heartbeat;
         let mut shutdown = self.inner.shutdown.subscribe();
         let mut ticks = 0u64;
         loop {

@@ -24,6 +24,7 @@ pub fn settings() -> BridgeSettings {
         default_deadline: Duration::from_secs(10),
         // Long enough that pings never matter unless a test wants them to.
         heartbeat_interval: Duration::from_secs(5),
+        replica_heartbeat: Duration::from_secs(1),
         max_frame_bytes: 64 * 1024,
         instance_id: Uuid::new_v4(),
     }
