@@ -248,3 +248,21 @@ async fn malformed_and_oversized_frames_get_error_frames_and_the_socket_keeps_wo
         Ok(CallOutcome::Ok(json!({"connections": [{"name": "Sim"}]})))
     );
 }
+
+#[tokio::test]
+async fn an_addon_that_answers_pings_stays_connected() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let mut s = settings();
+    // Generous against a loaded machine: a pong may take up to two intervals.
+    s.heartbeat_interval = Duration::from_secs(1);
+    let server = serve(&db, s).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let mut changes = server.bridge.presence_changes();
+    let _addon = Addon::connect(&server.url, &key).await;
+    changed(&mut changes, user_id).await;
+    // Four ping periods: a silent Add-On would have been closed after three.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    assert!(server.bridge.presence(user_id).await.connected);
+    assert!(changes.try_recv().is_err(), "no disconnect in between");
+}
