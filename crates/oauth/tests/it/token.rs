@@ -171,15 +171,29 @@ async fn d6_code_reuse_revokes_everything_from_the_first_use() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn d7_concurrent_exchanges_yield_exactly_one_token() {
     let (server, mut flow) = setup().await;
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let attempts = (0..8).map(|_| flow.exchange(&server, &code));
+    // Each attempt on its own task, so they run in parallel on the worker threads.
+    let attempts = (0..8).map(|_| {
+        let endpoint = server.endpoint.clone();
+        let form = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("redirect_uri", flow.redirect_uri.clone()),
+            ("client_id", flow.client_id.clone()),
+            ("code_verifier", flow.pkce.verifier.clone()),
+        ];
+        tokio::spawn(async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            endpoint.token(&form).await.status()
+        })
+    });
     let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
         .await
         .into_iter()
-        .map(|r| r.status())
+        .map(Result::unwrap)
         .collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == StatusCode::OK).count(),
@@ -402,14 +416,27 @@ async fn e3_grace_window_returns_the_same_successor() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e4_concurrent_refreshes_end_on_one_live_pair() {
     let (server, mut flow) = setup().await;
     let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
     let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
-    let attempts = (0..8).map(|_| flow.refresh(&server, &rt1));
+    let attempts = (0..8).map(|_| {
+        let endpoint = server.endpoint.clone();
+        let (rt, client_id) = (rt1.clone(), flow.client_id.clone());
+        tokio::spawn(async move {
+            endpoint
+                .token(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &rt),
+                    ("client_id", &client_id),
+                ])
+                .await
+        })
+    });
     let mut successors = Vec::new();
     for response in futures_util::future::join_all(attempts).await {
+        let response = response.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         successors.push(body["refresh_token"].as_str().unwrap().to_owned());
