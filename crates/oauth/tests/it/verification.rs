@@ -229,3 +229,50 @@ async fn g6_revocation_reaches_another_replica_within_a_second() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn a_lost_listener_fails_closed_and_resyncs_on_reconnect() {
+    let server = Server::start().await;
+    let (flow, token) = live_token(&server).await;
+    let replica = server.replica().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !replica.revocations_live() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        replica.verify_access_token(&token).await.is_ok(),
+        "cached alive on the replica"
+    );
+
+    // Cut every LISTEN connection: notifications sent now would be lost.
+    let pool = server.db.pool().await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Revoke behind the replica's back: straight in the database, with the notification
+    // trigger off, so only the reconnect's resync (or reading through while disconnected) can
+    // reveal it.
+    sqlx::query("ALTER TABLE grants DISABLE TRIGGER grants_revoked")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE grants SET revoked_at = now() WHERE client_id = $1")
+        .bind(&flow.client_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The replica must not serve its stale "alive" entry: it reads the database (fails closed)
+    // while disconnected and starts from an empty cache once reconnected.
+    let started = Instant::now();
+    loop {
+        if replica.verify_access_token(&token).await == Err(oauth::AccessError::Revoked) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "stale cache served a revoked grant"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
