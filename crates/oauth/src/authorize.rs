@@ -36,6 +36,10 @@ const MAX_STATE: usize = 2048;
 pub struct AuthorizationRequest {
     pub client_id: String,
     pub client_name: String,
+    /// For a client identified by a metadata document: the document URL's host.
+    pub client_host: Option<String>,
+    /// Every redirect URI the client has is loopback (any program on the computer could be it).
+    pub loopback_only: bool,
     pub redirect_uri: String,
     pub state: Option<String>,
     pub code_challenge: String,
@@ -177,18 +181,40 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
             "The request does not name a registered application (client_id is missing).".into(),
         ));
     };
-    let client: Option<(String, Option<String>, Vec<String>)> = sqlx::query_as(
-        "SELECT client_id, client_name, redirect_uris FROM oauth_clients WHERE client_id = $1",
-    )
-    .bind(client_id)
-    .fetch_optional(state.db())
-    .await?;
-    let Some((client_id, client_name, registered)) = client else {
-        return Err(Rejection::Page(
-            StatusCode::BAD_REQUEST,
-            "Unknown application",
-            "This application is not registered with CrossTrade. Remove and add the server again in your AI application.".into(),
-        ));
+    let (client_id, client_name, registered, client_host) = if crate::cimd::is_url(client_id) {
+        // A Client ID Metadata Document: fetched (or taken from the cache) before anything else.
+        match crate::cimd::resolve(state, client_id).await? {
+            Ok(client) => (
+                client_id.to_owned(),
+                client.client_name,
+                client.redirect_uris,
+                Some(redirect_uri::display_host(client_id)),
+            ),
+            Err(reason) => {
+                return Err(Rejection::Page(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown application",
+                    format!(
+                        "CrossTrade could not use this application's client metadata document: {reason}."
+                    ),
+                ));
+            }
+        }
+    } else {
+        let client: Option<(String, Option<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT client_id, client_name, redirect_uris FROM oauth_clients WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(state.db())
+        .await?;
+        let Some((client_id, client_name, registered)) = client else {
+            return Err(Rejection::Page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "This application is not registered with CrossTrade. Remove and add the server again in your AI application.".into(),
+            ));
+        };
+        (client_id, client_name, registered, None)
     };
     let Some(redirect_uri) = param(pairs_for_lookup, "redirect_uri") else {
         return Err(Rejection::Page(
@@ -208,6 +234,7 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
         ));
     }
     let redirect_uri = redirect_uri.to_owned();
+    let loopback_only = registered.iter().all(|r| redirect_uri::is_loopback(r));
     let client_state = param(pairs_for_lookup, "state").map(str::to_owned);
     let redirect = |error: &'static str, description: String| Rejection::Redirect {
         redirect_uri: redirect_uri.clone(),
@@ -277,6 +304,8 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
     }
     Ok(AuthorizationRequest {
         client_name: client_name.unwrap_or_else(|| client_id.clone()),
+        client_host,
+        loopback_only,
         client_id,
         redirect_uri,
         state: client_state,
@@ -377,6 +406,8 @@ async fn consent_page(
         StatusCode::OK,
         &ConsentPage {
             client_name: &request.client_name,
+            client_host: request.client_host.as_deref(),
+            loopback_only: request.loopback_only,
             redirect_host: &redirect_uri::display_host(&request.redirect_uri),
             loopback: redirect_uri::is_loopback(&request.redirect_uri),
             account_email: &session.email,
@@ -578,6 +609,24 @@ async fn consent(
     };
     if !secure_eq(&csrf_hash, &sha256(form.csrf.as_bytes())) {
         return Err(forbidden());
+    }
+    // The redirect URI was checked when the screen was shown; a client metadata document
+    // refreshed since then may have dropped it.
+    let registered: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT redirect_uris FROM oauth_clients WHERE client_id = $1")
+            .bind(&client_id)
+            .fetch_optional(state.db())
+            .await?;
+    if !registered
+        .unwrap_or_default()
+        .iter()
+        .any(|r| redirect_uri::matches(r, &redirect_uri))
+    {
+        return Err(Rejection::Page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The redirect_uri is no longer registered for this application. Start again from your AI application.".into(),
+        ));
     }
     let origin = origin_of(peer, headers, state);
     if form.decision != "allow" {

@@ -59,6 +59,16 @@ pub enum OAuthError {
 }
 
 impl OAuthError {
+    /// The description shown to the client.
+    pub fn description(&self) -> &str {
+        match self {
+            OAuthError::Client { description, .. } | OAuthError::TooMany { description, .. } => {
+                description
+            }
+            OAuthError::Internal(_) => "internal error",
+        }
+    }
+
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::bad("invalid_request", description)
     }

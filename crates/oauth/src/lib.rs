@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod authorize;
+pub mod cimd;
 pub mod client_ip;
 pub mod crypto;
 pub mod error;
@@ -34,6 +35,7 @@ use axum::http::{Method, header};
 use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 
+pub use cimd::CimdSettings;
 pub use state::{OAuthSettings, OAuthState, paths};
 pub use verify::{AccessError, VerifiedAccess};
 

@@ -38,6 +38,7 @@ pub fn authorization_server_metadata(state: &OAuthState) -> Value {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": [READ, TRADE],
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
     })
 }
 

@@ -28,6 +28,9 @@ pub(crate) struct SignInPage<'a> {
 #[template(path = "consent.html")]
 pub(crate) struct ConsentPage<'a> {
     pub client_name: &'a str,
+    /// The metadata document URL's host, for clients identified by one.
+    pub client_host: Option<&'a str>,
+    pub loopback_only: bool,
     pub redirect_host: &'a str,
     pub loopback: bool,
     pub account_email: &'a str,

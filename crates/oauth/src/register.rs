@@ -172,7 +172,7 @@ fn registered(client_id: &str, issued_at: DateTime<Utc>, metadata: Value) -> Res
 }
 
 /// Validates the request and returns the metadata this server stores and echoes.
-fn normalise(request: &Value) -> Result<Value, OAuthError> {
+pub(crate) fn normalise(request: &Value) -> Result<Value, OAuthError> {
     let Value::Object(fields) = request else {
         return Err(OAuthError::invalid_client_metadata(
             "body must be a JSON object",

@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use sqlx::PgPool;
 use store::clock::Clock;
 
+use crate::cimd::CimdSettings;
 use crate::crypto::derive_key;
 use crate::error::Internal;
 use crate::keys::KeyRing;
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     pub keys: KeyRing,
     pub grants: GrantCache,
     pub token_limiter: crate::limiter::WindowLimiter,
+    /// Client ID Metadata Document fetcher.
+    pub cimd: crate::cimd::Fetcher,
     /// Key for deriving a rotated refresh token's successor from the token itself.
     pub refresh_key: [u8; 32],
     /// Key for the account pages' session-bound CSRF tokens.
@@ -87,13 +90,26 @@ impl std::fmt::Debug for GrantCache {
 }
 
 impl OAuthState {
-    /// Loads (or creates) the signing keys and starts the revocation listener.
+    /// Loads (or creates) the signing keys and starts the revocation listener; Client ID
+    /// Metadata Documents with the production [`CimdSettings::default`].
     pub async fn start(
         settings: OAuthSettings,
         db: PgPool,
         master_secret: &[u8],
         clock: Clock,
     ) -> Result<Self, Internal> {
+        Self::start_with_cimd(settings, CimdSettings::default(), db, master_secret, clock).await
+    }
+
+    /// [`OAuthState::start`] with other CIMD settings (tests: loopback documents, small caps).
+    pub async fn start_with_cimd(
+        settings: OAuthSettings,
+        cimd: CimdSettings,
+        db: PgPool,
+        master_secret: &[u8],
+        clock: Clock,
+    ) -> Result<Self, Internal> {
+        let cimd = crate::cimd::Fetcher::new(cimd)?;
         let keys = KeyRing::load(&db, master_secret, &clock).await?;
         let token_limiter = crate::limiter::WindowLimiter::new(
             settings.token_requests_per_minute,
@@ -107,6 +123,7 @@ impl OAuthState {
                 keys,
                 grants: GrantCache::default(),
                 token_limiter,
+                cimd,
                 refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),
                 csrf_key: derive_key(master_secret, "crosstrade account csrf v1"),
             }),

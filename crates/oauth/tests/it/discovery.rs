@@ -40,11 +40,11 @@ async fn a1_a2_authorization_server_metadata() {
             "revocation_endpoint_auth_methods_supported": ["none"],
             "scopes_supported": ["mcp:read", "mcp:trade"],
             "authorization_response_iss_parameter_supported": true,
+            "client_id_metadata_document_supported": true,
         })
     );
-    // Byte-equal issuer, and no CIMD claim until it works.
+    // Byte-equal issuer.
     assert_eq!(body["issuer"].as_str().unwrap(), server.base);
-    assert!(body.get("client_id_metadata_document_supported").is_none());
 }
 
 #[tokio::test]

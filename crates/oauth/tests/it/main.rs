@@ -8,6 +8,7 @@
 )]
 
 mod authorize;
+mod cimd;
 mod discovery;
 mod registration;
 mod revocation;

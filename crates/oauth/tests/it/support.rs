@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use oauth::{OAuthSettings, OAuthState};
+use oauth::{CimdSettings, OAuthSettings, OAuthState};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use store::clock::Clock;
@@ -68,14 +68,28 @@ impl Server {
     }
 
     async fn start_on(db: TestDb, adjust: impl FnOnce(&mut OAuthSettings)) -> Self {
+        Self::start_on_cimd(db, adjust, CimdSettings::default()).await
+    }
+
+    /// A server with these Client ID Metadata Document settings.
+    pub async fn start_cimd(cimd: CimdSettings) -> Self {
+        Self::start_on_cimd(TestDb::new().await, |_| {}, cimd).await
+    }
+
+    async fn start_on_cimd(
+        db: TestDb,
+        adjust: impl FnOnce(&mut OAuthSettings),
+        cimd: CimdSettings,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut settings = settings(&base);
         adjust(&mut settings);
         let clock = Clock::manual(Clock::system().now());
-        let state = OAuthState::start(settings, db.pool().await, MASTER, clock.clone())
-            .await
-            .unwrap();
+        let state =
+            OAuthState::start_with_cimd(settings, cimd, db.pool().await, MASTER, clock.clone())
+                .await
+                .unwrap();
         let app = oauth::router::<OAuthState>().with_state(state.clone());
         tokio::spawn(async move {
             axum::serve(

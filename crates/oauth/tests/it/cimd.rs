@@ -1,0 +1,726 @@
+//! B9, B10 and the full flow for clients identified by a Client ID Metadata Document, served by
+//! a document server on loopback (allowed only by the test setting).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode as AxumStatus, Uri};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use oauth::CimdSettings;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use store::users::Tier;
+
+use crate::support::{
+    Browser, Flow, PASSWORD, Server, assert_oauth_error, authorize_url, count, hidden, pkce,
+};
+
+const REDIRECT: &str = "http://127.0.0.1/callback";
+const REQUESTED: &str = "http://127.0.0.1:53123/callback";
+
+#[derive(Clone, Default)]
+struct Served {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Option<Duration>,
+}
+
+/// A server of documents on 127.0.0.1 that counts every request it receives.
+#[derive(Clone, Default)]
+struct Documents {
+    served: Arc<Mutex<HashMap<String, Served>>>,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+impl Documents {
+    async fn start() -> (Self, String) {
+        let documents = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(serve)
+            .with_state(documents.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (documents, base)
+    }
+
+    fn set(&self, path: &str, served: Served) {
+        self.served.lock().unwrap().insert(path.to_owned(), served);
+    }
+
+    fn json(&self, path: &str, document: &Value, cache_control: Option<&str>) {
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        if let Some(value) = cache_control {
+            headers.push(("cache-control", value.to_owned()));
+        }
+        self.set(
+            path,
+            Served {
+                status: 200,
+                headers,
+                body: document.to_string(),
+                delay: None,
+            },
+        );
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.lock().unwrap().len()
+    }
+}
+
+async fn serve(State(documents): State<Documents>, uri: Uri) -> AxumResponse {
+    let path = uri.path().to_owned();
+    documents.hits.lock().unwrap().push(path.clone());
+    let served = documents.served.lock().unwrap().get(&path).cloned();
+    let Some(served) = served else {
+        return AxumStatus::NOT_FOUND.into_response();
+    };
+    if let Some(delay) = served.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &served.headers {
+        headers.insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    (
+        AxumStatus::from_u16(served.status).unwrap(),
+        headers,
+        served.body,
+    )
+        .into_response()
+}
+
+fn test_settings() -> CimdSettings {
+    CimdSettings {
+        allow_loopback: true,
+        fetch_timeout: Duration::from_millis(500),
+        max_document_bytes: 5 * 1024,
+        ..CimdSettings::default()
+    }
+}
+
+fn document(client_id: &str) -> Value {
+    json!({
+        "client_id": client_id,
+        "client_name": "Claude Code",
+        "redirect_uris": [REDIRECT, "http://localhost/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+}
+
+/// An authorization request that must end on an error page: 400, never a redirect.
+async fn refused(server: &Server, client_id: &str) -> String {
+    let url = authorize_url(server, client_id, REQUESTED, &pkce().challenge, &[]);
+    let response = server.http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{client_id}");
+    assert!(response.headers().get("location").is_none());
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let html = response.text().await.unwrap();
+    assert!(html.contains("client metadata document"), "{html}");
+    html
+}
+
+/// An authorization request that must reach the sign-in page.
+async fn accepted(server: &Server, client_id: &str) -> String {
+    let url = authorize_url(server, client_id, REQUESTED, &pkce().challenge, &[]);
+    let response = server.http.get(&url).send().await.unwrap();
+    let status = response.status();
+    let html = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Sign in"), "{html}");
+    html
+}
+
+async fn token_refuses(server: &Server, client_id: &str) {
+    let response = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", "whatever"),
+            ("redirect_uri", REQUESTED),
+            ("client_id", client_id),
+            ("code_verifier", &pkce().verifier),
+        ])
+        .await;
+    assert_oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn metadata_advertises_cimd_with_public_clients() {
+    let server = Server::start().await;
+    let body: Value = server
+        .http
+        .get(server.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["client_id_metadata_document_supported"], true);
+    assert_eq!(
+        body["token_endpoint_auth_methods_supported"],
+        json!(["none"])
+    );
+}
+
+#[tokio::test]
+async fn b9_malformed_urls_are_refused_without_a_fetch() {
+    let (documents, base) = Documents::start().await;
+    documents.json("/c", &document(&format!("{base}/c")), None);
+    let server = Server::start_cimd(test_settings()).await;
+    let port = base.rsplit(':').next().unwrap();
+    for bad in [
+        format!("{base}/c#frag"),
+        format!("{base}/c?x=1"),
+        format!("http://user@127.0.0.1:{port}/c"),
+        format!("http://user:pw@127.0.0.1:{port}/c"),
+        format!("{base}/a/../c"),
+        format!("{base}/./c"),
+        format!("{base}/a/%2e%2e/c"),
+        format!("{base}/"),
+        base.clone(),
+        // http is allowed (by the test setting) only on a loopback address.
+        "http://app.example/c".to_owned(),
+        format!("{base}/{}", "x".repeat(2100)),
+    ] {
+        refused(&server, &bad).await;
+        token_refuses(&server, &bad).await;
+    }
+    assert_eq!(documents.hits(), 0, "nothing was fetched");
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM oauth_clients").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn b9_loopback_is_refused_without_the_test_setting() {
+    let (documents, base) = Documents::start().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    for path in ["/c", "/d"] {
+        documents.json(path, &document(&format!("{base}{path}")), None);
+    }
+    let server = Server::start().await;
+    for url in [
+        format!("{base}/c"),
+        format!("https://127.0.0.1:{port}/c"),
+        format!("https://localhost:{port}/d"),
+        format!("https://[::1]:{port}/c"),
+        format!("https://[::ffff:127.0.0.1]:{port}/c"),
+    ] {
+        let html = refused(&server, &url).await;
+        assert!(!html.contains("Sign in"));
+    }
+    assert_eq!(documents.hits(), 0, "no connection reached the server");
+}
+
+#[tokio::test]
+async fn b9_private_and_metadata_addresses_are_refused() {
+    let server = Server::start_cimd(test_settings()).await;
+    for url in [
+        "https://10.0.0.1/client.json",
+        "https://172.16.5.4/client.json",
+        "https://192.168.1.1/client.json",
+        "https://169.254.169.254/latest/meta-data",
+        "https://100.64.0.1/client.json",
+        "https://0.0.0.0/client.json",
+        "https://224.0.0.1/client.json",
+        "https://[fd00:ec2::254]/latest/meta-data",
+        "https://[fe80::1]/client.json",
+        "https://[fc00::1]/client.json",
+        "https://[::ffff:a9fe:a9fe]/client.json",
+    ] {
+        let html = refused(&server, url).await;
+        assert!(
+            html.contains("private, loopback, link-local or reserved address"),
+            "{url}: {html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn b9_redirects_are_checked_and_bounded() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    for (path, target) in [
+        ("/to-metadata", "http://169.254.169.254/latest/meta-data"),
+        ("/to-private", "https://10.0.0.1/client.json"),
+        ("/to-ula", "https://[fd00:ec2::254]/x"),
+        ("/to-http", "http://app.example/client.json"),
+        ("/to-userinfo", "https://user@app.example/client.json"),
+    ] {
+        documents.set(
+            path,
+            Served {
+                status: 302,
+                headers: vec![("location", target.to_owned())],
+                ..Served::default()
+            },
+        );
+        refused(&server, &format!("{base}{path}")).await;
+    }
+    assert_eq!(
+        documents.hits(),
+        5,
+        "one request each; the targets were never fetched"
+    );
+
+    // A loop: at most 3 redirects are followed.
+    documents.set(
+        "/loop",
+        Served {
+            status: 307,
+            headers: vec![("location", "/loop".to_owned())],
+            ..Served::default()
+        },
+    );
+    let html = refused(&server, &format!("{base}/loop")).await;
+    assert!(html.contains("redirects too often"), "{html}");
+    assert_eq!(documents.hits(), 5 + 4);
+
+    // A permitted redirect: the document found there must still name the original URL.
+    let original = format!("{base}/moved");
+    documents.set(
+        "/moved",
+        Served {
+            status: 301,
+            headers: vec![("location", format!("{base}/here"))],
+            ..Served::default()
+        },
+    );
+    documents.json("/here", &document(&original), None);
+    accepted(&server, &original).await;
+}
+
+#[tokio::test]
+async fn b9_size_and_time_are_capped() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+
+    let url = format!("{base}/big");
+    let mut big = document(&url);
+    big["padding"] = json!("x".repeat(6 * 1024));
+    documents.json("/big", &big, None);
+    let html = refused(&server, &url).await;
+    assert!(html.contains("exceeds 5120 bytes"), "{html}");
+
+    let url = format!("{base}/slow");
+    documents.set(
+        "/slow",
+        Served {
+            status: 200,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: document(&url).to_string(),
+            delay: Some(Duration::from_secs(3)),
+        },
+    );
+    let started = std::time::Instant::now();
+    let html = refused(&server, &url).await;
+    assert!(html.contains("timed out"), "{html}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let url = format!("{base}/missing");
+    let html = refused(&server, &url).await;
+    assert!(html.contains("HTTP 404"), "{html}");
+}
+
+#[tokio::test]
+async fn b9_document_rules_and_invalid_documents_are_not_cached() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    let url = format!("{base}/client.json");
+    let cases: Vec<(&str, Value)> = vec![
+        ("client_id is not its URL", {
+            let mut d = document(&url);
+            d["client_id"] = json!(format!("{url}/"));
+            d
+        }),
+        ("client_id is not its URL", {
+            let mut d = document(&url);
+            d.as_object_mut().unwrap().remove("client_id");
+            d
+        }),
+        ("no client_name", {
+            let mut d = document(&url);
+            d.as_object_mut().unwrap().remove("client_name");
+            d
+        }),
+        ("redirect_uris is required", {
+            let mut d = document(&url);
+            d.as_object_mut().unwrap().remove("redirect_uris");
+            d
+        }),
+        ("uses http on a non-loopback host", {
+            let mut d = document(&url);
+            d["redirect_uris"] = json!(["http://evil.example/cb"]);
+            d
+        }),
+        ("scheme \"javascript\" is not allowed", {
+            let mut d = document(&url);
+            d["redirect_uris"] = json!(["javascript:alert(1)"]);
+            d
+        }),
+        ("token_endpoint_auth_method \"none\"", {
+            let mut d = document(&url);
+            d["token_endpoint_auth_method"] = json!("client_secret_basic");
+            d
+        }),
+        ("logo_uri must be an https URL", {
+            let mut d = document(&url);
+            d["logo_uri"] = json!("http://app.example/logo.png");
+            d
+        }),
+        ("client_uri must be an https URL", {
+            let mut d = document(&url);
+            d["client_uri"] = json!("javascript:alert(1)");
+            d
+        }),
+        ("not a JSON object", json!(["a"])),
+    ];
+    let mut expected_hits = 0;
+    for (reason, bad) in &cases {
+        documents.json("/client.json", bad, Some("max-age=3600"));
+        for _ in 0..2 {
+            let html = refused(&server, &url).await;
+            assert!(
+                testkit::oauth::unescape(&html).contains(reason),
+                "{reason}: {html}"
+            );
+            expected_hits += 1;
+            assert_eq!(documents.hits(), expected_hits, "fetched again: {reason}");
+        }
+    }
+    // Not JSON at all.
+    documents.set(
+        "/client.json",
+        Served {
+            status: 200,
+            body: "<html>".into(),
+            ..Served::default()
+        },
+    );
+    refused(&server, &url).await;
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM oauth_clients").await,
+        0,
+        "an invalid document is never stored"
+    );
+    token_refuses(&server, &url).await;
+
+    // Fixed: accepted, and then the redirect URI rules of registration apply (C2/C3).
+    documents.json("/client.json", &document(&url), None);
+    accepted(&server, &url).await;
+    for wrong in [
+        "http://127.0.0.1:53123/other",
+        "https://127.0.0.1:53123/callback",
+        "http://evil.example/callback",
+    ] {
+        let response = server
+            .http
+            .get(authorize_url(&server, &url, wrong, &pkce().challenge, &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get("location").is_none());
+    }
+}
+
+#[tokio::test]
+async fn b9_valid_documents_are_cached_within_bounds() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+
+    let url = format!("{base}/cached.json");
+    documents.json("/cached.json", &document(&url), Some("public, max-age=600"));
+    accepted(&server, &url).await;
+    accepted(&server, &url).await;
+    assert_eq!(documents.hits(), 1, "second authorization within max-age");
+    server.clock.advance(chrono::TimeDelta::seconds(599));
+    accepted(&server, &url).await;
+    assert_eq!(documents.hits(), 1);
+    server.clock.advance(chrono::TimeDelta::seconds(2));
+    accepted(&server, &url).await;
+    assert_eq!(documents.hits(), 2, "fetched again after max-age");
+
+    // no-store and tiny max-age are raised to the 60 s minimum.
+    let url = format!("{base}/nostore.json");
+    documents.json("/nostore.json", &document(&url), Some("no-store"));
+    accepted(&server, &url).await;
+    accepted(&server, &url).await;
+    assert_eq!(documents.hits(), 3);
+    server.clock.advance(chrono::TimeDelta::seconds(61));
+    accepted(&server, &url).await;
+    assert_eq!(documents.hits(), 4);
+
+    // A huge max-age is capped at 24 hours; no header means one hour.
+    let url = format!("{base}/forever.json");
+    documents.json("/forever.json", &document(&url), Some("max-age=99999999"));
+    accepted(&server, &url).await;
+    let url2 = format!("{base}/default.json");
+    documents.json("/default.json", &document(&url2), None);
+    accepted(&server, &url2).await;
+    assert_eq!(documents.hits(), 6);
+    server.clock.advance(chrono::TimeDelta::seconds(3601));
+    accepted(&server, &url).await;
+    accepted(&server, &url2).await;
+    assert_eq!(
+        documents.hits(),
+        7,
+        "the default hour passed; 24 hours did not"
+    );
+    server.clock.advance(chrono::TimeDelta::seconds(24 * 3600));
+    accepted(&server, &url).await;
+    assert_eq!(documents.hits(), 8);
+
+    // A stored document that has expired and now fails is not used.
+    documents.json("/forever.json", &json!({"client_id": "nope"}), None);
+    server
+        .clock
+        .advance(chrono::TimeDelta::seconds(24 * 3600 + 1));
+    refused(&server, &url).await;
+}
+
+/// Signs in through an authorization request for `client_id` and returns the flow.
+async fn signed_in(server: &Server, client_id: &str, email: &str) -> Flow {
+    let mut browser = Browser::default();
+    let signed_in = browser
+        .sign_in(
+            server,
+            &authorize_url(server, client_id, REQUESTED, &pkce().challenge, &[]),
+            email,
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    Flow {
+        client_id: client_id.to_owned(),
+        redirect_uri: REQUESTED.to_owned(),
+        pkce: pkce(),
+        browser,
+    }
+}
+
+#[tokio::test]
+async fn full_flow_with_a_document_client() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    let user = server.user("cimd@example.com", Tier::Pro).await;
+    let url = format!("{base}/oauth/client-metadata.json");
+    documents.json(
+        "/oauth/client-metadata.json",
+        &document(&url),
+        Some("max-age=3600"),
+    );
+
+    let mut flow = signed_in(&server, &url, "cimd@example.com").await;
+    let (_, _, html) = flow.consent_page(&server, "mcp:read mcp:trade").await;
+    assert!(html.contains("Claude Code"), "{html}");
+    assert!(
+        html.contains(r#"<code class="client-host">127.0.0.1</code>"#),
+        "the client_id host is shown: {html}"
+    );
+    assert!(
+        html.contains("loopback-only"),
+        "loopback-only flagged: {html}"
+    );
+    let code = flow.code(&server, "mcp:read mcp:trade", "mcp:trade").await;
+    let response = flow.exchange(&server, &code).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["scope"], "mcp:read mcp:trade");
+    assert_eq!(documents.hits(), 1, "one fetch for the whole flow");
+
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refreshed = flow.refresh(&server, &refresh_token).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let next = refreshed["refresh_token"].as_str().unwrap().to_owned();
+
+    // AI Clients lists it with the document's name.
+    let grants = oauth::grants::list_grants(&server.state, user)
+        .await
+        .unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].client_id, url);
+    assert_eq!(grants[0].client_name.as_deref(), Some("Claude Code"));
+    assert_eq!(grants[0].redirect_uri, REQUESTED);
+
+    // RFC 7009 revocation with the document URL as client_id ends the grant.
+    let revoked = server
+        .form(
+            "/v1/oauth/mcp/revoke",
+            &[
+                ("token", &next),
+                ("token_type_hint", "refresh_token"),
+                ("client_id", &url),
+            ],
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let after = flow.refresh(&server, &next).await;
+    assert_oauth_error(after, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM grants WHERE revoked_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_document_that_drops_a_redirect_uri_stops_new_authorizations_with_it() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    server.user("drop@example.com", Tier::Pro).await;
+    let url = format!("{base}/client.json");
+    documents.json("/client.json", &document(&url), Some("max-age=60"));
+    let mut flow = signed_in(&server, &url, "drop@example.com").await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+
+    // A consent screen shown under the old document …
+    let (transaction, csrf, _) = flow.consent_page(&server, "mcp:read").await;
+    // … and then the document drops the redirect URI in use.
+    let mut changed = document(&url);
+    changed["redirect_uris"] = json!(["https://app.example/callback"]);
+    documents.json("/client.json", &changed, Some("max-age=60"));
+    server.clock.advance(chrono::TimeDelta::seconds(61));
+    let html = {
+        let response = flow
+            .browser
+            .get(
+                &server,
+                &authorize_url(&server, &url, REQUESTED, &pkce().challenge, &[]),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        response.text().await.unwrap()
+    };
+    assert!(html.contains("not registered"), "{html}");
+    let response = flow
+        .browser
+        .post(
+            &server,
+            "/v1/oauth/mcp/consent",
+            &[
+                ("transaction", &transaction),
+                ("csrf", &csrf),
+                ("decision", "allow"),
+                ("scope", "mcp:read"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("no longer registered")
+    );
+
+    // The grant made before the change keeps working until it is revoked (decision).
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        flow.refresh(&server, refresh_token).await.status(),
+        StatusCode::OK
+    );
+    // The new redirect URI works.
+    let response = server
+        .http
+        .get(authorize_url(
+            &server,
+            &url,
+            "https://app.example/callback",
+            &pkce().challenge,
+            &[],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn b10_document_strings_are_escaped_and_hosts_shown() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    server.user("b10@example.com", Tier::Pro).await;
+    let url = format!("{base}/evil.json");
+    let mut evil = document(&url);
+    evil["client_name"] = json!("<script>alert(1)</script>\"'&");
+    evil["redirect_uris"] = json!([REDIRECT, "https://app.example/callback"]);
+    evil["logo_uri"] = json!("https://app.example/logo.png");
+    documents.json("/evil.json", &evil, None);
+
+    let mut flow = signed_in(&server, &url, "b10@example.com").await;
+    let (_, _, html) = flow.consent_page(&server, "mcp:read").await;
+    assert!(!html.contains("<script>alert(1)"), "{html}");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;&#38;"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<code class="client-host">127.0.0.1</code>"#));
+    assert!(
+        !html.contains("loopback-only"),
+        "has an https redirect too: {html}"
+    );
+
+    // The redirect host is what a web redirect shows.
+    let page = flow
+        .browser
+        .get(
+            &server,
+            &authorize_url(
+                &server,
+                &url,
+                "https://app.example/callback",
+                &pkce().challenge,
+                &[],
+            ),
+        )
+        .await;
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<code>app.example</code>"), "{html}");
+    assert!(!hidden(&html, "transaction").is_empty());
+}
+
+#[tokio::test]
+async fn registration_and_document_clients_do_not_mix() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    server.user("mix@example.com", Tier::Pro).await;
+    let url = format!("{base}/client.json");
+    documents.json("/client.json", &document(&url), None);
+    let mut flow = signed_in(&server, &url, "mix@example.com").await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+
+    // A registered client cannot redeem the document client's code (D3).
+    let other = server.client(REDIRECT).await;
+    let response = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REQUESTED),
+            ("client_id", &other),
+            ("code_verifier", &flow.pkce.verifier),
+        ])
+        .await;
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    // Document clients are not counted against the hourly registration limit.
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM registration_events").await,
+        1
+    );
+}
