@@ -5,9 +5,11 @@
 //! The URL's form is checked before anything is fetched. The fetch is SSRF-safe: this module
 //! resolves the name itself, refuses the request if any resolved address is private, loopback,
 //! link-local, unique-local, CGNAT, multicast, unspecified, reserved or a cloud metadata address,
-//! and then opens the TCP connection to a vetted address itself (TLS with the URL's host name);
-//! redirects (at most 3) are followed by hand and each target is checked the same way. The body
-//! is capped while it streams and the whole fetch (all redirects) has one deadline.
+//! and then opens the TCP connection to a vetted address itself (TLS with the URL's host name).
+//! Redirects are never followed (draft §5: "MUST NOT automatically follow HTTP redirects"), so a
+//! redirect to an internal address, or anywhere else, is a refusal. Only `200` with an
+//! `application/json` (or `application/*+json`) body is a document. The body is capped while it
+//! streams and the whole fetch has one deadline.
 //!
 //! A valid document is stored as a row of `oauth_clients` (so grants, codes, tokens, AI Clients
 //! and revocation work unchanged) with `metadata_expires_at` from `Cache-Control: max-age`
@@ -38,11 +40,11 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::crypto::sha256;
 use crate::error::Internal;
+use crate::register::Source;
 use crate::state::OAuthState;
 
 /// Longest accepted document URL.
 pub const MAX_URL: usize = 2000;
-const MAX_REDIRECTS: usize = 3;
 
 /// CIMD settings. Production uses [`CimdSettings::default`].
 #[derive(Debug, Clone)]
@@ -50,7 +52,10 @@ pub struct CimdSettings {
     /// TESTS ONLY: accept `http` and `https` documents on loopback addresses (127.0.0.0/8, ::1)
     /// so tests can serve them. Never set from configuration.
     pub allow_loopback: bool,
-    /// The whole fetch, redirects included.
+    /// TESTS ONLY: answers for these host names instead of DNS (so tests can make a name resolve
+    /// to a private address). Empty in production.
+    pub static_hosts: Vec<(String, Vec<IpAddr>)>,
+    /// The whole fetch: resolution, connection, TLS, response and body.
     pub fetch_timeout: Duration,
     /// Largest document body.
     pub max_document_bytes: usize,
@@ -64,6 +69,7 @@ impl Default for CimdSettings {
     fn default() -> Self {
         Self {
             allow_loopback: false,
+            static_hosts: Vec::new(),
             fetch_timeout: Duration::from_secs(5),
             max_document_bytes: 16 * 1024,
             min_cache: Duration::from_secs(60),
@@ -140,8 +146,20 @@ pub fn validate_url(raw: &str, allow_loopback: bool) -> Result<url::Url, String>
     if !url.username().is_empty() || url.password().is_some() {
         return Err("client_id URL must not contain user information".into());
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("client_id URL has no host".into());
+    match url.host() {
+        None => return Err("client_id URL has no host".into()),
+        // Test setting: loopback addresses (checked again after parsing, below).
+        Some(url::Host::Ipv4(ip)) if allow_loopback && ip.is_loopback() => {}
+        Some(url::Host::Ipv6(ip)) if allow_loopback && ip.is_loopback() => {}
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
+            return Err("client_id URL must name a host, not an IP address".into());
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.');
+            if !name.contains('.') || name == "localhost" || name.ends_with(".localhost") {
+                return Err("client_id URL must name a public host".into());
+            }
+        }
     }
     let path = url.path();
     if path.is_empty() || path == "/" {
@@ -346,12 +364,13 @@ fn validate_document(client_id: &str, body: &[u8]) -> Result<Value, String> {
     }
     let mut without_id = fields.clone();
     without_id.remove("client_id");
-    let mut metadata = crate::register::normalise(&Value::Object(without_id)).map_err(|err| {
-        format!(
-            "the client metadata document is invalid: {}",
-            err.description()
-        )
-    })?;
+    let mut metadata = crate::register::normalise(&Value::Object(without_id), Source::Document)
+        .map_err(|err| {
+            format!(
+                "the client metadata document is invalid: {}",
+                err.description()
+            )
+        })?;
     if let Value::Object(map) = &mut metadata {
         map.insert("client_id".into(), json!(client_id));
     }
@@ -382,68 +401,58 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Fetcher {
     /// Fetches the document: body and `max-age`. Errors are sentences for the error page.
-    async fn fetch(&self, start: url::Url) -> Result<(Vec<u8>, Option<Duration>), String> {
-        let mut url = start;
-        for _ in 0..=MAX_REDIRECTS {
-            let response = self.get(&url).await?;
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(hyper::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or("the client metadata document redirects without a Location")?;
-                let next = url
-                    .join(location)
-                    .map_err(|_| "the client metadata document redirects to an invalid URL")?;
-                let loopback_http = self.settings.allow_loopback && next.scheme() == "http";
-                if next.scheme() != "https" && !loopback_http {
-                    return Err("the client metadata document redirects to a non-https URL".into());
-                }
-                if !next.username().is_empty() || next.password().is_some() {
-                    return Err(
-                        "the client metadata document redirects to a URL with user information"
-                            .into(),
-                    );
-                }
-                url = next;
-                continue;
-            }
-            if status != hyper::StatusCode::OK {
-                return Err(format!(
-                    "the client metadata document URL answered HTTP {}",
-                    status.as_u16()
-                ));
-            }
-            let max_age = response
-                .headers()
-                .get(hyper::header::CACHE_CONTROL)
-                .and_then(|v| v.to_str().ok())
-                .and_then(max_age);
-            let cap = self.settings.max_document_bytes;
-            let too_large = || format!("the client metadata document exceeds {cap} bytes");
-            let declared = response
-                .headers()
-                .get(hyper::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > cap as u64) {
-                return Err(too_large());
-            }
-            let mut body = response.into_body();
-            let mut bytes = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|_| "reading the client metadata document failed")?;
-                if let Ok(data) = frame.into_data() {
-                    if bytes.len() + data.len() > cap {
-                        return Err(too_large());
-                    }
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            return Ok((bytes, max_age));
+    async fn fetch(&self, url: url::Url) -> Result<(Vec<u8>, Option<Duration>), String> {
+        let response = self.get(&url).await?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(format!(
+                "the client metadata document URL redirects (HTTP {}); redirects are not followed",
+                status.as_u16()
+            ));
         }
-        Err("the client metadata document redirects too often".into())
+        if status != hyper::StatusCode::OK {
+            return Err(format!(
+                "the client metadata document URL answered HTTP {}",
+                status.as_u16()
+            ));
+        }
+        let headers = response.headers();
+        let is_json = headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err("the client metadata document is not served as application/json".into());
+        }
+        let max_age = headers
+            .get(hyper::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        let cap = self.settings.max_document_bytes;
+        let too_large = || format!("the client metadata document exceeds {cap} bytes");
+        let declared = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(too_large());
+        }
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| "reading the client metadata document failed")?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > cap {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok((bytes, max_age))
     }
 
     /// One GET to a vetted address.
@@ -454,12 +463,20 @@ impl Fetcher {
         let addresses: Vec<SocketAddr> = match &host {
             url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), port)],
             url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(*ip), port)],
-            url::Host::Domain(name) => tokio::net::lookup_host((*name, port))
-                .await
-                .map_err(|_| {
-                    format!("the host {name} of the client metadata document does not resolve")
-                })?
-                .collect(),
+            url::Host::Domain(name) => match self
+                .settings
+                .static_hosts
+                .iter()
+                .find(|(host, _)| host == name)
+            {
+                Some((_, ips)) => ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+                None => tokio::net::lookup_host((*name, port))
+                    .await
+                    .map_err(|_| {
+                        format!("the host {name} of the client metadata document does not resolve")
+                    })?
+                    .collect(),
+            },
         };
         if addresses.is_empty() {
             return Err("the client metadata document host has no address".into());
@@ -545,10 +562,19 @@ mod tests {
             "https://app.example:443/c",
             "https://app.example/c d",
             "http://127.0.0.1:8080/c",
+            "https://127.0.0.1/c",
+            "https://2130706433/c",
+            "https://0x7f.0.0.1/c",
+            "https://[::1]/c",
+            "https://localhost/c",
+            "https://a.localhost/c",
+            "https://intranet/c",
+            "HTTPS://app.example/c",
         ] {
             assert!(validate_url(bad, false).is_err(), "{bad} accepted");
         }
         assert!(validate_url("http://127.0.0.1:8080/c", true).is_ok());
+        assert!(validate_url("https://10.0.0.1/c", true).is_err());
         assert!(validate_url("http://app.example/c", true).is_err());
         assert!(
             validate_url(&format!("https://a.example/{}", "x".repeat(MAX_URL)), false).is_err()

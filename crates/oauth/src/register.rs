@@ -27,6 +27,7 @@ use crate::state::OAuthState;
 /// Largest registration body.
 pub const MAX_BODY: usize = 16 * 1024;
 const MAX_REDIRECT_URIS: usize = 10;
+const MAX_DOCUMENT_REDIRECT_URIS: usize = 20;
 const MAX_STRING: usize = 2000;
 const MAX_NAME: usize = 200;
 const MAX_FIELDS: usize = 40;
@@ -60,7 +61,7 @@ pub async fn post_register(
     let request: Value = serde_json::from_slice(&body).map_err(|err| {
         OAuthError::invalid_client_metadata(format!("body is not valid JSON: {err}"))
     })?;
-    let metadata = normalise(&request)?;
+    let metadata = normalise(&request, Source::Registration)?;
 
     let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
     let ip_bucket = bucket(ip);
@@ -171,8 +172,19 @@ fn registered(client_id: &str, issued_at: DateTime<Utc>, metadata: Value) -> Res
     response
 }
 
+/// Where client metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// An RFC 7591 registration request.
+    Registration,
+    /// A Client ID Metadata Document: written once for every authorization server, so grant
+    /// types and scopes this server does not support are ignored rather than refused (Claude's
+    /// document lists the JWT bearer grant), and it may list more redirect URIs.
+    Document,
+}
+
 /// Validates the request and returns the metadata this server stores and echoes.
-pub(crate) fn normalise(request: &Value) -> Result<Value, OAuthError> {
+pub(crate) fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
     let Value::Object(fields) = request else {
         return Err(OAuthError::invalid_client_metadata(
             "body must be a JSON object",
@@ -198,9 +210,13 @@ pub(crate) fn normalise(request: &Value) -> Result<Value, OAuthError> {
             ));
         }
     };
-    if uris.len() > MAX_REDIRECT_URIS {
+    let max_redirect_uris = match source {
+        Source::Registration => MAX_REDIRECT_URIS,
+        Source::Document => MAX_DOCUMENT_REDIRECT_URIS,
+    };
+    if uris.len() > max_redirect_uris {
         return Err(OAuthError::invalid_redirect_uri(format!(
-            "at most {MAX_REDIRECT_URIS} redirect_uris"
+            "at most {max_redirect_uris} redirect_uris"
         )));
     }
     let mut redirect_uris = Vec::new();
@@ -231,8 +247,11 @@ pub(crate) fn normalise(request: &Value) -> Result<Value, OAuthError> {
     }
     out.insert("token_endpoint_auth_method".into(), json!("none"));
 
-    let grant_types = string_list(fields, "grant_types")?
+    let mut grant_types = string_list(fields, "grant_types")?
         .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    if source == Source::Document {
+        grant_types.retain(|g| matches!(g.as_str(), "authorization_code" | "refresh_token"));
+    }
     for grant in &grant_types {
         if !matches!(grant.as_str(), "authorization_code" | "refresh_token") {
             return Err(OAuthError::invalid_client_metadata(format!(
@@ -256,7 +275,10 @@ pub(crate) fn normalise(request: &Value) -> Result<Value, OAuthError> {
     }
     out.insert("response_types".into(), json!(response_types));
 
-    if let Some(scope) = fields.get("scope") {
+    if let Some(scope) = fields
+        .get("scope")
+        .filter(|_| source == Source::Registration)
+    {
         let scope = scope
             .as_str()
             .ok_or_else(|| OAuthError::invalid_client_metadata("scope must be a string"))?;
@@ -301,6 +323,9 @@ pub(crate) fn normalise(request: &Value) -> Result<Value, OAuthError> {
     // Everything else is tolerated and neither stored nor echoed (RFC 7591 §2: ignore what is
     // not understood), but bounded like the rest.
     for (key, value) in fields {
+        if source == Source::Document && key == "redirect_uris" {
+            continue; // each checked above, and the document's size is capped
+        }
         if key.len() > 100 || value.to_string().len() > MAX_STRING * 2 {
             return Err(OAuthError::invalid_client_metadata(format!(
                 "field {key:?} is too large"

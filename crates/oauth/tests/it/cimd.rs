@@ -26,6 +26,8 @@ struct Served {
     headers: Vec<(&'static str, String)>,
     body: String,
     delay: Option<Duration>,
+    /// Sent in 1 KiB chunks without a Content-Length.
+    chunked: bool,
 }
 
 /// A server of documents on 127.0.0.1 that counts every request it receives.
@@ -64,7 +66,7 @@ impl Documents {
                 status: 200,
                 headers,
                 body: document.to_string(),
-                delay: None,
+                ..Served::default()
             },
         );
     }
@@ -88,12 +90,18 @@ async fn serve(State(documents): State<Documents>, uri: Uri) -> AxumResponse {
     for (name, value) in &served.headers {
         headers.insert(*name, HeaderValue::from_str(value).unwrap());
     }
-    (
-        AxumStatus::from_u16(served.status).unwrap(),
-        headers,
-        served.body,
-    )
-        .into_response()
+    let status = AxumStatus::from_u16(served.status).unwrap();
+    if served.chunked {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = served
+            .body
+            .into_bytes()
+            .chunks(1024)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        return (status, headers, body).into_response();
+    }
+    (status, headers, served.body).into_response()
 }
 
 fn test_settings() -> CimdSettings {
@@ -201,103 +209,129 @@ async fn b9_malformed_urls_are_refused_without_a_fetch() {
     );
 }
 
+fn resolving(names: &[(&str, &[&str])]) -> CimdSettings {
+    CimdSettings {
+        static_hosts: names
+            .iter()
+            .map(|(name, ips)| {
+                (
+                    (*name).to_owned(),
+                    ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+                )
+            })
+            .collect(),
+        fetch_timeout: Duration::from_millis(500),
+        ..CimdSettings::default()
+    }
+}
+
 #[tokio::test]
 async fn b9_loopback_is_refused_without_the_test_setting() {
     let (documents, base) = Documents::start().await;
     let port = base.rsplit(':').next().unwrap().to_owned();
-    for path in ["/c", "/d"] {
-        documents.json(path, &document(&format!("{base}{path}")), None);
-    }
-    let server = Server::start().await;
-    for url in [
-        format!("{base}/c"),
-        format!("https://127.0.0.1:{port}/c"),
-        format!("https://localhost:{port}/d"),
-        format!("https://[::1]:{port}/c"),
-        format!("https://[::ffff:127.0.0.1]:{port}/c"),
+    documents.json("/c", &document(&format!("{base}/c")), None);
+    let server = Server::start_cimd(resolving(&[
+        ("loopback.example", &["127.0.0.1"]),
+        ("loopback6.example", &["::1"]),
+    ]))
+    .await;
+    for (url, reason) in [
+        (format!("{base}/c"), "must use https"),
+        (format!("https://127.0.0.1:{port}/c"), "not an IP address"),
+        (format!("https://[::1]:{port}/c"), "not an IP address"),
+        (format!("https://localhost:{port}/c"), "public host"),
+        (format!("https://2130706433:{port}/c"), "not an IP address"),
+        (
+            format!("https://loopback.example:{port}/c"),
+            "private, loopback, link-local or reserved address",
+        ),
+        (
+            format!("https://loopback6.example:{port}/c"),
+            "private, loopback, link-local or reserved address",
+        ),
     ] {
         let html = refused(&server, &url).await;
-        assert!(!html.contains("Sign in"));
+        assert!(html.contains(reason), "{url}: {html}");
+        token_refuses(&server, &url).await;
     }
     assert_eq!(documents.hits(), 0, "no connection reached the server");
 }
 
 #[tokio::test]
-async fn b9_private_and_metadata_addresses_are_refused() {
-    let server = Server::start_cimd(test_settings()).await;
-    for url in [
-        "https://10.0.0.1/client.json",
-        "https://172.16.5.4/client.json",
-        "https://192.168.1.1/client.json",
-        "https://169.254.169.254/latest/meta-data",
-        "https://100.64.0.1/client.json",
-        "https://0.0.0.0/client.json",
-        "https://224.0.0.1/client.json",
-        "https://[fd00:ec2::254]/latest/meta-data",
-        "https://[fe80::1]/client.json",
-        "https://[fc00::1]/client.json",
-        "https://[::ffff:a9fe:a9fe]/client.json",
-    ] {
-        let html = refused(&server, url).await;
+async fn b9_private_and_metadata_addresses_are_refused_after_resolution() {
+    let names: &[(&str, &[&str])] = &[
+        ("ten.example", &["10.0.0.1"]),
+        ("rfc1918.example", &["172.16.5.4"]),
+        ("home.example", &["192.168.1.1"]),
+        ("metadata.example", &["169.254.169.254"]),
+        ("cgnat.example", &["100.64.0.1"]),
+        ("zero.example", &["0.0.0.0"]),
+        ("multicast.example", &["224.0.0.1"]),
+        ("ec2v6.example", &["fd00:ec2::254"]),
+        ("linklocal6.example", &["fe80::1"]),
+        ("ula.example", &["fc00::1"]),
+        ("mapped.example", &["::ffff:169.254.169.254"]),
+        ("nat64.example", &["64:ff9b::a9fe:a9fe"]),
+        // A public and a private answer together: refused, not raced.
+        ("rebind.example", &["93.184.216.34", "10.0.0.1"]),
+    ];
+    let server = Server::start_cimd(resolving(names)).await;
+    for (name, _) in names {
+        let url = format!("https://{name}/client.json");
+        let html = refused(&server, &url).await;
         assert!(
             html.contains("private, loopback, link-local or reserved address"),
             "{url}: {html}"
         );
     }
+    // Addresses written in the URL are refused by form, before any resolution.
+    for url in [
+        "https://10.0.0.1/client.json",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[fd00:ec2::254]/latest/meta-data",
+        "https://[::ffff:a9fe:a9fe]/client.json",
+    ] {
+        let html = refused(&server, url).await;
+        assert!(html.contains("not an IP address"), "{url}: {html}");
+    }
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM oauth_clients").await,
+        0
+    );
 }
 
 #[tokio::test]
-async fn b9_redirects_are_checked_and_bounded() {
+async fn b9_redirects_are_never_followed() {
     let (documents, base) = Documents::start().await;
     let server = Server::start_cimd(test_settings()).await;
-    for (path, target) in [
-        ("/to-metadata", "http://169.254.169.254/latest/meta-data"),
-        ("/to-private", "https://10.0.0.1/client.json"),
-        ("/to-ula", "https://[fd00:ec2::254]/x"),
-        ("/to-http", "http://app.example/client.json"),
-        ("/to-userinfo", "https://user@app.example/client.json"),
-    ] {
-        documents.set(
-            path,
-            Served {
-                status: 302,
-                headers: vec![("location", target.to_owned())],
-                ..Served::default()
-            },
-        );
-        refused(&server, &format!("{base}{path}")).await;
-    }
-    assert_eq!(
-        documents.hits(),
-        5,
-        "one request each; the targets were never fetched"
-    );
-
-    // A loop: at most 3 redirects are followed.
-    documents.set(
-        "/loop",
-        Served {
-            status: 307,
-            headers: vec![("location", "/loop".to_owned())],
-            ..Served::default()
-        },
-    );
-    let html = refused(&server, &format!("{base}/loop")).await;
-    assert!(html.contains("redirects too often"), "{html}");
-    assert_eq!(documents.hits(), 5 + 4);
-
-    // A permitted redirect: the document found there must still name the original URL.
     let original = format!("{base}/moved");
-    documents.set(
-        "/moved",
-        Served {
-            status: 301,
-            headers: vec![("location", format!("{base}/here"))],
-            ..Served::default()
-        },
-    );
     documents.json("/here", &document(&original), None);
-    accepted(&server, &original).await;
+    let targets = [
+        (
+            "/to-metadata",
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+        ),
+        ("/to-private", "https://10.0.0.1/client.json".to_owned()),
+        ("/to-ula", "https://[fd00:ec2::254]/x".to_owned()),
+        ("/moved", format!("{base}/here")),
+    ];
+    for (path, target) in &targets {
+        for status in [301, 302, 303, 307, 308] {
+            documents.set(
+                path,
+                Served {
+                    status,
+                    headers: vec![("location", target.clone())],
+                    ..Served::default()
+                },
+            );
+            let html = refused(&server, &format!("{base}{path}")).await;
+            assert!(html.contains("redirects are not followed"), "{html}");
+        }
+    }
+    let hits = documents.hits.lock().unwrap().clone();
+    assert_eq!(hits.len(), targets.len() * 5);
+    assert!(!hits.contains(&"/here".to_owned()), "targets never fetched");
 }
 
 #[tokio::test]
@@ -312,6 +346,36 @@ async fn b9_size_and_time_are_capped() {
     let html = refused(&server, &url).await;
     assert!(html.contains("exceeds 5120 bytes"), "{html}");
 
+    // Without a Content-Length: counted while it streams.
+    let url = format!("{base}/chunked");
+    let mut big = document(&url);
+    big["padding"] = json!("x".repeat(6 * 1024));
+    documents.set(
+        "/chunked",
+        Served {
+            status: 200,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: big.to_string(),
+            chunked: true,
+            ..Served::default()
+        },
+    );
+    let html = refused(&server, &url).await;
+    assert!(html.contains("exceeds 5120 bytes"), "{html}");
+    // A document under the cap, streamed, is accepted.
+    let url = format!("{base}/chunked-ok");
+    documents.set(
+        "/chunked-ok",
+        Served {
+            status: 200,
+            headers: vec![("content-type", "application/json; charset=utf-8".to_owned())],
+            body: document(&url).to_string(),
+            chunked: true,
+            ..Served::default()
+        },
+    );
+    accepted(&server, &url).await;
+
     let url = format!("{base}/slow");
     documents.set(
         "/slow",
@@ -320,6 +384,7 @@ async fn b9_size_and_time_are_capped() {
             headers: vec![("content-type", "application/json".to_owned())],
             body: document(&url).to_string(),
             delay: Some(Duration::from_secs(3)),
+            ..Served::default()
         },
     );
     let started = std::time::Instant::now();
@@ -398,20 +463,54 @@ async fn b9_document_rules_and_invalid_documents_are_not_cached() {
             assert_eq!(documents.hits(), expected_hits, "fetched again: {reason}");
         }
     }
-    // Not JSON at all.
+    // Not JSON, or not served as JSON.
+    for (content_type, body, reason) in [
+        (
+            Some("application/json"),
+            "<html>".to_owned(),
+            "not valid JSON",
+        ),
+        (
+            Some("text/html"),
+            document(&url).to_string(),
+            "application/json",
+        ),
+        (
+            Some("text/plain"),
+            document(&url).to_string(),
+            "application/json",
+        ),
+        (None, document(&url).to_string(), "application/json"),
+    ] {
+        documents.set(
+            "/client.json",
+            Served {
+                status: 200,
+                headers: content_type
+                    .map(|t| vec![("content-type", t.to_owned())])
+                    .unwrap_or_default(),
+                body,
+                ..Served::default()
+            },
+        );
+        let html = refused(&server, &url).await;
+        assert!(html.contains(reason), "{reason}: {html}");
+    }
+    // A more specific JSON type is fine.
     documents.set(
-        "/client.json",
+        "/other.json",
         Served {
             status: 200,
-            body: "<html>".into(),
+            headers: vec![("content-type", "application/oauth-client+json".to_owned())],
+            body: document(&format!("{base}/other.json")).to_string(),
             ..Served::default()
         },
     );
-    refused(&server, &url).await;
+    accepted(&server, &format!("{base}/other.json")).await;
     assert_eq!(
         count(&server, "SELECT count(*) FROM oauth_clients").await,
-        0,
-        "an invalid document is never stored"
+        1,
+        "an invalid document is never stored (only other.json is)"
     );
     token_refuses(&server, &url).await;
 
@@ -723,4 +822,81 @@ async fn registration_and_document_clients_do_not_mix() {
         count(&server, "SELECT count(*) FROM registration_events").await,
         1
     );
+}
+
+#[tokio::test]
+async fn real_client_documents_are_accepted() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(test_settings()).await;
+    // Claude's document lists a grant this server does not support; ChatGPT-style documents may
+    // carry a scope of their own. Both are ignored, not refused.
+    let url = format!("{base}/oauth/mcp-oauth-client-metadata");
+    documents.json(
+        "/oauth/mcp-oauth-client-metadata",
+        &json!({
+            "client_id": url,
+            "client_name": "Claude",
+            "client_uri": "https://claude.ai",
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+            "grant_types": [
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            ],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "scope": "openid profile",
+        }),
+        None,
+    );
+    let response = server
+        .http
+        .get(authorize_url(
+            &server,
+            &url,
+            "https://claude.ai/api/mcp/auth_callback",
+            &pkce().challenge,
+            &[],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored: Value = sqlx::query_scalar("SELECT metadata FROM oauth_clients")
+        .fetch_one(&server.db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert!(stored.get("scope").is_none());
+
+    // Claude Code's: portless loopback redirect URIs, no application_type (CLIENTS row 3).
+    let url = format!("{base}/oauth/claude-code-client-metadata");
+    documents.json(
+        "/oauth/claude-code-client-metadata",
+        &json!({
+            "client_id": url,
+            "client_name": "Claude Code",
+            "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }),
+        None,
+    );
+    let response = server
+        .http
+        .get(authorize_url(
+            &server,
+            &url,
+            "http://localhost:8080/callback",
+            &pkce().challenge,
+            &[],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
