@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::crypto::sha256;
@@ -55,6 +55,8 @@ pub struct CimdSettings {
     /// TESTS ONLY: answers for these host names instead of DNS (so tests can make a name resolve
     /// to a private address). Empty in production.
     pub static_hosts: Vec<(String, Vec<IpAddr>)>,
+    /// TESTS ONLY: DER certificates trusted besides the Mozilla root set. Empty in production.
+    pub extra_roots: Vec<Vec<u8>>,
     /// The whole fetch: resolution, connection, TLS, response and body.
     pub fetch_timeout: Duration,
     /// Largest document body.
@@ -70,6 +72,7 @@ impl Default for CimdSettings {
         Self {
             allow_loopback: false,
             static_hosts: Vec::new(),
+            extra_roots: Vec::new(),
             fetch_timeout: Duration::from_secs(5),
             max_document_bytes: 16 * 1024,
             min_cache: Duration::from_secs(60),
@@ -96,9 +99,14 @@ impl std::fmt::Debug for Fetcher {
 
 impl Fetcher {
     pub(crate) fn new(settings: CimdSettings) -> Result<Self, Internal> {
-        let roots = RootCertStore {
+        let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        for der in &settings.extra_roots {
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|err| Internal::new(format!("CIMD test root: {err}")))?;
+        }
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

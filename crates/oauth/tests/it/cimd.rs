@@ -900,3 +900,116 @@ async fn real_client_documents_are_accepted() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// An https document server on 127.0.0.1 with a certificate for `name`, serving
+/// `document(port)`; returns the port, the certificate (DER) and the request heads it received.
+async fn tls_documents(
+    name: &str,
+    document: impl Fn(u16) -> String,
+) -> (u16, Vec<u8>, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = document(port);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let heads = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let heads = heads.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    heads.lock().unwrap().push("TLS handshake failed".into());
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Cache-Control: max-age=300\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, cert.to_vec(), seen)
+}
+
+#[tokio::test]
+async fn https_documents_are_fetched_over_verified_tls_from_the_vetted_address() {
+    let name = "docs.cimd-test.example";
+    let url_for = |port: u16| format!("https://{name}:{port}/oauth/client.json");
+    let (port, cert, heads) =
+        tls_documents(name, |port| document(&url_for(port)).to_string()).await;
+    let url = url_for(port);
+    let settings = |roots: Vec<Vec<u8>>| CimdSettings {
+        allow_loopback: true,
+        static_hosts: vec![(name.to_owned(), vec!["127.0.0.1".parse().unwrap()])],
+        extra_roots: roots,
+        fetch_timeout: Duration::from_secs(2),
+        ..CimdSettings::default()
+    };
+
+    // Trusted certificate: fetched, with the host name for SNI and Host.
+    let server = Server::start_cimd(settings(vec![cert])).await;
+    accepted(&server, &url).await;
+    {
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert!(
+            heads[0].starts_with("GET /oauth/client.json HTTP/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains(&format!("host: {name}:{port}\r\n")),
+            "{}",
+            heads[0]
+        );
+    }
+
+    // A certificate nobody vouches for: refused.
+    let server = Server::start_cimd(settings(Vec::new())).await;
+    let html = refused(&server, &url).await;
+    assert!(html.contains("TLS"), "{html}");
+
+    // A certificate for another name: refused.
+    let (other_port, other_cert, _) = tls_documents("elsewhere.example", |port| {
+        document(&url_for(port)).to_string()
+    })
+    .await;
+    let server = Server::start_cimd(settings(vec![other_cert])).await;
+    let html = refused(&server, &url_for(other_port)).await;
+    assert!(html.contains("TLS"), "{html}");
+}
