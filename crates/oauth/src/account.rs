@@ -400,6 +400,8 @@ async fn post_sign_out(
 struct ClientRow {
     grant_id: Uuid,
     name: String,
+    /// For a client identified by a metadata document: the document URL's host.
+    identified_by: Option<String>,
     trade: bool,
     redirect_host: String,
     created_ago: String,
@@ -420,6 +422,8 @@ fn client_row(now: DateTime<Utc>, grant: GrantSummary) -> ClientRow {
     let last_used = grant.last_used_at.map(|at| when(now, at));
     ClientRow {
         grant_id: grant.grant_id,
+        identified_by: crate::cimd::is_url(&grant.client_id)
+            .then(|| redirect_uri::display_host(&grant.client_id)),
         name: grant.client_name.unwrap_or(grant.client_id),
         trade: grant.scope == crate::scope::TRADE,
         redirect_host: redirect_uri::display_host(&grant.redirect_uri),

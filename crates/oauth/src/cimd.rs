@@ -40,6 +40,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::crypto::sha256;
 use crate::error::Internal;
+use crate::events::{self, Kind, Origin};
 use crate::register::Source;
 use crate::state::OAuthState;
 
@@ -314,7 +315,7 @@ pub(crate) async fn resolve(
     };
     let mut dedup = b"cimd\n".to_vec();
     dedup.extend_from_slice(client_id.as_bytes());
-    let stored = sqlx::query(
+    let stored: Option<bool> = sqlx::query_scalar(
         "INSERT INTO oauth_clients
             (client_id, metadata, dedup_key, client_name, redirect_uris, registered_ip, created_at,
              metadata_fetched_at, metadata_expires_at)
@@ -324,7 +325,8 @@ pub(crate) async fn resolve(
             redirect_uris = EXCLUDED.redirect_uris,
             metadata_fetched_at = EXCLUDED.metadata_fetched_at,
             metadata_expires_at = EXCLUDED.metadata_expires_at
-         WHERE oauth_clients.metadata_fetched_at IS NOT NULL",
+         WHERE oauth_clients.metadata_fetched_at IS NOT NULL
+         RETURNING (xmax = 0) AS inserted",
     )
     .bind(client_id)
     .bind(&metadata)
@@ -333,12 +335,30 @@ pub(crate) async fn resolve(
     .bind(&client.redirect_uris)
     .bind(now)
     .bind(expires_at)
-    .execute(state.db())
+    .fetch_optional(state.db())
     .await?;
-    if stored.rows_affected() != 1 {
+    let Some(inserted) = stored else {
         return Ok(Err(
             "this client_id is already used by another client".into()
         ));
+    };
+    if inserted {
+        events::record(
+            state.db(),
+            Kind::ClientRegistered,
+            Some(client_id),
+            None,
+            &Origin {
+                ip: None,
+                user_agent: None,
+            },
+            json!({
+                "source": "client_id_metadata_document",
+                "client_name": client.client_name,
+                "redirect_uris": client.redirect_uris,
+            }),
+        )
+        .await;
     }
     Ok(Ok(client))
 }

@@ -637,6 +637,15 @@ async fn full_flow_with_a_document_client() {
     let tokens: Value = response.json().await.unwrap();
     assert_eq!(tokens["scope"], "mcp:read mcp:trade");
     assert_eq!(documents.hits(), 1, "one fetch for the whole flow");
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'client_registered'
+             AND detail->>'source' = 'client_id_metadata_document'"
+        )
+        .await,
+        1
+    );
 
     let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
     let refreshed = flow.refresh(&server, &refresh_token).await;
