@@ -46,6 +46,7 @@ use crate::state::OAuthState;
 
 /// Longest accepted document URL.
 pub const MAX_URL: usize = 2000;
+const MAX_CONCURRENT_FETCHES: usize = 32;
 
 /// CIMD settings. Production uses [`CimdSettings::default`].
 #[derive(Debug, Clone)]
@@ -88,6 +89,9 @@ impl Default for CimdSettings {
 pub(crate) struct Fetcher {
     settings: CimdSettings,
     tls: TlsConnector,
+    /// Fetches in flight on this replica: authorization requests cannot make it open
+    /// connections without bound.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -117,6 +121,7 @@ impl Fetcher {
         Ok(Self {
             settings,
             tls: TlsConnector::from(Arc::new(config)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
         })
     }
 }
@@ -430,6 +435,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 impl Fetcher {
     /// Fetches the document: body and `max-age`. Errors are sentences for the error page.
     async fn fetch(&self, url: url::Url) -> Result<(Vec<u8>, Option<Duration>), String> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "client metadata documents cannot be fetched now")?;
         let response = self.get(&url).await?;
         let status = response.status();
         if status.is_redirection() {
@@ -539,11 +549,15 @@ impl Fetcher {
         } else {
             Box::new(tcp)
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(64 * 1024)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|_| "HTTP with the client metadata document host failed")?;
+        // The connection never outlives the fetch's deadline, whatever the peer does.
+        let deadline = self.settings.fetch_timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = tokio::time::timeout(deadline, connection).await;
         });
         let authority = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
