@@ -389,7 +389,11 @@ fn validate_document(client_id: &str, body: &[u8]) -> Result<Value, String> {
             );
         }
     }
-    if !fields.get("client_name").is_some_and(Value::is_string) {
+    let named = fields
+        .get("client_name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| !name.trim().is_empty());
+    if !named {
         return Err("the client metadata document has no client_name".into());
     }
     if fields.contains_key("client_secret") || fields.contains_key("client_secret_expires_at") {

@@ -358,6 +358,13 @@ fn string_list(fields: &Map<String, Value>, key: &str) -> Result<Option<Vec<Stri
     }
 }
 
+/// Control characters, and the invisible and direction-changing characters that make a name
+/// read as something else on the consent screen.
+fn deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 fn optional_string(
     fields: &Map<String, Value>,
     key: &str,
@@ -365,7 +372,7 @@ fn optional_string(
 ) -> Result<Option<String>, OAuthError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max && !s.chars().any(char::is_control) => {
+        Some(Value::String(s)) if s.chars().count() <= max && !s.chars().any(deceptive) => {
             Ok(Some(s.clone()))
         }
         Some(Value::String(_)) => Err(OAuthError::invalid_client_metadata(format!(

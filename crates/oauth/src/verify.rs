@@ -287,11 +287,15 @@ pub(crate) fn spawn_revocation_listener(state: &OAuthState) {
     let state = state.clone();
     tokio::spawn(async move {
         loop {
-            match listen(&state).await {
-                Ok(()) => {}
-                Err(err) => tracing::warn!(error = %err, "revocation listener lost; reconnecting"),
-            }
+            let outcome = listen(&state).await;
             state.inner.grants.reset(false);
+            // The server is shutting down: nothing left to listen for.
+            if state.inner.db.is_closed() {
+                return;
+            }
+            if let Err(err) = outcome {
+                tracing::warn!(error = %err, "revocation listener lost; reconnecting");
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
@@ -313,7 +317,7 @@ async fn reload_keys(state: &OAuthState) {
 pub(crate) fn spawn_key_refresh(state: &OAuthState) {
     let state = state.clone();
     tokio::spawn(async move {
-        loop {
+        while !state.inner.db.is_closed() {
             tokio::time::sleep(KEY_REFRESH).await;
             reload_keys(&state).await;
         }

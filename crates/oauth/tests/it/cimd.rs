@@ -418,6 +418,24 @@ async fn b9_document_rules_and_invalid_documents_are_not_cached() {
             d.as_object_mut().unwrap().remove("client_name");
             d
         }),
+        ("no client_name", {
+            let mut d = document(&url);
+            d["client_name"] = json!("  ");
+            d
+        }),
+        ("client_name must be at most 200 characters", {
+            let mut d = document(&url);
+            d["client_name"] = json!("x".repeat(201));
+            d
+        }),
+        (
+            "client_name must be at most 200 characters without control characters",
+            {
+                let mut d = document(&url);
+                d["client_name"] = json!("Claude\u{202e}edoC");
+                d
+            },
+        ),
         ("redirect_uris is required", {
             let mut d = document(&url);
             d.as_object_mut().unwrap().remove("redirect_uris");
