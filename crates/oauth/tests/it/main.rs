@@ -1,5 +1,5 @@
-//! The OAuth behaviours of OAUTH-CHECKLIST.md (groups A–H, without CIMD), over real HTTP on
-//! loopback against real PostgreSQL.
+//! The OAuth behaviours of OAUTH-CHECKLIST.md (groups A–H; CIMD's B9 and B10 in cimd.rs), over
+//! real HTTP on loopback against real PostgreSQL.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
