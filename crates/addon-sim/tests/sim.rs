@@ -43,6 +43,7 @@ async fn the_simulator_answers_tools_with_consistent_state() {
     let (_, key) = addon_bridge::keys::create(&db, user_id).await.unwrap();
 
     let mut changes = bridge.presence_changes();
+    let scripts_dir = testkit::scratch_dir("addon-sim");
     let options = addon_sim::Options {
         url: format!("ws://{addr}/v1/addon/ws"),
         key,
@@ -51,7 +52,7 @@ async fn the_simulator_answers_tools_with_consistent_state() {
         never_answer: vec![],
         drop_on: None,
         backtest: Duration::from_millis(10),
-        scripts_dir: testkit::scratch_dir("addon-sim"),
+        scripts_dir: scripts_dir.clone(),
     };
     let sim = Arc::new(Mutex::new(
         addon_sim::Sim::new(options.scripts_dir.clone(), options.backtest).unwrap(),
@@ -138,4 +139,5 @@ async fn the_simulator_answers_tools_with_consistent_state() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stored, 2);
+    std::fs::remove_dir_all(&scripts_dir).ok();
 }
