@@ -3,33 +3,9 @@
 //! never an MCP token in place of the session.
 
 use serde_json::Value;
-use store::users::Tier;
 use testkit::oauth::{Browser, Endpoint, Flow, PASSWORD, hidden, location};
 
-use crate::support::{ServerProcess, run, stderr};
-
-async fn server_with_user(email: &str) -> (testkit::TestDb, ServerProcess, Endpoint) {
-    let db = testkit::TestDb::new().await;
-    let url = db.url();
-    let env = [("DATABASE_URL", url.as_str())];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            email,
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
-    let server = ServerProcess::start("serve", &env);
-    let endpoint = Endpoint::new(&server.url(""));
-    (db, server, endpoint)
-}
+use crate::support::{ServerProcess, run, server_with_user};
 
 /// Signs a fresh browser in through /account/sign-in.
 async fn account_browser(endpoint: &Endpoint, email: &str) -> Browser {

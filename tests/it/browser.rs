@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use store::users::Tier;
-use testkit::oauth::{Endpoint, PASSWORD, authorize_url, pkce};
+use testkit::oauth::{PASSWORD, authorize_url, pkce};
 
-use crate::support::{ServerProcess, run, stderr};
+use crate::support::server_with_user;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -67,25 +66,7 @@ async fn sign_in_and_consent_in_chromium() {
         "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
     );
     ensure_playwright();
-    let db = testkit::TestDb::new().await;
-    let url = db.url();
-    let env = [("DATABASE_URL", url.as_str())];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "browser@example.com",
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
-    let server = ServerProcess::start("serve", &env);
-    let endpoint = Endpoint::new(&server.url(""));
+    let (_db, server, endpoint) = server_with_user("browser@example.com").await;
     let (port, seen) = callback_server();
     let redirect_uri = format!("http://127.0.0.1:{port}/callback");
     let client_id = endpoint.client(&redirect_uri).await;
@@ -226,25 +207,7 @@ async fn account_pages_in_chromium() {
         "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
     );
     ensure_playwright();
-    let db = testkit::TestDb::new().await;
-    let url = db.url();
-    let env = [("DATABASE_URL", url.as_str())];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "pages@example.com",
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
-    let server = ServerProcess::start("serve", &env);
-    let endpoint = Endpoint::new(&server.url(""));
+    let (_db, server, endpoint) = server_with_user("pages@example.com").await;
     let mut flow = testkit::oauth::Flow::new(&endpoint, "pages@example.com").await;
     let tokens = flow
         .tokens(&endpoint, "mcp:read mcp:trade", "mcp:read")

@@ -231,3 +231,29 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// A fresh database with one Elite account (password `PASSWORD`) and a server on it.
+pub async fn server_with_user(
+    email: &str,
+) -> (testkit::TestDb, ServerProcess, testkit::oauth::Endpoint) {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            email,
+            "--tier",
+            store::users::Tier::Elite.as_str(),
+            "--password-stdin",
+        ],
+        &format!("{}\n", testkit::oauth::PASSWORD),
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let server = ServerProcess::start("serve", &env);
+    let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
+    (db, server, endpoint)
+}
