@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -149,6 +150,66 @@ async fn page_session(
     }
 }
 
+/// The session of an account page. Without one, the browser is sent to sign in and back to
+/// the page (a form post goes back to the overview).
+struct PageSession(Session);
+
+impl<S> FromRequestParts<S> for PageSession
+where
+    AccountState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let account = AccountState::from_ref(state);
+        let back = if parts.method == Method::GET {
+            parts.uri.path()
+        } else {
+            "/account"
+        };
+        page_session(&account.oauth, &parts.headers, back)
+            .await
+            .map(PageSession)
+    }
+}
+
+/// The session of a JSON read.
+struct ApiSession(Session);
+
+impl<S> FromRequestParts<S> for ApiSession
+where
+    AccountState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let account = AccountState::from_ref(state);
+        api_session(&account.oauth, &parts.headers, false)
+            .await
+            .map(ApiSession)
+    }
+}
+
+/// The session of a JSON mutation, its `X-CSRF-Token` checked.
+struct ApiMutation(Session);
+
+impl<S> FromRequestParts<S> for ApiMutation
+where
+    AccountState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let account = AccountState::from_ref(state);
+        api_session(&account.oauth, &parts.headers, true)
+            .await
+            .map(ApiMutation)
+    }
+}
+
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
@@ -201,12 +262,11 @@ struct AccountPage<'a> {
     csrf: &'a str,
 }
 
-async fn get_account(State(account): State<AccountState>, headers: HeaderMap) -> Response {
+async fn get_account(
+    State(account): State<AccountState>,
+    PageSession(session): PageSession,
+) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     let user = match store::users::find_by_id(state.db(), session.user_id).await {
         Ok(Some(user)) => user,
         Ok(None) => {
@@ -364,14 +424,10 @@ fn forbidden() -> Response {
 
 async fn post_sign_out(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    PageSession(session): PageSession,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     if !csrf_ok(state, &session, &form.csrf) {
         return forbidden();
     }
@@ -437,12 +493,11 @@ fn client_row(now: DateTime<Utc>, grant: GrantSummary) -> ClientRow {
     }
 }
 
-async fn get_ai_clients(State(account): State<AccountState>, headers: HeaderMap) -> Response {
+async fn get_ai_clients(
+    State(account): State<AccountState>,
+    PageSession(session): PageSession,
+) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account/ai-clients").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     match grants::list_grants(state, session.user_id).await {
         Ok(list) => {
             let now = state.now();
@@ -472,15 +527,10 @@ struct RevokeClientPage<'a> {
 
 async fn get_revoke_ai_client(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    PageSession(session): PageSession,
     Path(grant_id): Path<Uuid>,
 ) -> Response {
     let state = &account.oauth;
-    let path = format!("/account/ai-clients/{grant_id}/revoke");
-    let session = match page_session(state, &headers, &path).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     let grant = match grants::list_grants(state, session.user_id).await {
         Ok(list) => list.into_iter().find(|g| g.grant_id == grant_id),
         Err(err) => return internal(&err),
@@ -505,15 +555,11 @@ async fn get_revoke_ai_client(
 
 async fn post_revoke_ai_client(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    PageSession(session): PageSession,
     Path(grant_id): Path<Uuid>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account/ai-clients").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     if !csrf_ok(state, &session, &form.csrf) {
         return forbidden();
     }
@@ -548,12 +594,11 @@ struct AddonKeyCreatedPage<'a> {
     key: &'a str,
 }
 
-async fn get_addon_keys(State(account): State<AccountState>, headers: HeaderMap) -> Response {
+async fn get_addon_keys(
+    State(account): State<AccountState>,
+    PageSession(session): PageSession,
+) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account/addon-keys").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     match account.addon.list_keys(session.user_id).await {
         Ok(keys) => {
             let now = state.now();
@@ -587,14 +632,10 @@ async fn get_addon_keys(State(account): State<AccountState>, headers: HeaderMap)
 
 async fn post_addon_key(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    PageSession(session): PageSession,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account/addon-keys").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     if !csrf_ok(state, &session, &form.csrf) {
         return forbidden();
     }
@@ -616,15 +657,11 @@ async fn post_addon_key(
 
 async fn post_revoke_addon_key(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    PageSession(session): PageSession,
     Path(key_id): Path<Uuid>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let state = &account.oauth;
-    let session = match page_session(state, &headers, "/account/addon-keys").await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     if !csrf_ok(state, &session, &form.csrf) {
         return forbidden();
     }
@@ -717,12 +754,11 @@ fn api_internal(err: &Internal) -> Response {
     )
 }
 
-async fn api_list_ai_clients(State(account): State<AccountState>, headers: HeaderMap) -> Response {
+async fn api_list_ai_clients(
+    State(account): State<AccountState>,
+    ApiSession(session): ApiSession,
+) -> Response {
     let state = &account.oauth;
-    let session = match api_session(state, &headers, false).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     match grants::list_grants(state, session.user_id).await {
         Ok(list) => api_ok(
             StatusCode::OK,
@@ -735,14 +771,10 @@ async fn api_list_ai_clients(State(account): State<AccountState>, headers: Heade
 
 async fn api_revoke_ai_client(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    ApiMutation(session): ApiMutation,
     Path(grant_id): Path<Uuid>,
 ) -> Response {
     let state = &account.oauth;
-    let session = match api_session(state, &headers, true).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     match grants::revoke_user_grant(state, session.user_id, grant_id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => api_error(
@@ -754,12 +786,11 @@ async fn api_revoke_ai_client(
     }
 }
 
-async fn api_list_addon_keys(State(account): State<AccountState>, headers: HeaderMap) -> Response {
+async fn api_list_addon_keys(
+    State(account): State<AccountState>,
+    ApiSession(session): ApiSession,
+) -> Response {
     let state = &account.oauth;
-    let session = match api_session(state, &headers, false).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     match account.addon.list_keys(session.user_id).await {
         Ok(keys) => api_ok(
             StatusCode::OK,
@@ -770,12 +801,10 @@ async fn api_list_addon_keys(State(account): State<AccountState>, headers: Heade
     }
 }
 
-async fn api_create_addon_key(State(account): State<AccountState>, headers: HeaderMap) -> Response {
-    let state = &account.oauth;
-    let session = match api_session(state, &headers, true).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+async fn api_create_addon_key(
+    State(account): State<AccountState>,
+    ApiMutation(session): ApiMutation,
+) -> Response {
     match account.addon.create_key(session.user_id).await {
         Ok((key_id, key)) => api_ok(
             StatusCode::CREATED,
@@ -788,14 +817,9 @@ async fn api_create_addon_key(State(account): State<AccountState>, headers: Head
 
 async fn api_revoke_addon_key(
     State(account): State<AccountState>,
-    headers: HeaderMap,
+    ApiMutation(session): ApiMutation,
     Path(key_id): Path<Uuid>,
 ) -> Response {
-    let state = &account.oauth;
-    let session = match api_session(state, &headers, true).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     match account.addon.revoke_key(session.user_id, key_id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => api_error(
