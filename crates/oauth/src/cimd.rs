@@ -380,12 +380,17 @@ fn validate_document(client_id: &str, body: &[u8]) -> Result<Value, String> {
     if fields.get("client_id").and_then(Value::as_str) != Some(client_id) {
         return Err("the client metadata document's client_id is not its URL".into());
     }
+    // Shared-secret methods cannot appear in a document (CIMD draft §4.1). An asymmetric one
+    // (ChatGPT's documents declare private_key_jwt) is accepted: this server advertises only
+    // "none", so such clients authenticate with PKCE alone, like every other client here.
     match fields.get("token_endpoint_auth_method") {
         None => {}
-        Some(Value::String(method)) if method == "none" => {}
+        Some(Value::String(method)) if method == "none" || method == "private_key_jwt" => {}
         Some(_) => {
             return Err(
-                "the client metadata document must use token_endpoint_auth_method \"none\"".into(),
+                "the client metadata document must use token_endpoint_auth_method \"none\" \
+                 (or private_key_jwt, served as a public client)"
+                    .into(),
             );
         }
     }
@@ -401,6 +406,8 @@ fn validate_document(client_id: &str, body: &[u8]) -> Result<Value, String> {
     }
     let mut without_id = fields.clone();
     without_id.remove("client_id");
+    // Checked above; stored as "none" like every client of this server.
+    without_id.remove("token_endpoint_auth_method");
     let mut metadata = crate::register::normalise(&Value::Object(without_id), Source::Document)
         .map_err(|err| {
             format!(

@@ -120,8 +120,23 @@ pub fn client_id_of(
         )),
         (Some(a), _) => Ok(Some(a)),
         (None, Some(b)) => Ok(Some(b.to_owned())),
-        (None, None) => Ok(None),
+        (None, None) => Ok(assertion_subject(params)),
     }
+}
+
+/// A client that sends an RFC 7523 `client_assertion` may leave out `client_id` (§3): the
+/// assertion's `sub` names it. Every client here is public, so the assertion is not trusted for
+/// anything but this name; the code stays bound to its client and its PKCE challenge.
+fn assertion_subject(params: &FormParams) -> Option<String> {
+    if params.get("client_assertion_type")
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return None;
+    }
+    let payload = params.get("client_assertion")?.split('.').nth(1)?;
+    let claims: Value =
+        serde_json::from_slice(&crate::crypto::b64_decode(payload)?).ok()?;
+    claims["sub"].as_str().map(str::to_owned)
 }
 
 /// `POST /v1/oauth/mcp/token`.

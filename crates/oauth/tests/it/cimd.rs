@@ -899,6 +899,44 @@ async fn real_client_documents_are_accepted() {
     );
     assert!(stored.get("scope").is_none());
 
+    // ChatGPT's declares private_key_jwt with a JWKS: accepted, served as a public client.
+    let url = format!("{base}/oauth/chatgpt/client.json");
+    documents.json(
+        "/oauth/chatgpt/client.json",
+        &json!({
+            "client_id": url,
+            "client_uri": "https://chatgpt.com/",
+            "redirect_uris": ["https://chatgpt.com/connector/oauth/abc123"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "client_name": "ChatGPT",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "RS256",
+            "jwks_uri": "https://chatgpt.com/oauth/jwks.json",
+        }),
+        None,
+    );
+    let response = server
+        .http
+        .get(authorize_url(
+            &server,
+            &url,
+            "https://chatgpt.com/connector/oauth/abc123",
+            &pkce().challenge,
+            &[],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored: Value =
+        sqlx::query_scalar("SELECT metadata FROM oauth_clients WHERE client_id = $1")
+            .bind(&url)
+            .fetch_one(&server.db.pool().await)
+            .await
+            .unwrap();
+    assert_eq!(stored["token_endpoint_auth_method"], "none");
+
     // Claude Code's: portless loopback redirect URIs, no application_type (CLIENTS row 3).
     let url = format!("{base}/oauth/claude-code-client-metadata");
     documents.json(

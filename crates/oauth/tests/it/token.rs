@@ -591,3 +591,49 @@ async fn h5_token_endpoint_is_rate_limited_with_retry_after() {
     assert!((1..=60).contains(&retry));
     assert_oauth_error(limited, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
 }
+
+#[tokio::test]
+async fn a_client_assertion_names_the_client_when_client_id_is_left_out() {
+    let (server, mut flow) = setup().await;
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    // As ChatGPT sends it (RFC 7523): the assertion is not verified — every client is public
+    // here — but its `sub` says whose code this is.
+    let claims = oauth::crypto::b64(
+        serde_json::json!({ "iss": flow.client_id, "sub": flow.client_id })
+            .to_string()
+            .as_bytes(),
+    );
+    let assertion = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2lnbmF0dXJl");
+    let response = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("code_verifier", &flow.pkce.verifier),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Naming another client gets nothing: the code is bound to its own.
+    let code = flow.code(&server, "mcp:read", "mcp:read").await;
+    let other = server.client("https://other.example/cb").await;
+    let claims = oauth::crypto::b64(serde_json::json!({ "sub": other }).to_string().as_bytes());
+    let response = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &flow.redirect_uri),
+            ("code_verifier", &flow.pkce.verifier),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &format!("e30.{claims}.c2ln")),
+        ])
+        .await;
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+}
