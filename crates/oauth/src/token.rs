@@ -134,8 +134,7 @@ fn assertion_subject(params: &FormParams) -> Option<String> {
         return None;
     }
     let payload = params.get("client_assertion")?.split('.').nth(1)?;
-    let claims: Value =
-        serde_json::from_slice(&crate::crypto::b64_decode(payload)?).ok()?;
+    let claims: Value = serde_json::from_slice(&crate::crypto::b64_decode(payload)?).ok()?;
     claims["sub"].as_str().map(str::to_owned)
 }
 
