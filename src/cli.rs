@@ -308,6 +308,7 @@ pub async fn serve_on(
     let addon = addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings())
         .await
         .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
+    let metrics = server::install_metrics()?;
     let mcp = mcp::McpState::new(
         config.mcp_settings(),
         db.pool.clone(),
@@ -330,6 +331,7 @@ pub async fn serve_on(
             }),
         },
         addon,
+        metrics,
     };
     server::serve(listener, state, shutdown).await
 }

@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -38,6 +40,7 @@ pub struct AppState {
     pub mcp: mcp::McpState,
     pub addon: addon_bridge::AddonBridge,
     pub account: oauth::account::AccountState,
+    pub metrics: PrometheusHandle,
 }
 
 /// The whole application: routes and middleware.
@@ -73,7 +76,10 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes.get()));
     let mcp = mcp::router().layer(RequestBodyLimitLayer::new(http.mcp_body_limit_bytes.get()));
-    let router = bounded.merge(mcp);
+    let router = bounded
+        .merge(mcp)
+        .route("/metrics", get(get_metrics))
+        .layer(from_fn(count_request));
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
     let router = if state.config.public_url.is_https() {
         router.layer(SetResponseHeaderLayer::overriding(
@@ -100,6 +106,53 @@ fn request_span(request: &Request) -> tracing::Span {
         path = %request.uri().path(),
         request_id,
     )
+}
+
+/// Installs the process's metrics recorder (Prometheus text format at `/metrics`) and keeps its
+/// histograms trimmed.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("addon_relay_duration_seconds".to_owned()),
+            &[
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 300.0,
+            ],
+        )?
+        .install_recorder()
+        .map_err(|err| anyhow::anyhow!("installing the metrics recorder: {err}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Requests by route (the pattern, never the concrete path), method and status.
+async fn count_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
+}
+
+async fn get_metrics(State(metrics): State<PrometheusHandle>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 async fn get_healthz() -> Json<serde_json::Value> {

@@ -174,6 +174,36 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
     let watermarks = call(&client, "GetWatermarks", json!({ "account": "Sim101" })).await;
     assert!(watermarks["watermarks"].is_array(), "{watermarks}");
 
+    // Operators see all of it in Prometheus' text format.
+    let metrics = endpoint
+        .http
+        .get(endpoint.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let metrics = metrics.text().await.unwrap();
+    for expected in [
+        r#"http_requests_total{route="/v1/api/mcp",method="POST",status="200"}"#,
+        r#"http_requests_total{route="/v1/oauth/mcp/token",method="POST",status="200"}"#,
+        r#"mcp_tool_calls_total{tool="PlaceOrder",outcome="ok"} 2"#,
+        r#"mcp_tool_calls_total{tool="GetJournal",outcome="ok"}"#,
+        r#"addon_relay_duration_seconds_bucket{tool="GetAccounts",le="0.5"}"#,
+        "addon_connections 1",
+        r#"oauth_registrations_total{outcome="created"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+
     client.cancel().await.ok();
     assert!(server.terminate().success());
     std::fs::remove_dir_all(&scratch).ok();

@@ -226,7 +226,14 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
         )
         .await;
     }
-    if let Some(old) = bridge.conns().insert(owner.user_id, handle.clone()) {
+    let replaced = {
+        let mut conns = bridge.conns();
+        let old = conns.insert(owner.user_id, handle.clone());
+        metrics::gauge!("addon_connections")
+            .set(f64::from(u32::try_from(conns.len()).unwrap_or(u32::MAX)));
+        old
+    };
+    if let Some(old) = replaced {
         old.close_with(
             close::REPLACED,
             "replaced by a newer connection of this account",
@@ -511,6 +518,8 @@ impl Conn {
             {
                 conns.remove(&user_id);
             }
+            metrics::gauge!("addon_connections")
+                .set(f64::from(u32::try_from(conns.len()).unwrap_or(u32::MAX)));
         }
         let (mut rx, close) = match ended {
             Ended::Gone(rx) => (rx, None),

@@ -551,6 +551,8 @@ async fn call_tool(
                 server_version: state.settings().server_version.clone(),
             };
             let value = serde_json::to_value(capabilities).unwrap_or(Value::Null);
+            metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "ok")
+                .increment(1);
             Ok(tool_output(tool, revision, value))
         }
         Route::Addon { deadline } => {
@@ -565,6 +567,7 @@ async fn call_tool(
                 deadline,
                 idempotency_key,
             };
+            let started = std::time::Instant::now();
             let outcome = match tokio::time::timeout(
                 deadline + RELAY_GRACE,
                 state.relay().call(call),
@@ -574,6 +577,9 @@ async fn call_tool(
                 Ok(outcome) => outcome,
                 Err(_) => Err(RelayError::DeadlineExceeded),
             };
+            metrics::histogram!("addon_relay_duration_seconds", "tool" => tool.def.name)
+                .record(started.elapsed().as_secs_f64());
+            count_call(tool.def.name, &outcome);
             tracing::info!(
                 tool = tool.def.name,
                 outcome = match &outcome {
@@ -597,13 +603,28 @@ async fn call_tool(
                 deadline: Duration::ZERO,
                 idempotency_key: None,
             };
-            match state.relay().stored(call).await {
+            let outcome = state.relay().stored(call).await;
+            count_call(tool.def.name, &outcome);
+            match outcome {
                 Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
                 Ok(RelayOutcome::ToolError(message)) => Ok(tool_error(&message)),
                 Err(error) => Err(HttpError::from_relay(&error, Duration::ZERO).into()),
             }
         }
     }
+}
+
+/// Counts a tool call by tool and outcome, for `/metrics`.
+fn count_call(tool: &'static str, outcome: &Result<RelayOutcome, RelayError>) {
+    let outcome = match outcome {
+        Ok(RelayOutcome::Ok(_)) => "ok",
+        Ok(RelayOutcome::ToolError(_)) => "tool_error",
+        Err(RelayError::NotConnected) => "not_connected",
+        Err(RelayError::Disconnected) => "disconnected",
+        Err(RelayError::DeadlineExceeded) => "deadline_exceeded",
+        Err(RelayError::Unavailable) => "unavailable",
+    };
+    metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
 }
 
 /// A successful tool result: JSON text always, `structuredContent` where an output schema

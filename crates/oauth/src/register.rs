@@ -87,6 +87,7 @@ pub async fn post_register(
     .await?;
     if let Some((client_id, created_at)) = existing {
         tx.commit().await?;
+        metrics::counter!("oauth_registrations_total", "outcome" => "existing").increment(1);
         return Ok(registered(&client_id, created_at, metadata));
     }
     let window: Vec<DateTime<Utc>> = sqlx::query_scalar(
@@ -99,6 +100,7 @@ pub async fn post_register(
     .await?;
     let limit = state.settings().registrations_per_hour as usize;
     if window.len() >= limit {
+        metrics::counter!("oauth_registrations_total", "outcome" => "rate_limited").increment(1);
         let oldest_counted = window[window.len() - limit];
         let frees_at = oldest_counted + chrono::TimeDelta::hours(1);
         let retry_after = u64::try_from((frees_at - now).num_seconds().max(1)).unwrap_or(3600);
@@ -155,6 +157,7 @@ pub async fn post_register(
     )
     .await;
     tx.commit().await?;
+    metrics::counter!("oauth_registrations_total", "outcome" => "created").increment(1);
     Ok(registered(&client_id, now, metadata))
 }
 
