@@ -1,5 +1,6 @@
 //! Periodic clean-up: clients that never completed an authorization within 24 hours (with
-//! everything they own), expired codes, consent transactions, sessions and counters.
+//! everything they own), expired codes, refresh tokens, consent transactions, sessions and
+//! counters.
 
 use std::time::Duration;
 
@@ -44,6 +45,12 @@ pub async fn reap(state: &OAuthState) -> Result<u64, sqlx::Error> {
         .await;
     }
     sqlx::query("DELETE FROM authorization_codes WHERE expires_at < $1 - interval '1 day'")
+        .bind(now)
+        .execute(db)
+        .await?;
+    // Past their family's absolute end, refresh tokens can only be refused; a day's margin
+    // keeps a late replay answered as a replay.
+    sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1 - interval '1 day'")
         .bind(now)
         .execute(db)
         .await?;

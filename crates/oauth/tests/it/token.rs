@@ -637,3 +637,26 @@ async fn a_client_assertion_names_the_client_when_client_id_is_left_out() {
         .await;
     assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
+
+#[tokio::test]
+async fn expired_refresh_tokens_are_cleaned_up_and_stay_refused() {
+    let (server, mut flow) = setup().await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM refresh_tokens").await,
+        1
+    );
+    server.clock.advance(chrono::TimeDelta::days(32));
+    oauth::maintenance::reap(&server.state).await.unwrap();
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM refresh_tokens").await,
+        0
+    );
+    assert_oauth_error(
+        flow.refresh(&server, &refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
