@@ -339,6 +339,20 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
             .any(|e| e["tool"] == "GetAccounts" && e["outcome"] == "not_connected"),
         "{body}"
     );
+
+    // Revoking the token also ends its open stream (re-checked every few seconds).
+    let revoked = endpoint
+        .form(
+            "/v1/oauth/mcp/revoke",
+            &[("token", &access), ("client_id", &flow.client_id)],
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
     assert!(server.terminate().success());
     std::fs::remove_dir_all(&scripts).ok();
 }

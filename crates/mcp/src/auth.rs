@@ -140,6 +140,14 @@ pub(crate) async fn authenticate(
     }
 }
 
+/// The bearer token of an authenticated request, for re-checking it later.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    match presented(None, headers) {
+        Presented::Bearer(token) => Some(token.to_owned()),
+        _ => None,
+    }
+}
+
 fn presented<'a>(query: Option<&str>, headers: &'a HeaderMap) -> Presented<'a> {
     // RFC 6750 §2.3 (URI query parameter) is not supported: tokens leak into logs from URLs.
     // A token there is refused even when a header is present too.

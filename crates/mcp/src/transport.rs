@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::McpState;
-use crate::auth::{Authenticated, Principal};
+use crate::auth::{Authenticated, Principal, TokenRejection};
 use crate::dispatch::{Reply, handle_body};
 use crate::error::{HttpError, HttpRejection};
 
@@ -25,6 +25,8 @@ const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-V
                              Mcp-Session-Id, Last-Event-ID, Mcp-Method, Mcp-Name";
 const EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version";
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an open stream re-checks its token, so a revocation also ends the stream.
+const RECHECK_TOKEN: Duration = Duration::from_secs(5);
 const LIST_CHANGED: &str = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
 
 /// Extractor: the request's `Origin`, when present and allowed. A present, disallowed origin
@@ -110,26 +112,43 @@ pub(crate) async fn get_mcp(
         {
             state.reject(HttpError::MethodNotAllowed).into_response()
         }
-        Ok(Authenticated(principal)) => list_changed_stream(&state, &principal),
+        Ok(Authenticated(principal)) => {
+            let token = crate::auth::bearer_token(&headers).unwrap_or_default();
+            list_changed_stream(&state, &principal, token)
+        }
     };
     origin.decorate(response)
 }
 
-fn list_changed_stream(state: &McpState, principal: &Principal) -> Response {
+fn list_changed_stream(state: &McpState, principal: &Principal, token: String) -> Response {
     let user_id = principal.user_id;
     let changes = state.relay().presence_changes();
-    let stream = futures_util::stream::unfold(changes, move |mut changes| async move {
+    let mut recheck = tokio::time::interval(RECHECK_TOKEN);
+    recheck.reset();
+    let open = (changes, recheck, state.clone(), token);
+    let stream = futures_util::stream::unfold(open, move |open| async move {
+        let (mut changes, mut recheck, state, token) = open;
         loop {
-            match changes.recv().await {
-                Ok(changed) if changed == user_id => break,
-                Ok(_) => {}
-                // Missed changes may include this user's: tell the client to look again.
-                Err(RecvError::Lagged(_)) => break,
-                Err(RecvError::Closed) => return None,
+            tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(changed) if changed == user_id => break,
+                    Ok(_) => {}
+                    // Missed changes may include this user's: tell the client to look again.
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = recheck.tick() => {
+                    // A revoked or expired token ends its stream too; a verifier that cannot
+                    // decide (database down) keeps it open.
+                    match state.verifier().verify(&token).await {
+                        Ok(_) | Err(TokenRejection::Unavailable) => {}
+                        Err(_) => return None,
+                    }
+                }
             }
         }
         let event = Event::default().event("message").data(LIST_CHANGED);
-        Some((Ok::<_, Infallible>(event), changes))
+        Some((Ok::<_, Infallible>(event), (changes, recheck, state, token)))
     });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
