@@ -472,3 +472,92 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
     assert!(replica_b.terminate().success());
     std::fs::remove_dir_all(&scripts).ok();
 }
+
+#[tokio::test]
+async fn sigterm_ends_pending_relays_in_408_closes_addon_sockets_and_exits_0() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = crate::support::run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "term@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        &format!("{}\n", testkit::oauth::PASSWORD),
+    );
+    assert!(added.status.success());
+    let server = ServerProcess::start("serve", &env);
+    let endpoint = Endpoint::new(&server.url(""));
+    let mut flow = Flow::new(&endpoint, "term@example.com").await;
+    let tokens = flow
+        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:read")
+        .await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let created = crate::support::run(
+        &env,
+        &["addon-keys", "create", "--email", "term@example.com"],
+        "",
+    );
+    let scripts = testkit::scratch_dir("term-scripts");
+    let options = addon_sim::Options {
+        url: format!("ws://{}/v1/addon/ws", server.addr),
+        key: crate::support::stdout(&created).trim().to_owned(),
+        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
+        latency: Duration::ZERO,
+        never_answer: vec!["GetAccounts".to_owned()],
+        drop_on: None,
+        backtest: Duration::from_secs(1),
+        scripts_dir: scripts.clone(),
+    };
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let mut connected = false;
+    for _ in 0..100 {
+        let body: Value = tools_call(&endpoint, &access, "GetMcpCapabilities", json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if body["result"]["structuredContent"]["addon_connected"] == true {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connected);
+
+    // A call the Add-On will never answer is in flight when SIGTERM arrives.
+    let pending = tokio::spawn({
+        let endpoint = endpoint.clone();
+        let access = access.clone();
+        async move { tools_call(&endpoint, &access, "GetAccounts", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    crate::support::signal(server.pid(), "TERM");
+
+    let reply = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(reply.status(), 408);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"], "addon_disconnected");
+    let close = tokio::time::timeout(Duration::from_secs(5), sim)
+        .await
+        .expect("socket closed")
+        .unwrap();
+    assert_eq!(close.unwrap(), Some(1001), "a going-away close");
+    assert!(server.terminate().success(), "exit 0");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "within the grace period"
+    );
+    std::fs::remove_dir_all(&scripts).ok();
+}
