@@ -141,15 +141,6 @@ impl PublicUrl {
     pub fn is_https(&self) -> bool {
         self.0.starts_with("https://")
     }
-
-    /// The origin (`scheme://host[:port]`) of the public URL.
-    pub fn origin(&self) -> Origin {
-        let after_scheme = self.0.find("://").map_or(0, |i| i + 3);
-        let end = self.0[after_scheme..]
-            .find('/')
-            .map_or(self.0.len(), |i| after_scheme + i);
-        Origin(self.0[..end].to_owned())
-    }
 }
 
 impl FromStr for PublicUrl {
