@@ -346,11 +346,6 @@ impl Config {
         }
     }
 
-    /// The OAuth issuer: the public URL exactly as every metadata document spells it.
-    pub fn issuer(&self) -> &str {
-        self.public_url.as_str()
-    }
-
     /// Whether the database is the embedded cluster in `data_dir`.
     pub fn uses_embedded_database(&self) -> bool {
         self.database.url.is_empty()
