@@ -11,7 +11,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::{Value, json};
 use testkit::oauth::{Endpoint, Flow};
 
-use crate::support::{ServerProcess, eventually};
+use crate::support::{ServerProcess, eventually, server_with_user};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -230,30 +230,8 @@ async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> St
 
 #[tokio::test]
 async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
-    let db = testkit::TestDb::new().await;
-    let url = db.url();
-    let env = [("DATABASE_URL", url.as_str())];
-    let added = crate::support::run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "sse@example.com",
-            "--tier",
-            "elite",
-            "--password-stdin",
-        ],
-        &format!("{}\n", testkit::oauth::PASSWORD),
-    );
-    assert!(added.status.success());
-    let server = ServerProcess::start("serve", &env);
-    let endpoint = Endpoint::new(&server.url(""));
-    let mut flow = Flow::new(&endpoint, "sse@example.com").await;
-    let tokens = flow
-        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:trade")
-        .await;
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (db, server, endpoint) = server_with_user("sse@example.com").await;
+    let (flow, access) = trade_token(&endpoint, "sse@example.com").await;
 
     let mut stream = endpoint
         .http
@@ -267,23 +245,8 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
     assert_eq!(stream.status(), 200);
     let mut buffer = String::new();
 
-    let created = crate::support::run(
-        &env,
-        &["addon-keys", "create", "--email", "sse@example.com"],
-        "",
-    );
-    let key = crate::support::stdout(&created).trim().to_owned();
     let scripts = testkit::scratch_dir("sse-scripts");
-    let options = addon_sim::Options {
-        url: format!("ws://{}/v1/addon/ws", server.addr),
-        key,
-        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
-        latency: Duration::ZERO,
-        never_answer: Vec::new(),
-        drop_on: None,
-        backtest: Duration::from_secs(1),
-        scripts_dir: scripts.clone(),
-    };
+    let options = sim_options(&db, server.addr, "sse@example.com", &[], &scripts);
     let sim = tokio::spawn(async move { addon_sim::run(&options).await });
     let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
     assert_eq!(
@@ -374,61 +337,82 @@ async fn tools_call(
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence() {
-    let db = testkit::TestDb::new().await;
-    let url = db.url();
-    let env = [("DATABASE_URL", url.as_str())];
-    let added = crate::support::run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "kill@example.com",
-            "--tier",
-            "elite",
-            "--password-stdin",
-        ],
-        &format!("{}\n", testkit::oauth::PASSWORD),
-    );
-    assert!(added.status.success());
-    let replica_a = ServerProcess::start("serve", &env);
-    let replica_b = ServerProcess::start("serve", &env);
-    let on_b = Endpoint::new(&replica_b.url(""));
-    let mut flow = Flow::new(&on_b, "kill@example.com").await;
-    let tokens = flow.tokens(&on_b, "mcp:read mcp:trade", "mcp:trade").await;
+/// A token with both scopes, granted by the account through the OAuth flow.
+async fn trade_token(endpoint: &Endpoint, email: &str) -> (Flow, String) {
+    let mut flow = Flow::new(endpoint, email).await;
+    let tokens = flow
+        .tokens(endpoint, "mcp:read mcp:trade", "mcp:trade")
+        .await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
+    (flow, access)
+}
 
-    // The Add-On connects to A and never answers backtests.
+/// The simulator, with a fresh Add-On key of `email`, connecting to the server at `addr` and
+/// never answering the tools in `never_answer`.
+fn sim_options(
+    db: &testkit::TestDb,
+    addr: std::net::SocketAddr,
+    email: &str,
+    never_answer: &[&str],
+    scripts: &std::path::Path,
+) -> addon_sim::Options {
+    let url = db.url();
     let created = crate::support::run(
-        &env,
-        &["addon-keys", "create", "--email", "kill@example.com"],
+        &[("DATABASE_URL", url.as_str())],
+        &["addon-keys", "create", "--email", email],
         "",
     );
-    let scripts = testkit::scratch_dir("kill-scripts");
-    let options = addon_sim::Options {
-        url: format!("ws://{}/v1/addon/ws", replica_a.addr),
+    assert!(
+        created.status.success(),
+        "{}",
+        crate::support::stderr(&created)
+    );
+    addon_sim::Options {
+        url: format!("ws://{addr}/v1/addon/ws"),
         key: crate::support::stdout(&created).trim().to_owned(),
         addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
         latency: Duration::ZERO,
-        never_answer: vec!["RunStrategyBacktest".to_owned()],
+        never_answer: never_answer.iter().map(|tool| (*tool).to_owned()).collect(),
         drop_on: None,
         backtest: Duration::from_secs(1),
-        scripts_dir: scripts.clone(),
-    };
-    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
-    let mut seen_on_b = false;
+        scripts_dir: scripts.to_path_buf(),
+    }
+}
+
+/// Waits (up to 5 s) until `GetMcpCapabilities` reports the Add-On connected.
+async fn addon_connected(endpoint: &Endpoint, access: &str) -> bool {
     for _ in 0..100 {
-        let reply = tools_call(&on_b, &access, "GetMcpCapabilities", json!({})).await;
+        let reply = tools_call(endpoint, access, "GetMcpCapabilities", json!({})).await;
         let body: Value = reply.json().await.unwrap();
         if body["result"]["structuredContent"]["addon_connected"] == true {
-            seen_on_b = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(seen_on_b, "B sees the Add-On connected to A");
+    false
+}
+
+#[tokio::test]
+async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence() {
+    let (db, replica_a, _) = server_with_user("kill@example.com").await;
+    let replica_b = ServerProcess::start("serve", &[("DATABASE_URL", db.url().as_str())]);
+    let on_b = Endpoint::new(&replica_b.url(""));
+    let (_, access) = trade_token(&on_b, "kill@example.com").await;
+
+    // The Add-On connects to A and never answers backtests.
+    let scripts = testkit::scratch_dir("kill-scripts");
+    let options = sim_options(
+        &db,
+        replica_a.addr,
+        "kill@example.com",
+        &["RunStrategyBacktest"],
+        &scripts,
+    );
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    assert!(
+        addon_connected(&on_b, &access).await,
+        "B sees the Add-On connected to A"
+    );
 
     // A backtest (300 s deadline) goes from B to A; then A dies without a word.
     let pending = tokio::spawn({
@@ -475,62 +459,19 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
 
 #[tokio::test]
 async fn sigterm_ends_pending_relays_in_408_closes_addon_sockets_and_exits_0() {
-    let db = testkit::TestDb::new().await;
-    let url = db.url();
-    let env = [("DATABASE_URL", url.as_str())];
-    let added = crate::support::run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "term@example.com",
-            "--tier",
-            "elite",
-            "--password-stdin",
-        ],
-        &format!("{}\n", testkit::oauth::PASSWORD),
-    );
-    assert!(added.status.success());
-    let server = ServerProcess::start("serve", &env);
-    let endpoint = Endpoint::new(&server.url(""));
-    let mut flow = Flow::new(&endpoint, "term@example.com").await;
-    let tokens = flow
-        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:read")
-        .await;
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (db, server, endpoint) = server_with_user("term@example.com").await;
+    let (_, access) = trade_token(&endpoint, "term@example.com").await;
 
-    let created = crate::support::run(
-        &env,
-        &["addon-keys", "create", "--email", "term@example.com"],
-        "",
-    );
     let scripts = testkit::scratch_dir("term-scripts");
-    let options = addon_sim::Options {
-        url: format!("ws://{}/v1/addon/ws", server.addr),
-        key: crate::support::stdout(&created).trim().to_owned(),
-        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
-        latency: Duration::ZERO,
-        never_answer: vec!["GetAccounts".to_owned()],
-        drop_on: None,
-        backtest: Duration::from_secs(1),
-        scripts_dir: scripts.clone(),
-    };
+    let options = sim_options(
+        &db,
+        server.addr,
+        "term@example.com",
+        &["GetAccounts"],
+        &scripts,
+    );
     let sim = tokio::spawn(async move { addon_sim::run(&options).await });
-    let mut connected = false;
-    for _ in 0..100 {
-        let body: Value = tools_call(&endpoint, &access, "GetMcpCapabilities", json!({}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if body["result"]["structuredContent"]["addon_connected"] == true {
-            connected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(connected);
+    assert!(addon_connected(&endpoint, &access).await);
 
     // A call the Add-On will never answer is in flight when SIGTERM arrives.
     let pending = tokio::spawn({
