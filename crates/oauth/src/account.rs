@@ -174,10 +174,11 @@ where
     }
 }
 
-/// The session of a JSON read.
-struct ApiSession(Session);
+/// The session of a JSON request; for a mutation (`ApiSession<true>`) its `X-CSRF-Token` is
+/// checked too.
+struct ApiSession<const MUTATION: bool = false>(Session);
 
-impl<S> FromRequestParts<S> for ApiSession
+impl<S, const MUTATION: bool> FromRequestParts<S> for ApiSession<MUTATION>
 where
     AccountState: FromRef<S>,
     S: Send + Sync,
@@ -186,27 +187,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let account = AccountState::from_ref(state);
-        api_session(&account.oauth, &parts.headers, false)
+        api_session(&account.oauth, &parts.headers, MUTATION)
             .await
             .map(ApiSession)
-    }
-}
-
-/// The session of a JSON mutation, its `X-CSRF-Token` checked.
-struct ApiMutation(Session);
-
-impl<S> FromRequestParts<S> for ApiMutation
-where
-    AccountState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let account = AccountState::from_ref(state);
-        api_session(&account.oauth, &parts.headers, true)
-            .await
-            .map(ApiMutation)
     }
 }
 
@@ -771,7 +754,7 @@ async fn api_list_ai_clients(
 
 async fn api_revoke_ai_client(
     State(account): State<AccountState>,
-    ApiMutation(session): ApiMutation,
+    ApiSession(session): ApiSession<true>,
     Path(grant_id): Path<Uuid>,
 ) -> Response {
     let state = &account.oauth;
@@ -803,7 +786,7 @@ async fn api_list_addon_keys(
 
 async fn api_create_addon_key(
     State(account): State<AccountState>,
-    ApiMutation(session): ApiMutation,
+    ApiSession(session): ApiSession<true>,
 ) -> Response {
     match account.addon.create_key(session.user_id).await {
         Ok((key_id, key)) => api_ok(
@@ -817,7 +800,7 @@ async fn api_create_addon_key(
 
 async fn api_revoke_addon_key(
     State(account): State<AccountState>,
-    ApiMutation(session): ApiMutation,
+    ApiSession(session): ApiSession<true>,
     Path(key_id): Path<Uuid>,
 ) -> Response {
     match account.addon.revoke_key(session.user_id, key_id).await {
