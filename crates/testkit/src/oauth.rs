@@ -308,15 +308,31 @@ impl Flow {
     }
 
     pub async fn exchange(&self, server: &Endpoint, code: &str) -> Response {
-        server
-            .token(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", &self.redirect_uri),
-                ("client_id", &self.client_id),
-                ("code_verifier", &self.pkce.verifier),
-            ])
-            .await
+        self.exchange_with(server, code, &[]).await
+    }
+
+    /// The code exchange with `changes` applied to its parameters: each replaces the parameter
+    /// of its name or is added; an empty value removes the parameter.
+    pub async fn exchange_with(
+        &self,
+        server: &Endpoint,
+        code: &str,
+        changes: &[(&str, &str)],
+    ) -> Response {
+        let mut params = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("client_id", self.client_id.as_str()),
+            ("code_verifier", self.pkce.verifier.as_str()),
+        ];
+        for &(name, value) in changes {
+            params.retain(|(key, _)| *key != name);
+            if !value.is_empty() {
+                params.push((name, value));
+            }
+        }
+        server.token(&params).await
     }
 
     /// Code → tokens; returns the token response body.

@@ -46,17 +46,15 @@ async fn d1_valid_exchange() {
 async fn d2_pkce_mismatch_missing_verifier() {
     let (server, mut flow) = setup().await;
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let wrong = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &flow.client_id),
-            (
+    let wrong = flow
+        .exchange_with(
+            &server,
+            &code,
+            &[(
                 "code_verifier",
                 "a-wrong-verifier-that-is-long-enough-to-be-valid-shape",
-            ),
-        ])
+            )],
+        )
         .await;
     assert_oauth_error(wrong, StatusCode::BAD_REQUEST, "invalid_grant").await;
     // The failed attempt consumed the code.
@@ -68,13 +66,8 @@ async fn d2_pkce_mismatch_missing_verifier() {
     .await;
 
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let missing = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &flow.client_id),
-        ])
+    let missing = flow
+        .exchange_with(&server, &code, &[("code_verifier", "")])
         .await;
     assert_oauth_error(missing, StatusCode::BAD_REQUEST, "invalid_request").await;
     // A missing parameter is rejected before the code is touched.
@@ -86,14 +79,8 @@ async fn d3_code_of_another_client() {
     let (server, mut flow) = setup().await;
     let other = server.client("http://127.0.0.1:9999/other").await;
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let response = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &other),
-            ("code_verifier", &flow.pkce.verifier),
-        ])
+    let response = flow
+        .exchange_with(&server, &code, &[("client_id", &other)])
         .await;
     assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
@@ -102,14 +89,12 @@ async fn d3_code_of_another_client() {
 async fn d4_redirect_uri_must_match_and_a_mismatch_burns_the_code() {
     let (server, mut flow) = setup().await;
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let response = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:45679/callback"),
-            ("client_id", &flow.client_id),
-            ("code_verifier", &flow.pkce.verifier),
-        ])
+    let response = flow
+        .exchange_with(
+            &server,
+            &code,
+            &[("redirect_uri", "http://127.0.0.1:45679/callback")],
+        )
         .await;
     assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
     assert_oauth_error(
@@ -214,29 +199,15 @@ async fn d7_concurrent_exchanges_yield_exactly_one_token() {
 async fn d8_resource_on_the_token_request() {
     let (server, mut flow) = setup().await;
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let foreign = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &flow.client_id),
-            ("code_verifier", &flow.pkce.verifier),
-            ("resource", "https://other.example/mcp"),
-        ])
+    let foreign = flow
+        .exchange_with(&server, &code, &[("resource", "https://other.example/mcp")])
         .await;
     assert_oauth_error(foreign, StatusCode::BAD_REQUEST, "invalid_target").await;
 
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
     let slash = format!("{}/", server.resource());
-    let ok = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &flow.client_id),
-            ("code_verifier", &flow.pkce.verifier),
-            ("resource", &slash),
-        ])
+    let ok = flow
+        .exchange_with(&server, &code, &[("resource", &slash)])
         .await;
     assert_eq!(ok.status(), StatusCode::OK);
     let body: Value = ok.json().await.unwrap();
@@ -253,15 +224,8 @@ pub fn decode_claims(jwt: &str) -> Value {
 async fn d9_scope_can_only_narrow() {
     let (server, mut flow) = setup().await;
     let code = flow.code(&server, "mcp:read mcp:trade", "mcp:trade").await;
-    let narrowed = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &flow.client_id),
-            ("code_verifier", &flow.pkce.verifier),
-            ("scope", "mcp:read"),
-        ])
+    let narrowed = flow
+        .exchange_with(&server, &code, &[("scope", "mcp:read")])
         .await;
     let body: Value = narrowed.json().await.unwrap();
     assert_eq!(body["scope"], "mcp:read");
@@ -271,15 +235,8 @@ async fn d9_scope_can_only_narrow() {
     );
 
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
-    let widened = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("client_id", &flow.client_id),
-            ("code_verifier", &flow.pkce.verifier),
-            ("scope", "mcp:read mcp:trade"),
-        ])
+    let widened = flow
+        .exchange_with(&server, &code, &[("scope", "mcp:read mcp:trade")])
         .await;
     assert_oauth_error(widened, StatusCode::BAD_REQUEST, "invalid_scope").await;
 }
@@ -604,36 +561,38 @@ async fn a_client_assertion_names_the_client_when_client_id_is_left_out() {
             .as_bytes(),
     );
     let assertion = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2lnbmF0dXJl");
-    let response = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("code_verifier", &flow.pkce.verifier),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", &assertion),
-        ])
+    let response = flow
+        .exchange_with(
+            &server,
+            &code,
+            &[
+                ("client_id", ""),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ],
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     // Naming another client gets nothing: the code is bound to its own.
     let code = flow.code(&server, "mcp:read", "mcp:read").await;
     let other = server.client("https://other.example/cb").await;
     let claims = oauth::crypto::b64(serde_json::json!({ "sub": other }).to_string().as_bytes());
-    let response = server
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &flow.redirect_uri),
-            ("code_verifier", &flow.pkce.verifier),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", &format!("e30.{claims}.c2ln")),
-        ])
+    let response = flow
+        .exchange_with(
+            &server,
+            &code,
+            &[
+                ("client_id", ""),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &format!("e30.{claims}.c2ln")),
+            ],
+        )
         .await;
     assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
