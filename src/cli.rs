@@ -333,5 +333,6 @@ pub async fn serve_on(
         addon,
         metrics,
     };
-    server::serve(listener, state, shutdown).await
+    server::serve(listener, state, shutdown).await;
+    Ok(())
 }

@@ -67,6 +67,10 @@ pub struct HttpConfig {
     pub body_limit_bytes: Positive<usize>,
     pub mcp_body_limit_bytes: Positive<usize>,
     pub request_timeout_ms: Positive<u64>,
+    pub header_read_timeout_ms: Positive<u64>,
+    pub body_read_timeout_ms: Positive<u64>,
+    pub max_connections: Positive<usize>,
+    pub max_in_flight_requests: Positive<usize>,
     pub shutdown_grace_ms: u64,
 }
 
@@ -95,6 +99,14 @@ impl HttpConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms.get())
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms.get())
     }
 }
 

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod dev;
+pub mod http;
 pub mod server;
 pub mod telemetry;

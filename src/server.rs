@@ -1,12 +1,11 @@
 //! The HTTP server: router composition, middleware, health endpoints, graceful shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,7 +14,6 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
@@ -26,6 +24,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::Config;
+use crate::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How long `/readyz` waits for the database before answering 503.
@@ -61,24 +60,43 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID));
 
-    // Every handler but the MCP endpoint answers within the request timeout. MCP tool calls are
-    // bounded by their own relay deadlines (up to 300 s for a backtest), and carry larger
-    // bodies (NinjaScript source).
-    let bounded = Router::new()
+    // Health and metrics answer even at capacity; everything else is shed beyond the in-flight
+    // limit. Every handler but the MCP endpoint answers within the request timeout. MCP tool
+    // calls are bounded by their own relay deadlines (up to 300 s for a backtest), and carry
+    // larger bodies (NinjaScript source).
+    let probes = Router::new()
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
+        .route("/metrics", get(get_metrics));
+    let bounded = Router::new()
         .merge(oauth::router())
         .merge(addon_bridge::router())
         .merge(oauth::account::router())
+        .layer(from_fn_with_state(
+            BodyBounds {
+                limit: http.body_limit_bytes.get(),
+                deadline: http.body_read_timeout(),
+            },
+            read_body_within,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             http.request_timeout(),
-        ))
-        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes.get()));
-    let mcp = mcp::router().layer(RequestBodyLimitLayer::new(http.mcp_body_limit_bytes.get()));
+        ));
+    let mcp = mcp::router().layer(from_fn_with_state(
+        BodyBounds {
+            limit: http.mcp_body_limit_bytes.get(),
+            deadline: http.body_read_timeout(),
+        },
+        read_body_within,
+    ));
     let router = bounded
         .merge(mcp)
-        .route("/metrics", get(get_metrics))
+        .layer(from_fn_with_state(
+            InFlight::new(http.max_in_flight_requests.get()),
+            shed_load,
+        ))
+        .merge(probes)
         .layer(from_fn(count_request));
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
     let router = if state.config.public_url.is_https() {
@@ -182,34 +200,20 @@ async fn get_readyz(State(db): State<PgPool>) -> Response {
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C, then stops accepting connections and lets in-flight requests
-/// finish for up to the configured grace period.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: ShutdownSignal,
-) -> anyhow::Result<()> {
-    let grace = state.config.http.shutdown_grace();
-    let addon = state.addon.clone();
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.wait().await;
-        let _ = stop_tx.send(true);
-        // Pending relays end in 408 and Add-On sockets get a going-away close while HTTP
-        // requests drain.
-        addon.shutdown().await;
-    });
-    let mut stop_rx = stop_rx;
-    let deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(grace).await;
+/// Serves until SIGTERM or Ctrl-C, then stops accepting connections, ends pending relays and
+/// Add-On sockets, and lets in-flight requests finish for up to the configured grace period.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: ShutdownSignal) {
+    let http = &state.config.http;
+    let limits = Limits {
+        max_connections: http.max_connections.get(),
+        header_read_timeout: http.header_read_timeout(),
+        shutdown_grace: http.shutdown_grace(),
     };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!(?grace, "shutdown grace period over; closing open connections"),
-    }
-    Ok(())
+    let addon = state.addon.clone();
+    // Pending relays end in 408 and Add-On sockets get a going-away close while HTTP requests
+    // drain.
+    let on_stop = async move { addon.shutdown().await };
+    crate::http::serve(listener, app(state), limits, shutdown.wait(), on_stop).await;
 }
 
 /// SIGTERM and SIGINT, listened for from the moment this is created (before the cluster

@@ -14,6 +14,7 @@ mod compose;
 mod embedded;
 mod mcp_client;
 mod oauth_flow;
+mod overload;
 mod readiness;
 mod readme;
 mod support;

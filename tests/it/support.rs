@@ -236,6 +236,14 @@ pub fn http() -> reqwest::Client {
 pub async fn server_with_user(
     email: &str,
 ) -> (testkit::TestDb, ServerProcess, testkit::oauth::Endpoint) {
+    server_with_user_and(email, &[]).await
+}
+
+/// [`server_with_user`] with extra environment for the server (limits, timeouts).
+pub async fn server_with_user_and(
+    email: &str,
+    extra: &[(&str, &str)],
+) -> (testkit::TestDb, ServerProcess, testkit::oauth::Endpoint) {
     let db = testkit::TestDb::new().await;
     let url = db.url();
     let env = [("DATABASE_URL", url.as_str())];
@@ -253,7 +261,9 @@ pub async fn server_with_user(
         &format!("{}\n", testkit::oauth::PASSWORD),
     );
     assert!(added.status.success(), "{}", stderr(&added));
-    let server = ServerProcess::start("serve", &env);
+    let mut server_env = env.to_vec();
+    server_env.extend_from_slice(extra);
+    let server = ServerProcess::start("serve", &server_env);
     let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
     (db, server, endpoint)
 }

@@ -36,13 +36,20 @@ pub async fn authenticate(
     let ip_bucket = origin.ip.map(bucket).unwrap_or_default();
     let email_lower = email.trim().to_lowercase();
     let settings = state.settings();
-    // Attempts on one account are serialised, so a burst of parallel guesses is counted one by
-    // one instead of all seeing the same count.
-    let mut lock = state.db().begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("sign-in {email_lower}"))
-        .execute(&mut *lock)
-        .await?;
+    // Each attempt reserves its failure slot before the password is checked, under locks on
+    // the address and the account (always taken in that order), so a burst of parallel guesses
+    // is counted one by one instead of all seeing the same count. A correct password gives its
+    // slot back.
+    let mut tx = state.db().begin().await?;
+    for key in [
+        format!("sign-in ip {ip_bucket}"),
+        format!("sign-in {email_lower}"),
+    ] {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
     // The window is 15 minutes.
     let (by_ip, by_account): (i64, i64) = sqlx::query_as(
         "SELECT
@@ -54,13 +61,23 @@ pub async fn authenticate(
     .bind(&ip_bucket)
     .bind(&email_lower)
     .bind(state.now())
-    .fetch_one(state.db())
+    .fetch_one(&mut *tx)
     .await?;
     if by_ip >= i64::from(settings.sign_in_failures_per_ip)
         || by_account >= i64::from(settings.sign_in_failures_per_account)
     {
         return Ok(Authentication::Throttled);
     }
+    let reserved: i64 = sqlx::query_scalar(
+        "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at)
+         VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(&ip_bucket)
+    .bind(&email_lower)
+    .bind(state.now())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
     let account = match Email::parse(email) {
         Ok(email) => store::users::find_credentials(state.db(), &email).await?,
         Err(_) => None,
@@ -76,6 +93,10 @@ pub async fn authenticate(
     })
     .await?;
     if let Some(user) = verified {
+        sqlx::query("DELETE FROM sign_in_failures WHERE id = $1")
+            .bind(reserved)
+            .execute(state.db())
+            .await?;
         events::record(
             state.db(),
             Kind::SignedIn,
@@ -87,15 +108,6 @@ pub async fn authenticate(
         .await;
         return Ok(Authentication::Verified(user));
     }
-    sqlx::query(
-        "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at)
-         VALUES ($1, $2, $3)",
-    )
-    .bind(&ip_bucket)
-    .bind(&email_lower)
-    .bind(state.now())
-    .execute(state.db())
-    .await?;
     events::record(
         state.db(),
         Kind::SignInFailed,

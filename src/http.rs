@@ -1,0 +1,270 @@
+//! Connections and load: the accept loop with its limits, load shedding, bounded body reads and
+//! graceful shutdown.
+//!
+//! Every resource a client can hold is bounded: connections per replica, requests being handled,
+//! time to send headers (slowloris), time and bytes to send a body. Beyond a bound the server
+//! answers at once (503 with `Retry-After`, 408, 413) instead of queueing.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+/// Seconds a shed client is told to wait before retrying.
+const RETRY_AFTER_SECS: u32 = 1;
+/// How long an over-capacity connection gets to receive its 503 before it is dropped.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept` (file descriptors exhausted), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The limits the accept loop and the middleware enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Accepts connections until `stop` resolves, then stops accepting (the listening socket is
+/// closed, so new connections are refused), runs `on_stop`, asks every open connection to finish
+/// its in-flight request and close, and waits for them up to the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    on_stop: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut stop = pin!(stop);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let closing = closing_rx.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, remote, router, limits.header_read_timeout, closing).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting connections");
+    let _ = closing_tx.send(true);
+    on_stop.await;
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace period over; closing open connections");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    header_read_timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        router.clone().oneshot(request.map(Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let mut connection = pin!(
+        builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+    );
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            return;
+        }
+        _ = closing.wait_for(|closing| *closing) => {}
+    }
+    // Finish the request in flight, then close instead of waiting for another.
+    connection.as_mut().graceful_shutdown();
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "connection ended with an error during shutdown");
+    }
+}
+
+/// Answers a connection over the limit with a 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let body = json!({
+        "error": "server_error",
+        "message": "the server is at capacity; retry shortly",
+    })
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: {RETRY_AFTER_SECS}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// The requests being handled at once; beyond it, 503 with `Retry-After` at once.
+#[derive(Debug, Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl InFlight {
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(Semaphore::new(limit)))
+    }
+}
+
+/// Sheds load: a request is handled only while fewer than the limit are. The permit is held
+/// until the response head is ready; streamed bodies (SSE) do not hold it.
+pub async fn shed_load(
+    State(in_flight): State<InFlight>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = in_flight.0.try_acquire() else {
+        metrics::counter!("http_requests_shed_total").increment(1);
+        return unavailable();
+    };
+    next.run(request).await
+}
+
+fn unavailable() -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({
+            "error": "server_error",
+            "message": "the server is at capacity; retry shortly",
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}
+
+/// How many bytes a route accepts and how long a client may take to send them.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyBounds {
+    pub limit: usize,
+    pub deadline: Duration,
+}
+
+/// Reads the whole request body before the handler runs, within the size limit and the deadline:
+/// a trickled upload answers 408 and an oversized one 413, whatever the handler is.
+pub async fn read_body_within(
+    State(bounds): State<BodyBounds>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+    ) {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > bounds.limit as u64) {
+        return too_large(bounds.limit);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes =
+        match tokio::time::timeout(bounds.deadline, axum::body::to_bytes(body, bounds.limit)).await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                let over_limit = err
+                    .into_inner()
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                return if over_limit {
+                    too_large(bounds.limit)
+                } else {
+                    body_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the request body could not be read",
+                    )
+                };
+            }
+            Err(_) => {
+                metrics::counter!("http_slow_bodies_total").increment(1);
+                let mut response = body_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body was not received in time",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
+        };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn too_large(limit: usize) -> Response {
+    let mut response = body_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("the request body is larger than {limit} bytes"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn body_error(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": error, "message": message })),
+    )
+        .into_response()
+}
