@@ -122,6 +122,12 @@ impl HttpError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
+        // A transient failure: tell the client when to retry rather than leave it guessing.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(
                 header::ALLOW,

@@ -141,6 +141,7 @@ async fn verifier_unavailable_is_503_server_error() {
         .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.header("www-authenticate"), None);
+    assert_eq!(reply.header("retry-after"), Some("5"));
     assert_eq!(
         reply.json,
         json!({"error":"server_error","message":"Access tokens cannot be verified right now; retry shortly"})
@@ -329,6 +330,7 @@ async fn database_down_is_503_server_error() {
         .call("elite-read", "GetMcpCapabilities", json!({}))
         .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("5"));
     assert_eq!(
         reply.json,
         json!({"error":"server_error","message":"The service is temporarily unavailable; retry shortly"})
