@@ -40,6 +40,9 @@ pub(crate) struct PendingCall {
     pub arguments: Value,
     pub deadline: Instant,
     pub responder: Responder,
+    /// Counts the call among the bridge's live calls until it is dropped, however it ends.
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub tracked: crate::Tracked,
 }
 
 pub(crate) enum Command {

@@ -22,6 +22,7 @@ pub mod protocol;
 mod relay;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -177,6 +178,20 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Connection tasks still running (shutdown waits for them).
     tasks: watch::Sender<usize>,
+    /// Calls held by this replica: queued for a socket or awaiting the Add-On's answer.
+    live_calls: Arc<AtomicUsize>,
+}
+
+/// One call counted in [`AddonBridge::live_calls`] until dropped.
+#[derive(Debug)]
+pub(crate) struct Tracked(Arc<AtomicUsize>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let left = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of a small count")]
+        metrics::gauge!("addon_live_calls").set(left as f64);
+    }
 }
 
 impl AddonBridge {
@@ -207,6 +222,7 @@ impl AddonBridge {
                 changes: broadcast::channel(256).0,
                 shutdown: watch::channel(false).0,
                 tasks: watch::channel(0).0,
+                live_calls: Arc::new(AtomicUsize::new(0)),
             }),
         };
         if let Err(err) = bridge.beat().await {
@@ -269,6 +285,20 @@ impl AddonBridge {
             tracing::warn!(error = %err, "add-on bridge: retiring instance failed");
         }
         tracing::info!(instance = %self.instance_id(), "add-on bridge shut down");
+    }
+
+    /// Calls this replica holds right now: queued for a socket, awaiting the Add-On's answer,
+    /// or awaiting another replica's. Every call ends in one outcome and releases its entry, so
+    /// this returns to zero when idle.
+    pub fn live_calls(&self) -> usize {
+        self.inner.live_calls.load(Ordering::SeqCst) + self.inner.waiters.len()
+    }
+
+    pub(crate) fn track_call(&self) -> Tracked {
+        let now = self.inner.live_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of a small count")]
+        metrics::gauge!("addon_live_calls").set(now as f64);
+        Tracked(Arc::clone(&self.inner.live_calls))
     }
 
     fn is_shutting_down(&self) -> bool {

@@ -58,6 +58,11 @@ impl Waiters {
         }
     }
 
+    /// Callers waiting on a row.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     /// After a listener reconnect: every waiter re-reads its row.
     pub fn wake_all(&self) {
         for tx in self
@@ -236,6 +241,7 @@ impl AddonBridge {
                 arguments: call.arguments.clone(),
                 deadline,
                 responder: Responder::Local(tx),
+                tracked: self.track_call(),
             };
             match tokio::time::timeout_at(deadline, handle.tx.send(Command::Call(pending))).await {
                 Ok(Ok(())) => {}
@@ -327,6 +333,7 @@ impl AddonBridge {
                     arguments: claimed.arguments.0,
                     deadline: Instant::now() + remaining,
                     responder: Responder::Remote(call_id),
+                    tracked: self.track_call(),
                 }))
                 .await
                 .is_ok(),

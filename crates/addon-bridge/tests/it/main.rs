@@ -9,6 +9,7 @@
 )]
 
 mod events;
+mod faults;
 mod idempotency;
 mod keys;
 mod relay;
