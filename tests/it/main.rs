@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod compose;
 mod embedded;
+mod faults;
 mod mcp_client;
 mod oauth_flow;
 mod overload;
