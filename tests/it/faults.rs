@@ -357,3 +357,266 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
     db.close().await;
     assert!(server.terminate().success());
 }
+
+/// A token request that reports a dropped connection instead of panicking.
+async fn try_token(
+    endpoint: &Endpoint,
+    params: &[(&str, &str)],
+) -> reqwest::Result<reqwest::Response> {
+    endpoint
+        .http
+        .post(endpoint.url("/v1/oauth/mcp/token"))
+        .form(params)
+        .send()
+        .await
+}
+
+/// What the clients were told before the kill.
+#[derive(Debug, Default)]
+struct Acknowledged {
+    clients: Vec<String>,
+    /// (code, tokens) for each exchange answered 200.
+    exchanges: Vec<(String, Value)>,
+    /// The newest refresh token each chain was given.
+    chains: Vec<Arc<Mutex<String>>>,
+    rotations: usize,
+}
+
+#[tokio::test]
+async fn sigkill_mid_writes_loses_nothing_acknowledged_and_doubles_nothing() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("CROSSTRADE_RATE_LIMITS__REGISTRATIONS_PER_HOUR", "100000"),
+        (
+            "CROSSTRADE_RATE_LIMITS__TOKEN_REQUESTS_PER_MINUTE",
+            "100000",
+        ),
+    ];
+    signed_up(&env, "crash@example.com").await;
+    let server = ServerProcess::start("serve", &env);
+    let endpoint = Endpoint::new(&server.url(""));
+
+    // Codes waiting to be exchanged, and refresh chains to rotate.
+    let mut coder = Flow::new(&endpoint, "crash@example.com").await;
+    let mut codes = Vec::new();
+    for _ in 0..24 {
+        codes.push(coder.code(&endpoint, "mcp:read", "mcp:read").await);
+    }
+    let coder = Arc::new(coder);
+    let mut chains = Vec::new();
+    let mut rotator = Flow::new(&endpoint, "crash@example.com").await;
+    for _ in 0..8 {
+        let tokens = rotator.tokens(&endpoint, "mcp:read", "mcp:read").await;
+        chains.push(Arc::new(Mutex::new(
+            tokens["refresh_token"].as_str().unwrap().to_owned(),
+        )));
+    }
+    let rotator = Arc::new(rotator);
+
+    let acknowledged = Arc::new(Mutex::new(Acknowledged {
+        chains: chains.clone(),
+        ..Acknowledged::default()
+    }));
+    let queue = Arc::new(Mutex::new(codes.clone()));
+    let mut load = Vec::new();
+    for worker in 0..2 {
+        let (endpoint, acknowledged) = (endpoint.clone(), Arc::clone(&acknowledged));
+        load.push(tokio::spawn(async move {
+            for n in 0.. {
+                let Ok(response) = endpoint
+                    .http
+                    .post(endpoint.url("/v1/oauth/mcp/register"))
+                    .json(&json!({"redirect_uris": [format!("https://crash-{worker}-{n}.example/cb")]}))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if response.status() == 201 {
+                    let Ok(body) = response.json::<Value>().await else { return };
+                    let client_id = body["client_id"].as_str().unwrap().to_owned();
+                    acknowledged.lock().unwrap().clients.push(client_id);
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (endpoint, acknowledged, queue, coder) = (
+            endpoint.clone(),
+            Arc::clone(&acknowledged),
+            Arc::clone(&queue),
+            Arc::clone(&coder),
+        );
+        load.push(tokio::spawn(async move {
+            loop {
+                let Some(code) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let params = [
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", coder.redirect_uri.as_str()),
+                    ("client_id", coder.client_id.as_str()),
+                    ("code_verifier", coder.pkce.verifier.as_str()),
+                ];
+                let Ok(response) = try_token(&endpoint, &params).await else {
+                    return;
+                };
+                if response.status() == 200 {
+                    let Ok(tokens) = response.json::<Value>().await else {
+                        return;
+                    };
+                    acknowledged.lock().unwrap().exchanges.push((code, tokens));
+                }
+                // Paced so that codes are still waiting when the kill comes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    for chain in &chains {
+        let (endpoint, acknowledged, chain, rotator) = (
+            endpoint.clone(),
+            Arc::clone(&acknowledged),
+            Arc::clone(chain),
+            Arc::clone(&rotator),
+        );
+        load.push(tokio::spawn(async move {
+            loop {
+                let current = chain.lock().unwrap().clone();
+                let params = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", current.as_str()),
+                    ("client_id", rotator.client_id.as_str()),
+                ];
+                let Ok(response) = try_token(&endpoint, &params).await else {
+                    return;
+                };
+                if response.status() != 200 {
+                    continue;
+                }
+                let Ok(tokens) = response.json::<Value>().await else {
+                    return;
+                };
+                *chain.lock().unwrap() = tokens["refresh_token"].as_str().unwrap().to_owned();
+                acknowledged.lock().unwrap().rotations += 1;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    crate::support::signal(server.pid(), "KILL");
+    for task in load {
+        task.await.unwrap();
+    }
+    drop(server);
+    let acknowledged = Arc::try_unwrap(acknowledged).unwrap().into_inner().unwrap();
+    assert!(
+        !acknowledged.clients.is_empty()
+            && !acknowledged.exchanges.is_empty()
+            && acknowledged.rotations > 0,
+        "the kill came before any write: {acknowledged:?}"
+    );
+
+    let restarted = ServerProcess::start("serve", &env);
+    let endpoint = Endpoint::new(&restarted.url(""));
+    let pool = db.pool().await;
+
+    // Every registration answered 201 exists.
+    let clients: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM oauth_clients WHERE client_id = ANY($1)")
+            .bind(&acknowledged.clients)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(clients, i64::try_from(acknowledged.clients.len()).unwrap());
+    // Every exchange answered 200 gave tokens that work.
+    for (_, tokens) in &acknowledged.exchanges {
+        let access = tokens["access_token"].as_str().unwrap();
+        assert_eq!(tools_call(&endpoint, access).await.unwrap().status(), 200);
+    }
+    // The newest refresh token of every chain works (a rotation committed unseen is covered by
+    // the retry grace: the same successor is returned).
+    for chain in &acknowledged.chains {
+        let current = chain.lock().unwrap().clone();
+        let response = rotator.refresh(&endpoint, &current).await;
+        assert_eq!(response.status(), 200, "a refresh chain broke");
+    }
+    // No family has two live refresh tokens; no grant is half-written.
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT grant_id FROM refresh_tokens WHERE rotated_at IS NULL
+         GROUP BY grant_id HAVING count(*) > 1) AS doubled",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(doubled, 0, "a refresh family has two live tokens");
+    let tokenless: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM grants g
+         WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tokenless, 0, "a grant without its refresh token");
+    let orphan_codes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM authorization_codes WHERE (used_at IS NULL) <> (grant_id IS NULL)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        orphan_codes, 0,
+        "a code consumed without its grant, or the reverse"
+    );
+    // The AI Clients list shows exactly the live grants, each complete.
+    let mut browser = rotator.browser.clone();
+    let listed = browser
+        .get(&endpoint, &endpoint.url("/v1/account/ai-clients"))
+        .await;
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    let listed = listed["clients"].as_array().unwrap();
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM grants WHERE revoked_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(i64::try_from(listed.len()).unwrap(), live);
+    for grant in listed {
+        assert!(
+            grant["client_id"].is_string() && grant["scope"] == "mcp:read",
+            "{grant}"
+        );
+    }
+    // No code is exchangeable twice: those acknowledged are spent; the rest work at most once.
+    let spent: Vec<&String> = acknowledged
+        .exchanges
+        .iter()
+        .map(|(code, _)| code)
+        .collect();
+    let mut late_successes = 0;
+    for code in &codes {
+        let first = coder.exchange(&endpoint, code).await.status();
+        if spent.contains(&code) {
+            assert_eq!(first, 400, "an acknowledged code was exchanged again");
+        } else if first == 200 {
+            late_successes += 1;
+        }
+        assert_eq!(coder.exchange(&endpoint, code).await.status(), 400);
+    }
+
+    eprintln!(
+        "sigkill mid-writes: acknowledged before the kill: {} registrations, {} code exchanges, \
+         {} refresh rotations across {} chains, {} codes not yet exchanged; after restart all registrations exist, all \
+         acknowledged tokens work, every chain refreshes, 0 doubled refresh families, 0 \
+         half-written grants or codes, {} never-acknowledged codes exchanged once, 0 exchanged twice",
+        acknowledged.clients.len(),
+        acknowledged.exchanges.len(),
+        acknowledged.rotations,
+        acknowledged.chains.len(),
+        codes.len() - acknowledged.exchanges.len(),
+        late_successes,
+    );
+    assert!(restarted.terminate().success());
+}
