@@ -69,7 +69,7 @@ async fn record(
     (status == 200).then_some(body)
 }
 
-async fn signed_up(env: &[(&str, &str)], email: &str) {
+fn signed_up(env: &[(&str, &str)], email: &str) {
     let added = run(
         env,
         &[
@@ -98,7 +98,7 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
             "100000",
         ),
     ];
-    signed_up(&env, "outage@example.com").await;
+    signed_up(&env, "outage@example.com");
     let server = ServerProcess::start("serve", &env);
     let endpoint = Endpoint::new(&server.url(""));
     let client = http();
@@ -217,8 +217,8 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
     for task in load {
         task.await.unwrap();
     }
-    let ready_after = ready_at.expect("readyz never returned to 200") - up_at;
-    let serving_after = serving_at.expect("tool calls never succeeded again") - up_at;
+    let ready_after = ready_at.expect("readyz never returned to 200").saturating_sub(up_at);
+    let serving_after = serving_at.expect("tool calls never succeeded again").saturating_sub(up_at);
 
     let samples = samples.lock().unwrap().clone();
     let slowest = samples.iter().map(|s| s.latency).max().unwrap();
@@ -346,7 +346,7 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
          tool calls 200 {serving_after:?} after PostgreSQL came back; calls 200/503: {}/{}, \
          refreshes 200/503: {}/{}, revoked-token calls 200: 0 of {}; a grant ended in the database \
          refused after {refused_after:?}",
-        (up_at - down_at).as_secs_f64(),
+        up_at.saturating_sub(down_at).as_secs_f64(),
         during.len(),
         count("call", 200),
         count("call", 503),
@@ -394,7 +394,7 @@ async fn sigkill_mid_writes_loses_nothing_acknowledged_and_doubles_nothing() {
             "100000",
         ),
     ];
-    signed_up(&env, "crash@example.com").await;
+    signed_up(&env, "crash@example.com");
     let server = ServerProcess::start("serve", &env);
     let endpoint = Endpoint::new(&server.url(""));
 
