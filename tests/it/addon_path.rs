@@ -338,7 +338,7 @@ async fn tools_call(
 }
 
 /// A token with both scopes, granted by the account through the OAuth flow.
-async fn trade_token(endpoint: &Endpoint, email: &str) -> (Flow, String) {
+pub(crate) async fn trade_token(endpoint: &Endpoint, email: &str) -> (Flow, String) {
     let mut flow = Flow::new(endpoint, email).await;
     let tokens = flow
         .tokens(endpoint, "mcp:read mcp:trade", "mcp:trade")
@@ -349,7 +349,7 @@ async fn trade_token(endpoint: &Endpoint, email: &str) -> (Flow, String) {
 
 /// The simulator, with a fresh Add-On key of `email`, connecting to the server at `addr` and
 /// never answering the tools in `never_answer`.
-fn sim_options(
+pub(crate) fn sim_options(
     db: &testkit::TestDb,
     addr: std::net::SocketAddr,
     email: &str,
@@ -380,7 +380,7 @@ fn sim_options(
 }
 
 /// Waits (up to 5 s) until `GetMcpCapabilities` reports the Add-On connected.
-async fn addon_connected(endpoint: &Endpoint, access: &str) -> bool {
+pub(crate) async fn addon_connected(endpoint: &Endpoint, access: &str) -> bool {
     for _ in 0..100 {
         let reply = tools_call(endpoint, access, "GetMcpCapabilities", json!({})).await;
         let body: Value = reply.json().await.unwrap();

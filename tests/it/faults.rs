@@ -217,8 +217,12 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
     for task in load {
         task.await.unwrap();
     }
-    let ready_after = ready_at.expect("readyz never returned to 200").saturating_sub(up_at);
-    let serving_after = serving_at.expect("tool calls never succeeded again").saturating_sub(up_at);
+    let ready_after = ready_at
+        .expect("readyz never returned to 200")
+        .saturating_sub(up_at);
+    let serving_after = serving_at
+        .expect("tool calls never succeeded again")
+        .saturating_sub(up_at);
 
     let samples = samples.lock().unwrap().clone();
     let slowest = samples.iter().map(|s| s.latency).max().unwrap();
@@ -619,4 +623,131 @@ async fn sigkill_mid_writes_loses_nothing_acknowledged_and_doubles_nothing() {
         late_successes,
     );
     assert!(restarted.terminate().success());
+}
+
+#[tokio::test]
+async fn sigterm_under_load_drains_in_flight_work_and_exits_0_within_the_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (db, mut server, endpoint) = crate::support::server_with_user("drain@example.com").await;
+    let (_, access) = crate::addon_path::trade_token(&endpoint, "drain@example.com").await;
+    let scripts = testkit::scratch_dir("drain-scripts");
+    let options = crate::addon_path::sim_options(
+        &db,
+        server.addr,
+        "drain@example.com",
+        &["GetAccounts"],
+        &scripts,
+    );
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    assert!(crate::addon_path::addon_connected(&endpoint, &access).await);
+
+    // Load: tool calls in a loop on 8 connections.
+    let origin = Instant::now();
+    let samples: Samples = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (endpoint, access, samples, stop) = (
+            endpoint.clone(),
+            access.clone(),
+            Arc::clone(&samples),
+            Arc::clone(&stop),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let response = tools_call(&endpoint, &access).await;
+                let failed = response.is_err();
+                record(&samples, "call", origin, sent, response).await;
+                if failed {
+                    return;
+                }
+            }
+        }));
+    }
+    // A relay the Add-On never answers, and a request whose body is still arriving.
+    let pending = tokio::spawn({
+        let (endpoint, access) = (endpoint.clone(), access.clone());
+        async move {
+            endpoint
+                .http
+                .post(endpoint.resource())
+                .bearer_auth(&access)
+                .header("mcp-protocol-version", "2025-11-25")
+                .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "GetAccounts", "arguments": {}}}))
+                .send()
+                .await
+        }
+    });
+    let mut uploading = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    uploading
+        .write_all(
+            b"POST /v1/oauth/mcp/token HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\n\r\ngrant_type=",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let signalled = Instant::now();
+    let signalled_at = origin.elapsed();
+    crate::support::signal(server.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new connections.
+    assert!(
+        tokio::net::TcpStream::connect(server.addr).await.is_err(),
+        "a connection was accepted after SIGTERM"
+    );
+    // The upload in flight completes and is answered.
+    uploading.write_all(b"refresh_token&x=1").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), uploading.read_to_end(&mut answer))
+        .await
+        .expect("the in-flight request was not answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid_request"), "{answer}");
+    // The pending relay ends in 408; the Add-On gets a going-away close.
+    let relay = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the pending relay was not answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(relay.status(), 408);
+    assert_eq!(
+        relay.json::<Value>().await.unwrap()["error"],
+        "addon_disconnected"
+    );
+    let close = tokio::time::timeout(Duration::from_secs(5), sim)
+        .await
+        .expect("the Add-On socket was not closed")
+        .unwrap();
+    assert_eq!(close.unwrap(), Some(1001));
+    // Exit 0 within the grace period (10 s).
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running after the grace period");
+    let exited_after = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    // Every call answered was answered in full: 200 before and during the drain, never a 5xx.
+    let samples = samples.lock().unwrap().clone();
+    let answered: Vec<&Sample> = samples.iter().filter(|s| s.status != 0).collect();
+    assert!(answered.iter().all(|s| s.status == 200), "{answered:?}");
+    let after_signal = answered.iter().filter(|s| s.sent_at > signalled_at).count();
+    eprintln!(
+        "sigterm under load: {} tool calls answered 200 ({} of them sent after SIGTERM while \
+         draining), {} refused once the connection closed, 0 errors; in-flight upload answered, \
+         pending relay 408, Add-On closed 1001, exit 0 after {exited_after:?}",
+        answered.len(),
+        after_signal,
+        samples.len() - answered.len(),
+    );
+    std::fs::remove_dir_all(&scripts).ok();
 }
