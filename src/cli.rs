@@ -85,6 +85,12 @@ pub enum UsersCommand {
     },
     /// List accounts.
     List,
+    /// Incident response: end every AI client grant (access and refresh tokens stop working on
+    /// every replica at once), every browser session and every Add-On key of one account.
+    RevokeAll {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +197,33 @@ async fn users_command(config: &Config, command: UsersCommand) -> anyhow::Result
                     user.id,
                     user.email,
                     user.tier
+                )?;
+                Ok(())
+            })
+            .await
+        }
+        UsersCommand::RevokeAll { email } => {
+            let email = Email::parse(&email)?;
+            with_database(config, Role::Tool("users revoke-all"), async |db| {
+                let user = users::find_by_email(&db.pool, &email)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no user with email {}", email.as_str()))?;
+                let mut tx = db.pool.begin().await?;
+                let ended = oauth::grants::end_everything_for_user(
+                    &mut tx,
+                    user.id,
+                    "revoked by an operator",
+                )
+                .await?;
+                let keys = addon_bridge::keys::revoke_all(&mut *tx, user.id).await?;
+                tx.commit().await?;
+                writeln!(
+                    std::io::stdout(),
+                    "{}: ended {} AI client grants, {} browser sessions, {} Add-On keys",
+                    user.email,
+                    ended.grants,
+                    ended.sessions,
+                    keys
                 )?;
                 Ok(())
             })

@@ -292,3 +292,70 @@ async fn addon_keys_create_prints_only_the_key_and_revoke_needs_the_owner() {
         "error: no user with email nobody@example.com"
     );
 }
+
+#[tokio::test]
+async fn users_revoke_all_ends_every_token_session_and_addon_socket_at_once() {
+    let (db, server, endpoint) = crate::support::server_with_user("incident@example.com").await;
+    let (flow, access) = crate::addon_path::trade_token(&endpoint, "incident@example.com").await;
+    let mut flow = flow;
+    let tokens = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let scripts = testkit::scratch_dir("incident-scripts");
+    let options =
+        crate::addon_path::sim_options(&db, server.addr, "incident@example.com", &[], &scripts);
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    assert!(crate::addon_path::addon_connected(&endpoint, &access).await);
+    let clients_url = endpoint.url("/v1/account/ai-clients");
+    assert_eq!(
+        flow.browser.get(&endpoint, &clients_url).await.status(),
+        200
+    );
+
+    let url = db.url();
+    let revoked = run(
+        &[("DATABASE_URL", url.as_str())],
+        &["users", "revoke-all", "--email", "incident@example.com"],
+        "",
+    );
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert_eq!(
+        stdout(&revoked).trim(),
+        "incident@example.com: ended 2 AI client grants, 1 browser sessions, 1 Add-On keys"
+    );
+
+    // The running server refuses the access token at once (the grant was ended elsewhere).
+    let refused = endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(&access)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "GetMcpCapabilities", "arguments": {}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let refreshed = flow.refresh(&endpoint, &refresh).await;
+    assert_eq!(refreshed.status(), 400);
+    let body: serde_json::Value = refreshed.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(
+        flow.browser.get(&endpoint, &clients_url).await.status(),
+        401
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), sim)
+        .await
+        .expect("the Add-On socket stayed open")
+        .unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+    let pool = db.pool().await;
+    let kind: String =
+        sqlx::query_scalar("SELECT kind FROM security_events WHERE detail->>'by' = 'operator'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "revoked");
+    std::fs::remove_dir_all(&scripts).ok();
+}

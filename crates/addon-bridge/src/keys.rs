@@ -85,6 +85,18 @@ pub async fn revoke(
     Ok(done.rows_affected() == 1)
 }
 
+/// Revokes every live key of `user_id` (their sockets close on whichever replica holds them);
+/// returns how many.
+pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<u64, KeyError> {
+    let done = sqlx::query(
+        "UPDATE addon_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// `user_id`'s keys, newest first, revoked ones included.
 pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<KeySummary>, KeyError> {
     Ok(sqlx::query_as(

@@ -66,3 +66,43 @@ pub async fn revoke_user_grant(
     }
     Ok(revoked)
 }
+
+/// What [`end_everything_for_user`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub grants: u64,
+    pub sessions: u64,
+}
+
+/// Incident response for one account: ends every grant (its access tokens fail on every
+/// replica at once through the `grant_ended` notification; its refresh tokens stop working) and
+/// every browser session, and records a security event. Runs in the caller's transaction.
+pub async fn end_everything_for_user(
+    tx: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    reason: &str,
+) -> Result<Ended, sqlx::Error> {
+    let grants = sqlx::query(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = $2
+         WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let sessions = sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query(
+        "INSERT INTO security_events (kind, user_id, detail) VALUES ($1, $2, $3)",
+    )
+    .bind(Kind::Revoked.as_str())
+    .bind(user_id)
+    .bind(serde_json::json!({ "by": "operator", "reason": reason, "grants": grants, "sessions": sessions }))
+    .execute(&mut *tx)
+    .await?;
+    Ok(Ended { grants, sessions })
+}
