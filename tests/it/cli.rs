@@ -359,3 +359,99 @@ async fn users_revoke_all_ends_every_token_session_and_addon_socket_at_once() {
     assert_eq!(kind, "revoked");
     std::fs::remove_dir_all(&scripts).ok();
 }
+
+/// The master-secret replacement procedure of SECURITY.md, step by step.
+#[tokio::test]
+async fn the_master_secret_can_be_replaced_as_security_md_says() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let old = [
+        ("DATABASE_URL", url.as_str()),
+        (
+            "CROSSTRADE_MASTER_SECRET",
+            "old-master-secret-0123456789abcdefghij",
+        ),
+    ];
+    let added = run(
+        &old,
+        &[
+            "users",
+            "add",
+            "--email",
+            "rotate@example.com",
+            "--tier",
+            "elite",
+            "--password-stdin",
+        ],
+        &format!("{}\n", testkit::oauth::PASSWORD),
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let server = crate::support::ServerProcess::start("serve", &old);
+    let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
+    let mut flow = testkit::oauth::Flow::new(&endpoint, "rotate@example.com").await;
+    let before = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
+    assert!(server.terminate().success());
+
+    let pool = db.pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE grants SET revoked_at = now(), revoked_reason = 'master secret rotation' WHERE revoked_at IS NULL")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE signing_keys SET retired_at = now(), verify_until = now() WHERE retired_at IS NULL",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let new = [
+        ("DATABASE_URL", url.as_str()),
+        (
+            "CROSSTRADE_MASTER_SECRET",
+            "new-master-secret-0123456789abcdefghij",
+        ),
+    ];
+    let server = crate::support::ServerProcess::start("serve", &new);
+    let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
+    let call = |access: String| {
+        let endpoint = endpoint.clone();
+        async move {
+            endpoint
+                .http
+                .post(endpoint.resource())
+                .bearer_auth(access)
+                .header("mcp-protocol-version", "2025-11-25")
+                .json(
+                    &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "GetMcpCapabilities", "arguments": {}}}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        call(before["access_token"].as_str().unwrap().to_owned()).await,
+        401
+    );
+    let refreshed = flow
+        .refresh(&endpoint, before["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status(), 400);
+    let mut flow = testkit::oauth::Flow::new(&endpoint, "rotate@example.com").await;
+    let after = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
+    assert_eq!(
+        call(after["access_token"].as_str().unwrap().to_owned()).await,
+        200
+    );
+    let live_keys: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE retired_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(live_keys, 1);
+    assert!(server.terminate().success());
+}
