@@ -28,6 +28,9 @@ use tower::ServiceExt;
 const RETRY_AFTER_SECS: u32 = 1;
 /// How long an over-capacity connection gets to receive its 503 before it is dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest request head (request line and headers) buffered per connection: bounds the memory a
+/// connection can pin before a request is even routed. Larger heads answer 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Pause after a failed `accept` (file descriptors exhausted), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -104,7 +107,9 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES);
     let mut connection = pin!(
         builder
             .serve_connection(TokioIo::new(stream), service)

@@ -56,7 +56,7 @@ fn plain_server(extra: &[(&str, &str)], db: &testkit::TestDb) -> ServerProcess {
 }
 
 #[tokio::test]
-async fn slow_or_silent_header_senders_are_disconnected() {
+async fn slow_silent_or_oversized_header_senders_are_disconnected() {
     let db = testkit::TestDb::new().await;
     let server = plain_server(&[("CROSSTRADE_HTTP__HEADER_READ_TIMEOUT_MS", "1000")], &db);
 
@@ -99,6 +99,16 @@ async fn slow_or_silent_header_senders_are_disconnected() {
     let (answer, closed) = read_until_closed(&mut keep_alive, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(closed, "an idle keep-alive connection stays open");
+    // An oversized head is refused before it is routed.
+    let mut huge = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let _ = huge.write_all(head.as_bytes()).await;
+    let (answer, closed) = read_until_closed(&mut huge, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(closed);
     // Prompt clients are unaffected.
     let healthy = http().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(healthy.status(), 200);
