@@ -218,17 +218,9 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
         tx,
         close: watch::channel(None).0,
     };
-    // Recorded in Postgres first: a replica holding an older socket sees the change and closes
-    // it; then this replica's own older socket is replaced.
-    if let Err(err) = data::upsert_presence(&bridge.inner.db, bridge.instance_id(), &handle).await {
-        tracing::error!(error = %err, "add-on presence write failed");
-        return close_socket(
-            &mut socket,
-            close::SERVER_ERROR,
-            "server error; reconnect shortly",
-        )
-        .await;
-    }
+    // Registered here before presence is written, so a call that follows the presence
+    // notification finds the socket; then recorded in Postgres, where a replica holding an
+    // older socket sees the change and closes it.
     let replaced = {
         let mut conns = bridge.conns();
         let old = conns.insert(owner.user_id, handle.clone());
@@ -241,6 +233,24 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
             close::REPLACED,
             "replaced by a newer connection of this account",
         );
+    }
+    if let Err(err) = data::upsert_presence(&bridge.inner.db, bridge.instance_id(), &handle).await {
+        tracing::error!(error = %err, "add-on presence write failed");
+        {
+            let mut conns = bridge.conns();
+            if conns
+                .get(&owner.user_id)
+                .is_some_and(|h| h.connection_id == handle.connection_id)
+            {
+                conns.remove(&owner.user_id);
+            }
+        }
+        return close_socket(
+            &mut socket,
+            close::SERVER_ERROR,
+            "server error; reconnect shortly",
+        )
+        .await;
     }
     tracing::info!(
         connection_id = %handle.connection_id,

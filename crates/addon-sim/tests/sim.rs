@@ -60,9 +60,9 @@ async fn the_simulator_answers_tools_with_consistent_state() {
     tokio::spawn(async move { addon_sim::run_with(&options, sim).await });
     assert_eq!(changes.recv().await.unwrap(), user_id);
 
-    let Ok(CallOutcome::Ok(accounts)) = bridge.call(call(user_id, "GetAccounts", json!({}))).await
-    else {
-        panic!()
+    let listed = bridge.call(call(user_id, "GetAccounts", json!({}))).await;
+    let Ok(CallOutcome::Ok(accounts)) = listed else {
+        panic!("{listed:?}")
     };
     let names: Vec<_> = accounts["accounts"]
         .as_array()
