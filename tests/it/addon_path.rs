@@ -320,7 +320,7 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
     std::fs::remove_dir_all(&scripts).ok();
 }
 
-async fn tools_call(
+pub(crate) async fn tools_call(
     endpoint: &Endpoint,
     access: &str,
     name: &str,

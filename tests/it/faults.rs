@@ -105,6 +105,30 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
 
     let mut flow = Flow::new(&endpoint, "outage@example.com").await;
     let live = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
+    let trade = flow
+        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:trade")
+        .await;
+    let trade_access = trade["access_token"].as_str().unwrap().to_owned();
+    // The Add-On stays connected through the outage.
+    let created = run(
+        &env,
+        &["addon-keys", "create", "--email", "outage@example.com"],
+        "",
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let scripts = testkit::scratch_dir("outage-scripts");
+    let options = addon_sim::Options {
+        url: format!("ws://{}/v1/addon/ws", server.addr),
+        key: crate::support::stdout(&created).trim().to_owned(),
+        addon_version: addon_sim::DEFAULT_ADDON_VERSION.to_owned(),
+        latency: Duration::ZERO,
+        never_answer: Vec::new(),
+        drop_on: None,
+        backtest: Duration::from_secs(1),
+        scripts_dir: scripts.clone(),
+    };
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    assert!(crate::addon_path::addon_connected(&endpoint, &trade_access).await);
     let revoked = flow.tokens(&endpoint, "mcp:read", "mcp:read").await;
     let live_access = live["access_token"].as_str().unwrap().to_owned();
     let revoked_access = revoked["access_token"].as_str().unwrap().to_owned();
@@ -287,6 +311,23 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         "the refresh chain did not survive the outage"
     );
 
+    // The Add-On path works again: its socket survived, its presence is back.
+    let mut relayed_after = None;
+    while origin.elapsed() < up_at + Duration::from_secs(5) {
+        let reply =
+            crate::addon_path::tools_call(&endpoint, &trade_access, "GetAccounts", json!({})).await;
+        if reply.status() == 200 {
+            let body: Value = reply.json().await.unwrap();
+            if body["result"]["isError"] == false {
+                relayed_after = Some(origin.elapsed().saturating_sub(up_at));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let relayed_after = relayed_after.expect("Add-On calls did not recover within 5 s");
+    assert!(!sim.is_finished(), "the Add-On socket was dropped");
+
     // The revocation listener is back: a grant ended elsewhere (another replica, an operator)
     // is refused here at once, even with the grant cached.
     assert_eq!(
@@ -348,8 +389,8 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         "database outage: down {:.1} s; {} requests during it (all 503 server_error with Retry-After, \
          or 401 for the revoked grant); slowest answer {slowest:?}; /readyz 200 {ready_after:?} and \
          tool calls 200 {serving_after:?} after PostgreSQL came back; calls 200/503: {}/{}, \
-         refreshes 200/503: {}/{}, revoked-token calls 200: 0 of {}; a grant ended in the database \
-         refused after {refused_after:?}",
+         refreshes 200/503: {}/{}, revoked-token calls 200: 0 of {}; Add-On relays 200 \
+         {relayed_after:?} after; a grant ended in the database refused after {refused_after:?}",
         up_at.saturating_sub(down_at).as_secs_f64(),
         during.len(),
         count("call", 200),
@@ -360,6 +401,7 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
     );
     db.close().await;
     assert!(server.terminate().success());
+    std::fs::remove_dir_all(&scripts).ok();
 }
 
 /// A token request that reports a dropped connection instead of panicking.
