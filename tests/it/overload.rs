@@ -472,3 +472,60 @@ async fn per_address_limits_hold_under_concurrent_bursts() {
         .await;
     assert_eq!(throttled.status(), 429);
 }
+
+#[tokio::test]
+async fn a_burst_beyond_capacity_is_shed_at_once_instead_of_queued() {
+    let (db, server, endpoint) = server_with_user_and(
+        "shed@example.com",
+        &[("CROSSTRADE_HTTP__MAX_IN_FLIGHT_REQUESTS", "8")],
+    )
+    .await;
+    let (_, access) = crate::addon_path::trade_token(&endpoint, "shed@example.com").await;
+    let scripts = testkit::scratch_dir("shed-scripts");
+    let mut options =
+        crate::addon_path::sim_options(&db, server.addr, "shed@example.com", &[], &scripts);
+    // Each Add-On call takes 500 ms: eight of them fill the server.
+    options.latency = Duration::from_millis(500);
+    let _sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    assert!(crate::addon_path::addon_connected(&endpoint, &access).await);
+
+    let started = Instant::now();
+    let burst = futures_join((0..64).map(|_| {
+        let (endpoint, access) = (endpoint.clone(), access.clone());
+        async move {
+            let sent = Instant::now();
+            let reply =
+                crate::addon_path::tools_call(&endpoint, &access, "GetAccounts", json!({})).await;
+            let status = reply.status().as_u16();
+            let retry_after = reply.headers().get("retry-after").is_some();
+            (status, retry_after, sent.elapsed())
+        }
+    }))
+    .await;
+    let wall = started.elapsed();
+    let served: Vec<_> = burst.iter().filter(|(status, ..)| *status == 200).collect();
+    let shed: Vec<_> = burst.iter().filter(|(status, ..)| *status == 503).collect();
+    assert_eq!(served.len() + shed.len(), burst.len(), "{burst:?}");
+    assert!(
+        (1..=8).contains(&served.len()),
+        "{} served at once",
+        served.len()
+    );
+    assert!(shed.iter().all(|(_, retry_after, _)| *retry_after));
+    let slowest_shed = shed.iter().map(|(.., latency)| *latency).max().unwrap();
+    // Shed requests did not wait for capacity: they were answered well before one Add-On call
+    // could finish.
+    assert!(
+        slowest_shed < Duration::from_millis(450),
+        "a shed request waited {slowest_shed:?}"
+    );
+    // Queued, 64 calls of 500 ms eight at a time would take 4 s.
+    assert!(wall < Duration::from_secs(2), "{wall:?}");
+    eprintln!(
+        "burst of 64 relayed calls (500 ms each) against 8 in-flight slots: {} served, {} shed \
+         with 503 + Retry-After, slowest shed answer {slowest_shed:?}, burst over in {wall:?}",
+        served.len(),
+        shed.len()
+    );
+    std::fs::remove_dir_all(&scripts).ok();
+}
