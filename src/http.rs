@@ -83,11 +83,15 @@ pub async fn serve(
     drop(listener);
     tracing::info!("stopped accepting connections");
     let _ = closing_tx.send(true);
-    on_stop.await;
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all))
-        .await
-        .is_err()
+    let drained = async {
+        let _ = slots.acquire_many(all).await;
+    };
+    if tokio::time::timeout(limits.shutdown_grace, async {
+        tokio::join!(on_stop, drained)
+    })
+    .await
+    .is_err()
     {
         tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace period over; closing open connections");
     }

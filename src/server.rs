@@ -210,9 +210,13 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: ShutdownSig
         shutdown_grace: http.shutdown_grace(),
     };
     let addon = state.addon.clone();
-    // Pending relays end in 408 and Add-On sockets get a going-away close while HTTP requests
-    // drain.
-    let on_stop = async move { addon.shutdown().await };
+    let mcp = state.mcp.clone();
+    // Open MCP streams end, pending relays end in 408 and Add-On sockets get a going-away close
+    // while HTTP requests drain.
+    let on_stop = async move {
+        mcp.close_streams();
+        addon.shutdown().await;
+    };
     crate::http::serve(listener, app(state), limits, shutdown.wait(), on_stop).await;
 }
 

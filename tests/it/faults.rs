@@ -731,6 +731,21 @@ async fn sigterm_under_load_drains_in_flight_work_and_exits_0_within_the_grace_p
         )
         .await
         .unwrap();
+    // An open server-to-client stream, as legacy clients keep.
+    let mut stream = endpoint
+        .http
+        .get(endpoint.resource())
+        .bearer_auth(&access)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let stream_ended = tokio::spawn(async move {
+        while let Ok(Some(_)) = stream.chunk().await {}
+        Instant::now()
+    });
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let signalled = Instant::now();
@@ -768,12 +783,19 @@ async fn sigterm_under_load_drains_in_flight_work_and_exits_0_within_the_grace_p
         .expect("the Add-On socket was not closed")
         .unwrap();
     assert_eq!(close.unwrap(), Some(1001));
+    // The stream ends instead of holding the shutdown for the whole grace period.
+    let stream_ended_at = tokio::time::timeout(Duration::from_secs(5), stream_ended)
+        .await
+        .expect("the SSE stream stayed open")
+        .unwrap();
+    assert!(stream_ended_at.duration_since(signalled) < Duration::from_secs(3));
     // Exit 0 within the grace period (10 s).
     let status = server
         .wait_exit(Duration::from_secs(10))
         .expect("still running after the grace period");
     let exited_after = signalled.elapsed();
     assert!(status.success(), "{status:?}");
+    assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
     stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.unwrap();
@@ -786,7 +808,7 @@ async fn sigterm_under_load_drains_in_flight_work_and_exits_0_within_the_grace_p
     eprintln!(
         "sigterm under load: {} tool calls answered 200 ({} of them sent after SIGTERM while \
          draining), {} refused once the connection closed, 0 errors; in-flight upload answered, \
-         pending relay 408, Add-On closed 1001, exit 0 after {exited_after:?}",
+         pending relay 408, SSE stream ended, Add-On closed 1001, exit 0 after {exited_after:?}",
         answered.len(),
         after_signal,
         samples.len() - answered.len(),

@@ -65,6 +65,8 @@ struct Inner {
     resource_metadata: Arc<str>,
     /// Lower-cased allowed origins, the public one included.
     origins: Vec<String>,
+    /// Set when the server shuts down: open SSE streams end so connections can drain.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Serve the conformance suite's fixtures (test builds only; see [`fixtures`]).
     #[cfg(feature = "conformance-fixtures")]
     fixtures: bool,
@@ -101,10 +103,21 @@ impl McpState {
                 relay,
                 resource_metadata: resource_metadata.into(),
                 origins,
+                closing: tokio::sync::watch::channel(false).0,
                 #[cfg(feature = "conformance-fixtures")]
                 fixtures: false,
             }),
         }
+    }
+
+    /// Ends every open server-to-client stream (clients reconnect, to another replica), so that
+    /// a shutting-down server's connections can drain.
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
     }
 
     /// A state that also serves the conformance suite's fixture tools, resources and prompts.

@@ -125,11 +125,15 @@ fn list_changed_stream(state: &McpState, principal: &Principal, token: String) -
     let changes = state.relay().presence_changes();
     let mut recheck = tokio::time::interval(RECHECK_TOKEN);
     recheck.reset();
-    let open = (changes, recheck, state.clone(), token);
+    let open = (changes, recheck, state.clone(), token, state.closing());
     let stream = futures_util::stream::unfold(open, move |open| async move {
-        let (mut changes, mut recheck, state, token) = open;
+        let (mut changes, mut recheck, state, token, mut closing) = open;
         loop {
+            if *closing.borrow() {
+                return None;
+            }
             tokio::select! {
+                _ = closing.changed() => return None,
                 received = changes.recv() => match received {
                     Ok(changed) if changed == user_id => break,
                     Ok(_) => {}
@@ -148,7 +152,10 @@ fn list_changed_stream(state: &McpState, principal: &Principal, token: String) -
             }
         }
         let event = Event::default().event("message").data(LIST_CHANGED);
-        Some((Ok::<_, Infallible>(event), (changes, recheck, state, token)))
+        Some((
+            Ok::<_, Infallible>(event),
+            (changes, recheck, state, token, closing),
+        ))
     });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
