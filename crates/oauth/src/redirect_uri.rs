@@ -82,9 +82,8 @@ fn loopback_authority(raw: &str) -> Option<(&str, &str)> {
         let rest = match rest.strip_prefix(':') {
             Some(port_and_rest) => {
                 let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
-                if digits == 0 || digits > 5 {
-                    return None;
-                }
+                // The port must fit in 16 bits: `:99999` is no URL, so no redirect to it exists.
+                port_and_rest[..digits].parse::<u16>().ok()?;
                 &port_and_rest[digits..]
             }
             None => rest,
@@ -179,6 +178,9 @@ mod tests {
         assert!(!matches(registered, "http://127.0.0.1:53123/cb?x=1"));
         assert!(!matches(registered, "http://127.0.0.1:53123/cb#x"));
         assert!(!matches(registered, "http://127.0.0.1:/cb"));
+        assert!(!matches(registered, "http://127.0.0.1:99999/cb"));
+        assert!(!matches(registered, "http://127.0.0.1:65536/cb"));
+        assert!(matches(registered, "http://127.0.0.1:65535/cb"));
         assert!(!matches(registered, "http://127.0.0.1:53123@evil.com/cb"));
         assert!(!matches(registered, "http://127.0.0.1.evil.com/cb"));
         assert!(matches(
