@@ -52,6 +52,15 @@ pub fn derive_key(master: &[u8], purpose: &str) -> [u8; 32] {
     key
 }
 
+/// RFC 7636 §4.1: a code verifier is 43 to 128 unreserved characters. Shorter ones would let a
+/// client with a weak generator be guessed; the token endpoint refuses them.
+pub fn pkce_verifier_well_formed(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
 /// PKCE S256 (RFC 7636 §4.6): base64url(SHA-256(verifier)) compared in constant time.
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     secure_eq(
@@ -76,6 +85,18 @@ mod tests {
             verifier,
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
         ));
+    }
+
+    #[test]
+    fn verifier_shape() {
+        assert!(pkce_verifier_well_formed(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ));
+        assert!(pkce_verifier_well_formed(&"~.-_".repeat(32)));
+        assert!(!pkce_verifier_well_formed(&"a".repeat(42)));
+        assert!(!pkce_verifier_well_formed(&"a".repeat(129)));
+        assert!(!pkce_verifier_well_formed(&format!("{}+", "a".repeat(42))));
+        assert!(!pkce_verifier_well_formed(&format!("{}é", "a".repeat(42))));
     }
 
     #[test]

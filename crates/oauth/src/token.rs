@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use crate::authorize::resource_matches;
 use crate::client_ip::{bucket, client_ip};
-use crate::crypto::{b64, hmac_sha256, pkce_matches, random_token, secure_eq, sha256};
+use crate::crypto::{
+    b64, hmac_sha256, pkce_matches, pkce_verifier_well_formed, random_token, secure_eq, sha256,
+};
 use crate::error::{Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::scope::Scope;
@@ -369,6 +371,10 @@ async fn exchange_code(
     } else if code_redirect != redirect_uri {
         Some(OAuthError::invalid_grant(
             "redirect_uri differs from the authorization request",
+        ))
+    } else if !pkce_verifier_well_formed(verifier) {
+        Some(OAuthError::invalid_grant(
+            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
         ))
     } else if !pkce_matches(verifier, &challenge) {
         Some(OAuthError::invalid_grant(

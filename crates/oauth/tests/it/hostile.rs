@@ -1,4 +1,5 @@
-//! Inputs PostgreSQL cannot store (NUL): each is a clean client error, never a server error.
+//! Inputs PostgreSQL cannot store (NUL) and malformed PKCE verifiers: each is a clean client
+//! error, never a server error. Regressions found while fuzzing the forms.
 
 use reqwest::StatusCode;
 use store::users::Tier;
@@ -114,4 +115,27 @@ async fn nul_in_a_sign_in_email_is_an_ordinary_failure() {
         .sign_in(&server, &url, "h\0@example.com", PASSWORD)
         .await;
     assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn malformed_code_verifiers_are_refused_and_burn_the_code() {
+    let (server, mut flow) = setup().await;
+    for verifier in ["short", &"a".repeat(129), &format!("{}+", "a".repeat(42))] {
+        let code = flow.code(&server, "mcp:read", "mcp:read").await;
+        let refused = flow
+            .exchange_with(&server, &code, &[("code_verifier", verifier)])
+            .await;
+        let body = assert_oauth_error(refused, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("RFC 7636"),
+            "{body}"
+        );
+        assert_eq!(
+            flow.exchange(&server, &code).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
 }
