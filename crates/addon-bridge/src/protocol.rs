@@ -135,9 +135,23 @@ pub(crate) fn parse_version(raw: &str) -> Option<(u64, u64, u64)> {
     Some((major, minor, patch))
 }
 
-/// The close reason for an Add-On below the minimum (at most 123 bytes, RFC 6455 §5.5).
+/// Longest close reason: a close frame's payload is at most 125 bytes, two of them the code
+/// (RFC 6455 §5.5).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// The close reason for an Add-On below the minimum (at most [`MAX_CLOSE_REASON`] bytes).
 pub(crate) fn too_old_reason(version: &str) -> String {
-    let shown: String = version.chars().take(20).collect();
+    const FIXED: usize =
+        "CrossTrade Add-On  is not supported: update it to v1.13.0 or newer and reconnect".len();
+    // Bytes, not characters: a version of multi-byte characters must not push the reason past
+    // the limit, or no valid close frame can carry it and the Add-On never sees 4001.
+    let mut shown = String::new();
+    for c in version.chars().take(20) {
+        if FIXED + shown.len() + c.len_utf8() > MAX_CLOSE_REASON {
+            break;
+        }
+        shown.push(c);
+    }
     format!(
         "CrossTrade Add-On {shown} is not supported: update it to v1.13.0 or newer and reconnect"
     )
@@ -203,6 +217,23 @@ mod tests {
 
     #[test]
     fn close_reason_fits() {
-        assert!(too_old_reason(&"9".repeat(500)).len() <= 123);
+        assert!(too_old_reason(&"9".repeat(500)).len() <= MAX_CLOSE_REASON);
+    }
+
+    #[test]
+    fn close_reason_fits_with_multibyte_versions() {
+        for version in [
+            "\u{1F600}".repeat(30),
+            "é".repeat(30),
+            "1.2.\u{10FFFF}".repeat(9),
+        ] {
+            let reason = too_old_reason(&version);
+            assert!(
+                reason.len() <= MAX_CLOSE_REASON,
+                "{} bytes: {reason}",
+                reason.len()
+            );
+        }
+        assert!(too_old_reason("1.2.0").contains("1.2.0"));
     }
 }
