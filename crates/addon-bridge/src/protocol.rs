@@ -222,6 +222,15 @@ pub(crate) enum Event {
 
 /// Decodes an `event` frame's `kind` and `data`; `Err` is the error frame to send back.
 pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
+    // PostgreSQL text cannot hold NUL: refused here as invalid, not answered with
+    // `event_not_stored`, which asks the Add-On to resend an event that can never be stored.
+    if has_nul(&data) {
+        return Err(error(
+            "invalid_event",
+            "event strings must not contain NUL characters",
+            None,
+        ));
+    }
     let parsed = match kind {
         "execution" => serde_json::from_value(data).map(Event::Execution),
         "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
@@ -234,6 +243,15 @@ pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
         }
     };
     parsed.map_err(|err| error("invalid_event", &err.to_string(), None))
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// Stateless checks of the Add-On protocol for the fuzz targets and their corpus replay
@@ -334,6 +352,18 @@ mod tests {
         assert_eq!(parse_version("banana"), None);
         assert!(parse_version("1.12.9") < Some(MIN_ADDON_VERSION));
         assert!(parse_version("2.0.0") > Some(MIN_ADDON_VERSION));
+    }
+
+    #[test]
+    fn events_that_cannot_be_stored_are_invalid() {
+        let execution = json!({
+            "execution_id": "E1", "account": "Sim\u{0}101", "instrument": "ES 12-26",
+            "action": "Buy", "quantity": 1, "price": 5000.25,
+        });
+        let reply = decode_event("execution", execution).unwrap_err();
+        assert!(reply.contains(r#""code":"invalid_event""#), "{reply}");
+        let snapshot = json!({"account": "Sim101", "cash_value": 1, "net_liquidation": 1});
+        assert!(decode_event("account_snapshot", snapshot).is_ok());
     }
 
     #[test]
