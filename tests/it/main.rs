@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod compose;
 mod embedded;
+mod fuzz_corpus;
 mod mcp_client;
 mod oauth_flow;
 mod readiness;
