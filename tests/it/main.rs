@@ -13,6 +13,7 @@ mod cli;
 mod compose;
 mod embedded;
 mod faults;
+mod fuzz_corpus;
 mod mcp_client;
 mod oauth_flow;
 mod overload;

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::keys::{self, KeyOwner};
-use crate::protocol::{self, AccountSnapshotEvent, ExecutionEvent, Hello, Inbound, close};
+use crate::protocol::{self, Event, Hello, Inbound, close};
 use crate::{AddonBridge, CallError, CallOutcome, Presence, data};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,30 +156,22 @@ async fn close_socket(socket: &mut WebSocket, code: u16, reason: &str) {
 
 /// Waits for the hello: Ok, or the close code and reason to refuse with.
 async fn read_hello(socket: &mut WebSocket) -> Result<Hello, (u16, String)> {
-    let protocol_error = |why: &str| (close::PROTOCOL_ERROR, format!("expected hello: {why}"));
     let text = loop {
         match socket.recv().await {
             Some(Ok(Message::Text(text))) => break text,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Binary(_))) => return Err(protocol_error("binary frame")),
+            Some(Ok(Message::Binary(_))) => {
+                return Err((
+                    close::PROTOCOL_ERROR,
+                    "expected hello: binary frame".to_owned(),
+                ));
+            }
             Some(Ok(Message::Close(_)) | Err(_)) | None => {
                 return Err((close::PROTOCOL_ERROR, String::new()));
             }
         }
     };
-    let (value, version) =
-        protocol::parse_envelope(&text).map_err(|_| protocol_error("not a JSON object"))?;
-    if value.get("type").and_then(Value::as_str) != Some("hello") {
-        return Err(protocol_error("first frame must be a hello"));
-    }
-    if version.unwrap_or(protocol::PROTOCOL_VERSION) != protocol::PROTOCOL_VERSION {
-        return Err((
-            close::PROTOCOL_UNSUPPORTED,
-            "this server speaks protocol version 1; update the CrossTrade Add-On".to_owned(),
-        ));
-    }
-    serde_json::from_value(value)
-        .map_err(|_| protocol_error("missing addon_version or nt8_version"))
+    protocol::decode_hello(&text)
 }
 
 async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
@@ -197,11 +189,8 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
             .await;
         }
     };
-    if protocol::parse_version(&hello.addon_version)
-        .is_none_or(|version| version < protocol::MIN_ADDON_VERSION)
-    {
+    if let Err(reason) = protocol::check_addon_version(&hello.addon_version) {
         tracing::info!(addon_version = %hello.addon_version, "add-on refused: too old");
-        let reason = protocol::too_old_reason(&hello.addon_version);
         return close_socket(&mut socket, close::VERSION_UNSUPPORTED, &reason).await;
     }
     let (tx, rx) = mpsc::channel(64);
@@ -375,42 +364,13 @@ impl Conn {
 
     /// Handles a text frame; returns a frame to send back, if any. Never fails the connection.
     fn on_text(&mut self, text: &str) -> Option<String> {
-        let max = self.bridge.inner.settings.max_frame_bytes;
-        if text.len() > max {
-            return Some(protocol::error(
-                "frame_too_large",
-                &format!("frames are limited to {max} bytes; this one was discarded"),
-                None,
-            ));
-        }
-        let (value, version) = match protocol::parse_envelope(text) {
-            Ok(parsed) => parsed,
-            Err(message) => return Some(protocol::error("malformed_frame", &message, None)),
-        };
-        if version.is_some_and(|v| v != protocol::PROTOCOL_VERSION) {
-            return Some(protocol::error(
-                "unsupported_version",
-                "this server speaks protocol version 1",
-                value.get("id"),
-            ));
-        }
-        let id = value.get("id").cloned();
-        let frame: Inbound = match serde_json::from_value(value) {
-            Ok(frame) => frame,
-            Err(err) => {
-                return Some(protocol::error(
-                    "malformed_frame",
-                    &err.to_string(),
-                    id.as_ref(),
-                ));
-            }
-        };
+        let (frame, id) =
+            match protocol::decode_frame(text, self.bridge.inner.settings.max_frame_bytes) {
+                Ok(decoded) => decoded,
+                Err(reply) => return Some(reply),
+            };
         match frame {
-            Inbound::Hello {} => Some(protocol::error(
-                "unexpected_hello",
-                "hello is only the first frame",
-                None,
-            )),
+            Inbound::Hello {} => Some(protocol::unexpected_hello()),
             Inbound::Ping {} => Some(protocol::pong()),
             Inbound::Pong {} => None,
             Inbound::Result {
@@ -425,11 +385,7 @@ impl Conn {
                     .filter(|call| call.deadline > Instant::now());
                 let Some(call) = call else {
                     tracing::warn!(%call_id, "add-on answered an unknown or expired call; dropped");
-                    return Some(protocol::error(
-                        "unknown_call",
-                        "no call with this id is pending (it ended or its deadline passed)",
-                        id.as_ref(),
-                    ));
+                    return Some(protocol::unknown_call(id.as_ref()));
                 };
                 let outcome = if ok {
                     CallOutcome::Ok(content)
@@ -450,24 +406,9 @@ impl Conn {
     }
 
     fn on_event(&self, event_id: Option<String>, kind: &str, data: Value) -> Option<String> {
-        enum Event {
-            Execution(ExecutionEvent),
-            Snapshot(AccountSnapshotEvent),
-        }
-        let parsed = match kind {
-            "execution" => serde_json::from_value(data).map(Event::Execution),
-            "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
-            _ => {
-                return Some(protocol::error(
-                    "unknown_event",
-                    "event kinds are execution and account_snapshot",
-                    None,
-                ));
-            }
-        };
-        let event = match parsed {
+        let event = match protocol::decode_event(kind, data) {
             Ok(event) => event,
-            Err(err) => return Some(protocol::error("invalid_event", &err.to_string(), None)),
+            Err(reply) => return Some(reply),
         };
         let db = self.bridge.inner.db.clone();
         let user_id = self.handle.user_id;

@@ -125,7 +125,7 @@ pub(crate) fn parse_envelope(text: &str) -> Result<(Value, Option<u64>), String>
 }
 
 /// `major.minor.patch` with an optional `v` and any suffix after the numbers (`1.13.0-beta`).
-pub(crate) fn parse_version(raw: &str) -> Option<(u64, u64, u64)> {
+pub fn parse_version(raw: &str) -> Option<(u64, u64, u64)> {
     let raw = raw.trim().trim_start_matches(['v', 'V']);
     let core = raw.split(['-', '+', ' ']).next()?;
     let mut parts = core.split('.').map(str::parse::<u64>);
@@ -135,11 +135,164 @@ pub(crate) fn parse_version(raw: &str) -> Option<(u64, u64, u64)> {
     Some((major, minor, patch))
 }
 
-/// The close reason for an Add-On below the minimum (at most 123 bytes, RFC 6455 §5.5).
+/// Longest close reason: a close frame's payload is at most 125 bytes, two of them the code
+/// (RFC 6455 §5.5).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// The close reason for an Add-On below the minimum (at most [`MAX_CLOSE_REASON`] bytes).
 pub(crate) fn too_old_reason(version: &str) -> String {
-    let shown: String = version.chars().take(20).collect();
+    const FIXED: usize =
+        "CrossTrade Add-On  is not supported: update it to v1.13.0 or newer and reconnect".len();
+    // Bytes, not characters: a version of multi-byte characters must not push the reason past
+    // the limit, or no valid close frame can carry it and the Add-On never sees 4001.
+    let mut shown = String::new();
+    for c in version.chars().take(20) {
+        if FIXED + shown.len() + c.len_utf8() > MAX_CLOSE_REASON {
+            break;
+        }
+        shown.push(c);
+    }
     format!(
         "CrossTrade Add-On {shown} is not supported: update it to v1.13.0 or newer and reconnect"
+    )
+}
+
+/// Reads the first frame: the hello, or the close code and reason to refuse it with.
+pub(crate) fn decode_hello(text: &str) -> Result<Hello, (u16, String)> {
+    let protocol_error = |why: &str| (close::PROTOCOL_ERROR, format!("expected hello: {why}"));
+    let (value, version) = parse_envelope(text).map_err(|_| protocol_error("not a JSON object"))?;
+    if value.get("type").and_then(Value::as_str) != Some("hello") {
+        return Err(protocol_error("first frame must be a hello"));
+    }
+    if version.unwrap_or(PROTOCOL_VERSION) != PROTOCOL_VERSION {
+        return Err((
+            close::PROTOCOL_UNSUPPORTED,
+            "this server speaks protocol version 1; update the CrossTrade Add-On".to_owned(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|_| protocol_error("missing addon_version or nt8_version"))
+}
+
+/// The version gate: `Err` carries the 4001 close reason for an Add-On below the minimum.
+pub(crate) fn check_addon_version(addon_version: &str) -> Result<(), String> {
+    if parse_version(addon_version).is_none_or(|version| version < MIN_ADDON_VERSION) {
+        Err(too_old_reason(addon_version))
+    } else {
+        Ok(())
+    }
+}
+
+/// Decodes a frame after the hello. `Err` is the error frame to send back; the frame is
+/// discarded and the connection goes on. The second value is the frame's raw `id`, echoed in
+/// later errors about it.
+pub(crate) fn decode_frame(
+    text: &str,
+    max_frame_bytes: usize,
+) -> Result<(Inbound, Option<Value>), String> {
+    if text.len() > max_frame_bytes {
+        return Err(error(
+            "frame_too_large",
+            &format!("frames are limited to {max_frame_bytes} bytes; this one was discarded"),
+            None,
+        ));
+    }
+    let (value, version) =
+        parse_envelope(text).map_err(|message| error("malformed_frame", &message, None))?;
+    if version.is_some_and(|v| v != PROTOCOL_VERSION) {
+        return Err(error(
+            "unsupported_version",
+            "this server speaks protocol version 1",
+            value.get("id"),
+        ));
+    }
+    let id = value.get("id").cloned();
+    match serde_json::from_value(value) {
+        Ok(frame) => Ok((frame, id)),
+        Err(err) => Err(error("malformed_frame", &err.to_string(), id.as_ref())),
+    }
+}
+
+/// An event the Add-On reports, decoded.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Execution(ExecutionEvent),
+    Snapshot(AccountSnapshotEvent),
+}
+
+/// Decodes an `event` frame's `kind` and `data`; `Err` is the error frame to send back.
+pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
+    // PostgreSQL text cannot hold NUL: refused here as invalid, not answered with
+    // `event_not_stored`, which asks the Add-On to resend an event that can never be stored.
+    if has_nul(&data) {
+        return Err(error(
+            "invalid_event",
+            "event strings must not contain NUL characters",
+            None,
+        ));
+    }
+    let parsed = match kind {
+        "execution" => serde_json::from_value(data).map(Event::Execution),
+        "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
+        _ => {
+            return Err(error(
+                "unknown_event",
+                "event kinds are execution and account_snapshot",
+                None,
+            ));
+        }
+    };
+    parsed.map_err(|err| error("invalid_event", &err.to_string(), None))
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Stateless checks of the Add-On protocol for the fuzz targets and their corpus replay
+/// (`fuzz/`): the same decoding the socket task runs, without a socket or a database.
+pub mod check {
+    use super::{Inbound, check_addon_version, decode_event, decode_frame, decode_hello};
+
+    /// The outcome of a first frame: `Ok` when the Add-On would be admitted, otherwise the
+    /// close code and reason the server would send.
+    pub fn hello(text: &str) -> Result<(), (u16, String)> {
+        let hello = decode_hello(text)?;
+        check_addon_version(&hello.addon_version)
+            .map_err(|reason| (super::close::VERSION_UNSUPPORTED, reason))
+    }
+
+    /// The frame the server would send back for a later frame when no call is pending (a
+    /// `result` then answers `unknown_call`), or `None` when it sends nothing.
+    pub fn frame(text: &str, max_frame_bytes: usize) -> Option<String> {
+        let (frame, id) = match decode_frame(text, max_frame_bytes) {
+            Ok(decoded) => decoded,
+            Err(reply) => return Some(reply),
+        };
+        match frame {
+            Inbound::Hello {} => Some(super::unexpected_hello()),
+            Inbound::Ping {} => Some(super::pong()),
+            Inbound::Pong {} => None,
+            Inbound::Result { .. } => Some(super::unknown_call(id.as_ref())),
+            Inbound::Event { kind, data, .. } => decode_event(&kind, data).err(),
+        }
+    }
+}
+
+pub(crate) fn unexpected_hello() -> String {
+    error("unexpected_hello", "hello is only the first frame", None)
+}
+
+pub(crate) fn unknown_call(id: Option<&Value>) -> String {
+    error(
+        "unknown_call",
+        "no call with this id is pending (it ended or its deadline passed)",
+        id,
     )
 }
 
@@ -202,7 +355,36 @@ mod tests {
     }
 
     #[test]
+    fn events_that_cannot_be_stored_are_invalid() {
+        let execution = json!({
+            "execution_id": "E1", "account": "Sim\u{0}101", "instrument": "ES 12-26",
+            "action": "Buy", "quantity": 1, "price": 5000.25,
+        });
+        let reply = decode_event("execution", execution).unwrap_err();
+        assert!(reply.contains(r#""code":"invalid_event""#), "{reply}");
+        let snapshot = json!({"account": "Sim101", "cash_value": 1, "net_liquidation": 1});
+        assert!(decode_event("account_snapshot", snapshot).is_ok());
+    }
+
+    #[test]
     fn close_reason_fits() {
-        assert!(too_old_reason(&"9".repeat(500)).len() <= 123);
+        assert!(too_old_reason(&"9".repeat(500)).len() <= MAX_CLOSE_REASON);
+    }
+
+    #[test]
+    fn close_reason_fits_with_multibyte_versions() {
+        for version in [
+            "\u{1F600}".repeat(30),
+            "é".repeat(30),
+            "1.2.\u{10FFFF}".repeat(9),
+        ] {
+            let reason = too_old_reason(&version);
+            assert!(
+                reason.len() <= MAX_CLOSE_REASON,
+                "{} bytes: {reason}",
+                reason.len()
+            );
+        }
+        assert!(too_old_reason("1.2.0").contains("1.2.0"));
     }
 }

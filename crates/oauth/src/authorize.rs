@@ -122,16 +122,19 @@ fn respond(state: &OAuthState, rejection: Rejection) -> Response {
     }
 }
 
-/// All parameters, and the name of the first one that appears more than once.
+/// All parameters, and the name of the first one that appears more than once or holds a NUL
+/// (which PostgreSQL text cannot store and no OAuth value contains).
 fn parse_query(raw: &str) -> (Vec<(String, String)>, Option<String>) {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     let repeated = pairs
         .iter()
-        .enumerate()
-        .find(|(i, (key, _))| pairs[..*i].iter().any(|(other, _)| other == key))
-        .map(|(_, (key, _))| key.clone());
+        .find(|(key, value)| {
+            !seen.insert(key.as_str()) || key.contains('\0') || value.contains('\0')
+        })
+        .map(|(key, _)| key.clone());
     (pairs, repeated)
 }
 
@@ -170,7 +173,7 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
         return Err(Rejection::Page(
             StatusCode::BAD_REQUEST,
             "Invalid request",
-            format!("The parameter {key} appears more than once."),
+            format!("The parameter {key} appears more than once or is malformed."),
         ));
     }
     let pairs_for_lookup = pairs.as_slice();
@@ -245,7 +248,7 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
     if let Some(key) = repeated {
         return Err(redirect(
             "invalid_request",
-            format!("parameter {key} is repeated"),
+            format!("parameter {key} is repeated or contains a NUL character"),
         ));
     }
     if client_state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {

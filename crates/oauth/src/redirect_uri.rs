@@ -82,9 +82,8 @@ fn loopback_authority(raw: &str) -> Option<(&str, &str)> {
         let rest = match rest.strip_prefix(':') {
             Some(port_and_rest) => {
                 let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
-                if digits == 0 || digits > 5 {
-                    return None;
-                }
+                // The port must fit in 16 bits: `:99999` is no URL, so no redirect to it exists.
+                port_and_rest[..digits].parse::<u16>().ok()?;
                 &port_and_rest[digits..]
             }
             None => rest,
@@ -179,6 +178,9 @@ mod tests {
         assert!(!matches(registered, "http://127.0.0.1:53123/cb?x=1"));
         assert!(!matches(registered, "http://127.0.0.1:53123/cb#x"));
         assert!(!matches(registered, "http://127.0.0.1:/cb"));
+        assert!(!matches(registered, "http://127.0.0.1:99999/cb"));
+        assert!(!matches(registered, "http://127.0.0.1:65536/cb"));
+        assert!(matches(registered, "http://127.0.0.1:65535/cb"));
         assert!(!matches(registered, "http://127.0.0.1:53123@evil.com/cb"));
         assert!(!matches(registered, "http://127.0.0.1.evil.com/cb"));
         assert!(matches(
@@ -204,6 +206,126 @@ mod tests {
             "http://claude.ai/api/mcp/auth_callback",
         ] {
             assert!(!matches(registered, near), "{near} matched");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn host() -> impl Strategy<Value = String> {
+            // No hyphens: `xn--` labels must be valid punycode, which a regex cannot promise.
+            "[a-z][a-z0-9]{0,12}(\\.[a-z]{2,6}){1,2}"
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            "(/[A-Za-z0-9._~-]{0,8}){0,4}"
+        }
+
+        fn query() -> impl Strategy<Value = String> {
+            prop_oneof![Just(String::new()), "\\?[a-z]{1,5}=[a-z0-9]{0,5}"]
+        }
+
+        fn loopback_host() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(&["127.0.0.1", "[::1]", "localhost"][..])
+        }
+
+        fn port(port: Option<u16>) -> String {
+            port.map(|p| format!(":{p}")).unwrap_or_default()
+        }
+
+        proptest! {
+            /// An https redirect URI is accepted and matches itself and nothing else: any one
+            /// character inserted, removed or replaced makes it a different, unmatched URI.
+            #[test]
+            fn https_matches_exactly(
+                host in host(),
+                path in path(),
+                query in query(),
+                at in any::<prop::sample::Index>(),
+                c in any::<char>(),
+                edit in 0u8..3,
+            ) {
+                let uri = format!("https://{host}{path}{query}");
+                prop_assert_eq!(validate(&uri), Ok(()));
+                prop_assert!(matches(&uri, &uri));
+                prop_assert!(!is_loopback(&uri));
+                prop_assert_eq!(display_host(&uri), host);
+                let mut chars: Vec<char> = uri.chars().collect();
+                let i = at.index(chars.len());
+                match edit {
+                    0 => chars.insert(i, c),
+                    1 => { chars.remove(i); }
+                    _ => chars[i] = c,
+                }
+                let near: String = chars.into_iter().collect();
+                if near != uri {
+                    prop_assert!(!matches(&uri, &near), "{} matched {}", uri, near);
+                }
+            }
+
+            /// RFC 8252 §7.3: a loopback http redirect matches with any port, or none.
+            #[test]
+            fn loopback_port_is_free(
+                host in loopback_host(),
+                registered_port in any::<Option<u16>>(),
+                requested_port in any::<Option<u16>>(),
+                path in path(),
+                query in query(),
+            ) {
+                let registered = format!("http://{host}{}{path}{query}", port(registered_port));
+                let requested = format!("http://{host}{}{path}{query}", port(requested_port));
+                prop_assert_eq!(validate(&registered), Ok(()));
+                prop_assert!(is_loopback(&registered) && is_loopback(&requested));
+                prop_assert!(matches(&registered, &requested));
+            }
+
+            /// ... and nothing but the port: another scheme, loopback host, path or query, a
+            /// fragment, user information, or a port that is no port never matches.
+            #[test]
+            fn loopback_nothing_else_is_free(
+                host in loopback_host(),
+                other_host in loopback_host(),
+                registered_port in any::<Option<u16>>(),
+                requested_port in any::<u16>(),
+                bad_port in 65536u32..1_000_000,
+                path in path(),
+                other_path in path(),
+                query in query(),
+                other_query in query(),
+            ) {
+                let registered = format!("http://{host}{}{path}{query}", port(registered_port));
+                let p = port(Some(requested_port));
+                let mut refused = vec![
+                    format!("https://{host}{p}{path}{query}"),
+                    format!("http://{host}{p}{path}{query}#x"),
+                    format!("http://user@{host}{p}{path}{query}"),
+                    format!("http://{host}{p}@evil.example{path}{query}"),
+                    format!("http://{host}:{bad_port}{path}{query}"),
+                    format!("http://{host}{p}{path}{query}/x"),
+                ];
+                if other_host != host {
+                    refused.push(format!("http://{other_host}{p}{path}{query}"));
+                }
+                if other_path != path {
+                    refused.push(format!("http://{host}{p}{other_path}{query}"));
+                }
+                if other_query != query {
+                    refused.push(format!("http://{host}{p}{path}{other_query}"));
+                }
+                for requested in refused {
+                    prop_assert!(!matches(&registered, &requested), "{} matched {}", registered, requested);
+                }
+            }
+
+            /// http is refused on any host but the loopback ones, whatever its port.
+            #[test]
+            fn http_needs_loopback(host in host(), p in any::<Option<u16>>(), path in path()) {
+                let uri = format!("http://{host}{}{path}", port(p));
+                prop_assert!(validate(&uri).is_err());
+                prop_assert!(!is_loopback(&uri));
+            }
         }
     }
 

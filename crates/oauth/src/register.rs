@@ -177,7 +177,7 @@ fn registered(client_id: &str, issued_at: DateTime<Utc>, metadata: Value) -> Res
 
 /// Where client metadata comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
+pub enum Source {
     /// An RFC 7591 registration request.
     Registration,
     /// A Client ID Metadata Document: written once for every authorization server, so grant
@@ -186,8 +186,9 @@ pub(crate) enum Source {
     Document,
 }
 
-/// Validates the request and returns the metadata this server stores and echoes.
-pub(crate) fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
+/// Validates the request and returns the metadata this server stores and echoes. Pure (no
+/// database), so the registration fuzz target drives it directly.
+pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
     let Value::Object(fields) = request else {
         return Err(OAuthError::invalid_client_metadata(
             "body must be a JSON object",

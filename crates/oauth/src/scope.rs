@@ -67,6 +67,83 @@ impl fmt::Display for Scope {
 mod tests {
     use super::*;
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn known() -> impl Strategy<Value = Vec<&'static str>> {
+            prop::collection::vec(prop::sample::select(&[READ, TRADE, IGNORED][..]), 0..6)
+        }
+
+        /// Items joined by runs of spaces, with spaces before and after them too.
+        fn spaced(items: &[&str], gaps: &[usize]) -> String {
+            let mut out = String::new();
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&" ".repeat(gaps[i % gaps.len()]));
+                out.push_str(item);
+            }
+            out.push_str(&" ".repeat(gaps[gaps.len() - 1]));
+            out
+        }
+
+        proptest! {
+            /// Order, extra spaces and repeats do not matter: the widest known scope wins.
+            #[test]
+            fn known_scopes_in_any_order_and_spacing(
+                items in known(),
+                gaps in prop::collection::vec(1usize..4, 7),
+                shuffled in known().prop_shuffle(),
+            ) {
+                let raw = spaced(&items, &gaps);
+                let expected = if items.contains(&TRADE) { Scope::Trade } else { Scope::Read };
+                prop_assert_eq!(Scope::parse_request(Some(&raw)), Ok(expected));
+                let mut reversed = items.clone();
+                reversed.reverse();
+                prop_assert_eq!(Scope::parse_request(Some(&reversed.join(" "))), Ok(expected));
+                let expected = if shuffled.contains(&TRADE) { Scope::Trade } else { Scope::Read };
+                prop_assert_eq!(Scope::parse_request(Some(&shuffled.join("  "))), Ok(expected));
+            }
+
+            /// One unknown scope anywhere refuses the whole request.
+            #[test]
+            fn an_unknown_scope_is_refused(
+                items in known(),
+                unknown in "[!-~]{1,16}",
+                at in any::<prop::sample::Index>(),
+            ) {
+                prop_assume!(![READ, TRADE, IGNORED].contains(&unknown.as_str()));
+                let mut items = items;
+                items.insert(at.index(items.len() + 1), &unknown);
+                prop_assert!(Scope::parse_request(Some(&items.join(" "))).is_err());
+            }
+
+            /// Only the space separates scopes (RFC 6749 §3.3): tabs, newlines, commas and
+            /// pluses glue two scopes into one unknown one.
+            #[test]
+            fn other_separators_are_refused(
+                a in prop::sample::select(&[READ, TRADE][..]),
+                b in prop::sample::select(&[READ, TRADE][..]),
+                separator in prop::sample::select(&["\t", "\n", ",", "+", "\u{a0}", "\u{3000}"][..]),
+            ) {
+                let raw = format!("{a}{separator}{b}");
+                prop_assert!(Scope::parse_request(Some(&raw)).is_err());
+            }
+
+            /// Scope names are case-sensitive.
+            #[test]
+            fn case_matters(item in prop::sample::select(&[READ, TRADE][..]), mask in 1u32..256) {
+                let changed: String = item
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if mask & (1 << (i % 8)) != 0 { c.to_ascii_uppercase() } else { c })
+                    .collect();
+                prop_assume!(changed != item);
+                prop_assert!(Scope::parse_request(Some(&changed)).is_err());
+            }
+        }
+    }
+
     #[test]
     fn parsing() {
         assert_eq!(Scope::parse_request(None), Ok(Scope::Read));

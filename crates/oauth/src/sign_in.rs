@@ -34,7 +34,8 @@ pub async fn authenticate(
     client_id: Option<&str>,
 ) -> Result<Authentication, Internal> {
     let ip_bucket = origin.ip.map(bucket).unwrap_or_default();
-    let email_lower = email.trim().to_lowercase();
+    // PostgreSQL text cannot hold NUL; such an email never parses, so it is throttled without it.
+    let email_lower = email.trim().to_lowercase().replace('\0', "");
     let settings = state.settings();
     // Each attempt reserves its failure slot before the password is checked, under locks on
     // the address and the account (always taken in that order), so a burst of parallel guesses

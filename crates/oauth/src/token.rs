@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use crate::authorize::resource_matches;
 use crate::client_ip::{bucket, client_ip};
-use crate::crypto::{b64, hmac_sha256, pkce_matches, random_token, secure_eq, sha256};
+use crate::crypto::{
+    b64, hmac_sha256, pkce_matches, pkce_verifier_well_formed, random_token, secure_eq, sha256,
+};
 use crate::error::{Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::scope::Scope;
@@ -63,10 +65,18 @@ impl FormParams {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        for (i, (key, _)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(other, _)| other == key) {
+        // A set, not a scan per pair: a 64 KiB body holds some 20 000 parameters.
+        let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+        for (key, value) in &pairs {
+            if !seen.insert(key.as_str()) {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter {key} is repeated"
+                )));
+            }
+            // PostgreSQL text cannot hold NUL, and no OAuth value contains one.
+            if key.contains('\0') || value.contains('\0') {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {key:?} contains a NUL character"
                 )));
             }
         }
@@ -114,14 +124,24 @@ pub fn client_id_of(
         }
         _ => None,
     };
-    match (from_basic, params.get("client_id")) {
-        (Some(a), Some(b)) if a != b => Err(OAuthError::invalid_request(
-            "client_id differs from the HTTP Basic credentials",
-        )),
-        (Some(a), _) => Ok(Some(a)),
-        (None, Some(b)) => Ok(Some(b.to_owned())),
-        (None, None) => Ok(assertion_subject(params)),
+    let client_id = match (from_basic, params.get("client_id")) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the HTTP Basic credentials",
+            ));
+        }
+        (Some(a), _) => Some(a),
+        (None, Some(b)) => Some(b.to_owned()),
+        (None, None) => assertion_subject(params),
+    };
+    // Issued client ids have no control characters; PostgreSQL text cannot even hold NUL.
+    if client_id
+        .as_deref()
+        .is_some_and(|id| id.is_empty() || id.chars().any(char::is_control))
+    {
+        return Err(OAuthError::invalid_client("unknown client_id"));
     }
+    Ok(client_id)
 }
 
 /// A client that sends an RFC 7523 `client_assertion` may leave out `client_id` (§3): the
@@ -351,6 +371,10 @@ async fn exchange_code(
     } else if code_redirect != redirect_uri {
         Some(OAuthError::invalid_grant(
             "redirect_uri differs from the authorization request",
+        ))
+    } else if !pkce_verifier_well_formed(verifier) {
+        Some(OAuthError::invalid_grant(
+            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
         ))
     } else if !pkce_matches(verifier, &challenge) {
         Some(OAuthError::invalid_grant(

@@ -8,6 +8,7 @@
     reason = "tests fail by panicking; prices are compared as written"
 )]
 
+mod corpus;
 mod events;
 mod faults;
 mod idempotency;

@@ -114,6 +114,11 @@ impl Addon {
 
     /// Connects and says hello; does not wait for the answer.
     pub async fn connect_hello(url: &str, key: &str, version: &str) -> Self {
+        Self::connect_first(url, key, &hello(version)).await
+    }
+
+    /// Connects and sends `first` as the first frame; does not wait for the answer.
+    pub async fn connect_first(url: &str, key: &str, first: &str) -> Self {
         let ws = open(url, Some(&format!("Bearer {key}"))).await.unwrap();
         let (sink, mut stream) = ws.split();
         let (tx, frames) = mpsc::unbounded_channel();
@@ -145,7 +150,7 @@ impl Addon {
             reader,
             welcome: Value::Null,
         };
-        addon.send(&hello(version)).await;
+        addon.send(first).await;
         addon
     }
 

@@ -10,6 +10,7 @@
 mod authorize;
 mod cimd;
 mod discovery;
+mod hostile;
 mod registration;
 mod revocation;
 mod storage;
