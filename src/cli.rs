@@ -85,8 +85,9 @@ pub enum UsersCommand {
     },
     /// List accounts.
     List,
-    /// Incident response: end every AI client grant (access and refresh tokens stop working on
-    /// every replica at once), every browser session and every Add-On key of one account.
+    /// Incident response: end every AI client grant (refresh tokens stop working at once, access
+    /// tokens on every replica within milliseconds), every browser session and every Add-On key
+    /// of one account.
     RevokeAll {
         #[arg(long)]
         email: String,

@@ -302,7 +302,22 @@ async fn beyond_the_in_flight_limit_requests_are_shed_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let shed = shed.expect("a third request was not shed");
+    let Some(shed) = shed else {
+        let mut states = Vec::new();
+        for stream in &mut held {
+            let mut buffer = [0u8; 512];
+            let read =
+                tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buffer)).await;
+            states.push(format!(
+                "{read:?} {}",
+                String::from_utf8_lossy(&buffer[..64])
+            ));
+        }
+        panic!(
+            "a third request was not shed; held: {states:?}; logs:\n{}",
+            server.logs()
+        );
+    };
     assert_eq!(shed.headers()["retry-after"], "1");
     assert_eq!(shed.headers()["content-type"], "application/json");
     assert_eq!(
