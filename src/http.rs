@@ -175,7 +175,24 @@ pub async fn shed_load(
         metrics::counter!("http_requests_shed_total").increment(1);
         return unavailable();
     };
+    let _counted = CountedInFlight::new();
     next.run(request).await
+}
+
+/// Keeps `http_requests_in_flight` right however the request ends (cancelled included).
+struct CountedInFlight;
+
+impl CountedInFlight {
+    fn new() -> Self {
+        metrics::gauge!("http_requests_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for CountedInFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    }
 }
 
 fn unavailable() -> Response {

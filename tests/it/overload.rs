@@ -290,6 +290,23 @@ async fn beyond_the_in_flight_limit_requests_are_shed_at_once() {
         held.push(stream);
     }
     let client = http();
+    // Both are being handled (a loaded machine may take a while to get there).
+    let mut held_in_flight = false;
+    for _ in 0..200 {
+        let metrics = client.get(server.url("/metrics")).send().await.unwrap();
+        if metrics
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .any(|line| line == "http_requests_in_flight 2")
+        {
+            held_in_flight = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held_in_flight, "the held requests never reached the server");
     let discovery = server.url("/.well-known/oauth-authorization-server");
     let mut shed = None;
     for _ in 0..50 {
