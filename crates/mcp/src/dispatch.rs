@@ -504,9 +504,10 @@ async fn call_tool(
             RpcError::invalid_params("Invalid params: tools/call needs a string name").into(),
         );
     };
-    // The tier is read per request, so a downgrade takes effect at once (DESIGN.md).
-    let tier = match store::users::find_by_id(state.db(), principal.user_id).await {
-        Ok(Some(user)) => user.tier,
+    // The tier is checked per request, so a downgrade takes effect at once (DESIGN.md): read
+    // from PostgreSQL, or from a cache that every tier change invalidates.
+    let tier = match state.tier_of(principal.user_id).await {
+        Ok(Some(tier)) => tier,
         Ok(None) => {
             return Err(HttpError::InvalidToken(
                 "The account this access token was issued for no longer exists",
