@@ -50,9 +50,9 @@ fn validate(c: &mut Criterion) {
     let tool = catalog().get("PlaceOrder").unwrap();
     let arguments = json!({
         "account": "Sim101", "instrument": "ES 12-26", "action": "Buy", "order_type": "Limit",
-        "quantity": 1, "limit_price": 5000.25, "idempotency_key": "bench-1",
+        "quantity": 1, "limit_price": 5000.25, "idempotency_key": "bench-order-0001",
     });
-    assert!(tool.validate_arguments(&arguments).is_ok());
+    assert_eq!(tool.validate_arguments(&arguments), Ok(()));
     c.bench_function("arguments/validate PlaceOrder", |b| {
         b.iter(|| black_box(tool.validate_arguments(black_box(&arguments)).is_ok()));
     });
