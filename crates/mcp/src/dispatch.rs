@@ -476,7 +476,8 @@ async fn list_tools(
         .filter(|tool| presence.connected || !matches!(tool.def.route, Route::Addon { .. }))
         .map(|tool| tool.to_json(revision))
         .collect();
-    let mut result = json!({ "tools": tools });
+    // Moved in, not copied (`json!` would serialize a copy of every schema).
+    let mut result = Value::Object(Map::from_iter([("tools".to_owned(), Value::Array(tools))]));
     if revision.is_modern()
         && let Some(object) = result.as_object_mut()
     {
