@@ -351,7 +351,8 @@ pub async fn serve_on(
             bridge: addon.clone(),
             db: db.pool.clone(),
         }),
-    );
+    )
+    .with_tier_cache(store::tiers::TierCache::start(db.pool.clone()));
     let state = AppState {
         db: db.pool.clone(),
         config: std::sync::Arc::new(config.clone()),

@@ -23,6 +23,11 @@ use crate::{AddonBridge, CallError, CallOutcome, Presence, data};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close frame may take to go out to a stuck peer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much the socket reads per system call. The WebSocket library's default (128 KiB) is
+/// zero-filled up front, so every idle Add-On would hold 128 KiB; frames are mostly small, and
+/// a large one (NinjaScript source, up to the frame limit) still arrives whole, over several
+/// reads.
+const READ_CHUNK_BYTES: usize = 4 * 1024;
 
 type CallResult = Result<CallOutcome, CallError>;
 
@@ -132,6 +137,7 @@ pub async fn get_addon_ws(
     };
     let hard = bridge.inner.settings.hard_frame_limit();
     upgrade
+        .read_buffer_size(READ_CHUNK_BYTES)
         .max_message_size(hard)
         .max_frame_size(hard)
         .on_upgrade(move |socket| run(bridge, socket, owner))

@@ -207,6 +207,8 @@ pub(crate) async fn purge_old(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
 // ---- cross-replica calls ------------------------------------------------------------------
 
 /// Writes a call for the replica holding the socket and wakes it (id only in the notification).
+/// Committed without waiting for the WAL flush (visible to the other replica at once): a call
+/// lost to a database crash never reached the Add-On, and its caller gets 408 at its deadline.
 #[expect(clippy::too_many_arguments, reason = "one row's columns")]
 pub(crate) async fn insert_call(
     db: impl PgExecutor<'_>,
@@ -219,12 +221,13 @@ pub(crate) async fn insert_call(
     remaining: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "WITH c AS ( \
+        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         c AS ( \
            INSERT INTO addon_calls (call_id, user_id, origin_instance, target_instance, \
              connection_id, tool, arguments, deadline_at) \
            VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond') \
            RETURNING call_id) \
-         SELECT pg_notify('addon_call', call_id::text) FROM c",
+         SELECT pg_notify('addon_call', call_id::text) FROM c, a",
     )
     .bind(call_id)
     .bind(user_id)
@@ -256,7 +259,8 @@ macro_rules! claim_columns {
     };
 }
 
-/// Takes a call routed to this replica, once.
+/// Takes a call routed to this replica, once. A durable commit, unlike the rest of a routed
+/// call's rows: a claim lost to a crash would let the call be claimed and sent again.
 pub(crate) async fn claim_call(
     db: impl PgExecutor<'_>,
     call_id: Uuid,
@@ -291,17 +295,20 @@ pub(crate) async fn claim_unclaimed(
 }
 
 /// Records a call's outcome unless it already has one; wakes its origin. False when the call
-/// had already ended (a late answer).
+/// had already ended (a late answer). Committed without waiting for the WAL flush: the claim
+/// before it was durable, so a crash can lose the answer (the caller gets 408) but never
+/// resend the call.
 pub(crate) async fn complete_call(
     db: impl PgExecutor<'_>,
     call_id: Uuid,
     outcome: &Stored,
 ) -> Result<bool, sqlx::Error> {
     let done: Option<String> = sqlx::query_scalar(
-        "WITH u AS ( \
+        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)), \
+         u AS ( \
            UPDATE addon_calls SET outcome = $2, completed_at = now() \
            WHERE call_id = $1 AND outcome IS NULL RETURNING call_id) \
-         SELECT pg_notify('addon_result', call_id::text)::text FROM u",
+         SELECT pg_notify('addon_result', call_id::text)::text FROM u, a",
     )
     .bind(call_id)
     .bind(Json(outcome))
@@ -436,6 +443,9 @@ pub(crate) fn outcome_code(result: &Result<CallOutcome, CallError>) -> &'static 
     }
 }
 
+/// Appends to the activity log. Committed without waiting for the WAL flush (visible to
+/// readers at once): the log is history for GetAddonActivity, and a durable commit here would
+/// add a disk flush to every relayed call's answer.
 pub(crate) async fn log_activity(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
@@ -446,8 +456,9 @@ pub(crate) async fn log_activity(
     replayed: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO addon_activity (user_id, tool, outcome, latency_ms, instance_id, replayed) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)) \
+         INSERT INTO addon_activity (user_id, tool, outcome, latency_ms, instance_id, replayed) \
+         SELECT $1, $2, $3, $4, $5, $6 FROM a",
     )
     .bind(user_id)
     .bind(tool)

@@ -18,6 +18,7 @@ mod connection;
 pub mod data;
 pub mod keys;
 mod listener;
+mod presence;
 pub mod protocol;
 mod relay;
 
@@ -174,6 +175,8 @@ struct Inner {
     /// Live sockets on this replica, by user.
     conns: Mutex<HashMap<Uuid, connection::Handle>>,
     waiters: relay::Waiters,
+    /// Presence of Add-Ons not on this replica, kept current by the listener.
+    remote_presence: presence::PresenceCache,
     changes: broadcast::Sender<Uuid>,
     shutdown: watch::Sender<bool>,
     /// Connection tasks still running (shutdown waits for them).
@@ -219,6 +222,7 @@ impl AddonBridge {
                 settings,
                 conns: Mutex::new(HashMap::new()),
                 waiters: relay::Waiters::default(),
+                remote_presence: presence::PresenceCache::default(),
                 changes: broadcast::channel(256).0,
                 shutdown: watch::channel(false).0,
                 tasks: watch::channel(0).0,
@@ -254,7 +258,14 @@ impl AddonBridge {
         if let Some(handle) = self.local(user_id) {
             return handle.presence.clone();
         }
-        match data::presence_of(
+        // Another replica's Add-On is trusted from the cache for one replica heartbeat: a
+        // replica that dies is announced only when it is swept.
+        let cache = &self.inner.remote_presence;
+        if let Some(presence) = cache.get(user_id, self.inner.settings.replica_heartbeat) {
+            return presence;
+        }
+        let epoch = cache.epoch();
+        let presence = match data::presence_of(
             &self.inner.db,
             user_id,
             self.inner.settings.instance_stale_after(),
@@ -270,9 +281,11 @@ impl AddonBridge {
             Ok(None) => Presence::default(),
             Err(err) => {
                 tracing::warn!(error = %err, "add-on presence lookup failed");
-                Presence::default()
+                return Presence::default();
             }
-        }
+        };
+        cache.put(epoch, user_id, presence.clone());
+        presence
     }
 
     /// Stops accepting sockets, fails every pending call (`Disconnected`), closes sockets with

@@ -27,7 +27,10 @@ pub(crate) fn spawn(bridge: &AddonBridge) -> oneshot::Receiver<()> {
         let mut ready = Some(ready_tx);
         let mut shutdown = bridge.inner.shutdown.subscribe();
         loop {
-            if let Err(err) = listen(&bridge, &mut ready).await {
+            let outcome = listen(&bridge, &mut ready).await;
+            // Presence changes may be missed from here until the next connect.
+            bridge.inner.remote_presence.reset(false);
+            if let Err(err) = outcome {
                 tracing::warn!(error = %err, "add-on listener lost; reconnecting");
             }
             if bridge.is_shutting_down() {
@@ -48,6 +51,8 @@ async fn listen(
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(&bridge.inner.db).await?;
     listener.listen_all(CHANNELS).await?;
+    // Anything cached before this point may have missed a notification.
+    bridge.inner.remote_presence.reset(true);
     tracing::info!("add-on listener connected");
     recheck(bridge).await;
     if let Some(ready) = ready.take() {
@@ -84,6 +89,7 @@ fn on_notification(bridge: &AddonBridge, channel: &str, id: Uuid) {
         }
         "addon_result" | "addon_idem" => bridge.inner.waiters.wake(id),
         "addon_presence" => {
+            bridge.inner.remote_presence.changed(id);
             let _ = bridge.inner.changes.send(id);
             if let Some(handle) = bridge.local(id) {
                 let bridge = bridge.clone();

@@ -143,7 +143,10 @@ pub async fn run_with(options: &Options, sim: Arc<Mutex<Sim>>) -> Result<Option<
                 let out = out_tx.clone();
                 let latency = options.latency;
                 tokio::spawn(async move {
-                    tokio::time::sleep(latency).await;
+                    // Even a zero sleep waits for the timer's next millisecond tick.
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
                     let id = frame["id"].clone();
                     let arguments = frame["arguments"].clone();
                     let (result, events) = Sim::handle(&sim, &tool, &arguments).await;

@@ -476,7 +476,8 @@ async fn list_tools(
         .filter(|tool| presence.connected || !matches!(tool.def.route, Route::Addon { .. }))
         .map(|tool| tool.to_json(revision))
         .collect();
-    let mut result = json!({ "tools": tools });
+    // Moved in, not copied (`json!` would serialize a copy of every schema).
+    let mut result = Value::Object(Map::from_iter([("tools".to_owned(), Value::Array(tools))]));
     if revision.is_modern()
         && let Some(object) = result.as_object_mut()
     {
@@ -504,9 +505,10 @@ async fn call_tool(
             RpcError::invalid_params("Invalid params: tools/call needs a string name").into(),
         );
     };
-    // The tier is read per request, so a downgrade takes effect at once (DESIGN.md).
-    let tier = match store::users::find_by_id(state.db(), principal.user_id).await {
-        Ok(Some(user)) => user.tier,
+    // The tier is checked per request, so a downgrade takes effect at once (DESIGN.md): read
+    // from PostgreSQL, or from a cache that every tier change invalidates.
+    let tier = match state.tier_of(principal.user_id).await {
+        Ok(Some(tier)) => tier,
         Ok(None) => {
             return Err(HttpError::InvalidToken(
                 "The account this access token was issued for no longer exists",
@@ -553,7 +555,8 @@ async fn call_tool(
             let value = serde_json::to_value(capabilities).unwrap_or(Value::Null);
             metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "ok")
                 .increment(1);
-            Ok(tool_output(tool, revision, value))
+            // The output schema is derived from `Capabilities` itself: nothing to check.
+            Ok(structured_output(revision, value))
         }
         Route::Addon { deadline } => {
             let idempotency_key = arguments
@@ -639,21 +642,29 @@ fn tool_output(tool: &Tool, revision: Revision, value: Value) -> Value {
                 tool.def.name
             ));
         }
-        let text = value.to_string();
-        if revision.has_structured_content() {
-            return json!({
-                "content": [{ "type": "text", "text": text }],
-                "structuredContent": value,
-                "isError": false,
-            });
-        }
-        return json!({ "content": [{ "type": "text", "text": text }], "isError": false });
+        return structured_output(revision, value);
     }
     let text = match value {
         Value::String(text) => text,
         other => other.to_string(),
     };
     json!({ "content": [{ "type": "text", "text": text }], "isError": false })
+}
+
+/// A result whose shape matches the tool's output schema: the JSON as text, and as
+/// `structuredContent` for revisions that have it.
+fn structured_output(revision: Revision, value: Value) -> Value {
+    let mut result = Map::new();
+    result.insert(
+        "content".to_owned(),
+        json!([{ "type": "text", "text": value.to_string() }]),
+    );
+    // Moved, not copied (`json!` would serialize a copy of it).
+    if revision.has_structured_content() {
+        result.insert("structuredContent".to_owned(), value);
+    }
+    result.insert("isError".to_owned(), Value::Bool(false));
+    Value::Object(result)
 }
 
 /// A tool-level failure the model can read and correct (2025-11-25 server/tools, "Error

@@ -62,6 +62,8 @@ struct Inner {
     db: PgPool,
     verifier: Arc<dyn TokenVerifier>,
     relay: Arc<dyn ToolRelay>,
+    /// Tiers cached per replica and dropped on change (none: read per call).
+    tiers: Option<Arc<store::tiers::TierCache>>,
     resource_metadata: Arc<str>,
     /// Lower-cased allowed origins, the public one included.
     origins: Vec<String>,
@@ -101,6 +103,7 @@ impl McpState {
                 db,
                 verifier,
                 relay,
+                tiers: None,
                 resource_metadata: resource_metadata.into(),
                 origins,
                 closing: tokio::sync::watch::channel(false).0,
@@ -118,6 +121,41 @@ impl McpState {
 
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.closing.subscribe()
+    }
+
+    /// Serves the Elite gate's tiers from `cache` (kept current by its listener) instead of
+    /// reading PostgreSQL on every `tools/call`.
+    #[must_use]
+    pub fn with_tier_cache(self, cache: Arc<store::tiers::TierCache>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                settings: inner.settings.clone(),
+                db: inner.db.clone(),
+                verifier: Arc::clone(&inner.verifier),
+                relay: Arc::clone(&inner.relay),
+                tiers: Some(cache),
+                resource_metadata: Arc::clone(&inner.resource_metadata),
+                origins: inner.origins.clone(),
+                closing: inner.closing.clone(),
+                #[cfg(feature = "conformance-fixtures")]
+                fixtures: inner.fixtures,
+            }),
+        }
+    }
+
+    /// The caller's tier (`None`: the account no longer exists), read per call unless a tier
+    /// cache is in use.
+    pub(crate) async fn tier_of(
+        &self,
+        user_id: uuid::Uuid,
+    ) -> Result<Option<store::users::Tier>, store::users::UserError> {
+        match &self.inner.tiers {
+            Some(cache) => cache.tier(&self.inner.db, user_id).await,
+            None => Ok(store::users::find_by_id(&self.inner.db, user_id)
+                .await?
+                .map(|user| user.tier)),
+        }
     }
 
     /// A state that also serves the conformance suite's fixture tools, resources and prompts.
@@ -159,10 +197,6 @@ impl McpState {
     /// The RFC 9728 metadata URL named in every challenge.
     pub fn resource_metadata_url(&self) -> &str {
         &self.inner.resource_metadata
-    }
-
-    pub(crate) fn db(&self) -> &PgPool {
-        &self.inner.db
     }
 
     pub(crate) fn verifier(&self) -> &dyn TokenVerifier {

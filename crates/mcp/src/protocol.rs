@@ -172,12 +172,14 @@ impl RpcError {
     }
 }
 
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "callers build the result for this call"
-)]
+/// The JSON-RPC response carrying `result`, which is moved in (`json!` would serialize a deep
+/// copy of it: the whole tool list, for `tools/list`).
 pub fn result_response(id: &Value, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    let mut response = Map::with_capacity(3);
+    response.insert("jsonrpc".to_owned(), Value::from("2.0"));
+    response.insert("id".to_owned(), id.clone());
+    response.insert("result".to_owned(), result);
+    Value::Object(response)
 }
 
 /// A JSON-RPC request: `id` is a string or an integer (MCP basic, "Requests").

@@ -178,9 +178,14 @@ impl KeyRing {
         Ok(format!("{signing_input}.{}", b64(&signature.to_bytes())))
     }
 
-    /// Checks the header and signature of a compact JWS and returns its claims. Claims are not
-    /// validated here.
-    pub async fn verify(&self, token: &str, db: &PgPool, clock: &Clock) -> Result<Value, JwtError> {
+    /// Checks the header and signature of a compact JWS and returns the `kid` that verified it
+    /// and its claims. Claims are not validated here.
+    pub async fn verify(
+        &self,
+        token: &str,
+        db: &PgPool,
+        clock: &Clock,
+    ) -> Result<(String, Value), JwtError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -217,10 +222,17 @@ impl KeyRing {
         let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
         key.verify_strict(signing_input.as_bytes(), &signature)
             .map_err(|_| JwtError::BadSignature)?;
-        b64_decode(claims_b64)
+        let claims = b64_decode(claims_b64)
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .filter(Value::is_object)
-            .ok_or(JwtError::Malformed)
+            .ok_or(JwtError::Malformed)?;
+        Ok((kid.to_owned(), claims))
+    }
+
+    /// Whether tokens signed by `kid` still verify (the key is known and not past
+    /// `verify_until`), for tokens whose signature was checked before.
+    pub fn still_verifies(&self, kid: &str, clock: &Clock) -> bool {
+        matches!(self.verification_key(kid, clock), Some(Ok(_)))
     }
 
     fn verification_key(&self, kid: &str, clock: &Clock) -> Option<Result<VerifyingKey, JwtError>> {

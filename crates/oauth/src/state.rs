@@ -74,6 +74,7 @@ pub(crate) struct Inner {
     pub clock: Clock,
     pub keys: KeyRing,
     pub grants: GrantCache,
+    pub verified: crate::verify::VerifiedTokens,
     pub token_limiter: crate::limiter::WindowLimiter,
     /// Client ID Metadata Document fetcher.
     pub cimd: crate::cimd::Fetcher,
@@ -122,6 +123,7 @@ impl OAuthState {
                 clock,
                 keys,
                 grants: GrantCache::default(),
+                verified: crate::verify::VerifiedTokens::default(),
                 token_limiter,
                 cimd,
                 refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),

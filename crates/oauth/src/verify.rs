@@ -13,11 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::postgres::PgListener;
+use store::clock::Clock;
 use uuid::Uuid;
 
 use crate::error::Internal;
-use crate::keys::JwtError;
+use crate::keys::{JwtError, KeyRing};
 use crate::scope::Scope;
 use crate::state::OAuthState;
 
@@ -137,11 +139,72 @@ impl GrantCache {
     }
 }
 
+/// Access tokens whose signature and claims were checked, by SHA-256 of the token, so a client
+/// that sends the same token again costs a hash and a map lookup instead of an Ed25519
+/// verification. An entry is used only until the token's `exp` (with the leeway) and while its
+/// signing key still verifies; the grant is checked on every use, so revocation is unaffected.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: RwLock<HashMap<[u8; 32], VerifiedToken>>,
+}
+
+struct VerifiedToken {
+    access: VerifiedAccess,
+    kid: String,
+    exp: i64,
+}
+
+/// More entries than this and the cache starts over (memory stays bounded).
+const MAX_VERIFIED_TOKENS: usize = 100_000;
+
+impl VerifiedTokens {
+    fn get(&self, digest: &[u8; 32], keys: &KeyRing, clock: &Clock) -> Option<VerifiedAccess> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = entries.get(digest)?;
+        (entry.exp + LEEWAY_SECONDS > clock.now().timestamp()
+            && keys.still_verifies(&entry.kid, clock))
+        .then(|| entry.access.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], kid: String, exp: i64, access: &VerifiedAccess) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= MAX_VERIFIED_TOKENS {
+            entries.clear();
+        }
+        entries.insert(
+            digest,
+            VerifiedToken {
+                access: access.clone(),
+                kid,
+                exp,
+            },
+        );
+    }
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").finish_non_exhaustive()
+    }
+}
+
 impl OAuthState {
     /// Verifies a bearer access token for the MCP resource.
     pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, AccessError> {
         let inner = &self.inner;
-        let claims = inner
+        // SHA-256 of the token: the cache never holds bearer tokens themselves.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(verified) = inner.verified.get(&digest, &inner.keys, &inner.clock) {
+            self.check_grant(verified.grant_id).await?;
+            return Ok(verified);
+        }
+        let (kid, claims) = inner
             .keys
             .verify(token, &inner.db, &inner.clock)
             .await
@@ -192,12 +255,14 @@ impl OAuthState {
             _ => return Err(AccessError::Malformed),
         };
         self.check_grant(grant_id).await?;
-        Ok(VerifiedAccess {
+        let access = VerifiedAccess {
             user_id,
             client_id,
             grant_id,
             scope,
-        })
+        };
+        inner.verified.put(digest, kid, int("exp")?, &access);
+        Ok(access)
     }
 
     async fn check_grant(&self, grant_id: Uuid) -> Result<(), AccessError> {

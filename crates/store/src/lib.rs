@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cluster;
 pub mod password;
 pub mod secret;
+pub mod tiers;
 pub mod users;
 
 use std::time::Duration;

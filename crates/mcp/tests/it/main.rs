@@ -11,4 +11,5 @@ mod negotiation;
 mod outcomes;
 mod streams;
 mod support;
+mod tiers;
 mod tools;

@@ -1,0 +1,54 @@
+//! The tier cache the binary gives the endpoint: a change of tier (or a deleted account) drops
+//! the cached tier on its notification, so a downgrade bites without a new token.
+
+use std::time::Duration;
+
+use store::tiers::TierCache;
+use store::users::Tier;
+use uuid::Uuid;
+
+async fn eventually(cache: &TierCache, db: &sqlx::PgPool, user: Uuid, want: Option<Tier>) {
+    for _ in 0..200 {
+        if cache.tier(db, user).await.unwrap() == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cached tier never became {want:?}");
+}
+
+#[tokio::test]
+async fn a_changed_tier_replaces_the_cached_one() {
+    let db = testkit::TestDb::new().await.pool().await;
+    let user: Uuid = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash, tier) VALUES ('t@example.com', 'x', 'elite') \
+         RETURNING id",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let cache = TierCache::start(db.clone());
+    for _ in 0..200 {
+        if cache.is_listening() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(cache.is_listening());
+    assert_eq!(cache.tier(&db, user).await.unwrap(), Some(Tier::Elite));
+    assert_eq!(cache.tier(&db, user).await.unwrap(), Some(Tier::Elite));
+
+    sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1")
+        .bind(user)
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(&cache, &db, user, Some(Tier::Pro)).await;
+
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user)
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(&cache, &db, user, None).await;
+}
