@@ -216,19 +216,11 @@ const BROWSERS: usize = 8;
 
 /// Signs in `count` browsers in parallel, each with its own registered client.
 async fn flows(server: &Endpoint, account: &Account, count: usize) -> Vec<Flow> {
-    let mut tasks = Vec::new();
-    for _ in 0..count {
-        let server = server.clone();
-        let (email, password) = (account.email.clone(), account.password.clone());
-        tasks.push(tokio::spawn(async move {
-            Flow::new_with_password(&server, &email, &password).await
-        }));
-    }
+    // One sign-in at a time: parallel attempts on one account each hold a failure slot while
+    // the password is checked, and more than the per-account limit at once is throttled.
     let mut flows = Vec::new();
-    for task in tasks {
-        if let Ok(flow) = task.await {
-            flows.push(flow);
-        }
+    for _ in 0..count {
+        flows.push(Flow::new_with_password(server, &account.email, &account.password).await);
     }
     flows
 }
