@@ -8,68 +8,42 @@
 //! notification is not cached (an epoch counter tells). An Add-On on another replica is cached
 //! only briefly: that replica may die without a notification until it is swept.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use store::notified::NotifiedMap;
 use uuid::Uuid;
 
 use crate::Presence;
 
-/// More entries than this and the cache starts over (memory stays bounded).
-const MAX_ENTRIES: usize = 100_000;
-
 #[derive(Default)]
 pub(crate) struct PresenceCache {
-    entries: RwLock<HashMap<Uuid, (Presence, Instant)>>,
-    listening: AtomicBool,
-    epoch: AtomicU64,
+    entries: NotifiedMap<(Presence, Instant)>,
 }
 
 impl PresenceCache {
     /// The cached presence, if live: "nowhere" until a notification says otherwise, an Add-On
     /// on another replica for at most `remote_for`.
     pub fn get(&self, user_id: Uuid, remote_for: Duration) -> Option<Presence> {
-        if !self.listening.load(Ordering::SeqCst) {
-            return None;
-        }
-        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        let (presence, cached_at) = entries.get(&user_id)?;
-        (!presence.connected || cached_at.elapsed() < remote_for).then(|| presence.clone())
+        let (presence, cached_at) = self.entries.get(user_id)?;
+        (!presence.connected || cached_at.elapsed() < remote_for).then_some(presence)
     }
 
     /// The epoch to pass to [`PresenceCache::put`], read before the database.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+        self.entries.epoch()
     }
 
     pub fn put(&self, read_in: u64, user_id: Uuid, presence: Presence) {
-        if !self.listening.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        if self.epoch.load(Ordering::SeqCst) != read_in {
-            return;
-        }
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(user_id, (presence, Instant::now()));
+        self.entries
+            .put(read_in, user_id, (presence, Instant::now()));
     }
 
     pub fn changed(&self, user_id: Uuid) {
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        entries.remove(&user_id);
+        self.entries.changed(user_id);
     }
 
     pub fn reset(&self, listening: bool) {
-        self.listening.store(false, Ordering::SeqCst);
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        entries.clear();
-        self.listening.store(listening, Ordering::SeqCst);
+        self.entries.reset(listening);
     }
 }
 
