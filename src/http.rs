@@ -156,11 +156,18 @@ async fn refuse(mut stream: TcpStream) {
 
 /// The requests being handled at once; beyond it, 503 with `Retry-After` at once.
 #[derive(Debug, Clone)]
-pub struct InFlight(Arc<Semaphore>);
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    /// `http_requests_in_flight`, looked up once rather than per request.
+    gauge: metrics::Gauge,
+}
 
 impl InFlight {
     pub fn new(limit: usize) -> Self {
-        Self(Arc::new(Semaphore::new(limit)))
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            gauge: metrics::gauge!("http_requests_in_flight"),
+        }
     }
 }
 
@@ -171,27 +178,27 @@ pub async fn shed_load(
     request: Request,
     next: Next,
 ) -> Response {
-    let Ok(_permit) = in_flight.0.try_acquire() else {
+    let Ok(_permit) = in_flight.permits.try_acquire() else {
         metrics::counter!("http_requests_shed_total").increment(1);
         return unavailable();
     };
-    let _counted = CountedInFlight::new();
+    let _counted = CountedInFlight::new(&in_flight.gauge);
     next.run(request).await
 }
 
 /// Keeps `http_requests_in_flight` right however the request ends (cancelled included).
-struct CountedInFlight;
+struct CountedInFlight<'a>(&'a metrics::Gauge);
 
-impl CountedInFlight {
-    fn new() -> Self {
-        metrics::gauge!("http_requests_in_flight").increment(1.0);
-        Self
+impl<'a> CountedInFlight<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
-impl Drop for CountedInFlight {
+impl Drop for CountedInFlight<'_> {
     fn drop(&mut self) {
-        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
