@@ -11,7 +11,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::{Value, json};
 use testkit::oauth::{Endpoint, Flow};
 
-use crate::support::{ServerProcess, eventually, server_with_user};
+use crate::support::{ServerProcess, eventually, server_with_user, tools_call};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -318,23 +318,6 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
     assert!(ended.is_ok(), "the stream outlived its token");
     assert!(server.terminate().success());
     std::fs::remove_dir_all(&scripts).ok();
-}
-
-pub(crate) async fn tools_call(
-    endpoint: &Endpoint,
-    access: &str,
-    name: &str,
-    arguments: Value,
-) -> reqwest::Response {
-    endpoint
-        .http
-        .post(endpoint.resource())
-        .bearer_auth(access)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}}))
-        .send()
-        .await
-        .unwrap()
 }
 
 /// A token with both scopes, granted by the account through the OAuth flow.

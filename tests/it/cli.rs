@@ -328,20 +328,15 @@ async fn users_revoke_all_ends_every_token_session_and_addon_socket_at_once() {
     let ended = std::time::Instant::now();
     let mut status = 0;
     while ended.elapsed() < std::time::Duration::from_secs(1) {
-        status = endpoint
-            .http
-            .post(endpoint.resource())
-            .bearer_auth(&access)
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(
-                &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "GetMcpCapabilities", "arguments": {}}}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        status = crate::support::tools_call(
+            &endpoint,
+            &access,
+            "GetMcpCapabilities",
+            serde_json::json!({}),
+        )
+        .await
+        .status()
+        .as_u16();
         if status == 401 {
             break;
         }
@@ -383,20 +378,7 @@ async fn the_master_secret_can_be_replaced_as_security_md_says() {
             "old-master-secret-0123456789abcdefghij",
         ),
     ];
-    let added = run(
-        &old,
-        &[
-            "users",
-            "add",
-            "--email",
-            "rotate@example.com",
-            "--tier",
-            "elite",
-            "--password-stdin",
-        ],
-        &format!("{}\n", testkit::oauth::PASSWORD),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
+    crate::support::add_elite_user(&old, "rotate@example.com");
     let server = crate::support::ServerProcess::start("serve", &old);
     let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
     let mut flow = testkit::oauth::Flow::new(&endpoint, "rotate@example.com").await;
@@ -429,19 +411,14 @@ async fn the_master_secret_can_be_replaced_as_security_md_says() {
     let call = |access: String| {
         let endpoint = endpoint.clone();
         async move {
-            endpoint
-                .http
-                .post(endpoint.resource())
-                .bearer_auth(access)
-                .header("mcp-protocol-version", "2025-11-25")
-                .json(
-                    &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "GetMcpCapabilities", "arguments": {}}}),
-                )
-                .send()
-                .await
-                .unwrap()
-                .status()
+            crate::support::tools_call(
+                &endpoint,
+                &access,
+                "GetMcpCapabilities",
+                serde_json::json!({}),
+            )
+            .await
+            .status()
         }
     };
     assert_eq!(

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use store::users::Tier;
-use testkit::oauth::{Endpoint, Flow, PASSWORD};
+use testkit::oauth::{Endpoint, Flow};
 
 use crate::support::{ServerProcess, http, run, stderr};
 
@@ -26,15 +25,7 @@ struct Sample {
 type Samples = Arc<Mutex<Vec<Sample>>>;
 
 async fn tools_call(endpoint: &Endpoint, access: &str) -> reqwest::Result<reqwest::Response> {
-    endpoint
-        .http
-        .post(endpoint.resource())
-        .bearer_auth(access)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "GetMcpCapabilities", "arguments": {}}}))
-        .send()
-        .await
+    crate::support::try_tools_call(endpoint, access, "GetMcpCapabilities", json!({})).await
 }
 
 async fn record(
@@ -69,23 +60,6 @@ async fn record(
     (status == 200).then_some(body)
 }
 
-fn signed_up(env: &[(&str, &str)], email: &str) {
-    let added = run(
-        env,
-        &[
-            "users",
-            "add",
-            "--email",
-            email,
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
-}
-
 #[tokio::test]
 async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_revocations() {
     let private = testkit::private_cluster();
@@ -98,7 +72,7 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
             "100000",
         ),
     ];
-    signed_up(&env, "outage@example.com");
+    crate::support::add_elite_user(&env, "outage@example.com");
     let server = ServerProcess::start("serve", &env);
     let endpoint = Endpoint::new(&server.url(""));
     let client = http();
@@ -315,7 +289,7 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
     let mut relayed_after = None;
     while origin.elapsed() < up_at + Duration::from_secs(5) {
         let reply =
-            crate::addon_path::tools_call(&endpoint, &trade_access, "GetAccounts", json!({})).await;
+            crate::support::tools_call(&endpoint, &trade_access, "GetAccounts", json!({})).await;
         if reply.status() == 200 {
             let body: Value = reply.json().await.unwrap();
             if body["result"]["isError"] == false {
@@ -440,7 +414,7 @@ async fn sigkill_mid_writes_loses_nothing_acknowledged_and_doubles_nothing() {
             "100000",
         ),
     ];
-    signed_up(&env, "crash@example.com");
+    crate::support::add_elite_user(&env, "crash@example.com");
     let server = ServerProcess::start("serve", &env);
     let endpoint = Endpoint::new(&server.url(""));
 

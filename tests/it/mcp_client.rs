@@ -10,10 +10,9 @@ use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::auth::{AuthorizationRequest, OAuthState};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use store::users::Tier;
 use testkit::oauth::{Browser, Endpoint, PASSWORD, hidden, location};
 
-use crate::support::{ServerProcess, run, stderr};
+use crate::support::ServerProcess;
 
 const REDIRECT: &str = "http://127.0.0.1:47321/callback";
 
@@ -129,20 +128,7 @@ async fn rmcp_oauth_flow_then_tools_under_both_eras() {
     let db = testkit::TestDb::new().await;
     let url = db.url();
     let env = [("DATABASE_URL", url.as_str())];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "rmcp@example.com",
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
+    crate::support::add_elite_user(&env, "rmcp@example.com");
     let server = ServerProcess::start(
         "serve",
         &[

@@ -1,6 +1,5 @@
 //! The OAuth flow through the real binary, with every log line captured: no secret may appear.
 
-use store::users::Tier;
 use testkit::oauth::{Endpoint, Flow, PASSWORD};
 
 use crate::support::{ServerProcess, run, stderr};
@@ -13,21 +12,7 @@ async fn a_full_flow_logs_no_secret() {
         ("DATABASE_URL", url.as_str()),
         ("CROSSTRADE_LOG__LEVEL", "debug"),
     ];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "logs@example.com",
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
-    let added_logs = stderr(&added);
+    let added_logs = crate::support::add_elite_user(&env, "logs@example.com");
 
     let server = ServerProcess::start("serve", &env);
     let endpoint = Endpoint::new(&server.url(""));
@@ -107,20 +92,7 @@ async fn a_database_dump_after_a_full_flow_holds_no_usable_secret() {
         ("DATABASE_URL", url.as_str()),
         ("CROSSTRADE_MASTER_SECRET", master),
     ];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            "dump@example.com",
-            "--tier",
-            Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
+    crate::support::add_elite_user(&env, "dump@example.com");
     let server = ServerProcess::start("serve", &env);
     let endpoint = Endpoint::new(&server.url(""));
     let mut flow = Flow::new(&endpoint, "dump@example.com").await;

@@ -527,7 +527,7 @@ async fn a_burst_beyond_capacity_is_shed_at_once_instead_of_queued() {
         async move {
             let sent = Instant::now();
             let reply =
-                crate::addon_path::tools_call(&endpoint, &access, "GetAccounts", json!({})).await;
+                crate::support::tools_call(&endpoint, &access, "GetAccounts", json!({})).await;
             let status = reply.status().as_u16();
             let retry_after = reply.headers().get("retry-after").is_some();
             (status, retry_after, sent.elapsed())

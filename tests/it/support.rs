@@ -244,6 +244,26 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// Creates an Elite account with password `testkit::oauth::PASSWORD` through the CLI; returns
+/// the command's logs.
+pub fn add_elite_user(env: &[(&str, &str)], email: &str) -> String {
+    let added = run(
+        env,
+        &[
+            "users",
+            "add",
+            "--email",
+            email,
+            "--tier",
+            store::users::Tier::Elite.as_str(),
+            "--password-stdin",
+        ],
+        &format!("{}\n", testkit::oauth::PASSWORD),
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    stderr(&added)
+}
+
 /// A fresh database with one Elite account (password `PASSWORD`) and a server on it.
 pub async fn server_with_user(
     email: &str,
@@ -259,23 +279,42 @@ pub async fn server_with_user_and(
     let db = testkit::TestDb::new().await;
     let url = db.url();
     let env = [("DATABASE_URL", url.as_str())];
-    let added = run(
-        &env,
-        &[
-            "users",
-            "add",
-            "--email",
-            email,
-            "--tier",
-            store::users::Tier::Elite.as_str(),
-            "--password-stdin",
-        ],
-        &format!("{}\n", testkit::oauth::PASSWORD),
-    );
-    assert!(added.status.success(), "{}", stderr(&added));
+    add_elite_user(&env, email);
     let mut server_env = env.to_vec();
     server_env.extend_from_slice(extra);
     let server = ServerProcess::start("serve", &server_env);
     let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
     (db, server, endpoint)
+}
+
+/// `tools/call` of `name` on the MCP endpoint (protocol 2025-11-25), or the transport error.
+pub async fn try_tools_call(
+    endpoint: &testkit::oauth::Endpoint,
+    access: &str,
+    name: &str,
+    arguments: serde_json::Value,
+) -> reqwest::Result<reqwest::Response> {
+    endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(access)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}}),
+        )
+        .send()
+        .await
+}
+
+/// [`try_tools_call`] that fails the test on a transport error.
+pub async fn tools_call(
+    endpoint: &testkit::oauth::Endpoint,
+    access: &str,
+    name: &str,
+    arguments: serde_json::Value,
+) -> reqwest::Response {
+    try_tools_call(endpoint, access, name, arguments)
+        .await
+        .unwrap()
 }
