@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgListener;
 use store::clock::Clock;
+use store::notified::NotifiedMap;
 use uuid::Uuid;
 
 use crate::error::Internal;
@@ -78,64 +78,19 @@ struct CachedGrant {
     last_used_written: Instant,
 }
 
-/// Per-replica cache of grant liveness.
+/// Per-replica cache of grant liveness, by grant id. A lookup stores what it read only if no
+/// notification and no listener reset came between its database read and its write (the
+/// [`NotifiedMap`] epoch), so neither a revocation nor a reconnect that forgot one can be
+/// overwritten by a stale "alive".
 #[derive(Default)]
 pub struct GrantCache {
-    entries: RwLock<HashMap<Uuid, CachedGrant>>,
-    listening: AtomicBool,
+    entries: NotifiedMap<CachedGrant>,
 }
 
 impl GrantCache {
-    fn get(&self, grant_id: Uuid) -> Option<CachedGrant> {
-        if !self.listening.load(Ordering::SeqCst) {
-            return None;
-        }
-        self.entries
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&grant_id)
-            .copied()
-    }
-
-    /// Records a lookup. An ended grant is never brought back: a notification handled between
-    /// a database read and this write wins over the read.
-    fn put(&self, grant_id: Uuid, entry: CachedGrant) {
-        if self.listening.load(Ordering::SeqCst) {
-            let mut entries = self
-                .entries
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if entries.get(&grant_id).is_none_or(|existing| existing.alive) {
-                entries.insert(grant_id, entry);
-            }
-        }
-    }
-
-    fn mark_ended(&self, grant_id: Uuid) {
-        self.entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                grant_id,
-                CachedGrant {
-                    alive: false,
-                    last_used_written: Instant::now(),
-                },
-            );
-    }
-
-    fn reset(&self, listening: bool) {
-        self.listening.store(false, Ordering::SeqCst);
-        self.entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-        self.listening.store(listening, Ordering::SeqCst);
-    }
-
     /// Whether revocations from other replicas are being received (the cache is in use).
     pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::SeqCst)
+        self.entries.is_listening()
     }
 }
 
@@ -266,13 +221,16 @@ impl OAuthState {
     }
 
     async fn check_grant(&self, grant_id: Uuid) -> Result<(), AccessError> {
-        let cache = &self.inner.grants;
+        let cache = &self.inner.grants.entries;
+        // Read before the cache and the database: a change after this point refuses the write.
+        let epoch = cache.epoch();
         if let Some(entry) = cache.get(grant_id) {
             if !entry.alive {
                 return Err(AccessError::Revoked);
             }
             if entry.last_used_written.elapsed() >= LAST_USED_EVERY {
                 cache.put(
+                    epoch,
                     grant_id,
                     CachedGrant {
                         alive: true,
@@ -294,6 +252,7 @@ impl OAuthState {
                 })?;
         let alive = matches!(revoked, Some(None));
         cache.put(
+            epoch,
             grant_id,
             CachedGrant {
                 alive,
@@ -344,7 +303,7 @@ pub async fn revoke_grant(
     .bind(reason)
     .execute(state.db())
     .await?;
-    state.inner.grants.mark_ended(grant_id);
+    state.inner.grants.entries.changed(grant_id);
     Ok(updated.rows_affected() > 0)
 }
 
@@ -353,7 +312,7 @@ pub(crate) fn spawn_revocation_listener(state: &OAuthState) {
     tokio::spawn(async move {
         loop {
             let outcome = listen(&state).await;
-            state.inner.grants.reset(false);
+            state.inner.grants.entries.reset(false);
             // The server is shutting down: nothing left to listen for.
             if state.inner.db.is_closed() {
                 return;
@@ -393,7 +352,7 @@ async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(&state.inner.db).await?;
     listener.listen_all([CHANNEL, crate::keys::CHANNEL]).await?;
     // Anything cached before this point may have missed a notification.
-    state.inner.grants.reset(true);
+    state.inner.grants.entries.reset(true);
     reload_keys(state).await;
     tracing::info!("revocation listener connected");
     loop {
@@ -403,7 +362,7 @@ async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
             }
             Some(notification) => {
                 if let Ok(grant_id) = Uuid::parse_str(notification.payload()) {
-                    state.inner.grants.mark_ended(grant_id);
+                    state.inner.grants.entries.changed(grant_id);
                 }
             }
             // The connection dropped; notifications sent meanwhile are lost.
@@ -416,24 +375,44 @@ async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
 mod tests {
     use super::*;
 
+    fn alive() -> CachedGrant {
+        CachedGrant {
+            alive: true,
+            last_used_written: Instant::now(),
+        }
+    }
+
     #[test]
     fn an_ended_grant_is_not_revived_by_a_late_lookup() {
         let cache = GrantCache::default();
-        cache.reset(true);
+        cache.entries.reset(true);
         let grant = Uuid::new_v4();
         // A lookup read "alive" from the database; the revocation notification lands first.
-        cache.mark_ended(grant);
-        cache.put(
-            grant,
-            CachedGrant {
-                alive: true,
-                last_used_written: Instant::now(),
-            },
-        );
-        assert!(cache.get(grant).is_some_and(|entry| !entry.alive));
+        let read_in = cache.entries.epoch();
+        cache.entries.changed(grant);
+        cache.entries.put(read_in, grant, alive());
+        assert!(cache.entries.get(grant).is_none());
         // While the listener is down nothing is served from the cache.
-        cache.reset(false);
-        cache.mark_ended(grant);
-        assert!(cache.get(grant).is_none());
+        cache.entries.reset(false);
+        cache.entries.put(cache.entries.epoch(), grant, alive());
+        assert!(cache.entries.get(grant).is_none());
+    }
+
+    /// A lookup reads "alive"; the listener drops; the grant ends and its notification is lost;
+    /// the listener reconnects and clears the cache; only then does the lookup write. The write
+    /// must be refused, or the ended grant stays usable on this replica.
+    #[test]
+    fn a_lookup_spanning_a_listener_reconnect_is_not_stored() {
+        let cache = GrantCache::default();
+        cache.entries.reset(true);
+        let grant = Uuid::new_v4();
+        let read_in = cache.entries.epoch();
+        cache.entries.reset(false);
+        cache.entries.reset(true);
+        cache.entries.put(read_in, grant, alive());
+        assert!(cache.entries.get(grant).is_none());
+        // A lookup that began after the reconnect is cached as usual.
+        cache.entries.put(cache.entries.epoch(), grant, alive());
+        assert!(cache.entries.get(grant).is_some_and(|entry| entry.alive));
     }
 }

@@ -1,5 +1,5 @@
-//! A per-replica map of values by user id, kept valid by a PostgreSQL `LISTEN` channel that
-//! announces every change.
+//! A per-replica map of values by id (a user, a grant), kept valid by a PostgreSQL `LISTEN`
+//! channel that announces every change.
 //!
 //! While its listener is disconnected the map is bypassed (`get` finds nothing, `put` stores
 //! nothing), and it starts empty after every reconnect, because notifications sent meanwhile are
@@ -38,14 +38,14 @@ impl<V> Default for NotifiedMap<V> {
 
 impl<V: Clone> NotifiedMap<V> {
     /// The stored value, only while the listener runs.
-    pub fn get(&self, user_id: Uuid) -> Option<V> {
+    pub fn get(&self, id: Uuid) -> Option<V> {
         if !self.listening.load(Ordering::SeqCst) {
             return None;
         }
         self.entries
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&user_id)
+            .get(&id)
             .cloned()
     }
 
@@ -56,7 +56,7 @@ impl<V: Clone> NotifiedMap<V> {
 
     /// Stores a value read from the database in epoch `read_in`, unless a notification came
     /// since or the listener is down.
-    pub fn put(&self, read_in: u64, user_id: Uuid, value: V) {
+    pub fn put(&self, read_in: u64, id: Uuid, value: V) {
         if !self.listening.load(Ordering::SeqCst) {
             return;
         }
@@ -68,14 +68,14 @@ impl<V: Clone> NotifiedMap<V> {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(user_id, value);
+        entries.insert(id, value);
     }
 
-    /// A notification for `user_id`.
-    pub fn changed(&self, user_id: Uuid) {
+    /// A notification for `id`.
+    pub fn changed(&self, id: Uuid) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        entries.remove(&user_id);
+        entries.remove(&id);
     }
 
     /// Forgets everything; `listening` says whether notifications are received from now on.
