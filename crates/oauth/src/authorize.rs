@@ -675,10 +675,16 @@ async fn consent(
     let now = state.now();
     let lifetime = TimeDelta::from_std(state.settings().authorization_code_lifetime)
         .unwrap_or(TimeDelta::seconds(60));
-    sqlx::query(
-        "INSERT INTO authorization_codes
+    // Only while the session lives, under a lock on its row: a session ended at the same moment
+    // (sign-out everywhere, `users revoke-all`) either waits for this code and then burns it,
+    // or has already ended and no code is issued.
+    let issued = sqlx::query(
+        "WITH live AS (
+            SELECT 1 FROM browser_sessions WHERE id_hash = $10 AND user_id = $3 FOR KEY SHARE
+         )
+         INSERT INTO authorization_codes
             (code_hash, client_id, user_id, redirect_uri, code_challenge, scope, resource, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM live",
     )
     .bind(sha256(code.as_bytes()))
     .bind(&client_id)
@@ -689,8 +695,16 @@ async fn consent(
     .bind(&resource)
     .bind(now)
     .bind(now + lifetime)
+    .bind(&session.id_hash)
     .execute(state.db())
     .await?;
+    if issued.rows_affected() == 0 {
+        return Err(Rejection::Page(
+            StatusCode::FORBIDDEN,
+            "Signed out",
+            "This browser was signed out. Start again from your application.".into(),
+        ));
+    }
     events::record(
         state.db(),
         Kind::ConsentGranted,

@@ -74,14 +74,31 @@ pub struct Ended {
     pub sessions: u64,
 }
 
-/// Incident response for one account: ends every grant (its access tokens fail on every
-/// replica at once through the `grant_ended` notification; its refresh tokens stop working) and
-/// every browser session, and records a security event. Runs in the caller's transaction.
+/// Incident response for one account: ends every browser session, burns every authorization
+/// code not yet exchanged, and ends every grant (its access tokens fail on every replica at once
+/// through the `grant_ended` notification; its refresh tokens stop working); records a security
+/// event. Runs in the caller's transaction.
+///
+/// The order closes each phase in flight: a consent issuing a code holds a lock on its session,
+/// so deleting the sessions waits for that code, which the burn then sees; an exchange in flight
+/// holds its code's row, so the burn waits for its grant, which the last statement then ends.
 pub async fn end_everything_for_user(
     tx: &mut sqlx::PgConnection,
     user_id: Uuid,
     reason: &str,
 ) -> Result<Ended, sqlx::Error> {
+    let sessions = sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query(
+        "UPDATE authorization_codes SET used_at = now()
+         WHERE user_id = $1 AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
     let grants = sqlx::query(
         "UPDATE grants SET revoked_at = now(), revoked_reason = $2
          WHERE user_id = $1 AND revoked_at IS NULL",
@@ -91,11 +108,6 @@ pub async fn end_everything_for_user(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let sessions = sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
     sqlx::query(
         "INSERT INTO security_events (kind, user_id, detail) VALUES ($1, $2, $3)",
     )
