@@ -90,6 +90,7 @@ pub struct RateLimits {
     pub sign_in_failures_per_ip: Positive<u32>,
     pub sign_in_failures_per_account: Positive<u32>,
     pub token_requests_per_minute: Positive<u32>,
+    pub token_requests_per_grant_per_minute: Positive<u32>,
 }
 
 impl HttpConfig {
@@ -350,6 +351,10 @@ impl Config {
             sign_in_failures_per_ip: self.rate_limits.sign_in_failures_per_ip.get(),
             sign_in_failures_per_account: self.rate_limits.sign_in_failures_per_account.get(),
             token_requests_per_minute: self.rate_limits.token_requests_per_minute.get(),
+            token_requests_per_grant_per_minute: self
+                .rate_limits
+                .token_requests_per_grant_per_minute
+                .get(),
             trusted_proxies: self
                 .trusted_proxies
                 .iter()

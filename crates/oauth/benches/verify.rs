@@ -33,6 +33,7 @@ fn settings() -> OAuthSettings {
         sign_in_failures_per_ip: 20,
         sign_in_failures_per_account: 5,
         token_requests_per_minute: 1000,
+        token_requests_per_grant_per_minute: 1000,
         trusted_proxies: Vec::new(),
     }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::client_ip::client_ip;
+use crate::client_ip::{bucket, client_ip};
 use crate::crypto::sha256;
 use crate::error::OAuthError;
 use crate::events::{self, Kind, Origin};
@@ -25,6 +25,17 @@ pub async fn post_revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
+    // Each request may cost a token verification and database reads: bounded per address.
+    let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
+    state
+        .inner
+        .token_limiter
+        .check(&format!("revoke ip {}", bucket(ip)))
+        .map_err(|retry_after| OAuthError::TooMany {
+            code: "too_many_requests",
+            description: "too many revocation requests; retry later".into(),
+            retry_after,
+        })?;
     let params = FormParams::parse(&headers, &body)?;
     let token = params
         .get("token")
@@ -63,7 +74,7 @@ pub async fn post_revoke(
             && revoke_grant(&state, grant_id, "revoked by the client").await?
         {
             let origin = Origin {
-                ip: Some(client_ip(peer, &headers, &state.settings().trusted_proxies)),
+                ip: Some(ip),
                 user_agent: headers
                     .get(header::USER_AGENT)
                     .and_then(|v| v.to_str().ok())

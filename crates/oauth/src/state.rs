@@ -41,8 +41,11 @@ pub struct OAuthSettings {
     pub registrations_per_hour: u32,
     pub sign_in_failures_per_ip: u32,
     pub sign_in_failures_per_account: u32,
-    /// Token endpoint requests per client IP and per client per minute, on each replica.
+    /// Token endpoint requests per client IP per minute, on each replica.
     pub token_requests_per_minute: u32,
+    /// Token requests per grant per minute that proved possession of its refresh token or
+    /// code, on each replica.
+    pub token_requests_per_grant_per_minute: u32,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -75,7 +78,10 @@ pub(crate) struct Inner {
     pub keys: KeyRing,
     pub grants: GrantCache,
     pub verified: crate::verify::VerifiedTokens,
+    /// Token requests by client address.
     pub token_limiter: crate::limiter::WindowLimiter,
+    /// Token requests that proved possession, by grant.
+    pub grant_limiter: crate::limiter::WindowLimiter,
     /// Client ID Metadata Document fetcher.
     pub cimd: crate::cimd::Fetcher,
     /// Key for deriving a rotated refresh token's successor from the token itself.
@@ -116,6 +122,10 @@ impl OAuthState {
             settings.token_requests_per_minute,
             Duration::from_secs(60),
         );
+        let grant_limiter = crate::limiter::WindowLimiter::new(
+            settings.token_requests_per_grant_per_minute,
+            Duration::from_secs(60),
+        );
         let state = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -125,6 +135,7 @@ impl OAuthState {
                 grants: GrantCache::default(),
                 verified: crate::verify::VerifiedTokens::default(),
                 token_limiter,
+                grant_limiter,
                 cimd,
                 refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),
                 csrf_key: derive_key(master_secret, "crosstrade account csrf v1"),

@@ -97,17 +97,36 @@ impl FormParams {
     }
 }
 
+/// Longer than any client id this server issues or accepts (a metadata document URL is at most
+/// [`crate::cimd::MAX_URL`] characters).
+pub const MAX_CLIENT_ID_LEN: usize = crate::cimd::MAX_URL;
+
+fn client_id_too_long() -> OAuthError {
+    OAuthError::invalid_client("unknown client_id")
+}
+
 /// The client named by `client_id` or by HTTP Basic (clients registered with
-/// `client_secret_basic` are public here; any secret they send is ignored).
+/// `client_secret_basic` are public here; any secret they send is ignored). An overlong one is
+/// refused before anything else is done with it.
 pub fn client_id_of(
     headers: &HeaderMap,
     params: &FormParams,
 ) -> Result<Option<String>, OAuthError> {
+    if params
+        .get("client_id")
+        .is_some_and(|id| id.len() > MAX_CLIENT_ID_LEN)
+    {
+        return Err(client_id_too_long());
+    }
     let from_basic = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
         Some(value) if value.len() > 6 && value[..6].eq_ignore_ascii_case("basic ") => {
+            // Base64 of a client id, a colon and a secret of similar size.
+            if value.len() > 4 * MAX_CLIENT_ID_LEN {
+                return Err(client_id_too_long());
+            }
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(value[6..].trim())
                 .ok()
@@ -135,10 +154,9 @@ pub fn client_id_of(
         (None, None) => assertion_subject(params),
     };
     // Issued client ids have no control characters; PostgreSQL text cannot even hold NUL.
-    if client_id
-        .as_deref()
-        .is_some_and(|id| id.is_empty() || id.chars().any(char::is_control))
-    {
+    if client_id.as_deref().is_some_and(|id| {
+        id.is_empty() || id.len() > MAX_CLIENT_ID_LEN || id.chars().any(char::is_control)
+    }) {
         return Err(OAuthError::invalid_client("unknown client_id"));
     }
     Ok(client_id)
@@ -159,6 +177,11 @@ fn assertion_subject(params: &FormParams) -> Option<String> {
 }
 
 /// `POST /v1/oauth/mcp/token`.
+///
+/// Every request counts against its client address. Client ids are public (one metadata
+/// document URL is shared by every install of a client), so nothing an unauthenticated request
+/// merely names is charged: the per-grant budget is spent only by requests that proved
+/// possession of the grant's code or refresh token.
 pub async fn post_token(
     State(state): State<OAuthState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -180,11 +203,6 @@ pub async fn post_token(
     let grant_type = params.require("grant_type")?.to_owned();
     let client_id = client_id_of(&headers, &params)?
         .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
-    state
-        .inner
-        .token_limiter
-        .check(&format!("client {client_id}"))
-        .map_err(limited)?;
     let client: Option<Value> =
         sqlx::query_scalar("SELECT metadata FROM oauth_clients WHERE client_id = $1")
             .bind(&client_id)
@@ -286,6 +304,19 @@ fn requested_scope(params: &FormParams, granted: Scope) -> Result<Scope, OAuthEr
             }
         }
     }
+}
+
+/// Counts a request that proved possession against its own budget.
+fn proven(state: &OAuthState, key: &str) -> Result<(), OAuthError> {
+    state
+        .inner
+        .grant_limiter
+        .check(key)
+        .map_err(|retry_after| OAuthError::TooMany {
+            code: "too_many_requests",
+            description: "too many token requests for this grant; retry later".into(),
+            retry_after,
+        })
 }
 
 fn check_resource(params: &FormParams, granted: &str) -> Result<(), OAuthError> {
@@ -400,6 +431,9 @@ async fn exchange_code(
             return Err(error);
         }
     };
+    // The code proved possession: charge its account's budget with this client. Over it, the
+    // claim rolls back and the code stays usable for a retry.
+    proven(state, &format!("code {user_id} {client_id}"))?;
     let grant_id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO grants (grant_id, user_id, client_id, scope, resource, redirect_uri, created_at, last_used_at)
@@ -548,6 +582,9 @@ async fn refresh(
     if grant_client != client_id || revoked_at.is_some() {
         return Err(invalid());
     }
+    // The refresh token proved possession of this grant: charge the grant, and only it. Over
+    // the budget nothing rotates; the same token works again later.
+    proven(state, &format!("grant {grant_id}"))?;
     check_resource(params, &resource)?;
     let granted =
         Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;

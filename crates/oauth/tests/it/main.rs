@@ -8,6 +8,7 @@
 )]
 
 mod authorize;
+mod boundaries;
 mod cimd;
 mod discovery;
 mod hostile;

@@ -44,6 +44,7 @@ pub fn settings(issuer: &str) -> OAuthSettings {
         sign_in_failures_per_ip: 20,
         sign_in_failures_per_account: 5,
         token_requests_per_minute: 1000,
+        token_requests_per_grant_per_minute: 1000,
         trusted_proxies: vec!["127.0.0.2/32".parse().unwrap()],
     }
 }
