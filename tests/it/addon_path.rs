@@ -320,6 +320,46 @@ async fn list_changed_follows_the_real_addon_and_calls_get_408_without_it() {
     std::fs::remove_dir_all(&scripts).ok();
 }
 
+/// A stream whose grant ended carries nothing more, not even the next change, even when the
+/// change comes before the stream's periodic token re-check.
+#[tokio::test]
+async fn a_revoked_grants_stream_carries_no_further_event() {
+    let (db, server, endpoint) = server_with_user("sse-revoked@example.com").await;
+    let (flow, access) = trade_token(&endpoint, "sse-revoked@example.com").await;
+    let mut stream = endpoint
+        .http
+        .get(endpoint.resource())
+        .bearer_auth(&access)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let revoked = endpoint
+        .form(
+            "/v1/oauth/mcp/revoke",
+            &[("token", &access), ("client_id", &flow.client_id)],
+        )
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let scripts = testkit::scratch_dir("sse-revoked-scripts");
+    let options = sim_options(&db, server.addr, "sse-revoked@example.com", &[], &scripts);
+    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let mut received = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            received.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its grant");
+    assert!(!received.contains("list_changed"), "{received}");
+    sim.abort();
+    assert!(server.terminate().success());
+    std::fs::remove_dir_all(&scripts).ok();
+}
+
 /// A token with both scopes, granted by the account through the OAuth flow.
 pub(crate) async fn trade_token(endpoint: &Endpoint, email: &str) -> (Flow, String) {
     let mut flow = Flow::new(endpoint, email).await;

@@ -151,6 +151,13 @@ fn list_changed_stream(state: &McpState, principal: &Principal, token: String) -
                 }
             }
         }
+        // Nothing reaches the client after its grant ended, not even "look again".
+        if matches!(
+            state.verifier().verify(&token).await,
+            Err(rejection) if rejection != TokenRejection::Unavailable
+        ) {
+            return None;
+        }
         let event = Event::default().event("message").data(LIST_CHANGED);
         Some((
             Ok::<_, Infallible>(event),
