@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{ServerProcess, http};
+use crate::support::{ServerProcess, http, postmaster_pid, signal};
 
 #[tokio::test]
 async fn https_deployments_send_hsts_and_http_ones_do_not() {
@@ -76,6 +76,33 @@ async fn readyz_until(
     }
 }
 
+/// The postmaster and its children (backends, background workers).
+fn cluster_processes(cluster: &store::cluster::Cluster) -> Vec<u32> {
+    let postmaster = postmaster_pid(cluster.data_dir()).expect("cluster running");
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after its closing paren.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 #[tokio::test]
 async fn readyz_answers_within_100ms_and_follows_the_database() {
     let private = testkit::private_cluster();
@@ -98,6 +125,22 @@ async fn readyz_answers_within_100ms_and_follows_the_database() {
         );
     }
 
+    // A hung database (a stalled host, a network partition): connections open, nothing answers.
+    let frozen = cluster_processes(&private.cluster);
+    for pid in &frozen {
+        signal(*pid, "STOP");
+    }
+    let hung = readyz_until(&client, &server, 503, Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        assert_eq!(readyz_timed(&client, &server).await.status(), 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for pid in &frozen {
+        signal(*pid, "CONT");
+    }
+    let thawed = readyz_until(&client, &server, 200, Duration::from_secs(5)).await;
+
+    // A stopped database.
     let cluster = private.cluster.clone();
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
@@ -138,7 +181,8 @@ async fn readyz_answers_within_100ms_and_follows_the_database() {
 
     let recovered = readyz_until(&client, &server, 200, Duration::from_secs(5)).await;
     eprintln!(
-        "readyz: 503 {noticed:?} after the database stopped, 200 {recovered:?} after it returned"
+        "readyz: 503 {hung:?} after the database hung, 200 {thawed:?} after it resumed; \
+         503 {noticed:?} after it stopped, 200 {recovered:?} after it returned"
     );
     assert!(server.terminate().success());
     // This process restarted the cluster, so it is PostgreSQL's parent: stop and reap it here.
