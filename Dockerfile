@@ -11,6 +11,8 @@ RUN apt-get update \
     && useradd --system --home-dir /var/lib/crosstrade --create-home crosstrade
 COPY --from=build /src/target/release/crosstrade /usr/local/bin/crosstrade
 USER crosstrade
-EXPOSE 8080
+# 8080: the public port. 9090: the admin port (/metrics), for the monitoring network only; set
+# CROSSTRADE_ADMIN_LISTEN=0.0.0.0:9090 to reach it from outside the container.
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/crosstrade"]
 CMD ["serve"]

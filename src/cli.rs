@@ -1,6 +1,7 @@
 //! The command line: one binary for the server and the operator's verbs.
 
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use crate::adapters::{AddonAccountsAdapter, AddonRelay, OAuthTokenVerifier};
 use crate::config::{Config, Sources};
 use crate::database::{Database, Role};
+use crate::readiness::Probe;
 use crate::server::{self, AppState};
 use crate::{dev, telemetry};
 
@@ -311,17 +313,18 @@ fn read_password() -> anyhow::Result<String> {
 
 pub async fn serve(config: Config, shutdown: server::ShutdownSignal) -> anyhow::Result<()> {
     let db = Database::open(&config, Role::Server).await?;
-    let outcome = serve_on(&config, &db, shutdown, |_| Ok(())).await;
+    let outcome = serve_on(&config, &db, shutdown, |_, _| Ok(())).await;
     let closed = db.close().await;
     outcome.and(closed)
 }
 
-/// Migrates, binds, calls `ready` with the bound address, and serves until shutdown.
+/// Migrates, binds, calls `ready` with the bound public and admin addresses, and serves until
+/// shutdown.
 pub async fn serve_on(
     config: &Config,
     db: &Database,
     shutdown: server::ShutdownSignal,
-    ready: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<()>,
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let applied = db.migrate().await?;
     let master_secret = master_secret(config)?;
@@ -333,16 +336,31 @@ pub async fn serve_on(
     )
     .await
     .map_err(|err| anyhow::anyhow!("starting the OAuth service: {err}"))?;
+    let metrics = server::install_metrics()?;
+    let revocations = oauth.clone();
+    let (readiness, probe) = Probe::start(&db.pool, move || revocations.revocations_live()).await;
+    let admin = match config.admin_listen {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("binding {admin} (key `admin_listen`)"))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {} (key `listen`)", config.listen))?;
     let addr = listener.local_addr()?;
+    // Announced before the public address, so whoever waits for "listening" knows both.
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(addr) = admin_addr {
+        tracing::info!(%addr, "admin listening");
+    }
     tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
-    ready(addr)?;
+    ready(addr, admin_addr)?;
     let addon = addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings())
         .await
         .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
-    let metrics = server::install_metrics()?;
     let mcp = mcp::McpState::new(
         config.mcp_settings(),
         db.pool.clone(),
@@ -367,7 +385,9 @@ pub async fn serve_on(
         },
         addon,
         metrics,
+        readiness,
     };
-    server::serve(listener, state, shutdown).await;
+    server::serve(listener, admin, state, shutdown).await;
+    probe.stop().await;
     Ok(())
 }

@@ -27,6 +27,9 @@ pub const CONFIG_FILE_VAR: &str = "CROSSTRADE_CONFIG";
 pub struct Config {
     pub public_url: PublicUrl,
     pub listen: SocketAddr,
+    /// `None` (configured as `""`) disables the admin listener.
+    #[serde(deserialize_with = "optional_address")]
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub master_secret: Secret,
     pub trusted_proxies: Vec<Network>,
@@ -115,6 +118,19 @@ impl DatabaseConfig {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms.get())
     }
+}
+
+/// An address, or `""` for none.
+fn optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|err| serde::de::Error::custom(format!("{raw:?} is not an address: {err}")))
 }
 
 /// A number greater than zero.
@@ -495,6 +511,7 @@ mod tests {
         let config = Config::load(&Sources::default()).unwrap();
         assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080");
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
         assert!(config.uses_embedded_database());
         assert_eq!(config.lifetimes.authorization_code_secs.get(), 60);
         assert_eq!(config.log.format, LogFormat::Human);
@@ -518,6 +535,18 @@ mod tests {
         assert!(config.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
         assert!(config.trusted_proxies[1].contains("192.0.2.1".parse().unwrap()));
         assert!(!config.trusted_proxies[1].contains("192.0.2.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_empty_admin_listen_disables_it() {
+        let config = Config::load(&env(&[("CROSSTRADE_ADMIN_LISTEN", "")])).unwrap();
+        assert_eq!(config.admin_listen, None);
+        let config = Config::load(&env(&[("CROSSTRADE_ADMIN_LISTEN", "0.0.0.0:9100")])).unwrap();
+        assert_eq!(config.admin_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let err = Config::load(&env(&[("CROSSTRADE_ADMIN_LISTEN", "9100")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`admin_listen`"), "{err}");
     }
 
     #[test]

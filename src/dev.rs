@@ -46,8 +46,8 @@ pub async fn run(
         } else {
             None
         };
-        serve_on(&config, &db, shutdown, |addr| {
-            print_banner(&config, addr, &accounts)?;
+        serve_on(&config, &db, shutdown, |addr, admin| {
+            print_banner(&config, addr, admin, &accounts)?;
             if let Some(key) = simulator {
                 spawn_simulator(&config, addr, key)?;
             }
@@ -150,6 +150,7 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> 
 fn print_banner(
     config: &Config,
     addr: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
     accounts: &[(String, String, Tier)],
 ) -> anyhow::Result<()> {
     let mcp_url = format!("{}/v1/api/mcp", config.public_url.as_str());
@@ -158,6 +159,9 @@ fn print_banner(
         out,
         "CrossTrade MCP backend (dev mode) listening on http://{addr}"
     )?;
+    if let Some(admin) = admin {
+        writeln!(out, "Metrics (admin listener): http://{admin}/metrics")?;
+    }
     writeln!(out)?;
     writeln!(out, "MCP server URL: {mcp_url}")?;
     writeln!(out)?;

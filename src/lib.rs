@@ -8,5 +8,6 @@ pub mod config;
 pub mod database;
 pub mod dev;
 pub mod http;
+pub mod readiness;
 pub mod server;
 pub mod telemetry;

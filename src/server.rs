@@ -1,4 +1,8 @@
 //! The HTTP server: router composition, middleware, health endpoints, graceful shutdown.
+//!
+//! Two listeners: the public one (OAuth, MCP, Add-On, health probes) and the admin one
+//! (`/metrics` and the probes), so operational data never reaches the internet through the
+//! public port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
@@ -25,10 +30,11 @@ use tracing::Level;
 
 use crate::config::Config;
 use crate::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load};
+use crate::readiness::Readiness;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// How long `/readyz` waits for the database before answering 503.
-const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections the admin listener holds at once: a scraper and a few probes.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Everything handlers share. Feature crates take their parts through `FromRef`.
 #[derive(Debug, Clone, FromRef)]
@@ -40,6 +46,7 @@ pub struct AppState {
     pub addon: addon_bridge::AddonBridge,
     pub account: oauth::account::AccountState,
     pub metrics: PrometheusHandle,
+    pub readiness: Readiness,
 }
 
 /// The whole application: routes and middleware.
@@ -60,14 +67,11 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID));
 
-    // Health and metrics answer even at capacity; everything else is shed beyond the in-flight
-    // limit. Every handler but the MCP endpoint answers within the request timeout. MCP tool
-    // calls are bounded by their own relay deadlines (up to 300 s for a backtest), and carry
-    // larger bodies (NinjaScript source).
-    let probes = Router::new()
-        .route("/healthz", get(get_healthz))
-        .route("/readyz", get(get_readyz))
-        .route("/metrics", get(get_metrics));
+    // Probes answer even at capacity; everything else is shed beyond the in-flight limit. Every
+    // handler but the MCP endpoint answers within the request timeout. MCP tool calls are
+    // bounded by their own relay deadlines (up to 300 s for a backtest), and carry larger bodies
+    // (NinjaScript source). `/metrics` is on the admin listener only.
+    let probes = probes();
     let bounded = Router::new()
         .merge(oauth::router())
         .merge(addon_bridge::router())
@@ -108,6 +112,20 @@ pub fn app(state: AppState) -> Router {
         router
     };
     router.layer(middleware).with_state(state)
+}
+
+/// The admin listener's routes: metrics and the probes, no middleware (nothing here reads a
+/// body or a credential, and scrapes would only add noise to the request log and counters).
+pub fn admin_app(state: AppState) -> Router {
+    probes()
+        .route("/metrics", get(get_metrics))
+        .with_state(state)
+}
+
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
 }
 
 /// The span of one request: method, path (never the query string, which may carry secrets) and
@@ -177,37 +195,56 @@ async fn get_healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn get_readyz(State(db): State<PgPool>) -> Response {
-    let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&db);
-    match tokio::time::timeout(READINESS_TIMEOUT, probe).await {
-        Ok(Ok(_)) => Json(json!({ "status": "ready" })).into_response(),
-        outcome => {
-            let reason = match outcome {
-                Ok(Err(err)) => err.to_string(),
-                _ => "timed out".to_owned(),
-            };
-            tracing::warn!(%reason, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "unavailable",
-                    "error": "server_error",
-                    "message": "the database is not reachable",
-                })),
-            )
-                .into_response()
-        }
+/// Answers from the background probe's last result, never waiting on the database.
+async fn get_readyz(State(readiness): State<Readiness>) -> Response {
+    if readiness.is_ready() {
+        return Json(json!({ "status": "ready" })).into_response();
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "unavailable",
+            "error": "server_error",
+            "message": "the database is not reachable",
+        })),
+    )
+        .into_response()
 }
 
-/// Serves until SIGTERM or Ctrl-C, then stops accepting connections, ends pending relays and
-/// Add-On sockets, and lets in-flight requests finish for up to the configured grace period.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: ShutdownSignal) {
+/// Serves until SIGTERM or Ctrl-C, then stops accepting connections on both listeners, ends
+/// pending relays and Add-On sockets, and lets in-flight requests finish for up to the
+/// configured grace period.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    state: AppState,
+    shutdown: ShutdownSignal,
+) {
     let http = &state.config.http;
     let limits = Limits {
         max_connections: http.max_connections.get(),
         header_read_timeout: http.header_read_timeout(),
         shutdown_grace: http.shutdown_grace(),
+    };
+    let admin_limits = Limits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        ..limits
+    };
+    // One signal stops both listeners.
+    let (stopping, stopped) = watch::channel(false);
+    let stop_public = async move {
+        shutdown.wait().await;
+        let _ = stopping.send(true);
+    };
+    let admin = admin.map(|listener| (listener, admin_app(state.clone())));
+    let admin_server = async move {
+        if let Some((listener, router)) = admin {
+            let mut stopped = stopped;
+            let stop = async move {
+                let _ = stopped.wait_for(|stopping| *stopping).await;
+            };
+            crate::http::serve(listener, router, admin_limits, stop, async {}).await;
+        }
     };
     let addon = state.addon.clone();
     let mcp = state.mcp.clone();
@@ -217,7 +254,8 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: ShutdownSig
         mcp.close_streams();
         addon.shutdown().await;
     };
-    crate::http::serve(listener, app(state), limits, shutdown.wait(), on_stop).await;
+    let public_server = crate::http::serve(listener, app(state), limits, stop_public, on_stop);
+    tokio::join!(public_server, admin_server);
 }
 
 /// SIGTERM and SIGINT, listened for from the moment this is created (before the cluster

@@ -174,10 +174,10 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
     let watermarks = call(&client, "GetWatermarks", json!({ "account": "Sim101" })).await;
     assert!(watermarks["watermarks"].is_array(), "{watermarks}");
 
-    // Operators see all of it in Prometheus' text format.
+    // Operators see all of it in Prometheus' text format, on the admin listener.
     let metrics = endpoint
         .http
-        .get(endpoint.url("/metrics"))
+        .get(server.admin_url("/metrics"))
         .send()
         .await
         .unwrap();

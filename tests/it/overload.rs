@@ -293,7 +293,11 @@ async fn beyond_the_in_flight_limit_requests_are_shed_at_once() {
     // Both are being handled (a loaded machine may take a while to get there).
     let mut held_in_flight = false;
     for _ in 0..200 {
-        let metrics = client.get(server.url("/metrics")).send().await.unwrap();
+        let metrics = client
+            .get(server.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
         if metrics
             .text()
             .await
@@ -367,7 +371,11 @@ async fn beyond_the_in_flight_limit_requests_are_shed_at_once() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     }
     assert_eq!(client.get(&discovery).send().await.unwrap().status(), 200);
-    let metrics = client.get(server.url("/metrics")).send().await.unwrap();
+    let metrics = client
+        .get(server.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert!(
         metrics
             .text()

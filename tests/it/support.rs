@@ -23,6 +23,8 @@ pub fn command(envs: &[(&str, &str)]) -> Command {
         cmd.env("PATH", path);
     }
     cmd.env("CROSSTRADE_LOG__FORMAT", "json");
+    // Tests run in parallel: each server's admin listener takes a free port too.
+    cmd.env("CROSSTRADE_ADMIN_LISTEN", "127.0.0.1:0");
     cmd.envs(envs.iter().copied());
     cmd
 }
@@ -58,6 +60,8 @@ pub fn stderr(output: &Output) -> String {
 pub struct ServerProcess {
     child: Child,
     pub addr: std::net::SocketAddr,
+    /// The admin listener's address (`/metrics`), when it is enabled.
+    pub admin: Option<std::net::SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     pub stdout: Arc<Mutex<Vec<String>>>,
 }
@@ -96,7 +100,7 @@ impl ServerProcess {
             Arc::clone(&stdout),
             None,
         );
-        let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(60)) else {
+        let Ok((addr, admin)) = addr_rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
             panic!(
                 "server did not start; logs:\n{}",
@@ -106,6 +110,7 @@ impl ServerProcess {
         Self {
             child,
             addr,
+            admin,
             logs,
             stdout,
         }
@@ -113,6 +118,12 @@ impl ServerProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin.expect("the admin listener is enabled");
+        format!("http://{admin}{path}")
     }
 
     pub fn logs(&self) -> String {
@@ -181,16 +192,21 @@ pub fn signal(pid: u32, name: &str) {
 fn collect_lines(
     stream: impl std::io::Read + Send + 'static,
     into: Arc<Mutex<Vec<String>>>,
-    addr_tx: Option<mpsc::Sender<std::net::SocketAddr>>,
+    addr_tx: Option<mpsc::Sender<(std::net::SocketAddr, Option<std::net::SocketAddr>)>>,
 ) {
     std::thread::spawn(move || {
+        // The admin address is logged just before the public one.
+        let mut admin = None;
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if let Some(tx) = &addr_tx
                 && let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && event["message"] == "listening"
                 && let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok())
             {
-                let _ = tx.send(addr);
+                if event["message"] == "admin listening" {
+                    admin = Some(addr);
+                } else if event["message"] == "listening" {
+                    let _ = tx.send((addr, admin));
+                }
             }
             into.lock().unwrap().push(line);
         }
