@@ -32,6 +32,9 @@ fn settings() -> OAuthSettings {
         registrations_per_hour: 10,
         sign_in_failures_per_ip: 20,
         sign_in_failures_per_account: 5,
+        sign_in_delay_base: Duration::from_secs(30),
+        password_checks_at_once: 8,
+        password_check_wait: Duration::from_secs(5),
         token_requests_per_minute: 1000,
         trusted_proxies: Vec::new(),
     }

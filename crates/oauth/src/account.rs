@@ -379,9 +379,14 @@ async fn post_sign_in(
             Err(err) => internal(&err),
         },
         Ok(Authentication::Failed) => page(sign_in::FAILED, StatusCode::UNAUTHORIZED),
-        Ok(Authentication::Throttled) => {
-            sign_in::throttled(page(sign_in::THROTTLED, StatusCode::TOO_MANY_REQUESTS))
-        }
+        Ok(Authentication::Throttled(seconds)) => sign_in::retry_after(
+            page(sign_in::THROTTLED, StatusCode::TOO_MANY_REQUESTS),
+            seconds,
+        ),
+        Ok(Authentication::Busy(seconds)) => sign_in::retry_after(
+            page(sign_in::BUSY, StatusCode::SERVICE_UNAVAILABLE),
+            seconds,
+        ),
         Err(err) => internal(&err),
     }
 }

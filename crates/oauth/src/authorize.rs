@@ -491,15 +491,31 @@ async fn sign_in(
     .await?
     {
         Authentication::Verified(user) => user,
-        Authentication::Throttled => {
-            return Ok(crate::sign_in::throttled(sign_in_page(
-                state,
-                &request.client_name,
-                &form.return_to,
-                &form.email,
-                Some(crate::sign_in::THROTTLED),
-                StatusCode::TOO_MANY_REQUESTS,
-            )?));
+        Authentication::Throttled(seconds) => {
+            return Ok(crate::sign_in::retry_after(
+                sign_in_page(
+                    state,
+                    &request.client_name,
+                    &form.return_to,
+                    &form.email,
+                    Some(crate::sign_in::THROTTLED),
+                    StatusCode::TOO_MANY_REQUESTS,
+                )?,
+                seconds,
+            ));
+        }
+        Authentication::Busy(seconds) => {
+            return Ok(crate::sign_in::retry_after(
+                sign_in_page(
+                    state,
+                    &request.client_name,
+                    &form.return_to,
+                    &form.email,
+                    Some(crate::sign_in::BUSY),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )?,
+                seconds,
+            ));
         }
         Authentication::Failed => {
             return Ok(sign_in_page(
