@@ -24,7 +24,7 @@ use crate::events::{self, Kind, Origin};
 use crate::pages::{self, ConsentPage, SignInPage, error_page};
 use crate::redirect_uri;
 use crate::scope::Scope;
-use crate::session::{self, LOGIN_CSRF_COOKIE};
+use crate::session;
 use crate::sign_in::Authentication;
 use crate::state::{OAuthState, paths};
 
@@ -372,7 +372,7 @@ fn sign_in_page(
     );
     response.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(state, LOGIN_CSRF_COOKIE, &csrf, 3600),
+        session::set_cookie(state, session::login_csrf_cookie_name(state), &csrf, 3600),
     );
     Ok(response)
 }
@@ -463,7 +463,8 @@ async fn sign_in(
     form: SignInForm,
 ) -> Result<Response, Rejection> {
     // Login CSRF: the form must carry the value of the cookie set with the page.
-    let cookie_csrf = session::cookie(headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    let cookie_csrf =
+        session::cookie(headers, session::login_csrf_cookie_name(state)).unwrap_or("");
     if cookie_csrf.is_empty() || !secure_eq(cookie_csrf.as_bytes(), form.csrf.as_bytes()) {
         return Err(Rejection::Page(
             StatusCode::FORBIDDEN,
@@ -543,7 +544,7 @@ async fn sign_in(
     );
     headers.append(
         header::SET_COOKIE,
-        session::set_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
+        session::set_cookie(state, session::login_csrf_cookie_name(state), "", 0),
     );
     Ok(pages::secure(response))
 }

@@ -118,3 +118,135 @@ async fn accounts_are_counted_as_the_database_compares_addresses() {
     let other = attempt(&attacker, &url, combining, PASSWORD).await;
     assert_eq!(other.status(), StatusCode::SEE_OTHER);
 }
+
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `__Host-` cookies (Secure, Path=/, no Domain) need the https issuer; this server answers
+/// plain http on loopback, which is what a TLS-terminating proxy in front of it sends.
+fn assert_host_cookie(set_cookie: &str) {
+    assert!(set_cookie.starts_with("__Host-"), "{set_cookie}");
+    let attributes: Vec<&str> = set_cookie.split(';').map(str::trim).collect();
+    assert!(attributes.contains(&"Secure"), "{set_cookie}");
+    assert!(attributes.contains(&"Path=/"), "{set_cookie}");
+    assert!(
+        !attributes
+            .iter()
+            .any(|a| a.to_ascii_lowercase().starts_with("domain")),
+        "{set_cookie}"
+    );
+}
+
+#[tokio::test]
+async fn https_cookies_carry_the_host_prefix_and_plain_names_are_ignored() {
+    let server = Server::start_with(|s| s.issuer = "https://crosstrade.example".into()).await;
+    server.user("trader@example.com", Tier::Elite).await;
+    let client_id = server.client(REDIRECT).await;
+    let url = authorize_url(&server, &client_id, REDIRECT, &pkce().challenge, &[]);
+
+    let mut browser = Browser::default();
+    let page = browser.get(&server, &url).await;
+    let cookies = set_cookies(&page);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(
+        cookies[0].starts_with("__Host-ct_login_csrf="),
+        "{cookies:?}"
+    );
+    assert_host_cookie(&cookies[0]);
+    let html = page.text().await.unwrap();
+    let csrf = crate::support::hidden(&html, "csrf");
+    let return_to = crate::support::hidden(&html, "return_to");
+    let form = [
+        ("email", "trader@example.com"),
+        ("password", PASSWORD),
+        ("csrf", csrf.as_str()),
+        ("return_to", return_to.as_str()),
+    ];
+
+    // The same token under the plain name (as a sibling subdomain could plant it) is no cookie.
+    let planted = server
+        .http
+        .post(server.url("/v1/oauth/mcp/sign-in"))
+        .header("cookie", format!("ct_login_csrf={csrf}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted.status(), StatusCode::FORBIDDEN);
+
+    let signed_in = browser.post(&server, "/v1/oauth/mcp/sign-in", &form).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let cookies = set_cookies(&signed_in);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-ct_session="))
+        .unwrap_or_else(|| panic!("{cookies:?}"));
+    assert_host_cookie(session);
+    let cleared = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-ct_login_csrf="))
+        .unwrap_or_else(|| panic!("{cookies:?}"));
+    assert_host_cookie(cleared);
+    assert!(
+        cookies.iter().all(|c| c.starts_with("__Host-")),
+        "{cookies:?}"
+    );
+
+    // The session works under its prefixed name and only under it.
+    let consent = browser.get(&server, &url).await;
+    assert!(
+        consent
+            .text()
+            .await
+            .unwrap()
+            .contains("action=\"/v1/oauth/mcp/consent\"")
+    );
+    let id = browser
+        .cookies
+        .iter()
+        .find(|(name, _)| name == "__Host-ct_session")
+        .map(|(_, value)| value.clone())
+        .unwrap();
+    let unprefixed = server
+        .http
+        .get(&url)
+        .header("cookie", format!("ct_session={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        unprefixed
+            .text()
+            .await
+            .unwrap()
+            .contains("Sign in to continue")
+    );
+}
+
+#[tokio::test]
+async fn http_development_keeps_the_plain_cookie_names() {
+    let server = Server::start().await;
+    server.user("trader@example.com", Tier::Elite).await;
+    let client_id = server.client(REDIRECT).await;
+    let url = authorize_url(&server, &client_id, REDIRECT, &pkce().challenge, &[]);
+    let mut browser = Browser::default();
+    let page = browser.get(&server, &url).await;
+    let cookies = set_cookies(&page);
+    assert!(cookies[0].starts_with("ct_login_csrf="), "{cookies:?}");
+    assert!(!cookies[0].contains("Secure"), "{cookies:?}");
+    let signed_in = browser
+        .sign_in(&server, &url, "trader@example.com", PASSWORD)
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let names: Vec<String> = set_cookies(&signed_in)
+        .iter()
+        .map(|c| c.split('=').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["ct_session", "ct_login_csrf"]);
+}
