@@ -22,15 +22,16 @@
 //! Accounts are counted under [`store::users::account_key`], the normalisation the account
 //! lookup itself uses.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
+use store::password::Workspace;
 use store::users::{Email, User};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client_ip::bucket;
 use crate::error::Internal;
@@ -60,28 +61,67 @@ pub enum Authentication {
     Busy(u64),
 }
 
-/// Password checks at once on this replica: each argon2id verification holds 19 MiB, so the
-/// cap bounds memory whatever the request rate.
+/// Password checks at once on this replica, each with its own argon2id working memory
+/// (19 MiB) kept for reuse: memory stays at most slots × 19 MiB whatever the request rate.
 #[derive(Debug, Clone)]
 pub struct PasswordSlots {
     slots: Arc<Semaphore>,
+    spare: Arc<Mutex<Vec<Workspace>>>,
     wait: Duration,
+}
+
+/// The right to run one password check, with its working memory.
+#[derive(Debug)]
+pub struct PasswordSlot {
+    memory: Option<Workspace>,
+    spare: Arc<Mutex<Vec<Workspace>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PasswordSlot {
+    fn memory(&mut self) -> &mut Workspace {
+        self.memory.get_or_insert_with(Workspace::default)
+    }
+}
+
+impl Drop for PasswordSlot {
+    fn drop(&mut self) {
+        // Back to the pool before the permit is released, so there are never more
+        // workspaces than slots.
+        if let Some(memory) = self.memory.take() {
+            self.spare
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(memory);
+        }
+    }
 }
 
 impl PasswordSlots {
     pub fn new(settings: &OAuthSettings) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(settings.password_checks_at_once.max(1))),
+            spare: Arc::default(),
             wait: settings.password_check_wait,
         }
     }
 
     /// A slot, waiting at most the configured time; `None` when none came free.
-    pub async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+    pub async fn acquire(&self) -> Option<PasswordSlot> {
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
             .await
-            .ok()
-            .and_then(Result::ok)
+            .ok()?
+            .ok()?;
+        let memory = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        Some(PasswordSlot {
+            memory,
+            spare: Arc::clone(&self.spare),
+            _permit: permit,
+        })
     }
 }
 
@@ -206,12 +246,12 @@ pub async fn authenticate(
     };
     let verified = tokio::task::spawn_blocking(move || {
         // Held until the hash is done, even if the request is dropped meanwhile.
-        let _slot = slot;
+        let mut slot = slot;
         if let Some((user, hash)) = credentials {
-            store::password::verify(&password, &hash).then_some(user)
+            store::password::verify_in(&password, &hash, slot.memory()).then_some(user)
         } else {
             // Same work for unknown accounts, so timing does not reveal which emails exist.
-            let _ = store::password::verify(&password, DUMMY_HASH);
+            let _ = store::password::verify_in(&password, DUMMY_HASH, slot.memory());
             None
         }
     })
