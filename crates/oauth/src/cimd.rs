@@ -317,15 +317,17 @@ pub(crate) async fn resolve(
         Err(reason) => return Ok(Err(Refusal::Invalid(reason))),
     };
     let now = state.now();
-    let cached: Option<(Option<String>, Vec<String>)> = sqlx::query_as(
-        "SELECT client_name, redirect_uris FROM oauth_clients
-         WHERE client_id = $1 AND metadata_expires_at > $2",
+    let stored: Option<(Option<String>, Vec<String>, bool, bool)> = sqlx::query_as(
+        "SELECT client_name, redirect_uris, metadata_expires_at > $2,
+                first_authorized_at IS NOT NULL
+         FROM oauth_clients WHERE client_id = $1 AND metadata_fetched_at IS NOT NULL",
     )
     .bind(client_id)
     .bind(now)
     .fetch_optional(state.db())
     .await?;
-    if let Some((client_name, redirect_uris)) = cached {
+    let proven = stored.as_ref().is_some_and(|(.., proven)| *proven);
+    if let Some((client_name, redirect_uris, true, _)) = stored {
         return Ok(Ok(CimdClient {
             client_name,
             redirect_uris,
@@ -338,7 +340,9 @@ pub(crate) async fn resolve(
     if let Err(seconds) = fetcher.per_address.check(&bucket(ip), now) {
         return Ok(Err(Refusal::Throttled(seconds)));
     }
-    if let Err(seconds) = fetcher.global.check("all", now) {
+    // A client that has completed an authorization here (so is not an attacker's throwaway URL)
+    // is refreshed even when others have used up the replica's budget.
+    if !proven && let Err(seconds) = fetcher.global.check("all", now) {
         tracing::warn!("client metadata document fetches at the replica's limit");
         return Ok(Err(Refusal::Throttled(seconds)));
     }

@@ -1235,10 +1235,27 @@ async fn fetches_are_limited_per_address_and_per_replica() {
     assert_eq!(replica.headers()["retry-after"], "40");
     assert_eq!(documents.hits(), 5);
 
+    // A client that has completed an authorization is still refreshed when its document
+    // expires: others cannot use up its budget.
+    sqlx::query(
+        "UPDATE oauth_clients SET first_authorized_at = $2, metadata_expires_at = $2
+         WHERE client_id = $1",
+    )
+    .bind(url(0))
+    .bind(server.clock.now())
+    .execute(&server.db.pool().await)
+    .await
+    .unwrap();
+    let proven = from_address(&server, "127.0.0.5", &url(0)).await;
+    assert_eq!(proven.status(), StatusCode::OK);
+    assert_eq!(documents.hits(), 6);
+    let unproven = from_address(&server, "127.0.0.5", &url(7)).await;
+    assert_eq!(unproven.status(), StatusCode::TOO_MANY_REQUESTS);
+
     server.clock.advance(chrono::TimeDelta::seconds(40));
     let later = from_address(&server, "127.0.0.3", &url(3)).await;
     assert_eq!(later.status(), StatusCode::OK);
-    assert_eq!(documents.hits(), 6);
+    assert_eq!(documents.hits(), 7);
 }
 
 #[tokio::test]
