@@ -355,7 +355,7 @@ impl Config {
             sign_in_failures_per_account: self.rate_limits.sign_in_failures_per_account.get(),
             sign_in_delay_base: secs(self.rate_limits.sign_in_delay_base_secs.get()),
             password_checks_at_once: match self.rate_limits.password_checks_at_once {
-                0 => std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 2,
                 n => n,
             },
             password_check_wait: Duration::from_millis(self.rate_limits.password_check_wait_ms),

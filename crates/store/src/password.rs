@@ -71,7 +71,7 @@ pub fn verify_in(password: &str, stored: &str, memory: &mut Workspace) -> bool {
         memory.0.resize(blocks, argon2::Block::default());
     }
     let mut computed = vec![0u8; expected.len()];
-    let hashed = argon2::Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
         password.as_bytes(),
         salt,
         &mut computed,
@@ -107,7 +107,7 @@ mod tests {
         let computed = {
             use argon2::password_hash::{CustomizedPasswordHasher, phc::PasswordHash};
             let params = argon2::Params::new(32768, 1, 1, Some(32)).unwrap();
-            let hash: PasswordHash = argon2::Argon2::default()
+            let hash: PasswordHash = Argon2::default()
                 .hash_password_customized(b"pw", b"somesaltsomesalt", Some("argon2i"), None, params)
                 .unwrap();
             hash.to_string()

@@ -129,8 +129,10 @@ fn assert_not_fetched(html: &str) {
     let alert = html
         .split_once(r#"role="alert">"#)
         .and_then(|(_, rest)| rest.split_once("</p>"))
-        .map(|(alert, _)| testkit::oauth::unescape(alert))
-        .unwrap_or_else(|| panic!("no alert: {html}"));
+        .map_or_else(
+            || panic!("no alert: {html}"),
+            |(alert, _)| testkit::oauth::unescape(alert),
+        );
     assert_eq!(
         alert,
         "CrossTrade could not use this application's client metadata document: the client \
