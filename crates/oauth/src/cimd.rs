@@ -59,6 +59,8 @@ pub const MAX_URL: usize = 2000;
 const MAX_CONCURRENT_FETCHES: usize = 32;
 /// Slots of the per-address fetch counter and of the negative cache (fixed memory).
 const TABLE_SLOTS: usize = 4096;
+/// Longest refusal reason kept in the negative cache, in characters.
+const MAX_REMEMBERED_REASON: usize = 400;
 /// What a browser is told when a document could not be fetched, whatever the reason.
 pub const NOT_FETCHED: &str = "the client metadata document could not be fetched";
 
@@ -348,6 +350,8 @@ pub(crate) async fn resolve(
     }
     let host = url.host_str().unwrap_or_default().to_owned();
     let remember = |reason: String| {
+        // Reasons can quote the document's redirect URIs: cut, so the cache's memory is bounded.
+        let reason: String = reason.chars().take(MAX_REMEMBERED_REASON).collect();
         let until = now + TimeDelta::from_std(fetcher.settings.negative_cache).unwrap_or_default();
         fetcher
             .failed
