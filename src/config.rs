@@ -92,6 +92,10 @@ pub struct RateLimits {
     pub registrations_per_hour: Positive<u32>,
     pub sign_in_failures_per_ip: Positive<u32>,
     pub sign_in_failures_per_account: Positive<u32>,
+    pub sign_in_delay_base_secs: Positive<u64>,
+    /// 0: twice the CPUs.
+    pub password_checks_at_once: usize,
+    pub password_check_wait_ms: u64,
     pub token_requests_per_minute: Positive<u32>,
     pub token_requests_per_grant_per_minute: Positive<u32>,
 }
@@ -366,6 +370,12 @@ impl Config {
             registrations_per_hour: self.rate_limits.registrations_per_hour.get(),
             sign_in_failures_per_ip: self.rate_limits.sign_in_failures_per_ip.get(),
             sign_in_failures_per_account: self.rate_limits.sign_in_failures_per_account.get(),
+            sign_in_delay_base: secs(self.rate_limits.sign_in_delay_base_secs.get()),
+            password_checks_at_once: match self.rate_limits.password_checks_at_once {
+                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 2,
+                n => n,
+            },
+            password_check_wait: Duration::from_millis(self.rate_limits.password_check_wait_ms),
             token_requests_per_minute: self.rate_limits.token_requests_per_minute.get(),
             token_requests_per_grant_per_minute: self
                 .rate_limits

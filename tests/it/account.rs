@@ -637,3 +637,35 @@ async fn a_revoke_on_one_replica_stops_the_token_on_another_within_a_second() {
     assert!(first.terminate().success());
     assert!(second.terminate().success());
 }
+
+#[tokio::test]
+async fn guesses_from_another_address_leave_the_account_pages_reachable() {
+    let (_db, _server, endpoint) = server_with_user("victim@example.com").await;
+    let attacker = Endpoint::from_address(&endpoint.base, "127.0.0.3".parse().unwrap());
+    for _ in 0..5 {
+        let wrong = Browser::default()
+            .account_sign_in(&attacker, "victim@example.com", "guess!")
+            .await;
+        assert_eq!(wrong.status(), 401);
+    }
+    let held = Browser::default()
+        .account_sign_in(&attacker, "victim@example.com", PASSWORD)
+        .await;
+    assert_eq!(held.status(), 429);
+    let wait: u64 = held.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+
+    // The owner, elsewhere, reaches AI Clients to revoke what was stolen.
+    let owner = Endpoint::from_address(&endpoint.base, "127.0.0.4".parse().unwrap());
+    let mut browser = Browser::default();
+    let signed_in = browser
+        .account_sign_in(&owner, "victim@example.com", PASSWORD)
+        .await;
+    assert_eq!(signed_in.status(), 303);
+    let clients = browser.get(&owner, &owner.url("/account/ai-clients")).await;
+    assert_eq!(clients.status(), 200);
+}

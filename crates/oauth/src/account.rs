@@ -29,7 +29,7 @@ use crate::events::Origin;
 use crate::grants::{self, GrantSummary};
 use crate::pages::{self, SignInPage, error_page};
 use crate::redirect_uri;
-use crate::session::{self, LOGIN_CSRF_COOKIE, Session};
+use crate::session::{self, Session};
 use crate::sign_in::{self, Authentication};
 use crate::state::OAuthState;
 
@@ -302,7 +302,7 @@ fn account_sign_in_page(
     );
     response.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(state, LOGIN_CSRF_COOKIE, &csrf, 3600),
+        session::set_cookie(state, session::login_csrf_cookie_name(state), &csrf, 3600),
     );
     Ok(response)
 }
@@ -335,7 +335,8 @@ async fn post_sign_in(
     Form(form): Form<SignInForm>,
 ) -> Response {
     let state = &account.oauth;
-    let cookie_csrf = session::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    let cookie_csrf =
+        session::cookie(&headers, session::login_csrf_cookie_name(state)).unwrap_or("");
     if cookie_csrf.is_empty() || !secure_eq(cookie_csrf.as_bytes(), form.csrf.as_bytes()) {
         return error_page(
             StatusCode::FORBIDDEN,
@@ -372,16 +373,21 @@ async fn post_sign_in(
                 );
                 headers.append(
                     header::SET_COOKIE,
-                    session::set_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
+                    session::set_cookie(state, session::login_csrf_cookie_name(state), "", 0),
                 );
                 pages::secure(response)
             }
             Err(err) => internal(&err),
         },
         Ok(Authentication::Failed) => page(sign_in::FAILED, StatusCode::UNAUTHORIZED),
-        Ok(Authentication::Throttled) => {
-            sign_in::throttled(page(sign_in::THROTTLED, StatusCode::TOO_MANY_REQUESTS))
-        }
+        Ok(Authentication::Throttled(seconds)) => sign_in::retry_after(
+            page(sign_in::THROTTLED, StatusCode::TOO_MANY_REQUESTS),
+            seconds,
+        ),
+        Ok(Authentication::Busy(seconds)) => sign_in::retry_after(
+            page(sign_in::BUSY, StatusCode::SERVICE_UNAVAILABLE),
+            seconds,
+        ),
         Err(err) => internal(&err),
     }
 }

@@ -6,7 +6,7 @@
 //! with `state` and `iss` (RFC 9207). Consent is never remembered: every authorization shows the
 //! screen and needs an explicit click.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Form;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -24,7 +24,7 @@ use crate::events::{self, Kind, Origin};
 use crate::pages::{self, ConsentPage, SignInPage, error_page};
 use crate::redirect_uri;
 use crate::scope::Scope;
-use crate::session::{self, LOGIN_CSRF_COOKIE};
+use crate::session;
 use crate::sign_in::Authentication;
 use crate::state::{OAuthState, paths};
 
@@ -49,6 +49,8 @@ pub struct AuthorizationRequest {
 
 enum Rejection {
     Page(StatusCode, &'static str, String),
+    /// 429 page with `Retry-After` seconds.
+    Throttled(u64),
     Redirect {
         redirect_uri: String,
         state: Option<String>,
@@ -100,6 +102,14 @@ pub fn client_redirect(
 fn respond(state: &OAuthState, rejection: Rejection) -> Response {
     match rejection {
         Rejection::Page(status, title, message) => error_page(status, title, &message),
+        Rejection::Throttled(seconds) => crate::sign_in::retry_after(
+            error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "Too many applications were looked up from this network. Wait a minute and try again.",
+            ),
+            seconds,
+        ),
         Rejection::Redirect {
             redirect_uri,
             state: client_state,
@@ -163,7 +173,12 @@ pub fn resource_matches(canonical: &str, requested: &str) -> bool {
     }
 }
 
-async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRequest, Rejection> {
+/// The request's parameters checked in order; `ip` (the browser's) pays for any document fetch.
+async fn validate(
+    state: &OAuthState,
+    raw_query: &str,
+    ip: IpAddr,
+) -> Result<AuthorizationRequest, Rejection> {
     let (pairs, repeated) = parse_query(raw_query);
     // Which client and where to redirect must be unambiguous before anything is redirected.
     if let Some(key) = repeated
@@ -186,14 +201,17 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
     };
     let (client_id, client_name, registered, client_host) = if crate::cimd::is_url(client_id) {
         // A Client ID Metadata Document: fetched (or taken from the cache) before anything else.
-        match crate::cimd::resolve(state, client_id).await? {
+        match crate::cimd::resolve(state, client_id, ip).await? {
             Ok(client) => (
                 client_id.to_owned(),
                 client.client_name,
                 client.redirect_uris,
                 Some(redirect_uri::display_host(client_id)),
             ),
-            Err(reason) => {
+            Err(crate::cimd::Refusal::Throttled(seconds)) => {
+                return Err(Rejection::Throttled(seconds));
+            }
+            Err(crate::cimd::Refusal::Invalid(reason)) => {
                 return Err(Rejection::Page(
                     StatusCode::BAD_REQUEST,
                     "Unknown application",
@@ -321,11 +339,13 @@ async fn validate(state: &OAuthState, raw_query: &str) -> Result<AuthorizationRe
 /// `GET /v1/oauth/mcp/authorize`.
 pub async fn get_authorize(
     State(state): State<OAuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let raw = query.unwrap_or_default();
-    match authorize(&state, &headers, &raw).await {
+    let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
+    match authorize(&state, &headers, &raw, ip).await {
         Ok(response) => response,
         Err(rejection) => respond(&state, rejection),
     }
@@ -335,8 +355,9 @@ async fn authorize(
     state: &OAuthState,
     headers: &HeaderMap,
     raw: &str,
+    ip: IpAddr,
 ) -> Result<Response, Rejection> {
-    let request = validate(state, raw).await?;
+    let request = validate(state, raw, ip).await?;
     match session::current(state, headers).await? {
         None => Ok(sign_in_page(
             state,
@@ -372,7 +393,7 @@ fn sign_in_page(
     );
     response.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(state, LOGIN_CSRF_COOKIE, &csrf, 3600),
+        session::set_cookie(state, session::login_csrf_cookie_name(state), &csrf, 3600),
     );
     Ok(response)
 }
@@ -463,7 +484,8 @@ async fn sign_in(
     form: SignInForm,
 ) -> Result<Response, Rejection> {
     // Login CSRF: the form must carry the value of the cookie set with the page.
-    let cookie_csrf = session::cookie(headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    let cookie_csrf =
+        session::cookie(headers, session::login_csrf_cookie_name(state)).unwrap_or("");
     if cookie_csrf.is_empty() || !secure_eq(cookie_csrf.as_bytes(), form.csrf.as_bytes()) {
         return Err(Rejection::Page(
             StatusCode::FORBIDDEN,
@@ -479,8 +501,9 @@ async fn sign_in(
             "The request is malformed.".into(),
         ));
     }
-    let request = validate(state, &form.return_to).await?;
     let origin = origin_of(peer, headers, state);
+    let ip = client_ip(peer, headers, &state.settings().trusted_proxies);
+    let request = validate(state, &form.return_to, ip).await?;
     let user = match crate::sign_in::authenticate(
         state,
         &origin,
@@ -491,15 +514,31 @@ async fn sign_in(
     .await?
     {
         Authentication::Verified(user) => user,
-        Authentication::Throttled => {
-            return Ok(crate::sign_in::throttled(sign_in_page(
-                state,
-                &request.client_name,
-                &form.return_to,
-                &form.email,
-                Some(crate::sign_in::THROTTLED),
-                StatusCode::TOO_MANY_REQUESTS,
-            )?));
+        Authentication::Throttled(seconds) => {
+            return Ok(crate::sign_in::retry_after(
+                sign_in_page(
+                    state,
+                    &request.client_name,
+                    &form.return_to,
+                    &form.email,
+                    Some(crate::sign_in::THROTTLED),
+                    StatusCode::TOO_MANY_REQUESTS,
+                )?,
+                seconds,
+            ));
+        }
+        Authentication::Busy(seconds) => {
+            return Ok(crate::sign_in::retry_after(
+                sign_in_page(
+                    state,
+                    &request.client_name,
+                    &form.return_to,
+                    &form.email,
+                    Some(crate::sign_in::BUSY),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )?,
+                seconds,
+            ));
         }
         Authentication::Failed => {
             return Ok(sign_in_page(
@@ -527,7 +566,7 @@ async fn sign_in(
     );
     headers.append(
         header::SET_COOKIE,
-        session::set_cookie(state, LOGIN_CSRF_COOKIE, "", 0),
+        session::set_cookie(state, session::login_csrf_cookie_name(state), "", 0),
     );
     Ok(pages::secure(response))
 }

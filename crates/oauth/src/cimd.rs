@@ -17,6 +17,14 @@
 //! failed fetches are never stored: the next authorization fetches again, and a stored row that
 //! has expired is not used (the authorization fails) until a fetch succeeds.
 //!
+//! Cost bounds: fetches are limited per client address and per replica (per minute); a URL
+//! whose fetch or document failed is answered from a short in-process negative cache without
+//! fetching; a host keeps at most `max_unproven_clients_per_host` stored documents that never
+//! completed an authorization (the oldest is replaced), so one host cannot fill `oauth_clients`
+//! with distinct URLs. Fetch failures are reported to the browser as one sentence, whatever
+//! happened (DNS, connection, TLS, timeout, status, type, size): distinguishing them would turn
+//! the server into a port scanner. The detail goes to the log with the URL's host.
+//!
 //! Decisions: the token endpoint never fetches; it accepts a CIMD client whose row exists.
 //! Codes and grants carry the redirect URI that was validated against the document in force when
 //! the authorization was requested, and consent re-checks it against the stored document, so a
@@ -38,6 +46,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use crate::bounded::{ExpiringCache, WindowCounter};
+use crate::client_ip::bucket;
 use crate::crypto::sha256;
 use crate::error::Internal;
 use crate::events::{self, Kind, Origin};
@@ -47,6 +57,12 @@ use crate::state::OAuthState;
 /// Longest accepted document URL.
 pub const MAX_URL: usize = 2000;
 const MAX_CONCURRENT_FETCHES: usize = 32;
+/// Slots of the per-address fetch counter and of the negative cache (fixed memory).
+const TABLE_SLOTS: usize = 4096;
+/// Longest refusal reason kept in the negative cache, in characters.
+const MAX_REMEMBERED_REASON: usize = 400;
+/// What a browser is told when a document could not be fetched, whatever the reason.
+pub const NOT_FETCHED: &str = "the client metadata document could not be fetched";
 
 /// CIMD settings. Production uses [`CimdSettings::default`].
 #[derive(Debug, Clone)]
@@ -67,6 +83,15 @@ pub struct CimdSettings {
     pub max_cache: Duration,
     /// When the response has no usable `max-age`.
     pub default_cache: Duration,
+    /// Fetches one client address (IPv4, or IPv6 /64) may cause per minute.
+    pub fetches_per_address_per_minute: u32,
+    /// Fetches per minute on this replica, all addresses together.
+    pub fetches_per_minute: u32,
+    /// How long a URL whose fetch or document failed is refused without fetching again.
+    pub negative_cache: Duration,
+    /// Stored documents per host that never completed an authorization; beyond it the oldest
+    /// of them is replaced.
+    pub max_unproven_clients_per_host: u32,
 }
 
 impl Default for CimdSettings {
@@ -80,6 +105,10 @@ impl Default for CimdSettings {
             min_cache: Duration::from_secs(60),
             max_cache: Duration::from_secs(24 * 3600),
             default_cache: Duration::from_secs(3600),
+            fetches_per_address_per_minute: 20,
+            fetches_per_minute: 300,
+            negative_cache: Duration::from_secs(60),
+            max_unproven_clients_per_host: 100,
         }
     }
 }
@@ -92,6 +121,10 @@ pub(crate) struct Fetcher {
     /// Fetches in flight on this replica: authorization requests cannot make it open
     /// connections without bound.
     in_flight: Arc<tokio::sync::Semaphore>,
+    per_address: Arc<WindowCounter>,
+    global: Arc<WindowCounter>,
+    /// URLs that failed recently, with the sentence they were refused with.
+    failed: Arc<ExpiringCache<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -118,10 +151,18 @@ impl Fetcher {
             .map_err(|err| Internal::new(format!("TLS configuration: {err}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let minute = TimeDelta::minutes(1);
         Ok(Self {
-            settings,
             tls: TlsConnector::from(Arc::new(config)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            per_address: Arc::new(WindowCounter::new(
+                settings.fetches_per_address_per_minute,
+                minute,
+                TABLE_SLOTS,
+            )),
+            global: Arc::new(WindowCounter::new(settings.fetches_per_minute, minute, 1)),
+            failed: Arc::new(ExpiringCache::new(TABLE_SLOTS)),
+            settings,
         })
     }
 }
@@ -256,49 +297,89 @@ pub(crate) struct CimdClient {
     pub redirect_uris: Vec<String>,
 }
 
-/// The client for a document URL: the stored row while it is fresh, else a new fetch. The error
-/// is a sentence for the error page.
+/// Why a document URL cannot be used now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A sentence for the error page.
+    Invalid(String),
+    /// Too many fetches from this address or on this replica; seconds to wait.
+    Throttled(u64),
+}
+
+/// The client for a document URL: the stored row while it is fresh, else a new fetch on behalf
+/// of the browser at `ip`.
 pub(crate) async fn resolve(
     state: &OAuthState,
     client_id: &str,
-) -> Result<Result<CimdClient, String>, Internal> {
+    ip: IpAddr,
+) -> Result<Result<CimdClient, Refusal>, Internal> {
     let fetcher = &state.inner.cimd;
     let url = match validate_url(client_id, fetcher.settings.allow_loopback) {
         Ok(url) => url,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Ok(Err(Refusal::Invalid(reason))),
     };
     let now = state.now();
-    let cached: Option<(Option<String>, Vec<String>)> = sqlx::query_as(
-        "SELECT client_name, redirect_uris FROM oauth_clients
-         WHERE client_id = $1 AND metadata_expires_at > $2",
+    let stored: Option<(Option<String>, Vec<String>, bool, bool)> = sqlx::query_as(
+        "SELECT client_name, redirect_uris, metadata_expires_at > $2,
+                first_authorized_at IS NOT NULL
+         FROM oauth_clients WHERE client_id = $1 AND metadata_fetched_at IS NOT NULL",
     )
     .bind(client_id)
     .bind(now)
     .fetch_optional(state.db())
     .await?;
-    if let Some((client_name, redirect_uris)) = cached {
+    let proven = stored.as_ref().is_some_and(|(.., proven)| *proven);
+    if let Some((client_name, redirect_uris, true, _)) = stored {
         return Ok(Ok(CimdClient {
             client_name,
             redirect_uris,
         }));
     }
+    if let Some(reason) = fetcher.failed.get(client_id, now) {
+        return Ok(Err(Refusal::Invalid(reason.to_string())));
+    }
+    // The address first, so one address at its limit does not use up the replica's budget.
+    if let Err(seconds) = fetcher.per_address.check(&bucket(ip), now) {
+        return Ok(Err(Refusal::Throttled(seconds)));
+    }
+    // A client that has completed an authorization here (so is not an attacker's throwaway URL)
+    // is refreshed even when others have used up the replica's budget.
+    if !proven && let Err(seconds) = fetcher.global.check("all", now) {
+        tracing::warn!("client metadata document fetches at the replica's limit");
+        return Ok(Err(Refusal::Throttled(seconds)));
+    }
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let remember = |reason: String| {
+        // Reasons can quote the document's redirect URIs: cut, so the cache's memory is bounded.
+        let reason: String = reason.chars().take(MAX_REMEMBERED_REASON).collect();
+        let until = now + TimeDelta::from_std(fetcher.settings.negative_cache).unwrap_or_default();
+        fetcher
+            .failed
+            .insert(client_id, Arc::from(reason.as_str()), until);
+        Ok(Err(Refusal::Invalid(reason)))
+    };
     let fetched = tokio::time::timeout(fetcher.settings.fetch_timeout, fetcher.fetch(url)).await;
     let (body, max_age) = match fetched {
         Ok(Ok(fetched)) => fetched,
         Ok(Err(reason)) => {
-            tracing::info!(client_id, reason, "client metadata document refused");
-            return Ok(Err(reason));
+            tracing::warn!(
+                host,
+                client_id,
+                reason,
+                "client metadata document not fetched"
+            );
+            return remember(NOT_FETCHED.to_owned());
         }
         Err(_) => {
-            tracing::info!(client_id, "client metadata document fetch timed out");
-            return Ok(Err("fetching the client metadata document timed out".into()));
+            tracing::warn!(host, client_id, "client metadata document fetch timed out");
+            return remember(NOT_FETCHED.to_owned());
         }
     };
     let metadata = match validate_document(client_id, &body) {
         Ok(metadata) => metadata,
         Err(reason) => {
-            tracing::info!(client_id, reason, "client metadata document invalid");
-            return Ok(Err(reason));
+            tracing::info!(host, client_id, reason, "client metadata document invalid");
+            return remember(reason);
         }
     };
     let settings = &fetcher.settings;
@@ -320,11 +401,31 @@ pub(crate) async fn resolve(
     };
     let mut dedup = b"cimd\n".to_vec();
     dedup.extend_from_slice(client_id.as_bytes());
+    let mut tx = state.db().begin().await?;
+    // One host's documents are counted and replaced one request at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("cimd host {host}"))
+        .execute(&mut *tx)
+        .await?;
+    let cap = i64::from(fetcher.settings.max_unproven_clients_per_host.max(1));
+    let replaced: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM oauth_clients WHERE client_id IN (
+            SELECT client_id FROM oauth_clients
+            WHERE metadata_host = $1 AND first_authorized_at IS NULL AND client_id <> $2
+            ORDER BY created_at DESC, client_id OFFSET $3)
+         AND NOT EXISTS (SELECT 1 FROM oauth_clients WHERE client_id = $2)
+         RETURNING client_id",
+    )
+    .bind(&host)
+    .bind(client_id)
+    .bind(cap - 1)
+    .fetch_all(&mut *tx)
+    .await?;
     let stored: Option<bool> = sqlx::query_scalar(
         "INSERT INTO oauth_clients
             (client_id, metadata, dedup_key, client_name, redirect_uris, registered_ip, created_at,
-             metadata_fetched_at, metadata_expires_at)
-         VALUES ($1, $2, $3, $4, $5, '', $6, $6, $7)
+             metadata_fetched_at, metadata_expires_at, metadata_host)
+         VALUES ($1, $2, $3, $4, $5, '', $6, $6, $7, $8)
          ON CONFLICT (client_id) DO UPDATE SET
             metadata = EXCLUDED.metadata, client_name = EXCLUDED.client_name,
             redirect_uris = EXCLUDED.redirect_uris,
@@ -340,12 +441,25 @@ pub(crate) async fn resolve(
     .bind(&client.redirect_uris)
     .bind(now)
     .bind(expires_at)
-    .fetch_optional(state.db())
+    .bind(&host)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
+    for old in &replaced {
+        events::record(
+            state.db(),
+            Kind::ClientDeleted,
+            Some(old),
+            None,
+            &Origin::default(),
+            json!({ "reason": "replaced: too many unused documents from its host" }),
+        )
+        .await;
+    }
     let Some(inserted) = stored else {
-        return Ok(Err(
-            "this client_id is already used by another client".into()
-        ));
+        return Ok(Err(Refusal::Invalid(
+            "this client_id is already used by another client".into(),
+        )));
     };
     if inserted {
         events::record(

@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod authorize;
+mod bounded;
 pub mod cimd;
 pub mod client_ip;
 pub mod crypto;

@@ -9,14 +9,25 @@ use crate::error::Internal;
 use crate::state::OAuthState;
 
 const SESSION_LIFETIME: TimeDelta = TimeDelta::hours(12);
-pub const LOGIN_CSRF_COOKIE: &str = "ct_login_csrf";
 
-/// The session cookie's name: `__Host-` (Secure, host-only, path /) when served over https.
+/// The session cookie's name: `__Host-` (Secure, host-only, path /) when served over https,
+/// so a sibling subdomain cannot set or shadow it (RFC 6265bis §4.1.3.2). Over http (local
+/// development) browsers refuse the prefix, so the plain name is used.
 pub fn session_cookie_name(state: &OAuthState) -> &'static str {
     if state.settings().secure_cookies() {
         "__Host-ct_session"
     } else {
         "ct_session"
+    }
+}
+
+/// The login-CSRF cookie's name, prefixed like the session's: a sibling subdomain that could
+/// plant it would defeat the double-submit check of the sign-in form.
+pub fn login_csrf_cookie_name(state: &OAuthState) -> &'static str {
+    if state.settings().secure_cookies() {
+        "__Host-ct_login_csrf"
+    } else {
+        "ct_login_csrf"
     }
 }
 

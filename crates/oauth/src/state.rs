@@ -41,6 +41,13 @@ pub struct OAuthSettings {
     pub registrations_per_hour: u32,
     pub sign_in_failures_per_ip: u32,
     pub sign_in_failures_per_account: u32,
+    /// First delay for an address retrying an account past its failure threshold; doubles with
+    /// each further failure on the account (rule in [`crate::sign_in`]).
+    pub sign_in_delay_base: Duration,
+    /// Argon2id verifications at once on this replica (19 MiB each).
+    pub password_checks_at_once: usize,
+    /// Longest wait for a free verification slot before answering 503.
+    pub password_check_wait: Duration,
     /// Token endpoint requests per client IP per minute, on each replica.
     pub token_requests_per_minute: u32,
     /// Token requests per grant per minute that proved possession of its refresh token or
@@ -82,6 +89,8 @@ pub(crate) struct Inner {
     pub token_limiter: crate::limiter::WindowLimiter,
     /// Token requests that proved possession, by grant.
     pub grant_limiter: crate::limiter::WindowLimiter,
+    /// Argon2id verifications in progress, capped.
+    pub password_slots: crate::sign_in::PasswordSlots,
     /// Client ID Metadata Document fetcher.
     pub cimd: crate::cimd::Fetcher,
     /// Key for deriving a rotated refresh token's successor from the token itself.
@@ -126,6 +135,7 @@ impl OAuthState {
             settings.token_requests_per_grant_per_minute,
             Duration::from_secs(60),
         );
+        let password_slots = crate::sign_in::PasswordSlots::new(&settings);
         let state = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -136,6 +146,7 @@ impl OAuthState {
                 verified: crate::verify::VerifiedTokens::default(),
                 token_limiter,
                 grant_limiter,
+                password_slots,
                 cimd,
                 refresh_key: derive_key(master_secret, "crosstrade refresh-token successor v1"),
                 csrf_key: derive_key(master_secret, "crosstrade account csrf v1"),

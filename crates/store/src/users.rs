@@ -82,6 +82,19 @@ impl Email {
     }
 }
 
+/// The key that identifies an account for throttling: PostgreSQL's `lower()` of the trimmed
+/// address, the same expression as the unique index `users_email_lower_key` and every lookup
+/// here. Never Rust's `to_lowercase`: the two disagree outside ASCII (`İ` is "i̇" in Rust, and
+/// `lower()` follows the database collation), so a second normalisation would let a spelling
+/// reach an account without touching its counter, or charge another account's counter. NULs
+/// (which PostgreSQL text cannot hold, and no valid address has) are dropped.
+pub async fn account_key(db: impl PgExecutor<'_>, raw: &str) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT lower($1)")
+        .bind(raw.trim().replace('\0', ""))
+        .fetch_one(db)
+        .await
+}
+
 /// A user row without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct User {

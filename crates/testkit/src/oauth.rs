@@ -29,6 +29,21 @@ impl Endpoint {
         }
     }
 
+    /// The same server reached from another loopback address (`127.0.0.3`, …), so the server
+    /// sees another client IP.
+    pub fn from_address(base: &str, local: std::net::IpAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(20))
+            .local_address(local)
+            .build()
+            .unwrap_or_else(|err| panic!("http client: {err}"));
+        Self {
+            base: base.to_owned(),
+            http,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -144,6 +159,33 @@ impl Browser {
                 ("password", password),
                 ("csrf", &csrf),
                 ("return_to", &return_to),
+            ],
+        )
+        .await
+    }
+}
+
+impl Browser {
+    /// Signs in through the account pages' `/account/sign-in` form.
+    pub async fn account_sign_in(
+        &mut self,
+        server: &Endpoint,
+        email: &str,
+        password: &str,
+    ) -> Response {
+        let page = self
+            .get(server, &server.url("/account/sign-in?next=%2Faccount"))
+            .await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        self.post(
+            server,
+            "/account/sign-in",
+            &[
+                ("email", email),
+                ("password", password),
+                ("csrf", &hidden(&html, "csrf")),
+                ("return_to", &hidden(&html, "return_to")),
             ],
         )
         .await

@@ -109,8 +109,35 @@ fn test_settings() -> CimdSettings {
         allow_loopback: true,
         fetch_timeout: Duration::from_millis(500),
         max_document_bytes: 5 * 1024,
+        ..unlimited()
+    }
+}
+
+/// Production settings without the fetch limits and the negative cache, for tests that watch
+/// every fetch (the limits and the cache have tests of their own).
+fn unlimited() -> CimdSettings {
+    CimdSettings {
+        fetches_per_address_per_minute: 10_000,
+        fetches_per_minute: 10_000,
+        negative_cache: Duration::ZERO,
         ..CimdSettings::default()
     }
+}
+
+/// The page says only that the document could not be fetched: no network or TLS detail.
+fn assert_not_fetched(html: &str) {
+    let alert = html
+        .split_once(r#"role="alert">"#)
+        .and_then(|(_, rest)| rest.split_once("</p>"))
+        .map_or_else(
+            || panic!("no alert: {html}"),
+            |(alert, _)| testkit::oauth::unescape(alert),
+        );
+    assert_eq!(
+        alert,
+        "CrossTrade could not use this application's client metadata document: the client \
+         metadata document could not be fetched."
+    );
 }
 
 fn document(client_id: &str) -> Value {
@@ -221,7 +248,7 @@ fn resolving(names: &[(&str, &[&str])]) -> CimdSettings {
             })
             .collect(),
         fetch_timeout: Duration::from_millis(500),
-        ..CimdSettings::default()
+        ..unlimited()
     }
 }
 
@@ -243,15 +270,18 @@ async fn b9_loopback_is_refused_without_the_test_setting() {
         (format!("https://2130706433:{port}/c"), "not an IP address"),
         (
             format!("https://loopback.example:{port}/c"),
-            "private, loopback, link-local or reserved address",
+            "could not be fetched",
         ),
         (
             format!("https://loopback6.example:{port}/c"),
-            "private, loopback, link-local or reserved address",
+            "could not be fetched",
         ),
     ] {
         let html = refused(&server, &url).await;
         assert!(html.contains(reason), "{url}: {html}");
+        if reason == "could not be fetched" {
+            assert_not_fetched(&html);
+        }
         token_refuses(&server, &url).await;
     }
     assert_eq!(documents.hits(), 0, "no connection reached the server");
@@ -279,10 +309,7 @@ async fn b9_private_and_metadata_addresses_are_refused_after_resolution() {
     for (name, _) in names {
         let url = format!("https://{name}/client.json");
         let html = refused(&server, &url).await;
-        assert!(
-            html.contains("private, loopback, link-local or reserved address"),
-            "{url}: {html}"
-        );
+        assert_not_fetched(&html);
     }
     // Addresses written in the URL are refused by form, before any resolution.
     for url in [
@@ -326,7 +353,7 @@ async fn b9_redirects_are_never_followed() {
                 },
             );
             let html = refused(&server, &format!("{base}{path}")).await;
-            assert!(html.contains("redirects are not followed"), "{html}");
+            assert_not_fetched(&html);
         }
     }
     let hits = documents.hits.lock().unwrap().clone();
@@ -344,7 +371,7 @@ async fn b9_size_and_time_are_capped() {
     big["padding"] = json!("x".repeat(6 * 1024));
     documents.json("/big", &big, None);
     let html = refused(&server, &url).await;
-    assert!(html.contains("exceeds 5120 bytes"), "{html}");
+    assert_not_fetched(&html);
 
     // Without a Content-Length: counted while it streams.
     let url = format!("{base}/chunked");
@@ -361,7 +388,7 @@ async fn b9_size_and_time_are_capped() {
         },
     );
     let html = refused(&server, &url).await;
-    assert!(html.contains("exceeds 5120 bytes"), "{html}");
+    assert_not_fetched(&html);
     // A document under the cap, streamed, is accepted.
     let url = format!("{base}/chunked-ok");
     documents.set(
@@ -389,12 +416,12 @@ async fn b9_size_and_time_are_capped() {
     );
     let started = std::time::Instant::now();
     let html = refused(&server, &url).await;
-    assert!(html.contains("timed out"), "{html}");
+    assert_not_fetched(&html);
     assert!(started.elapsed() < Duration::from_secs(2));
 
     let url = format!("{base}/missing");
     let html = refused(&server, &url).await;
-    assert!(html.contains("HTTP 404"), "{html}");
+    assert_not_fetched(&html);
 }
 
 #[tokio::test]
@@ -491,14 +518,14 @@ async fn b9_document_rules_and_invalid_documents_are_not_cached() {
         (
             Some("text/html"),
             document(&url).to_string(),
-            "application/json",
+            "could not be fetched",
         ),
         (
             Some("text/plain"),
             document(&url).to_string(),
-            "application/json",
+            "could not be fetched",
         ),
-        (None, document(&url).to_string(), "application/json"),
+        (None, document(&url).to_string(), "could not be fetched"),
     ] {
         documents.set(
             "/client.json",
@@ -1041,7 +1068,7 @@ async fn https_documents_are_fetched_over_verified_tls_from_the_vetted_address()
         static_hosts: vec![(name.to_owned(), vec!["127.0.0.1".parse().unwrap()])],
         extra_roots: roots,
         fetch_timeout: Duration::from_secs(2),
-        ..CimdSettings::default()
+        ..unlimited()
     };
 
     // Trusted certificate: fetched, with the host name for SNI and Host.
@@ -1067,7 +1094,7 @@ async fn https_documents_are_fetched_over_verified_tls_from_the_vetted_address()
     // A certificate nobody vouches for: refused.
     let server = Server::start_cimd(settings(Vec::new())).await;
     let html = refused(&server, &url).await;
-    assert!(html.contains("TLS"), "{html}");
+    assert_not_fetched(&html);
 
     // A certificate for another name: refused.
     let (other_port, other_cert, _) = tls_documents("elsewhere.example", |port| {
@@ -1076,5 +1103,197 @@ async fn https_documents_are_fetched_over_verified_tls_from_the_vetted_address()
     .await;
     let server = Server::start_cimd(settings(vec![other_cert])).await;
     let html = refused(&server, &url_for(other_port)).await;
-    assert!(html.contains("TLS"), "{html}");
+    assert_not_fetched(&html);
+}
+
+/// An authorization request naming `client_id`, sent from another loopback address.
+async fn from_address(server: &Server, ip: &str, client_id: &str) -> reqwest::Response {
+    let endpoint = crate::support::Endpoint::from_address(&server.base, ip.parse().unwrap());
+    let url = authorize_url(&endpoint, client_id, REQUESTED, &pkce().challenge, &[]);
+    endpoint.http.get(&url).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn fetch_failures_look_the_same_whatever_the_network_said() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(CimdSettings {
+        static_hosts: vec![(
+            "tls.cimd-test.example".to_owned(),
+            vec!["127.0.0.1".parse().unwrap()],
+        )],
+        ..test_settings()
+    })
+    .await;
+    // Connection refused: a port nobody listens on any more.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    // Timeout: accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    documents.set(
+        "/teapot",
+        Served {
+            status: 418,
+            ..Served::default()
+        },
+    );
+    let port = base.rsplit(':').next().unwrap();
+    let mut pages = Vec::new();
+    for url in [
+        format!("http://127.0.0.1:{closed_port}/client.json"),
+        format!("http://127.0.0.1:{silent_port}/client.json"),
+        // TLS: an https URL whose server speaks plain HTTP.
+        format!("https://tls.cimd-test.example:{port}/client.json"),
+        // DNS: a name that does not resolve.
+        "https://nowhere.invalid/client.json".to_owned(),
+        format!("{base}/teapot"),
+        format!("{base}/missing"),
+    ] {
+        let html = refused(&server, &url).await;
+        assert_not_fetched(&html);
+        pages.push(html);
+    }
+    assert!(pages.windows(2).all(|w| w[0] == w[1]), "{pages:#?}");
+}
+
+#[tokio::test]
+async fn a_failed_url_is_remembered_for_a_minute_without_fetching() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(CimdSettings {
+        negative_cache: Duration::from_secs(60),
+        ..test_settings()
+    })
+    .await;
+    let broken = format!("{base}/broken.json");
+    for _ in 0..5 {
+        assert_not_fetched(&refused(&server, &broken).await);
+    }
+    assert_eq!(documents.hits(), 1, "one fetch for five requests");
+
+    // An invalid document too, with its reason.
+    let invalid = format!("{base}/invalid.json");
+    let mut wrong = document(&invalid);
+    wrong["client_id"] = json!("https://elsewhere.example/c");
+    documents.json("/invalid.json", &wrong, None);
+    for _ in 0..3 {
+        let html = refused(&server, &invalid).await;
+        assert!(html.contains("client_id is not its URL"), "{html}");
+    }
+    assert_eq!(documents.hits(), 2);
+
+    // Fixed documents are seen once the minute is over.
+    documents.json("/broken.json", &document(&broken), None);
+    documents.json("/invalid.json", &document(&invalid), None);
+    server.clock.advance(chrono::TimeDelta::seconds(59));
+    refused(&server, &broken).await;
+    assert_eq!(documents.hits(), 2);
+    server.clock.advance(chrono::TimeDelta::seconds(1));
+    accepted(&server, &broken).await;
+    accepted(&server, &invalid).await;
+    assert_eq!(documents.hits(), 4);
+}
+
+#[tokio::test]
+async fn fetches_are_limited_per_address_and_per_replica() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(CimdSettings {
+        fetches_per_address_per_minute: 3,
+        fetches_per_minute: 5,
+        ..test_settings()
+    })
+    .await;
+    let url = |i: u32| {
+        let url = format!("{base}/c{i}.json");
+        documents.json(&format!("/c{i}.json"), &document(&url), None);
+        url
+    };
+    for i in 0..3 {
+        let response = from_address(&server, "127.0.0.3", &url(i)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let limited = from_address(&server, "127.0.0.3", &url(3)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "60");
+    assert!(limited.headers().get("location").is_none());
+    // A stored document costs no fetch, so it is served to a limited address.
+    let stored = from_address(&server, "127.0.0.3", &url(0)).await;
+    assert_eq!(stored.status(), StatusCode::OK);
+
+    // Another address has its own budget, within the replica's.
+    server.clock.advance(chrono::TimeDelta::seconds(20));
+    for i in 4..6 {
+        let response = from_address(&server, "127.0.0.4", &url(i)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let replica = from_address(&server, "127.0.0.4", &url(6)).await;
+    assert_eq!(replica.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(replica.headers()["retry-after"], "40");
+    assert_eq!(documents.hits(), 5);
+
+    // A client that has completed an authorization is still refreshed when its document
+    // expires: others cannot use up its budget.
+    sqlx::query(
+        "UPDATE oauth_clients SET first_authorized_at = $2, metadata_expires_at = $2
+         WHERE client_id = $1",
+    )
+    .bind(url(0))
+    .bind(server.clock.now())
+    .execute(&server.db.pool().await)
+    .await
+    .unwrap();
+    let proven = from_address(&server, "127.0.0.5", &url(0)).await;
+    assert_eq!(proven.status(), StatusCode::OK);
+    assert_eq!(documents.hits(), 6);
+    let unproven = from_address(&server, "127.0.0.5", &url(7)).await;
+    assert_eq!(unproven.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    server.clock.advance(chrono::TimeDelta::seconds(40));
+    let later = from_address(&server, "127.0.0.3", &url(3)).await;
+    assert_eq!(later.status(), StatusCode::OK);
+    assert_eq!(documents.hits(), 7);
+}
+
+#[tokio::test]
+async fn one_host_keeps_a_bounded_number_of_unused_documents() {
+    let (documents, base) = Documents::start().await;
+    let server = Server::start_cimd(CimdSettings {
+        max_unproven_clients_per_host: 3,
+        ..test_settings()
+    })
+    .await;
+    let url = |i: u32| {
+        let url = format!("{base}/c{i}.json");
+        documents.json(&format!("/c{i}.json"), &document(&url), None);
+        url
+    };
+    accepted(&server, &url(0)).await;
+    // A client that completed an authorization is never replaced.
+    sqlx::query("UPDATE oauth_clients SET first_authorized_at = now() WHERE client_id = $1")
+        .bind(url(0))
+        .execute(&server.db.pool().await)
+        .await
+        .unwrap();
+    for i in 1..=6 {
+        accepted(&server, &url(i)).await;
+        server.clock.advance(chrono::TimeDelta::seconds(1));
+    }
+    let mut stored: Vec<String> = sqlx::query_scalar("SELECT client_id FROM oauth_clients")
+        .fetch_all(&server.db.pool().await)
+        .await
+        .unwrap();
+    stored.sort();
+    assert_eq!(stored, [url(0), url(4), url(5), url(6)]);
+    // A replaced document is fetched again when named again.
+    accepted(&server, &url(1)).await;
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM oauth_clients").await,
+        4
+    );
 }

@@ -14,6 +14,7 @@ mod discovery;
 mod hostile;
 mod registration;
 mod revocation;
+mod sign_in;
 mod storage;
 mod support;
 mod token;
