@@ -307,6 +307,7 @@ mod tests {
             password_checks_at_once: 4,
             password_check_wait: Duration::from_secs(1),
             token_requests_per_minute: 100,
+            token_requests_per_grant_per_minute: 100,
             trusted_proxies: Vec::new(),
         }
     }
