@@ -56,6 +56,10 @@ pub struct BridgeSettings {
     pub max_frame_bytes: usize,
     /// This replica's id in presence and call routing.
     pub instance_id: Uuid,
+    /// Upgraded Add-On sockets this replica holds at most, in any phase; beyond it the
+    /// upgrade is refused with 503 and `Retry-After` (the HTTP connection limit does not count
+    /// upgraded sockets).
+    pub max_sockets: usize,
 }
 
 impl BridgeSettings {
@@ -67,6 +71,7 @@ impl BridgeSettings {
             replica_heartbeat: Duration::from_secs(2),
             max_frame_bytes: 4 * 1024 * 1024,
             instance_id: Uuid::new_v4(),
+            max_sockets: 4096,
         }
     }
 
@@ -174,6 +179,11 @@ struct Inner {
     settings: BridgeSettings,
     /// Live sockets on this replica, by user.
     conns: Mutex<HashMap<Uuid, connection::Handle>>,
+    /// Every upgraded socket on this replica, registered or still before its hello, by
+    /// connection id: a key's revocation closes them in any phase.
+    sockets: Mutex<HashMap<Uuid, connection::Socket>>,
+    /// Sockets upgraded or being upgraded, against [`BridgeSettings::max_sockets`].
+    socket_slots: Arc<AtomicUsize>,
     waiters: relay::Waiters,
     /// Presence of Add-Ons not on this replica, kept current by the listener.
     remote_presence: presence::PresenceCache,
@@ -211,6 +221,9 @@ impl AddonBridge {
         if settings.default_deadline.is_zero() {
             return Err(BridgeError::Settings("default_deadline must be positive"));
         }
+        if settings.max_sockets == 0 {
+            return Err(BridgeError::Settings("max_sockets must be positive"));
+        }
         if settings.max_frame_bytes < 1024 {
             return Err(BridgeError::Settings(
                 "max_frame_bytes must be at least 1024",
@@ -221,6 +234,8 @@ impl AddonBridge {
                 db,
                 settings,
                 conns: Mutex::new(HashMap::new()),
+                sockets: Mutex::new(HashMap::new()),
+                socket_slots: Arc::new(AtomicUsize::new(0)),
                 waiters: relay::Waiters::default(),
                 remote_presence: presence::PresenceCache::default(),
                 changes: broadcast::channel(256).0,
@@ -329,6 +344,27 @@ impl AddonBridge {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, connection::Socket>> {
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes every socket of these keys with 4003, whatever phase it is in.
+    fn close_revoked(&self, key_ids: &[Uuid]) {
+        for socket in self.sockets().values() {
+            if key_ids.contains(&socket.key_id) {
+                socket.close_with(protocol::close::KEY_REVOKED, "the Add-On key was revoked");
+            }
+        }
+    }
+
+    /// Upgraded Add-On sockets on this replica, in any phase.
+    pub fn open_sockets(&self) -> usize {
+        self.inner.socket_slots.load(Ordering::SeqCst)
+    }
+
     /// One replica heartbeat: refresh our row and our sockets' `last_seen`, and clean up after
     /// dead replicas. If our row had been swept (we stalled), re-announce our sockets.
     async fn beat(&self) -> Result<(), sqlx::Error> {
@@ -337,7 +373,14 @@ impl AddonBridge {
         if recreated {
             let handles: Vec<_> = self.conns().values().cloned().collect();
             for handle in handles {
-                data::upsert_presence(&self.inner.db, me, &handle).await?;
+                // Same rule as registering: never re-announce a socket whose key was revoked.
+                let mut tx = self.inner.db.begin().await?;
+                if data::lock_live_key(&mut *tx, handle.key_id).await? {
+                    data::upsert_presence(&mut *tx, me, &handle).await?;
+                    tx.commit().await?;
+                } else {
+                    handle.close_with(protocol::close::KEY_REVOKED, "the Add-On key was revoked");
+                }
             }
         }
         data::sweep_dead_instances(&self.inner.db, self.inner.settings.instance_stale_after())

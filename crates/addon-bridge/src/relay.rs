@@ -234,6 +234,10 @@ impl AddonBridge {
 
     async fn relay(&self, call: &CallRequest, deadline: Instant) -> CallResult {
         if let Some(handle) = self.local(call.user_id) {
+            if handle.is_closing() {
+                // Revoked, replaced or shutting down: the call must not reach that socket.
+                return Err(CallError::NotConnected);
+            }
             let (tx, rx) = oneshot::channel();
             let pending = PendingCall {
                 id: Uuid::new_v4(),
@@ -320,9 +324,11 @@ impl AddonBridge {
     /// A call routed to this replica by another: hand it to the local socket.
     pub(crate) async fn take_remote_call(&self, claimed: data::ClaimedCall) {
         let call_id = claimed.call_id;
+        // Never to a socket whose key was revoked, even before its close is under way here.
         let handle = self
             .local(claimed.user_id)
-            .filter(|h| h.connection_id == claimed.connection_id);
+            .filter(|h| h.connection_id == claimed.connection_id && !h.is_closing())
+            .filter(|_| claimed.key_live);
         let remaining = Duration::from_millis(u64::try_from(claimed.remaining_ms).unwrap_or(0));
         let sent = match handle {
             Some(handle) => handle

@@ -15,5 +15,6 @@ mod idempotency;
 mod keys;
 mod relay;
 mod replicas;
+mod revocation;
 mod socket;
 mod support;
