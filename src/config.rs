@@ -71,6 +71,10 @@ pub struct HttpConfig {
     pub body_read_timeout_ms: Positive<u64>,
     pub max_connections: Positive<usize>,
     pub max_in_flight_requests: Positive<usize>,
+    pub max_addon_sockets: Positive<usize>,
+    pub max_addon_calls_per_account: Positive<usize>,
+    pub max_streams_per_account: Positive<usize>,
+    pub max_streams: Positive<usize>,
     pub shutdown_grace_ms: u64,
 }
 
@@ -320,6 +324,8 @@ impl Config {
     pub fn bridge_settings(&self) -> addon_bridge::BridgeSettings {
         addon_bridge::BridgeSettings {
             instance_id: uuid::Uuid::new_v4(),
+            max_sockets: self.http.max_addon_sockets.get(),
+            max_calls_per_account: self.http.max_addon_calls_per_account.get(),
             ..addon_bridge::BridgeSettings::new()
         }
     }
@@ -334,6 +340,10 @@ impl Config {
                 .map(|o| o.as_str().to_owned())
                 .collect(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            streams: mcp::StreamLimits {
+                per_account: self.http.max_streams_per_account.get(),
+                per_replica: self.http.max_streams.get(),
+            },
         }
     }
 

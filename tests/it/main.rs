@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod compose;
 mod embedded;
+mod fairness;
 mod faults;
 mod fuzz_corpus;
 mod mcp_client;

@@ -60,6 +60,10 @@ pub struct BridgeSettings {
     /// upgrade is refused with 503 and `Retry-After` (the HTTP connection limit does not count
     /// upgraded sockets).
     pub max_sockets: usize,
+    /// Calls one account may have in flight on this replica at once; beyond it a call fails
+    /// at once with [`CallError::TooManyCalls`], so one account cannot hold every task and
+    /// database connection of the replica.
+    pub max_calls_per_account: usize,
 }
 
 impl BridgeSettings {
@@ -72,6 +76,7 @@ impl BridgeSettings {
             max_frame_bytes: 4 * 1024 * 1024,
             instance_id: Uuid::new_v4(),
             max_sockets: 4096,
+            max_calls_per_account: 16,
         }
     }
 
@@ -139,6 +144,10 @@ pub enum CallError {
     DeadlineExceeded,
     #[error("the Add-On relay is temporarily unavailable")]
     Unavailable,
+    /// The account already has [`BridgeSettings::max_calls_per_account`] calls in flight;
+    /// nothing was sent.
+    #[error("too many calls in flight for this account")]
+    TooManyCalls,
 }
 
 impl CallError {
@@ -149,6 +158,7 @@ impl CallError {
             CallError::Disconnected => "disconnected",
             CallError::DeadlineExceeded => "deadline_exceeded",
             CallError::Unavailable => "unavailable",
+            CallError::TooManyCalls => "too_many_calls",
         }
     }
 }
@@ -193,6 +203,27 @@ struct Inner {
     tasks: watch::Sender<usize>,
     /// Calls held by this replica: queued for a socket or awaiting the Add-On's answer.
     live_calls: Arc<AtomicUsize>,
+    /// Calls in flight per account on this replica, against `max_calls_per_account`.
+    account_calls: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// One of an account's in-flight calls, released when the call's task ends (not when its
+/// caller stops waiting: the call still runs to its outcome).
+pub(crate) struct AccountCall {
+    bridge: AddonBridge,
+    user_id: Uuid,
+}
+
+impl Drop for AccountCall {
+    fn drop(&mut self) {
+        let mut calls = self.bridge.account_calls();
+        if let Some(n) = calls.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                calls.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// One call counted in [`AddonBridge::live_calls`] until dropped.
@@ -221,6 +252,11 @@ impl AddonBridge {
         if settings.default_deadline.is_zero() {
             return Err(BridgeError::Settings("default_deadline must be positive"));
         }
+        if settings.max_calls_per_account == 0 {
+            return Err(BridgeError::Settings(
+                "max_calls_per_account must be positive",
+            ));
+        }
         if settings.max_sockets == 0 {
             return Err(BridgeError::Settings("max_sockets must be positive"));
         }
@@ -242,6 +278,7 @@ impl AddonBridge {
                 shutdown: watch::channel(false).0,
                 tasks: watch::channel(0).0,
                 live_calls: Arc::new(AtomicUsize::new(0)),
+                account_calls: Mutex::new(HashMap::new()),
             }),
         };
         if let Err(err) = bridge.beat().await {
@@ -342,6 +379,27 @@ impl AddonBridge {
             .conns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn account_calls(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
+        self.inner
+            .account_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes one of the account's in-flight call slots, if it has one left.
+    pub(crate) fn account_call(&self, user_id: Uuid) -> Option<AccountCall> {
+        let mut calls = self.account_calls();
+        let n = calls.entry(user_id).or_insert(0);
+        if *n >= self.inner.settings.max_calls_per_account {
+            return None;
+        }
+        *n += 1;
+        Some(AccountCall {
+            bridge: self.clone(),
+            user_id,
+        })
     }
 
     fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, connection::Socket>> {

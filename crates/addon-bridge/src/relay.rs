@@ -99,11 +99,21 @@ impl Drop for Waiter<'_> {
 impl AddonBridge {
     /// Relays a call to the user's Add-On and returns its answer, or why there is none. Runs
     /// to completion (outcome recorded) even if the caller stops waiting.
+    /// Fails at once with [`CallError::TooManyCalls`] when the account already has its
+    /// maximum in flight on this replica.
     pub async fn call(&self, call: CallRequest) -> CallResult {
+        let Some(slot) = self.account_call(call.user_id) else {
+            metrics::counter!("addon_calls_refused_total", "reason" => "per_account").increment(1);
+            return Err(CallError::TooManyCalls);
+        };
         let this = self.clone();
-        tokio::spawn(async move { this.run_call(call).await })
-            .await
-            .unwrap_or(Err(CallError::Unavailable))
+        // The slot lives as long as the call's task, which outlives an impatient caller.
+        tokio::spawn(async move {
+            let _slot = slot;
+            this.run_call(call).await
+        })
+        .await
+        .unwrap_or(Err(CallError::Unavailable))
     }
 
     async fn run_call(&self, mut call: CallRequest) -> CallResult {

@@ -10,6 +10,7 @@
 
 mod corpus;
 mod events;
+mod fairness;
 mod faults;
 mod idempotency;
 mod keys;

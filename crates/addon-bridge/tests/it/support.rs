@@ -28,6 +28,7 @@ pub fn settings() -> BridgeSettings {
         max_frame_bytes: 64 * 1024,
         instance_id: Uuid::new_v4(),
         max_sockets: 4096,
+        max_calls_per_account: 16,
     }
 }
 
