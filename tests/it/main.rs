@@ -8,6 +8,7 @@
 
 mod account;
 mod addon_path;
+mod addon_revocation;
 mod browser;
 mod cli;
 mod compose;
