@@ -503,6 +503,18 @@ mod tests {
         assert!(config.uses_embedded_database());
         assert_eq!(config.lifetimes.authorization_code_secs.get(), 60);
         assert_eq!(config.log.format, LogFormat::Human);
+        let bridge = config.bridge_settings();
+        assert_eq!(
+            (bridge.max_sockets, bridge.max_calls_per_account),
+            (4096, 16)
+        );
+        assert_eq!(
+            config.mcp_settings().streams,
+            mcp::StreamLimits {
+                per_account: 8,
+                per_replica: 1024
+            }
+        );
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub async fn get_addon_ws(
     // Upgraded sockets escape the HTTP connection limit, so they have their own.
     let settings = &bridge.inner.settings;
     let Some(slot) = SocketSlot::reserve(&bridge.inner.socket_slots, settings.max_sockets) else {
-        metrics::counter!("addon_sockets_refused").increment(1);
+        metrics::counter!("addon_sockets_refused_total").increment(1);
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
