@@ -99,6 +99,7 @@ impl Drop for Waiter<'_> {
 impl AddonBridge {
     /// Relays a call to the user's Add-On and returns its answer, or why there is none. Runs
     /// to completion (outcome recorded) even if the caller stops waiting.
+    ///
     /// Fails at once with [`CallError::TooManyCalls`] when the account already has its
     /// maximum in flight on this replica.
     pub async fn call(&self, call: CallRequest) -> CallResult {
