@@ -88,6 +88,7 @@ impl ToolRelay for AddonRelay {
                 Err(CallError::Disconnected) => Err(RelayError::Disconnected),
                 Err(CallError::DeadlineExceeded) => Err(RelayError::DeadlineExceeded),
                 Err(CallError::Unavailable) => Err(RelayError::Unavailable),
+                Err(CallError::TooManyCalls) => Err(RelayError::TooManyCalls),
             }
         })
     }

@@ -74,6 +74,10 @@ pub struct HttpConfig {
     pub body_read_timeout_ms: Positive<u64>,
     pub max_connections: Positive<usize>,
     pub max_in_flight_requests: Positive<usize>,
+    pub max_addon_sockets: Positive<usize>,
+    pub max_addon_calls_per_account: Positive<usize>,
+    pub max_streams_per_account: Positive<usize>,
+    pub max_streams: Positive<usize>,
     pub shutdown_grace_ms: u64,
 }
 
@@ -341,6 +345,8 @@ impl Config {
     pub fn bridge_settings(&self) -> addon_bridge::BridgeSettings {
         addon_bridge::BridgeSettings {
             instance_id: uuid::Uuid::new_v4(),
+            max_sockets: self.http.max_addon_sockets.get(),
+            max_calls_per_account: self.http.max_addon_calls_per_account.get(),
             ..addon_bridge::BridgeSettings::new()
         }
     }
@@ -355,6 +361,10 @@ impl Config {
                 .map(|o| o.as_str().to_owned())
                 .collect(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            streams: mcp::StreamLimits {
+                per_account: self.http.max_streams_per_account.get(),
+                per_replica: self.http.max_streams.get(),
+            },
         }
     }
 
@@ -525,6 +535,18 @@ mod tests {
         assert!(config.uses_embedded_database());
         assert_eq!(config.lifetimes.authorization_code_secs.get(), 60);
         assert_eq!(config.log.format, LogFormat::Human);
+        let bridge = config.bridge_settings();
+        assert_eq!(
+            (bridge.max_sockets, bridge.max_calls_per_account),
+            (4096, 16)
+        );
+        assert_eq!(
+            config.mcp_settings().streams,
+            mcp::StreamLimits {
+                per_account: 8,
+                per_replica: 1024
+            }
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use testkit::oauth::{Browser, Endpoint, Flow, PASSWORD, hidden, location};
 use crate::support::{ServerProcess, run, server_with_user};
 
 /// Signs a fresh browser in through /account/sign-in.
-async fn account_browser(endpoint: &Endpoint, email: &str) -> Browser {
+pub(crate) async fn account_browser(endpoint: &Endpoint, email: &str) -> Browser {
     let mut browser = Browser::default();
     let page = browser
         .get(

@@ -8,10 +8,12 @@
 
 mod account;
 mod addon_path;
+mod addon_revocation;
 mod browser;
 mod cli;
 mod compose;
 mod embedded;
+mod fairness;
 mod faults;
 mod fuzz_corpus;
 mod mcp_client;

@@ -3,6 +3,8 @@
 //! failure of every pending call the moment the socket ends.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -21,6 +23,8 @@ use crate::protocol::{self, Event, Hello, Inbound, close};
 use crate::{AddonBridge, CallError, CallOutcome, Presence, data};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Retry-After` of a refused upgrade (full or shutting down): the Add-On reconnects soon.
+const RETRY_AFTER_SECS: u32 = 5;
 /// How long a close frame may take to go out to a stuck peer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much the socket reads per system call. The WebSocket library's default (128 KiB) is
@@ -56,6 +60,40 @@ pub(crate) enum Command {
     Send(String),
 }
 
+/// Set to close a socket with this code and reason, in whatever phase it is.
+type CloseSignal = watch::Sender<Option<(u16, String)>>;
+
+fn signal_close(close: &CloseSignal, code: u16, reason: &str) {
+    // The first reason wins: a revoked socket is not reported as replaced.
+    close.send_if_modified(|current| {
+        if current.is_some() {
+            return false;
+        }
+        *current = Some((code, reason.to_owned()));
+        true
+    });
+}
+
+/// Resolves with the close code and reason once one is set (at once if already set).
+async fn closing(close: &mut watch::Receiver<Option<(u16, String)>>) -> (u16, String) {
+    match close.wait_for(Option::is_some).await {
+        Ok(set) => set.clone().unwrap_or((close::GOING_AWAY, String::new())),
+        Err(_) => (close::GOING_AWAY, String::new()),
+    }
+}
+
+/// An upgraded socket in any phase (before or after its hello), as revocation sees it.
+pub(crate) struct Socket {
+    pub key_id: Uuid,
+    close: CloseSignal,
+}
+
+impl Socket {
+    pub fn close_with(&self, code: u16, reason: &str) {
+        signal_close(&self.close, code, reason);
+    }
+}
+
 /// A live socket as the rest of the bridge sees it.
 #[derive(Clone)]
 pub(crate) struct Handle {
@@ -64,13 +102,70 @@ pub(crate) struct Handle {
     pub key_id: Uuid,
     pub presence: Presence,
     pub tx: mpsc::Sender<Command>,
-    /// Set to close the socket with this code and reason.
-    pub close: watch::Sender<Option<(u16, String)>>,
+    /// Shared with the socket's [`Socket`] entry.
+    pub close: CloseSignal,
 }
 
 impl Handle {
     pub fn close_with(&self, code: u16, reason: &str) {
-        self.close.send_replace(Some((code, reason.to_owned())));
+        signal_close(&self.close, code, reason);
+    }
+
+    /// Being closed (revoked, replaced, shutting down): it must get no new call.
+    pub fn is_closing(&self) -> bool {
+        self.close.borrow().is_some()
+    }
+}
+
+/// One of [`crate::BridgeSettings::max_sockets`], held from before the upgrade until the
+/// socket's task ends.
+pub(crate) struct SocketSlot(Arc<AtomicUsize>);
+
+impl SocketSlot {
+    fn reserve(slots: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(slots)))
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Keeps the socket in [`AddonBridge::sockets`] until its task ends.
+struct SocketEntry {
+    bridge: AddonBridge,
+    connection_id: Uuid,
+    _slot: SocketSlot,
+}
+
+impl SocketEntry {
+    fn new(bridge: &AddonBridge, key_id: Uuid, close: &CloseSignal, slot: SocketSlot) -> Self {
+        let connection_id = Uuid::new_v4();
+        bridge.sockets().insert(
+            connection_id,
+            Socket {
+                key_id,
+                close: close.clone(),
+            },
+        );
+        Self {
+            bridge: bridge.clone(),
+            connection_id,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for SocketEntry {
+    fn drop(&mut self) {
+        self.bridge.sockets().remove(&self.connection_id);
     }
 }
 
@@ -82,6 +177,11 @@ fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer error=\"invalid_token\""),
         );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     response
 }
@@ -106,6 +206,16 @@ pub async fn get_addon_ws(
             "this server is shutting down; reconnect",
         );
     }
+    // Upgraded sockets escape the HTTP connection limit, so they have their own.
+    let settings = &bridge.inner.settings;
+    let Some(slot) = SocketSlot::reserve(&bridge.inner.socket_slots, settings.max_sockets) else {
+        metrics::counter!("addon_sockets_refused_total").increment(1);
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "this server holds as many Add-On connections as it can; reconnect shortly",
+        );
+    };
     let Some(presented) = bearer(&headers) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -140,7 +250,7 @@ pub async fn get_addon_ws(
         .read_buffer_size(READ_CHUNK_BYTES)
         .max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| run(bridge, socket, owner))
+        .on_upgrade(move |socket| run(bridge, socket, owner, slot))
 }
 
 /// Decrements the live-task count however the task ends.
@@ -180,20 +290,57 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, (u16, String)> {
     protocol::decode_hello(&text)
 }
 
-async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
+async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner, slot: SocketSlot) {
     bridge.inner.tasks.send_modify(|n| *n += 1);
     let _guard = TaskGuard(bridge.inner.tasks.clone());
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut socket)).await {
-        Ok(Ok(hello)) => hello,
-        Ok(Err((code, reason))) => return close_socket(&mut socket, code, &reason).await,
-        Err(_) => {
+    // From here a revocation notification (or the listener's re-check) closes this socket in
+    // any phase.
+    let close: CloseSignal = watch::channel(None).0;
+    let entry = SocketEntry::new(&bridge, owner.key_id, &close, slot);
+    let mut close_rx = close.subscribe();
+    // A revocation between the key check and the line above sent its notification before
+    // this socket could be found.
+    match keys::is_live(&bridge.inner.db, owner.key_id).await {
+        Ok(true) => {}
+        Ok(false) => {
             return close_socket(
                 &mut socket,
-                close::PROTOCOL_ERROR,
-                "expected hello: timed out",
+                close::KEY_REVOKED,
+                "the Add-On key was revoked",
             )
             .await;
         }
+        Err(err) => {
+            tracing::error!(error = %err, "add-on key re-check failed");
+            return close_socket(
+                &mut socket,
+                close::SERVER_ERROR,
+                "server error; reconnect shortly",
+            )
+            .await;
+        }
+    }
+    let mut shutdown = bridge.inner.shutdown.subscribe();
+    let hello = tokio::select! {
+        biased;
+        (code, reason) = closing(&mut close_rx) => {
+            return close_socket(&mut socket, code, &reason).await;
+        }
+        () = crate::until_true(&mut shutdown) => {
+            return close_socket(&mut socket, close::GOING_AWAY, "server shutting down").await;
+        }
+        read = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut socket)) => match read {
+            Ok(Ok(hello)) => hello,
+            Ok(Err((code, reason))) => return close_socket(&mut socket, code, &reason).await,
+            Err(_) => {
+                return close_socket(
+                    &mut socket,
+                    close::PROTOCOL_ERROR,
+                    "expected hello: timed out",
+                )
+                .await;
+            }
+        },
     };
     if let Err(reason) = protocol::check_addon_version(&hello.addon_version) {
         tracing::info!(addon_version = %hello.addon_version, "add-on refused: too old");
@@ -202,7 +349,7 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
     let (tx, rx) = mpsc::channel(64);
     let handle = Handle {
         user_id: owner.user_id,
-        connection_id: Uuid::new_v4(),
+        connection_id: entry.connection_id,
         key_id: owner.key_id,
         presence: Presence {
             connected: true,
@@ -211,41 +358,20 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
             features: hello.features,
         },
         tx,
-        close: watch::channel(None).0,
+        close,
     };
-    // Registered here before presence is written, so a call that follows the presence
-    // notification finds the socket; then recorded in Postgres, where a replica holding an
-    // older socket sees the change and closes it.
-    let replaced = {
-        let mut conns = bridge.conns();
-        let old = conns.insert(owner.user_id, handle.clone());
-        metrics::gauge!("addon_connections")
-            .set(f64::from(u32::try_from(conns.len()).unwrap_or(u32::MAX)));
-        old
-    };
-    if let Some(old) = replaced {
-        old.close_with(
-            close::REPLACED,
-            "replaced by a newer connection of this account",
-        );
-    }
-    if let Err(err) = data::upsert_presence(&bridge.inner.db, bridge.instance_id(), &handle).await {
-        tracing::error!(error = %err, "add-on presence write failed");
-        {
-            let mut conns = bridge.conns();
-            if conns
-                .get(&owner.user_id)
-                .is_some_and(|h| h.connection_id == handle.connection_id)
-            {
-                conns.remove(&owner.user_id);
-            }
+    match register(&bridge, &handle).await {
+        Ok(None) => {}
+        Ok(Some((code, reason))) => return close_socket(&mut socket, code, &reason).await,
+        Err(err) => {
+            tracing::error!(error = %err, "add-on presence write failed");
+            return close_socket(
+                &mut socket,
+                close::SERVER_ERROR,
+                "server error; reconnect shortly",
+            )
+            .await;
         }
-        return close_socket(
-            &mut socket,
-            close::SERVER_ERROR,
-            "server error; reconnect shortly",
-        )
-        .await;
     }
     tracing::info!(
         connection_id = %handle.connection_id,
@@ -271,6 +397,61 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner) {
     conn.finish(socket, ended).await;
 }
 
+/// Makes `handle` the user's live socket if, and only if, its key is live: the key row is
+/// held `FOR SHARE` while the socket is registered here and its presence written, so a
+/// revocation either came first (refused with 4003, the user's current socket untouched) or
+/// waits for the commit and then closes this socket. Registered here before the commit
+/// publishes presence, so a call that follows the presence notification finds the socket.
+/// Returns the close code and reason when the socket must not be registered.
+async fn register(
+    bridge: &AddonBridge,
+    handle: &Handle,
+) -> Result<Option<(u16, String)>, sqlx::Error> {
+    let mut tx = bridge.inner.db.begin().await?;
+    if !data::lock_live_key(&mut *tx, handle.key_id).await? {
+        tracing::info!(connection_id = %handle.connection_id, "add-on refused: key revoked");
+        return Ok(Some((
+            close::KEY_REVOKED,
+            "the Add-On key was revoked".to_owned(),
+        )));
+    }
+    if let Some(closing) = handle.close.borrow().clone() {
+        return Ok(Some(closing));
+    }
+    let replaced = {
+        let mut conns = bridge.conns();
+        let old = conns.insert(handle.user_id, handle.clone());
+        metrics::gauge!("addon_connections")
+            .set(f64::from(u32::try_from(conns.len()).unwrap_or(u32::MAX)));
+        old
+    };
+    let written = match data::upsert_presence(&mut *tx, bridge.instance_id(), handle).await {
+        Ok(()) => tx.commit().await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = written {
+        // Nothing was published: put the older socket back if it is still running.
+        let mut conns = bridge.conns();
+        if conns
+            .get(&handle.user_id)
+            .is_some_and(|h| h.connection_id == handle.connection_id)
+        {
+            match replaced {
+                Some(old) if !old.tx.is_closed() => conns.insert(handle.user_id, old),
+                _ => conns.remove(&handle.user_id),
+            };
+        }
+        return Err(err);
+    }
+    if let Some(old) = replaced {
+        old.close_with(
+            close::REPLACED,
+            "replaced by a newer connection of this account",
+        );
+    }
+    Ok(None)
+}
+
 /// How the loop ended: the socket is gone, or we close it with a code.
 enum Ended {
     Gone(mpsc::Receiver<Command>),
@@ -293,8 +474,9 @@ impl Conn {
         let mut shutdown = self.bridge.inner.shutdown.subscribe();
         loop {
             tokio::select! {
-                _ = close_rx.changed() => {
-                    let (code, reason) = close_rx.borrow().clone().unwrap_or((close::GOING_AWAY, String::new()));
+                // Checked first: a closing socket (a revoked key) sends no further call.
+                biased;
+                (code, reason) = closing(&mut close_rx) => {
                     return Ended::Close(rx, code, reason);
                 }
                 () = crate::until_true(&mut shutdown) => {

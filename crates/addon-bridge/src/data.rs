@@ -86,7 +86,24 @@ pub(crate) async fn current_connection(
         .await
 }
 
-/// Records `handle` as the user's one live connection (replacing any other).
+/// Whether the key is live, holding its row `FOR SHARE` until the transaction ends: a
+/// revocation (an `UPDATE` of the row) then waits, so presence written in the same transaction
+/// is never left behind for a revoked key (the revocation trigger deletes it).
+pub(crate) async fn lock_live_key(
+    db: impl PgExecutor<'_>,
+    key_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let live: Option<Uuid> = sqlx::query_scalar(
+        "SELECT key_id FROM addon_keys WHERE key_id = $1 AND revoked_at IS NULL FOR SHARE",
+    )
+    .bind(key_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(live.is_some())
+}
+
+/// Records `handle` as the user's one live connection (replacing any other). Call it inside
+/// a transaction that has [`lock_live_key`]ed the handle's key.
 pub(crate) async fn upsert_presence(
     db: impl PgExecutor<'_>,
     instance_id: Uuid,
@@ -250,12 +267,18 @@ pub(crate) struct ClaimedCall {
     pub tool: String,
     pub arguments: Json<Value>,
     pub remaining_ms: i64,
+    /// The target connection still has presence under a live key. False once its key is
+    /// revoked (the revocation deletes the presence), even before this replica hears of it.
+    pub key_live: bool,
 }
 
 macro_rules! claim_columns {
     () => {
         "call_id, user_id, connection_id, tool, arguments, \
-         (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS remaining_ms"
+         (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS remaining_ms, \
+         EXISTS (SELECT 1 FROM addon_presence p JOIN addon_keys k USING (key_id) \
+                 WHERE p.connection_id = addon_calls.connection_id \
+                   AND k.revoked_at IS NULL) AS key_live"
     };
 }
 

@@ -136,6 +136,16 @@ pub fn looks_like_key(candidate: &str) -> bool {
     })
 }
 
+/// Whether the key exists and is not revoked.
+pub(crate) async fn is_live(db: impl PgExecutor<'_>, key_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM addon_keys WHERE key_id = $1 AND revoked_at IS NULL)",
+    )
+    .bind(key_id)
+    .fetch_one(db)
+    .await
+}
+
 /// Keys among `key_ids` that are revoked (for re-checking live sockets after a missed
 /// notification).
 pub(crate) async fn revoked_among(

@@ -56,6 +56,14 @@ pub struct BridgeSettings {
     pub max_frame_bytes: usize,
     /// This replica's id in presence and call routing.
     pub instance_id: Uuid,
+    /// Upgraded Add-On sockets this replica holds at most, in any phase; beyond it the
+    /// upgrade is refused with 503 and `Retry-After` (the HTTP connection limit does not count
+    /// upgraded sockets).
+    pub max_sockets: usize,
+    /// Calls one account may have in flight on this replica at once; beyond it a call fails
+    /// at once with [`CallError::TooManyCalls`], so one account cannot hold every task and
+    /// database connection of the replica.
+    pub max_calls_per_account: usize,
 }
 
 impl BridgeSettings {
@@ -67,6 +75,8 @@ impl BridgeSettings {
             replica_heartbeat: Duration::from_secs(2),
             max_frame_bytes: 4 * 1024 * 1024,
             instance_id: Uuid::new_v4(),
+            max_sockets: 4096,
+            max_calls_per_account: 16,
         }
     }
 
@@ -134,6 +144,10 @@ pub enum CallError {
     DeadlineExceeded,
     #[error("the Add-On relay is temporarily unavailable")]
     Unavailable,
+    /// The account already has [`BridgeSettings::max_calls_per_account`] calls in flight;
+    /// nothing was sent.
+    #[error("too many calls in flight for this account")]
+    TooManyCalls,
 }
 
 impl CallError {
@@ -144,6 +158,7 @@ impl CallError {
             CallError::Disconnected => "disconnected",
             CallError::DeadlineExceeded => "deadline_exceeded",
             CallError::Unavailable => "unavailable",
+            CallError::TooManyCalls => "too_many_calls",
         }
     }
 }
@@ -174,6 +189,11 @@ struct Inner {
     settings: BridgeSettings,
     /// Live sockets on this replica, by user.
     conns: Mutex<HashMap<Uuid, connection::Handle>>,
+    /// Every upgraded socket on this replica, registered or still before its hello, by
+    /// connection id: a key's revocation closes them in any phase.
+    sockets: Mutex<HashMap<Uuid, connection::Socket>>,
+    /// Sockets upgraded or being upgraded, against [`BridgeSettings::max_sockets`].
+    socket_slots: Arc<AtomicUsize>,
     waiters: relay::Waiters,
     /// Presence of Add-Ons not on this replica, kept current by the listener.
     remote_presence: presence::PresenceCache,
@@ -183,6 +203,27 @@ struct Inner {
     tasks: watch::Sender<usize>,
     /// Calls held by this replica: queued for a socket or awaiting the Add-On's answer.
     live_calls: Arc<AtomicUsize>,
+    /// Calls in flight per account on this replica, against `max_calls_per_account`.
+    account_calls: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// One of an account's in-flight calls, released when the call's task ends (not when its
+/// caller stops waiting: the call still runs to its outcome).
+pub(crate) struct AccountCall {
+    bridge: AddonBridge,
+    user_id: Uuid,
+}
+
+impl Drop for AccountCall {
+    fn drop(&mut self) {
+        let mut calls = self.bridge.account_calls();
+        if let Some(n) = calls.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                calls.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// One call counted in [`AddonBridge::live_calls`] until dropped.
@@ -211,6 +252,14 @@ impl AddonBridge {
         if settings.default_deadline.is_zero() {
             return Err(BridgeError::Settings("default_deadline must be positive"));
         }
+        if settings.max_calls_per_account == 0 {
+            return Err(BridgeError::Settings(
+                "max_calls_per_account must be positive",
+            ));
+        }
+        if settings.max_sockets == 0 {
+            return Err(BridgeError::Settings("max_sockets must be positive"));
+        }
         if settings.max_frame_bytes < 1024 {
             return Err(BridgeError::Settings(
                 "max_frame_bytes must be at least 1024",
@@ -221,12 +270,15 @@ impl AddonBridge {
                 db,
                 settings,
                 conns: Mutex::new(HashMap::new()),
+                sockets: Mutex::new(HashMap::new()),
+                socket_slots: Arc::new(AtomicUsize::new(0)),
                 waiters: relay::Waiters::default(),
                 remote_presence: presence::PresenceCache::default(),
                 changes: broadcast::channel(256).0,
                 shutdown: watch::channel(false).0,
                 tasks: watch::channel(0).0,
                 live_calls: Arc::new(AtomicUsize::new(0)),
+                account_calls: Mutex::new(HashMap::new()),
             }),
         };
         if let Err(err) = bridge.beat().await {
@@ -329,6 +381,48 @@ impl AddonBridge {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn account_calls(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
+        self.inner
+            .account_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes one of the account's in-flight call slots, if it has one left.
+    pub(crate) fn account_call(&self, user_id: Uuid) -> Option<AccountCall> {
+        let mut calls = self.account_calls();
+        let n = calls.entry(user_id).or_insert(0);
+        if *n >= self.inner.settings.max_calls_per_account {
+            return None;
+        }
+        *n += 1;
+        Some(AccountCall {
+            bridge: self.clone(),
+            user_id,
+        })
+    }
+
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, connection::Socket>> {
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes every socket of these keys with 4003, whatever phase it is in.
+    fn close_revoked(&self, key_ids: &[Uuid]) {
+        for socket in self.sockets().values() {
+            if key_ids.contains(&socket.key_id) {
+                socket.close_with(protocol::close::KEY_REVOKED, "the Add-On key was revoked");
+            }
+        }
+    }
+
+    /// Upgraded Add-On sockets on this replica, in any phase.
+    pub fn open_sockets(&self) -> usize {
+        self.inner.socket_slots.load(Ordering::SeqCst)
+    }
+
     /// One replica heartbeat: refresh our row and our sockets' `last_seen`, and clean up after
     /// dead replicas. If our row had been swept (we stalled), re-announce our sockets.
     async fn beat(&self) -> Result<(), sqlx::Error> {
@@ -337,7 +431,14 @@ impl AddonBridge {
         if recreated {
             let handles: Vec<_> = self.conns().values().cloned().collect();
             for handle in handles {
-                data::upsert_presence(&self.inner.db, me, &handle).await?;
+                // Same rule as registering: never re-announce a socket whose key was revoked.
+                let mut tx = self.inner.db.begin().await?;
+                if data::lock_live_key(&mut *tx, handle.key_id).await? {
+                    data::upsert_presence(&mut *tx, me, &handle).await?;
+                    tx.commit().await?;
+                } else {
+                    handle.close_with(protocol::close::KEY_REVOKED, "the Add-On key was revoked");
+                }
             }
         }
         data::sweep_dead_instances(&self.inner.db, self.inner.settings.instance_stale_after())

@@ -96,11 +96,8 @@ fn on_notification(bridge: &AddonBridge, channel: &str, id: Uuid) {
                 tokio::spawn(async move { close_if_replaced(&bridge, &handle).await });
             }
         }
-        "addon_key_revoked" => {
-            for handle in bridge.conns().values().filter(|h| h.key_id == id) {
-                handle.close_with(close::KEY_REVOKED, "the Add-On key was revoked");
-            }
-        }
+        // Every socket of the key, registered or still before its hello.
+        "addon_key_revoked" => bridge.close_revoked(&[id]),
         _ => {}
     }
 }
@@ -132,18 +129,15 @@ async fn recheck(bridge: &AddonBridge) {
         Err(err) => tracing::warn!(error = %err, "add-on call re-check failed"),
     }
     bridge.inner.waiters.wake_all();
-    let handles: Vec<_> = bridge.conns().values().cloned().collect();
-    let key_ids: Vec<Uuid> = handles.iter().map(|h| h.key_id).collect();
+    // Sockets in every phase, not only registered ones.
+    let key_ids: Vec<Uuid> = bridge.sockets().values().map(|s| s.key_id).collect();
     if !key_ids.is_empty() {
         match keys::revoked_among(db, &key_ids).await {
-            Ok(revoked) => {
-                for handle in handles.iter().filter(|h| revoked.contains(&h.key_id)) {
-                    handle.close_with(close::KEY_REVOKED, "the Add-On key was revoked");
-                }
-            }
+            Ok(revoked) => bridge.close_revoked(&revoked),
             Err(err) => tracing::warn!(error = %err, "add-on key re-check failed"),
         }
     }
+    let handles: Vec<_> = bridge.conns().values().cloned().collect();
     for handle in &handles {
         close_if_replaced(bridge, handle).await;
     }

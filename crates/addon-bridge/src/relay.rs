@@ -99,11 +99,22 @@ impl Drop for Waiter<'_> {
 impl AddonBridge {
     /// Relays a call to the user's Add-On and returns its answer, or why there is none. Runs
     /// to completion (outcome recorded) even if the caller stops waiting.
+    ///
+    /// Fails at once with [`CallError::TooManyCalls`] when the account already has its
+    /// maximum in flight on this replica.
     pub async fn call(&self, call: CallRequest) -> CallResult {
+        let Some(slot) = self.account_call(call.user_id) else {
+            metrics::counter!("addon_calls_refused_total", "reason" => "per_account").increment(1);
+            return Err(CallError::TooManyCalls);
+        };
         let this = self.clone();
-        tokio::spawn(async move { this.run_call(call).await })
-            .await
-            .unwrap_or(Err(CallError::Unavailable))
+        // The slot lives as long as the call's task, which outlives an impatient caller.
+        tokio::spawn(async move {
+            let _slot = slot;
+            this.run_call(call).await
+        })
+        .await
+        .unwrap_or(Err(CallError::Unavailable))
     }
 
     async fn run_call(&self, mut call: CallRequest) -> CallResult {
@@ -234,6 +245,10 @@ impl AddonBridge {
 
     async fn relay(&self, call: &CallRequest, deadline: Instant) -> CallResult {
         if let Some(handle) = self.local(call.user_id) {
+            if handle.is_closing() {
+                // Revoked, replaced or shutting down: the call must not reach that socket.
+                return Err(CallError::NotConnected);
+            }
             let (tx, rx) = oneshot::channel();
             let pending = PendingCall {
                 id: Uuid::new_v4(),
@@ -320,9 +335,11 @@ impl AddonBridge {
     /// A call routed to this replica by another: hand it to the local socket.
     pub(crate) async fn take_remote_call(&self, claimed: data::ClaimedCall) {
         let call_id = claimed.call_id;
+        // Never to a socket whose key was revoked, even before its close is under way here.
         let handle = self
             .local(claimed.user_id)
-            .filter(|h| h.connection_id == claimed.connection_id);
+            .filter(|h| h.connection_id == claimed.connection_id && !h.is_closing())
+            .filter(|_| claimed.key_live);
         let remaining = Duration::from_millis(u64::try_from(claimed.remaining_ms).unwrap_or(0));
         let sent = match handle {
             Some(handle) => handle

@@ -109,6 +109,7 @@ async fn start_instance() -> Instance {
             public_url: format!("http://{addr}"),
             allowed_origins: vec![format!("http://localhost:{}", addr.port())],
             server_version: "0.0.0-conformance".into(),
+            streams: mcp::StreamLimits::default(),
         },
         db,
         Arc::new(verifier),

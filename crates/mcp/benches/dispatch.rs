@@ -84,6 +84,7 @@ fn dispatch(c: &mut Criterion) {
                 public_url: "http://127.0.0.1:8080".into(),
                 allowed_origins: Vec::new(),
                 server_version: "bench".into(),
+                streams: mcp::StreamLimits::default(),
             },
             db,
             Arc::new(OneToken(principal)),

@@ -626,6 +626,7 @@ fn count_call(tool: &'static str, outcome: &Result<RelayOutcome, RelayError>) {
         Err(RelayError::Disconnected) => "disconnected",
         Err(RelayError::DeadlineExceeded) => "deadline_exceeded",
         Err(RelayError::Unavailable) => "unavailable",
+        Err(RelayError::TooManyCalls) => "too_many_calls",
     };
     metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
 }

@@ -29,8 +29,12 @@ pub enum HttpError {
     InsufficientScope,
     /// The tool needs NT8 and the Add-On is not there, dropped, or was too slow.
     AddonDisconnected(String),
-    /// Transient backend failure (database down, verifier unavailable).
+    /// Transient backend failure (database down, verifier unavailable), or this replica at
+    /// capacity.
     ServerError(&'static str),
+    /// The account holds as many of a per-account resource (Add-On calls in flight, open
+    /// streams) as it may on this replica: 429 with `Retry-After`.
+    TooManyRequests(&'static str),
     /// `Origin` present and not in the allow-list (DNS-rebinding protection).
     OriginNotAllowed,
     /// DELETE: there are no sessions to terminate.
@@ -59,6 +63,10 @@ impl HttpError {
             RelayError::Unavailable => {
                 HttpError::ServerError("The Add-On relay is temporarily unavailable; retry shortly")
             }
+            RelayError::TooManyCalls => HttpError::TooManyRequests(
+                "This account already has as many CrossTrade Add-On calls in flight as it may; \
+                 retry when one of them has finished",
+            ),
         }
     }
 
@@ -70,6 +78,7 @@ impl HttpError {
             | HttpError::OriginNotAllowed => StatusCode::FORBIDDEN,
             HttpError::AddonDisconnected(_) => StatusCode::REQUEST_TIMEOUT,
             HttpError::ServerError(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -102,6 +111,7 @@ impl HttpError {
             }
             HttpError::AddonDisconnected(message) => Some(envelope("addon_disconnected", &message)),
             HttpError::ServerError(message) => Some(envelope("server_error", message)),
+            HttpError::TooManyRequests(message) => Some(envelope("too_many_requests", message)),
             HttpError::OriginNotAllowed => Some(envelope(
                 "forbidden_origin",
                 "Requests from this Origin are not allowed",
@@ -127,6 +137,12 @@ impl HttpError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        // The account's own calls and streams free up quickly: retry soon, not in a burst.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(

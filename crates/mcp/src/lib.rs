@@ -23,7 +23,7 @@ pub mod relay;
 mod transport;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -49,6 +49,53 @@ pub struct McpSettings {
     pub allowed_origins: Vec<String>,
     /// Reported in `serverInfo` and by `GetMcpCapabilities`.
     pub server_version: String,
+    /// Caps on open server-to-client streams.
+    pub streams: StreamLimits,
+}
+
+/// Caps on the legacy server-to-client SSE streams (GET) of this replica. A stream holds a
+/// connection and a task for as long as the client keeps it open, so one account must not
+/// open them without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Open streams per account; beyond it 429 `too_many_requests` with `Retry-After`.
+    pub per_account: usize,
+    /// Open streams in all; beyond it 503 `server_error` with `Retry-After`.
+    pub per_replica: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            per_account: 8,
+            per_replica: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct StreamCounts {
+    total: usize,
+    per_account: std::collections::HashMap<uuid::Uuid, usize>,
+}
+
+/// One open stream, counted until the stream (its response body) is dropped.
+pub(crate) struct StreamSlot {
+    counts: Arc<Mutex<StreamCounts>>,
+    user_id: uuid::Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_account.get_mut(&self.user_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_account.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// What the MCP handlers share. Cheap to clone.
@@ -69,6 +116,8 @@ struct Inner {
     origins: Vec<String>,
     /// Set when the server shuts down: open SSE streams end so connections can drain.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Open SSE streams, against `settings.streams`.
+    streams: Arc<Mutex<StreamCounts>>,
     /// Serve the conformance suite's fixtures (test builds only; see [`fixtures`]).
     #[cfg(feature = "conformance-fixtures")]
     fixtures: bool,
@@ -107,6 +156,7 @@ impl McpState {
                 resource_metadata: resource_metadata.into(),
                 origins,
                 closing: tokio::sync::watch::channel(false).0,
+                streams: Arc::default(),
                 #[cfg(feature = "conformance-fixtures")]
                 fixtures: false,
             }),
@@ -121,6 +171,35 @@ impl McpState {
 
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.closing.subscribe()
+    }
+
+    /// Counts a new stream of `user_id`, or says which cap refuses it.
+    pub(crate) fn stream_slot(&self, user_id: uuid::Uuid) -> Result<StreamSlot, HttpError> {
+        let limits = self.inner.settings.streams;
+        let mut counts = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= limits.per_replica {
+            metrics::counter!("mcp_streams_refused_total", "reason" => "per_replica").increment(1);
+            return Err(HttpError::ServerError(
+                "This server holds as many streams as it can; retry shortly",
+            ));
+        }
+        let mine = counts.per_account.entry(user_id).or_insert(0);
+        if *mine >= limits.per_account {
+            metrics::counter!("mcp_streams_refused_total", "reason" => "per_account").increment(1);
+            return Err(HttpError::TooManyRequests(
+                "This account already has as many open streams as it may; close one and retry",
+            ));
+        }
+        *mine += 1;
+        counts.total += 1;
+        Ok(StreamSlot {
+            counts: Arc::clone(&self.inner.streams),
+            user_id,
+        })
     }
 
     /// Serves the Elite gate's tiers from `cache` (kept current by its listener) instead of
@@ -138,6 +217,7 @@ impl McpState {
                 resource_metadata: Arc::clone(&inner.resource_metadata),
                 origins: inner.origins.clone(),
                 closing: inner.closing.clone(),
+                streams: Arc::clone(&inner.streams),
                 #[cfg(feature = "conformance-fixtures")]
                 fixtures: inner.fixtures,
             }),

@@ -47,6 +47,9 @@ pub enum RelayError {
     DeadlineExceeded,
     #[error("the relay is unavailable")]
     Unavailable,
+    /// The account has as many calls in flight as it may; nothing was relayed.
+    #[error("too many calls in flight for this account")]
+    TooManyCalls,
 }
 
 /// Relays tool calls to the Add-On of a user and reports its presence.

@@ -112,22 +112,38 @@ pub(crate) async fn get_mcp(
         {
             state.reject(HttpError::MethodNotAllowed).into_response()
         }
-        Ok(Authenticated(principal)) => {
-            let token = crate::auth::bearer_token(&headers).unwrap_or_default();
-            list_changed_stream(&state, &principal, token)
-        }
+        Ok(Authenticated(principal)) => match state.stream_slot(principal.user_id) {
+            Ok(slot) => {
+                let token = crate::auth::bearer_token(&headers).unwrap_or_default();
+                list_changed_stream(&state, &principal, token, slot)
+            }
+            Err(error) => state.reject(error).into_response(),
+        },
     };
     origin.decorate(response)
 }
 
-fn list_changed_stream(state: &McpState, principal: &Principal, token: String) -> Response {
+/// `slot` is held by the stream and released when the client goes away.
+fn list_changed_stream(
+    state: &McpState,
+    principal: &Principal,
+    token: String,
+    slot: crate::StreamSlot,
+) -> Response {
     let user_id = principal.user_id;
     let changes = state.relay().presence_changes();
     let mut recheck = tokio::time::interval(RECHECK_TOKEN);
     recheck.reset();
-    let open = (changes, recheck, state.clone(), token, state.closing());
+    let open = (
+        changes,
+        recheck,
+        state.clone(),
+        token,
+        state.closing(),
+        slot,
+    );
     let stream = futures_util::stream::unfold(open, move |open| async move {
-        let (mut changes, mut recheck, state, token, mut closing) = open;
+        let (mut changes, mut recheck, state, token, mut closing, slot) = open;
         loop {
             if *closing.borrow() {
                 return None;
@@ -161,7 +177,7 @@ fn list_changed_stream(state: &McpState, principal: &Principal, token: String) -
         let event = Event::default().event("message").data(LIST_CHANGED);
         Some((
             Ok::<_, Infallible>(event),
-            (changes, recheck, state, token, closing),
+            (changes, recheck, state, token, closing, slot),
         ))
     });
     let mut response = Sse::new(stream)

@@ -179,6 +179,7 @@ fn count(outcomes: &mut Outcomes, result: &Result<CallOutcome, CallError>, marke
         Err(CallError::Disconnected) => outcomes.disconnected += 1,
         Err(CallError::DeadlineExceeded) => outcomes.deadline += 1,
         Err(CallError::Unavailable) => panic!("the relay became unavailable"),
+        Err(CallError::TooManyCalls) => panic!("the per-account cap refused a call"),
     }
 }
 

@@ -10,10 +10,12 @@
 
 mod corpus;
 mod events;
+mod fairness;
 mod faults;
 mod idempotency;
 mod keys;
 mod relay;
 mod replicas;
+mod revocation;
 mod socket;
 mod support;

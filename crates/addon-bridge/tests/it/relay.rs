@@ -161,7 +161,15 @@ async fn tool_errors_come_back_as_tool_errors() {
 async fn concurrent_calls_never_get_each_others_replies() {
     let test_db = testkit::TestDb::new().await;
     let db = test_db.pool().await;
-    let server = serve(&db, settings()).await;
+    // More calls at once than the default per-account cap (tested in fairness.rs).
+    let server = serve(
+        &db,
+        addon_bridge::BridgeSettings {
+            max_calls_per_account: 32,
+            ..settings()
+        },
+    )
+    .await;
     let (user_id, _, key) = user_with_key(&db).await;
     let mut addon = Addon::connect(&server.url, &key).await;
     let mut calls = Vec::new();

@@ -27,6 +27,8 @@ pub fn settings() -> BridgeSettings {
         replica_heartbeat: Duration::from_secs(1),
         max_frame_bytes: 64 * 1024,
         instance_id: Uuid::new_v4(),
+        max_sockets: 4096,
+        max_calls_per_account: 16,
     }
 }
 
@@ -119,6 +121,13 @@ impl Addon {
 
     /// Connects and sends `first` as the first frame; does not wait for the answer.
     pub async fn connect_first(url: &str, key: &str, first: &str) -> Self {
+        let mut addon = Self::connect_silent(url, key).await;
+        addon.send(first).await;
+        addon
+    }
+
+    /// Connects (the upgrade succeeds) and sends nothing.
+    pub async fn connect_silent(url: &str, key: &str) -> Self {
         let ws = open(url, Some(&format!("Bearer {key}"))).await.unwrap();
         let (sink, mut stream) = ws.split();
         let (tx, frames) = mpsc::unbounded_channel();
@@ -144,18 +153,21 @@ impl Addon {
                 }
             }
         });
-        let mut addon = Self {
+        Self {
             sink,
             frames,
             reader,
             welcome: Value::Null,
-        };
-        addon.send(first).await;
-        addon
+        }
     }
 
     pub async fn send(&mut self, text: &str) {
         self.sink.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Sends, ignoring a socket the server has already closed.
+    pub async fn try_send(&mut self, text: &str) {
+        let _ = self.sink.send(Message::text(text)).await;
     }
 
     pub async fn next(&mut self) -> Frame {

@@ -221,6 +221,7 @@ pub async fn spawn() -> App {
             public_url: PUBLIC_URL.into(),
             allowed_origins: vec![BROWSER_ORIGIN.into()],
             server_version: "9.9.9-test".into(),
+            streams: mcp::StreamLimits::default(),
         },
         db.clone(),
         Arc::new(TableVerifier(tokens)),
