@@ -345,49 +345,20 @@ async fn post_sign_in(
         );
     }
     let next = safe_next(Some(&form.return_to));
-    let origin = Origin {
-        ip: Some(client_ip(peer, &headers, &state.settings().trusted_proxies)),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
+    let origin = Origin::of_request(
+        client_ip(peer, &headers, &state.settings().trusted_proxies),
+        &headers,
+    );
     let outcome = sign_in::authenticate(state, &origin, &form.email, form.password, None).await;
     let page = |error, status| {
         account_sign_in_page(state, &next, &form.email, Some(error), status)
             .unwrap_or_else(|err| internal(&err))
     };
-    match outcome {
-        Ok(Authentication::Verified(user)) => match session::create(state, user.id).await {
-            Ok((id, _)) => {
-                let mut response = Redirect::to(&next).into_response();
-                let headers = response.headers_mut();
-                headers.append(
-                    header::SET_COOKIE,
-                    session::set_cookie(
-                        state,
-                        session::session_cookie_name(state),
-                        &id,
-                        session::lifetime_seconds(),
-                    ),
-                );
-                headers.append(
-                    header::SET_COOKIE,
-                    session::set_cookie(state, session::login_csrf_cookie_name(state), "", 0),
-                );
-                pages::secure(response)
-            }
-            Err(err) => internal(&err),
-        },
-        Ok(Authentication::Failed) => page(sign_in::FAILED, StatusCode::UNAUTHORIZED),
-        Ok(Authentication::Throttled(seconds)) => sign_in::retry_after(
-            page(sign_in::THROTTLED, StatusCode::TOO_MANY_REQUESTS),
-            seconds,
-        ),
-        Ok(Authentication::Busy(seconds)) => sign_in::retry_after(
-            page(sign_in::BUSY, StatusCode::SERVICE_UNAVAILABLE),
-            seconds,
-        ),
+    match outcome.map(Authentication::user) {
+        Ok(Ok(user)) => session::signed_in(state, user.id, &next)
+            .await
+            .unwrap_or_else(|err| internal(&err)),
+        Ok(Err(refusal)) => refusal.mark(page(refusal.message, refusal.status)),
         Err(err) => internal(&err),
     }
 }

@@ -25,7 +25,6 @@ use crate::pages::{self, ConsentPage, SignInPage, error_page};
 use crate::redirect_uri;
 use crate::scope::Scope;
 use crate::session;
-use crate::sign_in::Authentication;
 use crate::state::{OAuthState, paths};
 
 const CONSENT_LIFETIME: TimeDelta = TimeDelta::minutes(10);
@@ -102,7 +101,7 @@ pub fn client_redirect(
 fn respond(state: &OAuthState, rejection: Rejection) -> Response {
     match rejection {
         Rejection::Page(status, title, message) => error_page(status, title, &message),
-        Rejection::Throttled(seconds) => crate::sign_in::retry_after(
+        Rejection::Throttled(seconds) => pages::retry_after(
             error_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests",
@@ -455,13 +454,10 @@ pub struct SignInForm {
 }
 
 fn origin_of(peer: SocketAddr, headers: &HeaderMap, state: &OAuthState) -> Origin {
-    Origin {
-        ip: Some(client_ip(peer, headers, &state.settings().trusted_proxies)),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    }
+    Origin::of_request(
+        client_ip(peer, headers, &state.settings().trusted_proxies),
+        headers,
+    )
 }
 
 /// `POST /v1/oauth/mcp/sign-in`.
@@ -504,71 +500,30 @@ async fn sign_in(
     let origin = origin_of(peer, headers, state);
     let ip = client_ip(peer, headers, &state.settings().trusted_proxies);
     let request = validate(state, &form.return_to, ip).await?;
-    let user = match crate::sign_in::authenticate(
+    let authenticated = crate::sign_in::authenticate(
         state,
         &origin,
         &form.email,
         form.password,
         Some(&request.client_id),
     )
-    .await?
-    {
-        Authentication::Verified(user) => user,
-        Authentication::Throttled(seconds) => {
-            return Ok(crate::sign_in::retry_after(
-                sign_in_page(
-                    state,
-                    &request.client_name,
-                    &form.return_to,
-                    &form.email,
-                    Some(crate::sign_in::THROTTLED),
-                    StatusCode::TOO_MANY_REQUESTS,
-                )?,
-                seconds,
-            ));
-        }
-        Authentication::Busy(seconds) => {
-            return Ok(crate::sign_in::retry_after(
-                sign_in_page(
-                    state,
-                    &request.client_name,
-                    &form.return_to,
-                    &form.email,
-                    Some(crate::sign_in::BUSY),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                )?,
-                seconds,
-            ));
-        }
-        Authentication::Failed => {
-            return Ok(sign_in_page(
-                state,
-                &request.client_name,
-                &form.return_to,
-                &form.email,
-                Some(crate::sign_in::FAILED),
-                StatusCode::UNAUTHORIZED,
-            )?);
-        }
-    };
-    let (session_id, _) = session::create(state, user.id).await?;
-    let mut response =
-        Redirect::to(&format!("{}?{}", paths::AUTHORIZE, form.return_to)).into_response();
-    let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
-        session::set_cookie(
+    .await?;
+    match authenticated.user() {
+        Ok(user) => Ok(session::signed_in(
             state,
-            session::session_cookie_name(state),
-            &session_id,
-            session::lifetime_seconds(),
-        ),
-    );
-    headers.append(
-        header::SET_COOKIE,
-        session::set_cookie(state, session::login_csrf_cookie_name(state), "", 0),
-    );
-    Ok(pages::secure(response))
+            user.id,
+            &format!("{}?{}", paths::AUTHORIZE, form.return_to),
+        )
+        .await?),
+        Err(refusal) => Ok(refusal.mark(sign_in_page(
+            state,
+            &request.client_name,
+            &form.return_to,
+            &form.email,
+            Some(refusal.message),
+            refusal.status,
+        )?)),
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -467,10 +467,7 @@ pub(crate) async fn resolve(
             Kind::ClientRegistered,
             Some(client_id),
             None,
-            &Origin {
-                ip: None,
-                user_agent: None,
-            },
+            &Origin::default(),
             json!({
                 "source": "client_id_metadata_document",
                 "client_name": client.client_name,

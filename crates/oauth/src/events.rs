@@ -45,6 +45,20 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
+impl Origin {
+    /// Where a request came from: its client address (as `client_ip` decides it) and its
+    /// `User-Agent`.
+    pub fn of_request(ip: IpAddr, headers: &axum::http::HeaderMap) -> Self {
+        Self {
+            ip: Some(ip),
+            user_agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+}
+
 /// Records an event. A failure to record is logged and does not fail the request.
 pub async fn record(
     db: impl sqlx::PgExecutor<'_>,

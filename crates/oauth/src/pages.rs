@@ -102,3 +102,10 @@ pub async fn get_stylesheet() -> Response {
     );
     response
 }
+
+/// Marks a refusal page (429, 503) with `Retry-After`.
+pub fn retry_after(mut page: Response, seconds: u64) -> Response {
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    page
+}

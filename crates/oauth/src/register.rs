@@ -140,13 +140,7 @@ pub async fn post_register(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    let origin = Origin {
-        ip: Some(ip),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
+    let origin = Origin::of_request(ip, &headers);
     events::record(
         &mut *tx,
         Kind::ClientRegistered,

@@ -73,13 +73,7 @@ pub async fn post_revoke(
         if client_id.as_deref().is_none_or(|id| id == token_client)
             && revoke_grant(&state, grant_id, "revoked by the client").await?
         {
-            let origin = Origin {
-                ip: Some(ip),
-                user_agent: headers
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            };
+            let origin = Origin::of_request(ip, &headers);
             events::record(
                 state.db(),
                 Kind::Revoked,

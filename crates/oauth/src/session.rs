@@ -101,6 +101,33 @@ pub async fn create(
     Ok((id, expires_at))
 }
 
+/// The answer to a successful password sign-in: a new session and its cookie, the login-CSRF
+/// cookie cleared, and a redirect to `to`.
+pub async fn signed_in(
+    state: &OAuthState,
+    user_id: Uuid,
+    to: &str,
+) -> Result<axum::response::Response, Internal> {
+    use axum::response::IntoResponse;
+    let (session_id, _) = create(state, user_id).await?;
+    let mut response = axum::response::Redirect::to(to).into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(
+            state,
+            session_cookie_name(state),
+            &session_id,
+            lifetime_seconds(),
+        ),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(state, login_csrf_cookie_name(state), "", 0),
+    );
+    Ok(crate::pages::secure(response))
+}
+
 pub fn lifetime_seconds() -> i64 {
     SESSION_LIFETIME.num_seconds()
 }

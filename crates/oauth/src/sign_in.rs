@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderValue, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
@@ -281,12 +281,48 @@ pub async fn authenticate(
     Ok(Authentication::Failed)
 }
 
-/// Marks a refused sign-in page (429 throttled, 503 busy) with `Retry-After`.
-pub fn retry_after(mut response: Response, seconds: u64) -> Response {
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    response
+/// A sign-in that did not succeed, as every sign-in form shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: &'static str,
+    pub status: StatusCode,
+    /// Seconds to wait before trying again (throttled, busy).
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    /// Marks the re-shown sign-in page with `Retry-After` when the client must wait.
+    pub fn mark(self, page: Response) -> Response {
+        match self.retry_after {
+            Some(seconds) => crate::pages::retry_after(page, seconds),
+            None => page,
+        }
+    }
+}
+
+impl Authentication {
+    /// The signed-in user, or why the form is shown again.
+    pub fn user(self) -> Result<User, Refusal> {
+        let refusal = |message, status, retry_after| Refusal {
+            message,
+            status,
+            retry_after,
+        };
+        match self {
+            Authentication::Verified(user) => Ok(user),
+            Authentication::Failed => Err(refusal(FAILED, StatusCode::UNAUTHORIZED, None)),
+            Authentication::Throttled(seconds) => Err(refusal(
+                THROTTLED,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(seconds),
+            )),
+            Authentication::Busy(seconds) => Err(refusal(
+                BUSY,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(seconds),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

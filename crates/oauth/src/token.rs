@@ -214,13 +214,7 @@ pub async fn post_token(
             "unknown client_id; register again",
         ));
     };
-    let origin = Origin {
-        ip: Some(ip),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
+    let origin = Origin::of_request(ip, &headers);
     let allows_refresh = metadata["grant_types"]
         .as_array()
         .is_some_and(|grants| grants.iter().any(|g| g == "refresh_token"));
