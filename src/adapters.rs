@@ -1,9 +1,10 @@
 //! Thin adapters that let the feature crates meet without depending on each other: the MCP
 //! crate's `TokenVerifier` over the OAuth service, and its `ToolRelay` over the Add-On bridge.
 
+use addon_bridge::data::{HistoryFilter, HistoryQuery};
 use addon_bridge::{CallError, CallOutcome, CallRequest};
 use mcp::auth::{BoxFuture, GrantedScope, Principal, TokenRejection, TokenVerifier};
-use mcp::relay::{AddonPresence, RelayCall, RelayError, RelayOutcome, ToolRelay};
+use mcp::relay::{AddonPresence, HistoryRequest, RelayCall, RelayError, RelayOutcome, ToolRelay};
 use oauth::account::{AddonAccounts, AddonKey, AddonStatus};
 use oauth::error::Internal;
 use oauth::scope::Scope;
@@ -97,49 +98,29 @@ impl ToolRelay for AddonRelay {
         self.bridge.presence_changes()
     }
 
-    fn stored(&self, call: RelayCall) -> BoxFuture<'_, Result<RelayOutcome, RelayError>> {
+    fn history(
+        &self,
+        user_id: Uuid,
+        request: HistoryRequest,
+    ) -> BoxFuture<'_, Result<serde_json::Value, RelayError>> {
         Box::pin(async move {
-            let db = &self.db;
-            let args = &call.arguments;
-            let text = |key: &str| args[key].as_str().map(str::to_owned);
-            let time = |key: &str| {
-                args[key]
-                    .as_str()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc))
+            let query = match request {
+                HistoryRequest::Journal(filter) => HistoryQuery::Journal(HistoryFilter {
+                    account: filter.account,
+                    instrument: filter.instrument,
+                    since: filter.since,
+                    until: filter.until,
+                    limit: Some(filter.limit),
+                }),
+                HistoryRequest::Activity { limit } => HistoryQuery::Activity { limit },
+                HistoryRequest::Watermarks { account } => HistoryQuery::Watermarks { account },
             };
-            let limit = args["limit"].as_u64().and_then(|n| u32::try_from(n).ok());
-            let filter = addon_bridge::data::HistoryFilter {
-                account: text("account"),
-                instrument: text("instrument"),
-                since: time("since"),
-                until: time("until"),
-                limit,
-            };
-            let value = match call.tool.as_str() {
-                "GetJournal" => addon_bridge::data::journal(db, call.user_id, &filter)
-                    .await
-                    .map(|trades| serde_json::json!({ "trades": trades })),
-                "GetWatermarks" => {
-                    addon_bridge::data::watermarks(db, call.user_id, filter.account.as_deref())
-                        .await
-                        .map(|watermarks| serde_json::json!({ "watermarks": watermarks }))
-                }
-                "GetAddonActivity" => {
-                    addon_bridge::data::activity(db, call.user_id, limit.unwrap_or(50))
-                        .await
-                        .map(|entries| serde_json::json!({ "entries": entries }))
-                }
-                other => {
-                    return Ok(RelayOutcome::ToolError(format!(
-                        "{other} is not served from history"
-                    )));
-                }
-            };
-            value.map(RelayOutcome::Ok).map_err(|err| {
-                tracing::warn!(error = %err, tool = call.tool, "reading Add-On history failed");
-                RelayError::Unavailable
-            })
+            addon_bridge::data::history(&self.db, user_id, &query)
+                .await
+                .map_err(|err| {
+                    tracing::warn!(error = %err, "reading Add-On history failed");
+                    RelayError::Unavailable
+                })
         })
     }
 }
@@ -168,11 +149,7 @@ impl AddonAccounts for AddonAccountsAdapter {
             let keys = addon_bridge::keys::list(&self.db, user_id)
                 .await
                 .map_err(|err| Internal::new(err.to_string()))?;
-            let live: Option<Uuid> =
-                sqlx::query_scalar("SELECT key_id FROM addon_presence WHERE user_id = $1")
-                    .bind(user_id)
-                    .fetch_optional(&self.db)
-                    .await?;
+            let live = addon_bridge::data::live_key(&self.db, user_id).await?;
             Ok(keys
                 .into_iter()
                 .filter(|key| key.revoked_at.is_none())

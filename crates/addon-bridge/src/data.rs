@@ -560,6 +560,41 @@ pub(crate) async fn store_snapshot(
     Ok(())
 }
 
+/// A question about what was stored from the Add-On.
+#[derive(Debug, Clone)]
+pub enum HistoryQuery {
+    Journal(HistoryFilter),
+    Activity { limit: u32 },
+    Watermarks { account: Option<String> },
+}
+
+/// Answers a history query with the tool's structured result.
+pub async fn history(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    query: &HistoryQuery,
+) -> Result<Value, sqlx::Error> {
+    Ok(match query {
+        HistoryQuery::Journal(filter) => {
+            serde_json::json!({ "trades": journal(db, user_id, filter).await? })
+        }
+        HistoryQuery::Activity { limit } => {
+            serde_json::json!({ "entries": activity(db, user_id, *limit).await? })
+        }
+        HistoryQuery::Watermarks { account } => {
+            serde_json::json!({ "watermarks": watermarks(db, user_id, account.as_deref()).await? })
+        }
+    })
+}
+
+/// The key of the Add-On socket connected for `user_id` now, on any replica.
+pub async fn live_key(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT key_id FROM addon_presence WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// Filters for executions and the journal.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde::de::DeserializeOwned;
@@ -14,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::GrantedScope;
 use crate::protocol::Revision;
+use crate::relay::{HistoryFilter, HistoryRequest};
 
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +25,63 @@ pub enum Route {
     /// Relayed to the user's Add-On inside NinjaTrader 8, answered within `deadline`.
     Addon { deadline: Duration },
     /// Served from what the backend stored from the Add-On's events and calls (through the
-    /// relay's `stored`); works while NinjaTrader 8 is closed.
-    Stored,
+    /// relay's `history`); works while NinjaTrader 8 is closed.
+    Stored(StoredTool),
+}
+
+/// The tools served from stored Add-On history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredTool {
+    Journal,
+    Activity,
+    Watermarks,
+}
+
+/// Entries a history tool returns when `limit` is left out (as its input schema says).
+const DEFAULT_HISTORY_LIMIT: u32 = 100;
+
+impl StoredTool {
+    /// The typed request for `arguments`, already valid against the tool's input schema; a
+    /// time that is not RFC 3339 is the model's mistake, told back as a tool error.
+    pub fn request(self, arguments: Value) -> Result<HistoryRequest, String> {
+        let invalid = |err: serde_json::Error| format!("invalid arguments: {err}");
+        match self {
+            StoredTool::Journal => {
+                let query: HistoryQuery = serde_json::from_value(arguments).map_err(invalid)?;
+                Ok(HistoryRequest::Journal(HistoryFilter {
+                    account: query.account,
+                    instrument: query.instrument,
+                    since: rfc3339("since", query.since.as_deref())?,
+                    until: rfc3339("until", query.until.as_deref())?,
+                    limit: query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT),
+                }))
+            }
+            StoredTool::Activity => {
+                let query: LimitQuery = serde_json::from_value(arguments).map_err(invalid)?;
+                Ok(HistoryRequest::Activity {
+                    limit: query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT),
+                })
+            }
+            StoredTool::Watermarks => {
+                let query: AccountFilter = serde_json::from_value(arguments).map_err(invalid)?;
+                Ok(HistoryRequest::Watermarks {
+                    account: query.account,
+                })
+            }
+        }
+    }
+}
+
+fn rfc3339(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
+    value
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|time| time.with_timezone(&Utc))
+                .map_err(|_| {
+                    format!("{name} must be an RFC 3339 time such as 2026-11-20T14:30:00Z")
+                })
+        })
+        .transpose()
 }
 
 /// The tools served in-process.
@@ -178,7 +235,7 @@ pub fn definitions() -> Vec<ToolDef> {
             "Read the trade journal: completed round-trip trades with entry and exit times and \
              prices, quantity, profit and loss and duration, newest first, optionally filtered \
              by account, instrument and a time window.",
-            Route::Stored,
+            Route::Stored(StoredTool::Journal),
         ),
         read::<LimitQuery, ActivityOutput>(
             "GetAddonActivity",
@@ -186,14 +243,14 @@ pub fn definitions() -> Vec<ToolDef> {
             "Read the CrossTrade Add-On's recent activity log (orders it relayed, webhook \
              signals it handled, copier actions, errors), newest first. Useful for diagnosing \
              webhook and copier behaviour.",
-            Route::Stored,
+            Route::Stored(StoredTool::Activity),
         ),
         read::<AccountFilter, WatermarksOutput>(
             "GetWatermarks",
             "Read account watermarks",
             "Read per-account watermarks: session and all-time high and low of account \
              balance, and trailing drawdown levels used by funded-account rules.",
-            Route::Stored,
+            Route::Stored(StoredTool::Watermarks),
         ),
         read::<MarketDataQuery, MarketDataOutput>(
             "GetMarketData",
@@ -494,7 +551,7 @@ pub fn tool_table_markdown() -> String {
         let route = match def.route {
             Route::Backend(_) => "backend".to_owned(),
             Route::Addon { deadline } => format!("Add-On ({} s)", deadline.as_secs()),
-            Route::Stored => "backend (Add-On history)".to_owned(),
+            Route::Stored(_) => "backend (Add-On history)".to_owned(),
         };
         let _ = writeln!(
             out,

@@ -598,15 +598,16 @@ async fn call_tool(
                 Err(error) => Err(HttpError::from_relay(&error, deadline).into()),
             }
         }
-        Route::Stored => {
-            let call = RelayCall {
-                user_id: principal.user_id,
-                tool: tool.def.name.to_owned(),
-                arguments,
-                deadline: Duration::ZERO,
-                idempotency_key: None,
+        Route::Stored(stored) => {
+            let request = match stored.request(arguments) {
+                Ok(request) => request,
+                Err(message) => return Ok(tool_error(&message)),
             };
-            let outcome = state.relay().stored(call).await;
+            let outcome = state
+                .relay()
+                .history(principal.user_id, request)
+                .await
+                .map(RelayOutcome::Ok);
             count_call(tool.def.name, &outcome);
             match outcome {
                 Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),

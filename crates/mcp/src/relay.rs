@@ -52,6 +52,27 @@ pub enum RelayError {
     TooManyCalls,
 }
 
+/// A question about what was stored from the Add-On, answered whether or not it is connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryRequest {
+    /// Completed round-trip trades, newest first.
+    Journal(HistoryFilter),
+    /// The Add-On's recent activity, newest first.
+    Activity { limit: u32 },
+    /// Per-account watermarks, for one account or all.
+    Watermarks { account: Option<String> },
+}
+
+/// Which stored entries a history request covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub account: Option<String>,
+    pub instrument: Option<String>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    pub limit: u32,
+}
+
 /// Relays tool calls to the Add-On of a user and reports its presence.
 #[expect(
     clippy::elidable_lifetime_names,
@@ -63,10 +84,15 @@ pub trait ToolRelay: Send + Sync + 'static {
     /// Users whose Add-On connected or disconnected, for `notifications/tools/list_changed`.
     fn presence_changes(&self) -> broadcast::Receiver<uuid::Uuid>;
 
-    /// Answers a tool from what was stored from the Add-On (journal, activity, watermarks),
-    /// whether or not it is connected now. A relay that stores nothing is unavailable.
-    fn stored<'a>(&'a self, call: RelayCall) -> BoxFuture<'a, Result<RelayOutcome, RelayError>> {
-        let _ = call;
+    /// Answers from what was stored from the Add-On (journal, activity, watermarks), whether
+    /// or not it is connected now: the tool's structured result. A relay that stores nothing is
+    /// unavailable.
+    fn history<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+        request: HistoryRequest,
+    ) -> BoxFuture<'a, Result<serde_json::Value, RelayError>> {
+        let _ = (user_id, request);
         Box::pin(async { Err(RelayError::Unavailable) })
     }
 }

@@ -337,3 +337,30 @@ async fn conformance_fixtures_are_never_served_by_a_production_state() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_history_window_that_is_not_rfc_3339_is_told_back_not_ignored() {
+    let app = spawn().await;
+    let reply = app
+        .call(
+            "elite-read",
+            "GetJournal",
+            json!({ "since": "yesterday noon" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json["result"],
+        json!({"content":[{"type":"text","text":"since must be an RFC 3339 time such as 2026-11-20T14:30:00Z"}],"isError":true})
+    );
+    // A valid window reaches the history store; this test's relay stores nothing, so it is
+    // unavailable.
+    let reply = app
+        .call(
+            "elite-read",
+            "GetJournal",
+            json!({ "since": "2026-11-20T14:30:00Z", "until": "2026-11-21T00:00:00+01:00" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.json);
+}
