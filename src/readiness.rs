@@ -40,7 +40,7 @@ pub struct Probe {
 
 impl Probe {
     /// Probes once (so the state is known before the port is announced), then every
-    /// [`PROBE_INTERVAL`] in the background. `revocations_live` is sampled for the
+    /// second (`PROBE_INTERVAL`) in the background. `revocations_live` is sampled for the
     /// `oauth_revocation_listener_up` gauge only: while the listener is down, tokens are checked
     /// against the database on every request, which is slower but correct, so it does not make
     /// the replica unready.
