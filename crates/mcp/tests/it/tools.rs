@@ -362,5 +362,10 @@ async fn a_history_window_that_is_not_rfc_3339_is_told_back_not_ignored() {
             json!({ "since": "2026-11-20T14:30:00Z", "until": "2026-11-21T00:00:00+01:00" }),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.json);
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.json
+    );
 }
