@@ -1,21 +1,16 @@
 //! The command line: one binary for the server and the operator's verbs.
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use store::clock::Clock;
-use store::secret::Secret;
 use store::users::{self, Email, Tier};
-use tokio::net::TcpListener;
 
-use crate::adapters::{AddonAccountsAdapter, AddonRelay, OAuthTokenVerifier};
 use crate::config::{Config, Sources};
 use crate::database::{Database, Role};
-use crate::readiness::Probe;
-use crate::server::{self, AppState};
+use crate::server;
 use crate::{dev, telemetry};
 
 #[derive(Debug, Parser)]
@@ -116,7 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&Sources::from_process(cli.config))?;
     telemetry::init(&config.log)?;
     match cli.command {
-        Command::Serve => serve(config, shutdown).await,
+        Command::Serve => server::run(config, shutdown).await,
         Command::Dev { with_addon_sim } => dev::run(config, shutdown, with_addon_sim).await,
         Command::AddonKeys(command) => addon_keys_command(&config, command).await,
         Command::Migrate => {
@@ -128,7 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Users(command) => users_command(&config, command).await,
         Command::Keys(KeysCommand::Rotate) => {
-            let master_secret = master_secret(&config)?;
+            let master_secret = config.load_master_secret()?;
             with_database(&config, Role::Tool("keys rotate"), async |db| {
                 let lifetime =
                     std::time::Duration::from_secs(config.lifetimes.access_token_secs.get());
@@ -274,30 +269,6 @@ async fn addon_keys_command(config: &Config, command: AddonKeysCommand) -> anyho
     .await
 }
 
-/// The configured master secret, or the one kept in `data_dir/master.key` (created on first use).
-pub fn master_secret(config: &Config) -> anyhow::Result<Secret> {
-    if !config.master_secret.is_empty() {
-        return Ok(config.master_secret.clone());
-    }
-    let path = config.data_dir.join("master.key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let text = text.trim();
-        if text.len() >= 32 {
-            return Ok(Secret::new(text));
-        }
-        bail!(
-            "{} is shorter than 32 characters; delete it or set master_secret",
-            path.display()
-        );
-    }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let secret = store::secret::random_password(48)
-        .map_err(|err| anyhow::anyhow!("generating a master secret: {err}"))?;
-    dev::write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    Ok(Secret::new(secret))
-}
-
 fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
@@ -309,85 +280,4 @@ fn read_password() -> anyhow::Result<String> {
         bail!("the password on standard input must be at least {MIN_PASSWORD_LEN} characters");
     }
     Ok(password)
-}
-
-pub async fn serve(config: Config, shutdown: server::ShutdownSignal) -> anyhow::Result<()> {
-    let db = Database::open(&config, Role::Server).await?;
-    let outcome = serve_on(&config, &db, shutdown, |_, _| Ok(())).await;
-    let closed = db.close().await;
-    outcome.and(closed)
-}
-
-/// Migrates, binds, calls `ready` with the bound public and admin addresses, and serves until
-/// shutdown.
-pub async fn serve_on(
-    config: &Config,
-    db: &Database,
-    shutdown: server::ShutdownSignal,
-    ready: impl FnOnce(SocketAddr, Option<SocketAddr>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let applied = db.migrate().await?;
-    let master_secret = master_secret(config)?;
-    let oauth = oauth::OAuthState::start(
-        config.oauth_settings(),
-        db.pool.clone(),
-        master_secret.expose().as_bytes(),
-        Clock::system(),
-    )
-    .await
-    .map_err(|err| anyhow::anyhow!("starting the OAuth service: {err}"))?;
-    let metrics = server::install_metrics()?;
-    let revocations = oauth.clone();
-    let (readiness, probe) = Probe::start(&db.pool, move || revocations.revocations_live()).await;
-    let admin = match config.admin_listen {
-        Some(admin) => Some(
-            TcpListener::bind(admin)
-                .await
-                .with_context(|| format!("binding {admin} (key `admin_listen`)"))?,
-        ),
-        None => None,
-    };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {} (key `listen`)", config.listen))?;
-    let addr = listener.local_addr()?;
-    // Announced before the public address, so whoever waits for "listening" knows both.
-    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
-    if let Some(addr) = admin_addr {
-        tracing::info!(%addr, "admin listening");
-    }
-    tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
-    ready(addr, admin_addr)?;
-    let addon = addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings())
-        .await
-        .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
-    let mcp = mcp::McpState::new(
-        config.mcp_settings(),
-        db.pool.clone(),
-        std::sync::Arc::new(OAuthTokenVerifier(oauth.clone())),
-        std::sync::Arc::new(AddonRelay {
-            bridge: addon.clone(),
-            db: db.pool.clone(),
-        }),
-    )
-    .with_tier_cache(store::tiers::TierCache::start(db.pool.clone()));
-    let state = AppState {
-        db: db.pool.clone(),
-        config: std::sync::Arc::new(config.clone()),
-        oauth: oauth.clone(),
-        mcp,
-        account: oauth::account::AccountState {
-            oauth,
-            addon: std::sync::Arc::new(AddonAccountsAdapter {
-                bridge: addon.clone(),
-                db: db.pool.clone(),
-            }),
-        },
-        addon,
-        metrics,
-        readiness,
-    };
-    server::serve(listener, admin, state, shutdown).await;
-    probe.stop().await;
-    Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -305,6 +306,31 @@ impl Sources {
 }
 
 impl Config {
+    /// The configured master secret, or the one kept in `data_dir/master.key` (created on first
+    /// use).
+    pub fn load_master_secret(&self) -> anyhow::Result<Secret> {
+        if !self.master_secret.is_empty() {
+            return Ok(self.master_secret.clone());
+        }
+        let path = self.data_dir.join("master.key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let text = text.trim();
+            if text.len() >= 32 {
+                return Ok(Secret::new(text));
+            }
+            anyhow::bail!(
+                "{} is shorter than 32 characters; delete it or set master_secret",
+                path.display()
+            );
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let secret = store::secret::random_password(48)
+            .map_err(|err| anyhow::anyhow!("generating a master secret: {err}"))?;
+        write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Secret::new(secret))
+    }
+
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(path) = &sources.file {
@@ -510,6 +536,19 @@ impl Provider for EnvVars {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.values.clone()))
     }
+}
+
+/// Writes a file only its owner can read (secrets kept in `data_dir`).
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::path::Path;
 use anyhow::Context;
 use store::users::{self, Email, Tier};
 
-use crate::cli::serve_on;
-use crate::config::Config;
+use crate::config::{Config, write_private};
 use crate::database::{Database, Role};
+use crate::server::serve_on;
 
 const DEMO_ACCOUNTS: [(&str, Tier); 2] = [
     ("elite@demo.crosstrade.test", Tier::Elite),
@@ -134,17 +134,6 @@ fn load_or_create_passwords(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     write_private(&path, &passwords.join("\n"))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(passwords)
-}
-
-pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
 }
 
 fn print_banner(

@@ -1,12 +1,15 @@
-//! The HTTP server: router composition, middleware, health endpoints, graceful shutdown.
+//! The composition root and the HTTP server: the services started and joined by adapters
+//! (`serve_on`), router composition, middleware, health endpoints, graceful shutdown.
 //!
 //! Two listeners: the public one (OAuth, MCP, Add-On, health probes) and the admin one
 //! (`/metrics` and the probes), so operational data never reaches the internet through the
 //! public port.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
@@ -16,6 +19,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
+use store::clock::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
@@ -28,8 +32,11 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::adapters::{AddonAccountsAdapter, AddonRelay, OAuthTokenVerifier};
 use crate::config::Config;
+use crate::database::{Database, Role};
 use crate::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load};
+use crate::readiness::Probe;
 use crate::readiness::Readiness;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -281,4 +288,86 @@ impl ShutdownSignal {
             _ = self.interrupt.recv() => tracing::info!("Ctrl-C received; shutting down"),
         }
     }
+}
+
+/// `crosstrade serve`: the server on the configured database until shutdown.
+pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let db = Database::open(&config, Role::Server).await?;
+    let outcome = serve_on(&config, &db, shutdown, |_, _| Ok(())).await;
+    let closed = db.close().await;
+    outcome.and(closed)
+}
+
+/// Migrates, binds, calls `ready` with the bound public and admin addresses, and serves until
+/// shutdown.
+pub async fn serve_on(
+    config: &Config,
+    db: &Database,
+    shutdown: ShutdownSignal,
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let applied = db.migrate().await?;
+    let master_secret = config.load_master_secret()?;
+    let oauth = oauth::OAuthState::start(
+        config.oauth_settings(),
+        db.pool.clone(),
+        master_secret.expose().as_bytes(),
+        Clock::system(),
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("starting the OAuth service: {err}"))?;
+    let metrics = install_metrics()?;
+    let revocations = oauth.clone();
+    let (readiness, probe) = Probe::start(&db.pool, move || revocations.revocations_live()).await;
+    let admin = match config.admin_listen {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("binding {admin} (key `admin_listen`)"))?,
+        ),
+        None => None,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {} (key `listen`)", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Announced before the public address, so whoever waits for "listening" knows both.
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(addr) = admin_addr {
+        tracing::info!(%addr, "admin listening");
+    }
+    tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
+    ready(addr, admin_addr)?;
+    let addon = addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings())
+        .await
+        .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
+    let mcp = mcp::McpState::new(
+        config.mcp_settings(),
+        db.pool.clone(),
+        Arc::new(OAuthTokenVerifier(oauth.clone())),
+        Arc::new(AddonRelay {
+            bridge: addon.clone(),
+            db: db.pool.clone(),
+        }),
+    )
+    .with_tier_cache(store::tiers::TierCache::start(db.pool.clone()));
+    let state = AppState {
+        db: db.pool.clone(),
+        config: Arc::new(config.clone()),
+        oauth: oauth.clone(),
+        mcp,
+        account: oauth::account::AccountState {
+            oauth,
+            addon: Arc::new(AddonAccountsAdapter {
+                bridge: addon.clone(),
+                db: db.pool.clone(),
+            }),
+        },
+        addon,
+        metrics,
+        readiness,
+    };
+    serve(listener, admin, state, shutdown).await;
+    probe.stop().await;
+    Ok(())
 }
