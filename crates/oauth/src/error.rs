@@ -1,6 +1,8 @@
 //! The OAuth wire errors (RFC 6749 §5.2 JSON with `Cache-Control: no-store`) and the HTML error
 //! page for authorization requests that cannot be redirected safely.
 
+use std::fmt::Write as _;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,18 +42,127 @@ impl std::fmt::Display for Internal {
     }
 }
 
+/// The `error` codes of the token, registration and revocation endpoints, each with its HTTP
+/// status: the one table the wire contract is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// RFC 6749 §5.2.
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    /// RFC 8707 §2.
+    InvalidTarget,
+    /// RFC 7591 §3.2.2.
+    InvalidClientMetadata,
+    InvalidRedirectUri,
+    /// RFC 7009 §2.2.1.
+    UnsupportedTokenType,
+    /// Over a rate limit, with `Retry-After`.
+    TooManyRequests,
+    TooManyRegistrations,
+    /// A transient failure of this server, with `Retry-After`.
+    ServerError,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidClient,
+        ErrorCode::InvalidGrant,
+        ErrorCode::UnauthorizedClient,
+        ErrorCode::UnsupportedGrantType,
+        ErrorCode::InvalidScope,
+        ErrorCode::InvalidTarget,
+        ErrorCode::InvalidClientMetadata,
+        ErrorCode::InvalidRedirectUri,
+        ErrorCode::UnsupportedTokenType,
+        ErrorCode::TooManyRequests,
+        ErrorCode::TooManyRegistrations,
+        ErrorCode::ServerError,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
+            ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::TooManyRegistrations => "too_many_registrations",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+
+    /// What the code means here, for the README's table.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => {
+                "a parameter is missing, repeated or malformed, or the body is not a form"
+            }
+            ErrorCode::InvalidClient => {
+                "the `client_id` is unknown (register again) or the HTTP Basic credentials are malformed"
+            }
+            ErrorCode::InvalidGrant => {
+                "the code or refresh token is invalid, expired, used, revoked or another client's, or PKCE failed"
+            }
+            ErrorCode::UnauthorizedClient => {
+                "the client did not register the `refresh_token` grant"
+            }
+            ErrorCode::UnsupportedGrantType => {
+                "`grant_type` is neither `authorization_code` nor `refresh_token`"
+            }
+            ErrorCode::InvalidScope => "the scope is unknown or wider than the grant",
+            ErrorCode::InvalidTarget => "`resource` is not this server's MCP endpoint",
+            ErrorCode::InvalidClientMetadata => {
+                "the registration metadata is invalid (413 when the body is too large)"
+            }
+            ErrorCode::InvalidRedirectUri => "a redirect URI is not allowed",
+            ErrorCode::UnsupportedTokenType => {
+                "`token_type_hint` is not a token type of this server"
+            }
+            ErrorCode::TooManyRequests => {
+                "over the token or revocation limit of this address, or the grant's own budget"
+            }
+            ErrorCode::TooManyRegistrations => "over the registrations of this address this hour",
+            ErrorCode::ServerError => "a transient failure (the database); retry",
+        }
+    }
+
+    /// The status the code is answered with (a few answers override it, e.g. 413 for an
+    /// oversized registration).
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::TooManyRequests | ErrorCode::TooManyRegistrations => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ErrorCode::ServerError => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
 /// An error of the token, registration and revocation endpoints.
 #[derive(Debug)]
 pub enum OAuthError {
     /// `error` code, description, HTTP status.
     Client {
-        code: &'static str,
+        code: ErrorCode,
         description: String,
         status: StatusCode,
     },
     /// 429 with `Retry-After` seconds.
     TooMany {
-        code: &'static str,
+        code: ErrorCode,
         description: String,
         retry_after: u64,
     },
@@ -69,45 +180,66 @@ impl OAuthError {
         }
     }
 
-    pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self::bad("invalid_request", description)
-    }
-
-    pub fn invalid_grant(description: impl Into<String>) -> Self {
-        Self::bad("invalid_grant", description)
-    }
-
-    pub fn invalid_client_metadata(description: impl Into<String>) -> Self {
-        Self::bad("invalid_client_metadata", description)
-    }
-
-    pub fn invalid_redirect_uri(description: impl Into<String>) -> Self {
-        Self::bad("invalid_redirect_uri", description)
-    }
-
-    pub fn invalid_target(description: impl Into<String>) -> Self {
-        Self::bad("invalid_target", description)
-    }
-
-    pub fn invalid_scope(description: impl Into<String>) -> Self {
-        Self::bad("invalid_scope", description)
-    }
-
-    pub fn invalid_client(description: impl Into<String>) -> Self {
-        Self::Client {
-            code: "invalid_client",
-            description: description.into(),
-            status: StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    pub fn bad(code: &'static str, description: impl Into<String>) -> Self {
+    /// `code` with its usual status.
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
         Self::Client {
             code,
             description: description.into(),
-            status: StatusCode::BAD_REQUEST,
+            status: code.status(),
         }
     }
+
+    /// `code` over a rate limit: 429 with `Retry-After`.
+    pub fn too_many(code: ErrorCode, description: impl Into<String>, retry_after: u64) -> Self {
+        Self::TooMany {
+            code,
+            description: description.into(),
+            retry_after,
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, description)
+    }
+
+    pub fn invalid_client_metadata(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidClientMetadata, description)
+    }
+
+    pub fn invalid_redirect_uri(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRedirectUri, description)
+    }
+
+    pub fn invalid_target(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidTarget, description)
+    }
+
+    pub fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidScope, description)
+    }
+
+    pub fn invalid_client(description: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidClient, description)
+    }
+}
+
+/// The README's table of OAuth error codes, generated from [`ErrorCode`].
+pub fn code_table_markdown() -> String {
+    let mut out = String::from("| `error` | status | when |\n|---|---|---|\n");
+    for code in ErrorCode::ALL {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            code.as_str(),
+            code.status().as_u16(),
+            code.meaning()
+        );
+    }
+    out
 }
 
 impl From<Internal> for OAuthError {
@@ -131,7 +263,7 @@ impl IntoResponse for OAuthError {
                 status,
             } => (
                 status,
-                json!({ "error": code, "error_description": description }),
+                json!({ "error": code.as_str(), "error_description": description }),
                 None,
             ),
             OAuthError::TooMany {
@@ -139,16 +271,16 @@ impl IntoResponse for OAuthError {
                 description,
                 retry_after,
             } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                json!({ "error": code, "error_description": description }),
+                code.status(),
+                json!({ "error": code.as_str(), "error_description": description }),
                 Some(retry_after),
             ),
             OAuthError::Internal(err) => {
                 tracing::error!(error = %err, "oauth request failed");
                 (
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::ServerError.status(),
                     json!({
-                        "error": "server_error",
+                        "error": ErrorCode::ServerError.as_str(),
                         "error_description": "a transient server error occurred; retry shortly",
                     }),
                     Some(5),
@@ -163,5 +295,20 @@ impl IntoResponse for OAuthError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_distinct_and_documented() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code:?} twice");
+            assert!(!code.meaning().is_empty());
+            assert!(code.status().is_client_error() || code == ErrorCode::ServerError);
+        }
     }
 }

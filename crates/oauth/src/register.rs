@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client_ip::{bucket, client_ip};
 use crate::crypto::{random_token, sha256};
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::redirect_uri;
 use crate::scope::{READ, TRADE};
@@ -40,7 +40,7 @@ pub async fn post_register(
 ) -> Result<Response, OAuthError> {
     if body.len() > MAX_BODY {
         return Err(OAuthError::Client {
-            code: "invalid_client_metadata",
+            code: ErrorCode::InvalidClientMetadata,
             description: format!("registration body exceeds {MAX_BODY} bytes"),
             status: StatusCode::PAYLOAD_TOO_LARGE,
         });
@@ -105,7 +105,7 @@ pub async fn post_register(
         let frees_at = oldest_counted + chrono::TimeDelta::hours(1);
         let retry_after = u64::try_from((frees_at - now).num_seconds().max(1)).unwrap_or(3600);
         return Err(OAuthError::TooMany {
-            code: "too_many_registrations",
+            code: ErrorCode::TooManyRegistrations,
             description: format!(
                 "at most {limit} new clients per hour from one address; reuse your client_id"
             ),

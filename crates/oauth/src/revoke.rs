@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::client_ip::{bucket, client_ip};
 use crate::crypto::sha256;
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::state::OAuthState;
 use crate::token::{FormParams, client_id_of};
@@ -31,10 +31,12 @@ pub async fn post_revoke(
         .inner
         .token_limiter
         .check(&format!("revoke ip {}", bucket(ip)))
-        .map_err(|retry_after| OAuthError::TooMany {
-            code: "too_many_requests",
-            description: "too many revocation requests; retry later".into(),
-            retry_after,
+        .map_err(|retry_after| {
+            OAuthError::too_many(
+                ErrorCode::TooManyRequests,
+                "too many revocation requests; retry later",
+                retry_after,
+            )
         })?;
     let params = FormParams::parse(&headers, &body)?;
     let token = params
@@ -43,8 +45,8 @@ pub async fn post_revoke(
     match params.get("token_type_hint") {
         None | Some("access_token" | "refresh_token") => {}
         Some(other) => {
-            return Err(OAuthError::bad(
-                "unsupported_token_type",
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedTokenType,
                 format!("token_type_hint {other:?} is not supported"),
             ));
         }

@@ -25,7 +25,7 @@ use crate::client_ip::{bucket, client_ip};
 use crate::crypto::{
     b64, hmac_sha256, pkce_matches, pkce_verifier_well_formed, random_token, secure_eq, sha256,
 };
-use crate::error::{Internal, OAuthError};
+use crate::error::{ErrorCode, Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::scope::Scope;
 use crate::state::OAuthState;
@@ -189,10 +189,12 @@ pub async fn post_token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
-    let limited = |retry_after| OAuthError::TooMany {
-        code: "too_many_requests",
-        description: "too many token requests; retry later".into(),
-        retry_after,
+    let limited = |retry_after| {
+        OAuthError::too_many(
+            ErrorCode::TooManyRequests,
+            "too many token requests; retry later",
+            retry_after,
+        )
     };
     state
         .inner
@@ -223,12 +225,12 @@ pub async fn post_token(
             exchange_code(&state, &params, &client_id, allows_refresh, &origin).await
         }
         "refresh_token" if allows_refresh => refresh(&state, &params, &client_id, &origin).await,
-        "refresh_token" => Err(OAuthError::bad(
-            "unauthorized_client",
+        "refresh_token" => Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
             "this client did not register the refresh_token grant",
         )),
-        _ => Err(OAuthError::bad(
-            "unsupported_grant_type",
+        _ => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
             "grant_type must be authorization_code or refresh_token",
         )),
     }
@@ -302,15 +304,13 @@ fn requested_scope(params: &FormParams, granted: Scope) -> Result<Scope, OAuthEr
 
 /// Counts a request that proved possession against its own budget.
 fn proven(state: &OAuthState, key: &str) -> Result<(), OAuthError> {
-    state
-        .inner
-        .grant_limiter
-        .check(key)
-        .map_err(|retry_after| OAuthError::TooMany {
-            code: "too_many_requests",
-            description: "too many token requests for this grant; retry later".into(),
+    state.inner.grant_limiter.check(key).map_err(|retry_after| {
+        OAuthError::too_many(
+            ErrorCode::TooManyRequests,
+            "too many token requests for this grant; retry later",
             retry_after,
-        })
+        )
+    })
 }
 
 fn check_resource(params: &FormParams, granted: &str) -> Result<(), OAuthError> {
