@@ -148,7 +148,7 @@ impl AddonAccounts for AddonAccountsAdapter {
         Box::pin(async move {
             let keys = addon_bridge::keys::list(&self.db, user_id)
                 .await
-                .map_err(|err| Internal::new(err.to_string()))?;
+                .map_err(|err| Internal::caused("Add-On keys", err))?;
             let live = addon_bridge::data::live_key(&self.db, user_id).await?;
             Ok(keys
                 .into_iter()
@@ -168,7 +168,7 @@ impl AddonAccounts for AddonAccountsAdapter {
         Box::pin(async move {
             addon_bridge::keys::create(&self.db, user_id)
                 .await
-                .map_err(|err| Internal::new(err.to_string()))
+                .map_err(|err| Internal::caused("Add-On keys", err))
         })
     }
 
@@ -176,7 +176,7 @@ impl AddonAccounts for AddonAccountsAdapter {
         Box::pin(async move {
             addon_bridge::keys::revoke(&self.db, user_id, key_id)
                 .await
-                .map_err(|err| Internal::new(err.to_string()))
+                .map_err(|err| Internal::caused("Add-On keys", err))
         })
     }
 }

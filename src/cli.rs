@@ -131,7 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Make sure a key exists (and the secret matches it) before rotating.
                 oauth::keys::KeyRing::load(&db.pool, master_secret.expose().as_bytes(), &clock)
                     .await
-                    .map_err(|err| anyhow::anyhow!("{err}"))?;
+                    .context("loading the signing keys")?;
                 let kid = oauth::keys::rotate(
                     &db.pool,
                     master_secret.expose().as_bytes(),
@@ -139,7 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     &clock,
                 )
                 .await
-                .map_err(|err| anyhow::anyhow!("rotating signing keys: {err}"))?;
+                .context("rotating signing keys")?;
                 writeln!(std::io::stdout(), "new signing key: {kid}")?;
                 Ok(())
             })

@@ -315,7 +315,7 @@ pub async fn serve_on(
         Clock::system(),
     )
     .await
-    .map_err(|err| anyhow::anyhow!("starting the OAuth service: {err}"))?;
+    .context("starting the OAuth service")?;
     let metrics = install_metrics()?;
     let revocations = oauth.clone();
     let (readiness, probe) = Probe::start(&db.pool, move || revocations.revocations_live()).await;

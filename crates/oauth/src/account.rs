@@ -127,7 +127,7 @@ fn csrf_ok(state: &OAuthState, session: &Session, presented: &str) -> bool {
 }
 
 fn internal(err: &Internal) -> Response {
-    tracing::error!(error = %err, "account request failed");
+    tracing::error!(error = %err.chain(), "account request failed");
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Temporarily unavailable",
@@ -681,7 +681,7 @@ async fn api_session(
             ));
         }
         Err(err) => {
-            tracing::error!(error = %err, "account API failed");
+            tracing::error!(error = %err.chain(), "account API failed");
             return Err(api_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -706,7 +706,7 @@ async fn api_session(
 }
 
 fn api_internal(err: &Internal) -> Response {
-    tracing::error!(error = %err, "account API failed");
+    tracing::error!(error = %err.chain(), "account API failed");
     api_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "server_error",

@@ -121,7 +121,7 @@ fn respond(state: &OAuthState, rejection: Rejection) -> Response {
             client_state.as_deref(),
         ),
         Rejection::Internal(err) => {
-            tracing::error!(error = %err, "authorization request failed");
+            tracing::error!(error = %err.chain(), "authorization request failed");
             error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",

@@ -143,12 +143,12 @@ impl Fetcher {
         for der in &settings.extra_roots {
             roots
                 .add(CertificateDer::from(der.clone()))
-                .map_err(|err| Internal::new(format!("CIMD test root: {err}")))?;
+                .map_err(|err| Internal::caused("CIMD test root", err))?;
         }
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|err| Internal::new(format!("TLS configuration: {err}")))?
+            .map_err(|err| Internal::caused("TLS configuration", err))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let minute = TimeDelta::minutes(1);

@@ -11,7 +11,7 @@ use crate::error::Internal;
 /// 256 bits from the OS CSPRNG, base64url without padding (43 characters).
 pub fn random_token() -> Result<String, Internal> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|err| Internal::new(format!("CSPRNG: {err}")))?;
+    getrandom::fill(&mut bytes).map_err(|err| Internal::caused("CSPRNG", err))?;
     Ok(b64(&bytes))
 }
 

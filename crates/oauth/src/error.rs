@@ -9,36 +9,77 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// An internal failure: logged once where it becomes a response, never shown to the client.
+/// It keeps its cause, so the log (and `anyhow` chains in the binary) show the whole chain.
 #[derive(Debug)]
-pub struct Internal(String);
+pub struct Internal {
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
 
 impl Internal {
-    pub fn new(detail: impl Into<String>) -> Self {
-        Self(detail.into())
+    /// A failure with no underlying error.
+    pub fn new(context: impl Into<String>) -> Self {
+        Self {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// `source`, described by what was being done.
+    pub fn caused(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
     }
 }
 
 impl From<sqlx::Error> for Internal {
     fn from(err: sqlx::Error) -> Self {
-        Self(format!("database: {err}"))
+        Self::caused("database", err)
     }
 }
 
 impl From<store::users::UserError> for Internal {
     fn from(err: store::users::UserError) -> Self {
-        Self(format!("accounts: {err}"))
+        Self::caused("accounts", err)
     }
 }
 
 impl From<tokio::task::JoinError> for Internal {
     fn from(err: tokio::task::JoinError) -> Self {
-        Self(format!("blocking task: {err}"))
+        Self::caused("blocking task", err)
+    }
+}
+
+impl Internal {
+    /// The context and every cause, for the one log line the failure gets.
+    pub fn chain(&self) -> String {
+        let mut text = self.context.clone();
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            cause = err.source();
+        }
+        text
     }
 }
 
 impl std::fmt::Display for Internal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.context)
+    }
+}
+
+impl std::error::Error for Internal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -276,7 +317,7 @@ impl IntoResponse for OAuthError {
                 Some(retry_after),
             ),
             OAuthError::Internal(err) => {
-                tracing::error!(error = %err, "oauth request failed");
+                tracing::error!(error = %err.chain(), "oauth request failed");
                 (
                     ErrorCode::ServerError.status(),
                     json!({
@@ -310,5 +351,17 @@ mod tests {
             assert!(!code.meaning().is_empty());
             assert!(code.status().is_client_error() || code == ErrorCode::ServerError);
         }
+    }
+
+    #[test]
+    fn an_internal_error_keeps_its_cause() {
+        let err = Internal::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(err.to_string(), "database");
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(cause, Some(sqlx::Error::PoolTimedOut.to_string()));
+        assert_eq!(
+            err.chain(),
+            format!("database: {}", sqlx::Error::PoolTimedOut)
+        );
     }
 }

@@ -300,11 +300,11 @@ async fn insert_key(
     now: DateTime<Utc>,
 ) -> Result<String, Internal> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|err| Internal::new(format!("CSPRNG: {err}")))?;
+    getrandom::fill(&mut secret).map_err(|err| Internal::caused("CSPRNG", err))?;
     let signing = SigningKey::from_bytes(&secret);
     let kid = random_token()?[..16].to_owned();
     let mut nonce_bytes = [0u8; 12];
-    getrandom::fill(&mut nonce_bytes).map_err(|err| Internal::new(format!("CSPRNG: {err}")))?;
+    getrandom::fill(&mut nonce_bytes).map_err(|err| Internal::caused("CSPRNG", err))?;
     let nonce = Nonce::from(nonce_bytes);
     let cipher = ChaCha20Poly1305::new(&(*encryption_key).into());
     let ciphertext = cipher
