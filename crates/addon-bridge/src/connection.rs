@@ -14,6 +14,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use store::credentials::{self, Flaw, Presented};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -186,12 +187,6 @@ fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
     response
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 /// Upgrades to the Add-On WebSocket once the Add-On key checks out (401 before the upgrade
 /// otherwise, so the key is never exchanged over an unauthenticated socket).
 pub async fn get_addon_ws(
@@ -216,12 +211,23 @@ pub async fn get_addon_ws(
             "this server holds as many Add-On connections as it can; reconnect shortly",
         );
     };
-    let Some(presented) = bearer(&headers) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "an Add-On key is required: Authorization: Bearer ctak_…",
-        );
+    let values = headers.get_all(header::AUTHORIZATION).iter();
+    let presented = match credentials::bearer(values.map(HeaderValue::as_bytes)) {
+        Presented::Bearer(key) => key,
+        Presented::Nothing | Presented::Invalid(Flaw::NotBearer) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "an Add-On key is required: Authorization: Bearer ctak_…",
+            );
+        }
+        Presented::Invalid(_) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the Add-On key is invalid or revoked",
+            );
+        }
     };
     let owner = match keys::authenticate(&bridge.inner.db, presented).await {
         Ok(Some(owner)) => owner,

@@ -6,7 +6,8 @@ use std::pin::Pin;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
+use store::credentials::{self, Flaw};
 
 use crate::McpState;
 use crate::error::{HttpError, HttpRejection};
@@ -161,32 +162,21 @@ fn presented<'a>(query: Option<&str>, headers: &'a HeaderMap) -> Presented<'a> {
             "Access tokens are not accepted in the query string; send an Authorization: Bearer header",
         );
     }
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Presented::Nothing;
-    };
-    if values.next().is_some() {
-        return Presented::Invalid("More than one Authorization header was sent");
+    let values = headers.get_all(header::AUTHORIZATION).iter();
+    match credentials::bearer(values.map(HeaderValue::as_bytes)) {
+        credentials::Presented::Nothing => Presented::Nothing,
+        credentials::Presented::Bearer(token) => Presented::Bearer(token),
+        credentials::Presented::Invalid(flaw) => Presented::Invalid(match flaw {
+            Flaw::MoreThanOne => "More than one Authorization header was sent",
+            Flaw::NotAscii => "The Authorization header is not valid ASCII",
+            Flaw::NotBearer => "Only Bearer access tokens are accepted",
+            Flaw::Malformed => "The Bearer access token is malformed",
+        }),
     }
-    let Ok(value) = value.to_str() else {
-        return Presented::Invalid("The Authorization header is not valid ASCII");
-    };
-    // RFC 7235 §2.1: the scheme is case-insensitive; RFC 6750 §2.1: one token after one space.
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Presented::Invalid("Only Bearer access tokens are accepted");
-    }
-    let token = token.trim();
-    if token.is_empty() || token.contains(char::is_whitespace) {
-        return Presented::Invalid("The Bearer access token is malformed");
-    }
-    Presented::Bearer(token)
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
     fn headers(values: &[&str]) -> HeaderMap {

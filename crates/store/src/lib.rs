@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod credentials;
 pub mod notified;
 pub mod password;
 pub mod secret;

@@ -1,0 +1,78 @@
+//! The one `Authorization: Bearer` parser, shared by the MCP endpoint (access tokens) and the
+//! Add-On socket (Add-On keys), so both read credentials with the same strictness.
+
+/// What a request's `Authorization` headers present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// No `Authorization` header.
+    Nothing,
+    Bearer(&'a str),
+    /// Something that is not one well-formed bearer credential.
+    Invalid(Flaw),
+}
+
+/// Why the `Authorization` headers are not one bearer credential; each endpoint words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flaw {
+    MoreThanOne,
+    NotAscii,
+    NotBearer,
+    Malformed,
+}
+
+/// Reads the values of every `Authorization` header of a request: exactly one, with the
+/// `Bearer` scheme (case-insensitive, RFC 7235 §2.1) and one token without white space after it
+/// (RFC 6750 §2.1).
+pub fn bearer<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Presented<'a> {
+    let Some(value) = values.next() else {
+        return Presented::Nothing;
+    };
+    if values.next().is_some() {
+        return Presented::Invalid(Flaw::MoreThanOne);
+    }
+    let Some(value) = std::str::from_utf8(value)
+        .ok()
+        .filter(|value| value.is_ascii())
+    else {
+        return Presented::Invalid(Flaw::NotAscii);
+    };
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Invalid(Flaw::NotBearer);
+    }
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Presented::Invalid(Flaw::Malformed);
+    }
+    Presented::Bearer(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<'a>(values: &'a [&'a str]) -> Presented<'a> {
+        bearer(values.iter().map(|value| value.as_bytes()))
+    }
+
+    #[test]
+    fn one_well_formed_bearer_credential() {
+        assert_eq!(parse(&[]), Presented::Nothing);
+        assert_eq!(parse(&["Bearer abc"]), Presented::Bearer("abc"));
+        assert_eq!(parse(&["bEaReR abc"]), Presented::Bearer("abc"));
+        assert_eq!(parse(&["Basic abc"]), Presented::Invalid(Flaw::NotBearer));
+        assert_eq!(parse(&["abc"]), Presented::Invalid(Flaw::NotBearer));
+        for malformed in ["Bearer", "Bearer ", "Bearer a b"] {
+            assert_eq!(
+                parse(&[malformed]),
+                Presented::Invalid(Flaw::Malformed),
+                "{malformed}"
+            );
+        }
+        assert_eq!(parse(&["Bearer é"]), Presented::Invalid(Flaw::NotAscii));
+        assert_eq!(
+            parse(&["Bearer a", "Bearer b"]),
+            Presented::Invalid(Flaw::MoreThanOne)
+        );
+    }
+}
