@@ -1,9 +1,6 @@
 //! Who is calling: the verifier interface the OAuth crate implements, and the bearer extractor
 //! that turns the `Authorization` header into a [`Principal`] or the spec's 401 challenge.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -12,8 +9,7 @@ use store::credentials::{self, Flaw};
 use crate::McpState;
 use crate::error::{HttpError, HttpRejection};
 
-/// A boxed, sendable future: keeps the traits object-safe without `async-trait`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use store::BoxFuture;
 
 /// One scope per grant; `Trade` implies `Read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use crate::session::{self, Session};
 use crate::sign_in::{self, Authentication};
 use crate::state::OAuthState;
 
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use store::BoxFuture;
 
 /// The user's Add-On connection as the account pages show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

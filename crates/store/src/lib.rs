@@ -4,6 +4,10 @@
 //! PostgreSQL cluster that serves `cargo run` and the tests, the clock, and the accounts (users)
 //! that the OAuth and MCP crates both read. It depends on no feature crate.
 
+/// A boxed, sendable future: the one shape of the cross-crate traits' methods (object-safe
+/// without `async-trait`).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 pub mod clock;
 pub mod cluster;
 pub mod credentials;
