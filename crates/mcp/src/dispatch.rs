@@ -380,19 +380,14 @@ fn initialize(state: &McpState, params: &Map<String, Value>) -> Result<Value, Rp
     let negotiated = Revision::parse(requested)
         .filter(|revision| !revision.is_modern())
         .unwrap_or(Revision::LATEST_LEGACY);
-    #[cfg_attr(
-        not(feature = "conformance-fixtures"),
-        expect(unused_mut, reason = "only the fixtures extend results")
-    )]
     let mut result = json!({
         "protocolVersion": negotiated.as_str(),
         "capabilities": { "tools": { "listChanged": true } },
         "serverInfo": server_info(state),
         "instructions": INSTRUCTIONS,
     });
-    #[cfg(feature = "conformance-fixtures")]
-    if state.fixtures_enabled() {
-        crate::fixtures::extend_capabilities(false, &mut result["capabilities"]);
+    if let Some(extension) = state.extension() {
+        extension.extend_capabilities(false, &mut result["capabilities"]);
     }
     Ok(result)
 }
@@ -403,17 +398,11 @@ async fn serve(
     revision: Revision,
     request: &Request,
 ) -> Result<(Revision, Value), Failure> {
-    // Test builds only: the conformance suite's fixtures, never in a production state.
-    #[cfg(feature = "conformance-fixtures")]
-    if state.fixtures_enabled()
-        && let Some(outcome) = crate::fixtures::serve(revision, request)
-    {
+    // Test harnesses only (the conformance fixtures); the binary's state has no extension.
+    let extension = state.extension();
+    if let Some(outcome) = extension.and_then(|extension| extension.serve(revision, request)) {
         return Ok((revision, outcome?));
     }
-    #[cfg_attr(
-        not(feature = "conformance-fixtures"),
-        expect(unused_mut, reason = "only the fixtures extend results")
-    )]
     let mut result = match request.method.as_str() {
         // 2026-07-28 removed `ping` (and `initialize`, which only gets here in that era).
         "ping" if !revision.is_modern() => json!({}),
@@ -424,13 +413,10 @@ async fn serve(
             return Err(RpcError::method_not_found(method, revision.is_modern()).into());
         }
     };
-    #[cfg(feature = "conformance-fixtures")]
-    if state.fixtures_enabled() {
+    if let Some(extension) = extension {
         match request.method.as_str() {
-            "server/discover" => {
-                crate::fixtures::extend_capabilities(true, &mut result["capabilities"]);
-            }
-            "tools/list" => crate::fixtures::extend_tool_list(revision, &mut result),
+            "server/discover" => extension.extend_capabilities(true, &mut result["capabilities"]),
+            "tools/list" => extension.extend_tool_list(revision, &mut result),
             _ => {}
         }
     }

@@ -16,8 +16,7 @@ pub mod auth;
 pub mod catalog;
 mod dispatch;
 pub mod error;
-#[cfg(feature = "conformance-fixtures")]
-mod fixtures;
+pub mod extension;
 pub mod protocol;
 pub mod relay;
 mod transport;
@@ -104,6 +103,7 @@ pub struct McpState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     settings: McpSettings,
     db: PgPool,
@@ -118,9 +118,8 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// Open SSE streams, against `settings.streams`.
     streams: Arc<Mutex<StreamCounts>>,
-    /// Serve the conformance suite's fixtures (test builds only; see [`fixtures`]).
-    #[cfg(feature = "conformance-fixtures")]
-    fixtures: bool,
+    /// A test harness's additions (none in the binary).
+    extension: Option<Arc<dyn extension::Extension>>,
 }
 
 impl fmt::Debug for McpState {
@@ -157,8 +156,7 @@ impl McpState {
                 origins,
                 closing: tokio::sync::watch::channel(false).0,
                 streams: Arc::default(),
-                #[cfg(feature = "conformance-fixtures")]
-                fixtures: false,
+                extension: None,
             }),
         }
     }
@@ -206,21 +204,10 @@ impl McpState {
     /// reading PostgreSQL on every `tools/call`.
     #[must_use]
     pub fn with_tier_cache(self, cache: Arc<store::tiers::TierCache>) -> Self {
-        let inner = &self.inner;
+        let mut inner = (*self.inner).clone();
+        inner.tiers = Some(cache);
         Self {
-            inner: Arc::new(Inner {
-                settings: inner.settings.clone(),
-                db: inner.db.clone(),
-                verifier: Arc::clone(&inner.verifier),
-                relay: Arc::clone(&inner.relay),
-                tiers: Some(cache),
-                resource_metadata: Arc::clone(&inner.resource_metadata),
-                origins: inner.origins.clone(),
-                closing: inner.closing.clone(),
-                streams: Arc::clone(&inner.streams),
-                #[cfg(feature = "conformance-fixtures")]
-                fixtures: inner.fixtures,
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -238,28 +225,19 @@ impl McpState {
         }
     }
 
-    /// A state that also serves the conformance suite's fixture tools, resources and prompts.
-    /// Exists only with the test-only `conformance-fixtures` feature; [`McpState::new`] never
-    /// serves them, so a binary that only calls `new` cannot reach them even when cargo's
-    /// feature unification compiles them in.
-    #[cfg(feature = "conformance-fixtures")]
-    pub fn new_with_conformance_fixtures(
-        settings: McpSettings,
-        db: PgPool,
-        verifier: Arc<dyn TokenVerifier>,
-        relay: Arc<dyn ToolRelay>,
-    ) -> Self {
-        let mut state = Self::new(settings, db, verifier, relay);
-        if let Some(inner) = Arc::get_mut(&mut state.inner) {
-            inner.fixtures = true;
+    /// A state that also serves `extension`'s methods, tools and capabilities (test harnesses
+    /// only: the binary never calls this).
+    #[must_use]
+    pub fn with_extension(self, extension: Arc<dyn extension::Extension>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.extension = Some(extension);
+        Self {
+            inner: Arc::new(inner),
         }
-        state
     }
 
-    /// Whether this state serves the conformance fixtures.
-    #[cfg(feature = "conformance-fixtures")]
-    pub(crate) fn fixtures_enabled(&self) -> bool {
-        self.inner.fixtures
+    pub(crate) fn extension(&self) -> Option<&dyn extension::Extension> {
+        self.inner.extension.as_deref()
     }
 
     pub fn settings(&self) -> &McpSettings {

@@ -300,8 +300,8 @@ async fn read_tools_return_structured_content_checked_against_their_schema() {
     );
 }
 
-/// The conformance suite's fixtures are never served by `McpState::new`, even in a build where
-/// cargo's feature unification compiled `conformance-fixtures` in (`cargo test --workspace`).
+/// The conformance suite's fixtures are never served by a state built without an extension, as
+/// the binary's is.
 #[tokio::test]
 async fn conformance_fixtures_are_never_served_by_a_production_state() {
     let app = spawn().await;

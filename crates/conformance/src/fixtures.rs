@@ -2,10 +2,9 @@
 //! `@modelcontextprotocol/conformance`): the tools, resources, prompts, completion and logging
 //! methods its scenarios call, shaped like the suite's reference "everything" server.
 //!
-//! Compiled only with the `conformance-fixtures` feature (enabled by nothing but the
-//! `conformance` test crate) and served only by a state built with
-//! `McpState::new_with_conformance_fixtures`; the dispatcher consults this module only when
-//! that state says so. Nothing here reaches the database, the relay or a user's NinjaTrader 8.
+//! They live in this test-harness crate, outside the server's code: a state serves them only
+//! when built `with_extension(Arc::new(Fixtures))`, which the binary never does. Nothing here
+//! reaches the database, the relay or a user's NinjaTrader 8.
 
 use serde_json::{Map, Value, json};
 
@@ -13,7 +12,25 @@ mod input_required;
 
 use axum::http::StatusCode;
 
-use crate::protocol::{META_CLIENT_CAPABILITIES, Request, Revision, RpcError};
+use mcp::protocol::{META_CLIENT_CAPABILITIES, Request, Revision, RpcError};
+
+/// The conformance suite's fixtures, as an extension of the MCP endpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fixtures;
+
+impl mcp::extension::Extension for Fixtures {
+    fn extend_capabilities(&self, per_request: bool, capabilities: &mut Value) {
+        extend_capabilities(per_request, capabilities);
+    }
+
+    fn extend_tool_list(&self, revision: Revision, result: &mut Value) {
+        extend_tool_list(revision, result);
+    }
+
+    fn serve(&self, revision: Revision, request: &Request) -> Option<Result<Value, RpcError>> {
+        serve(revision, request)
+    }
+}
 
 /// A 1×1 PNG.
 const IMAGE_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -63,7 +80,7 @@ const TTL_MS: u64 = 300_000;
 /// Adds the fixture capabilities to the `capabilities` of an `initialize` result, or of a
 /// `server/discover` result (`per_request`), where subscriptions and logging levels no longer
 /// exist (2026-07-28 removed `resources/subscribe` and `logging/setLevel`).
-pub(crate) fn extend_capabilities(per_request: bool, capabilities: &mut Value) {
+fn extend_capabilities(per_request: bool, capabilities: &mut Value) {
     if let Some(capabilities) = capabilities.as_object_mut() {
         capabilities.insert("prompts".into(), json!({}));
         capabilities.insert("completions".into(), json!({}));
@@ -77,7 +94,7 @@ pub(crate) fn extend_capabilities(per_request: bool, capabilities: &mut Value) {
 }
 
 /// Appends the fixture tools to a `tools/list` result.
-pub(crate) fn extend_tool_list(revision: Revision, result: &mut Value) {
+fn extend_tool_list(revision: Revision, result: &mut Value) {
     let per_request: &[(&str, &str)] = if revision.is_modern() {
         &PER_REQUEST_TOOLS
     } else {
@@ -140,7 +157,7 @@ fn json_schema_tool() -> Value {
 
 /// Serves `request` when it is a fixture's; `None` leaves it to the real dispatcher (which
 /// answers methods the revision lacks with -32601).
-pub(crate) fn serve(revision: Revision, request: &Request) -> Option<Result<Value, RpcError>> {
+fn serve(revision: Revision, request: &Request) -> Option<Result<Value, RpcError>> {
     let params = &request.params;
     let text = |field: &str| params.get(field).and_then(Value::as_str);
     let modern = revision.is_modern();
@@ -435,7 +452,7 @@ fn get_prompt(name: &str, arguments: Option<&Map<String, Value>>) -> Result<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::INVALID_PARAMS;
+    use mcp::protocol::INVALID_PARAMS;
 
     fn request(method: &str, params: Value) -> Request {
         let Value::Object(params) = params else {
