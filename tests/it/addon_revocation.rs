@@ -1,5 +1,5 @@
 //! A revoked Add-On key through the real server, by each way a person or an operator revokes:
-//! the account API (what the Add-On keys page uses) and `users revoke-all`. A socket opened
+//! the account API, the Add-On keys page and `users revoke-all`. A socket opened
 //! with the key before the revocation is closed with 4003 whether or not it has said hello; it
 //! never gets a welcome or a call, and never replaces the account's live Add-On.
 
@@ -179,4 +179,46 @@ async fn users_revoke_all_closes_sockets_before_their_hello_with_4003() {
             Some(Ok(other)) => panic!("a frame after the close: {other:?}"),
         }
     }
+}
+
+/// The Add-On keys page's revoke button: a socket upgraded with the key before, silent or
+/// saying hello after, is closed with 4003.
+#[tokio::test]
+async fn a_key_revoked_on_the_keys_page_closes_its_sockets_in_any_phase() {
+    let email = "page-revoke@example.com";
+    let (db, server, endpoint) = server_with_user(email).await;
+    let key = addon_key(&db, email);
+    let mut silent = upgraded(server.addr, &key).await;
+    let mut late = upgraded(server.addr, &key).await;
+
+    let mut browser = account_browser(&endpoint, email).await;
+    let listed = browser
+        .get(&endpoint, &endpoint.url("/account/addon-keys"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let key_id: String =
+        sqlx::query_scalar("SELECT key_id::text FROM addon_keys WHERE revoked_at IS NULL")
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+    let revoked = browser
+        .post(
+            &endpoint,
+            &format!("/account/addon-keys/{key_id}/revoke"),
+            &[("csrf", &testkit::oauth::hidden(&listed, "csrf"))],
+        )
+        .await;
+    assert_eq!(revoked.status(), 303);
+
+    first_frame_is_revoked(&mut silent, Duration::from_secs(5)).await;
+    let _ = late.send(hello()).await;
+    first_frame_is_revoked(&mut late, Duration::from_secs(5)).await;
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM addon_presence")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(present, 0);
+    assert!(server.terminate().success());
 }
