@@ -92,9 +92,29 @@ async fn an_account_holding_its_addon_call_cap_gets_429_while_others_and_oauth_a
             })
         })
         .collect();
-    // Nothing tells the test when both have reached the bridge: give them a head start, so a
-    // probe is not what pushes one of them over the cap.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Both held calls must be in the bridge before the probes start, so a probe is not what
+    // pushes one of them over the cap: wait until the replica reports them live.
+    let metrics = server.admin_url("/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = endpoint
+            .http
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|line| line == "addon_live_calls 2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held backtests never reached the bridge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut refused = None;
     for _ in 0..100 {
         assert!(
