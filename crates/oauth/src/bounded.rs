@@ -1,6 +1,6 @@
-//! Fixed-size in-process tables for limits and negative caches that an attacker can feed with
-//! unlimited distinct keys: memory is allocated once, every operation is O(1), and nothing is
-//! ever swept.
+//! Fixed-size in-process tables for limits (the token and revocation endpoints, CIMD fetches)
+//! and negative caches that an attacker can feed with unlimited distinct keys: memory is
+//! allocated once, every operation is O(1), and nothing is ever swept.
 //!
 //! A key goes to one slot chosen by a hash with a per-process random key, so nobody can aim two
 //! keys at one slot. Two keys that do meet evict each other (the newcomer starts afresh): a
@@ -141,6 +141,9 @@ mod tests {
         assert_eq!(counter.check("a", at(10)), Err(50));
         assert!(counter.check("b", at(10)).is_ok());
         assert!(counter.check("a", at(60)).is_ok());
+        // A zero-length window never refuses.
+        let expired = WindowCounter::new(1, TimeDelta::zero(), 1024);
+        assert!(expired.check("a", at(0)).is_ok() && expired.check("a", at(0)).is_ok());
     }
 
     #[test]
@@ -149,6 +152,11 @@ mod tests {
         let counter = WindowCounter::new(1, TimeDelta::seconds(60), 1);
         for i in 0..10_000 {
             assert!(counter.check(&format!("k{i}"), at(0)).is_ok());
+        }
+        // A flood of distinct keys is always answered and never refuses a key it has not seen.
+        let counter = WindowCounter::new(3, TimeDelta::seconds(60), 1000);
+        for i in 0..100_000 {
+            assert!(counter.check(&format!("flood {i}"), at(0)).is_ok());
         }
         let cache = ExpiringCache::new(4);
         cache.insert("x", 1, at(60));

@@ -16,7 +16,6 @@ pub mod error;
 pub mod events;
 pub mod grants;
 pub mod keys;
-pub mod limiter;
 pub mod maintenance;
 pub mod metadata;
 pub mod pages;

@@ -30,7 +30,7 @@ pub async fn post_revoke(
     state
         .inner
         .token_limiter
-        .check(&format!("revoke ip {}", bucket(ip)))
+        .check(&format!("revoke ip {}", bucket(ip)), state.now())
         .map_err(|retry_after| {
             OAuthError::too_many(
                 ErrorCode::TooManyRequests,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use ipnet::IpNet;
 use sqlx::PgPool;
 use store::clock::Clock;
@@ -12,6 +13,9 @@ use crate::crypto::derive_key;
 use crate::error::Internal;
 use crate::keys::KeyRing;
 use crate::verify::GrantCache;
+
+/// Slots of each token-endpoint limiter (fixed memory; keys that share a slot only forget).
+const LIMITER_SLOTS: usize = 65_536;
 
 /// Paths of the endpoints, relative to the issuer.
 pub mod paths {
@@ -86,9 +90,9 @@ pub(crate) struct Inner {
     pub grants: GrantCache,
     pub verified: crate::verify::VerifiedTokens,
     /// Token requests by client address.
-    pub token_limiter: crate::limiter::WindowLimiter,
+    pub token_limiter: crate::bounded::WindowCounter,
     /// Token requests that proved possession, by grant.
-    pub grant_limiter: crate::limiter::WindowLimiter,
+    pub grant_limiter: crate::bounded::WindowCounter,
     /// Argon2id verifications in progress, capped.
     pub password_slots: crate::sign_in::PasswordSlots,
     /// Client ID Metadata Document fetcher.
@@ -127,13 +131,15 @@ impl OAuthState {
     ) -> Result<Self, Internal> {
         let cimd = crate::cimd::Fetcher::new(cimd)?;
         let keys = KeyRing::load(&db, master_secret, &clock).await?;
-        let token_limiter = crate::limiter::WindowLimiter::new(
+        let token_limiter = crate::bounded::WindowCounter::new(
             settings.token_requests_per_minute,
-            Duration::from_secs(60),
+            TimeDelta::minutes(1),
+            LIMITER_SLOTS,
         );
-        let grant_limiter = crate::limiter::WindowLimiter::new(
+        let grant_limiter = crate::bounded::WindowCounter::new(
             settings.token_requests_per_grant_per_minute,
-            Duration::from_secs(60),
+            TimeDelta::minutes(1),
+            LIMITER_SLOTS,
         );
         let password_slots = crate::sign_in::PasswordSlots::new(&settings);
         let state = Self {

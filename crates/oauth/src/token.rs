@@ -199,7 +199,7 @@ pub async fn post_token(
     state
         .inner
         .token_limiter
-        .check(&format!("ip {}", bucket(ip)))
+        .check(&format!("ip {}", bucket(ip)), state.now())
         .map_err(limited)?;
     let params = FormParams::parse(&headers, &body)?;
     let grant_type = params.require("grant_type")?.to_owned();
@@ -304,13 +304,17 @@ fn requested_scope(params: &FormParams, granted: Scope) -> Result<Scope, OAuthEr
 
 /// Counts a request that proved possession against its own budget.
 fn proven(state: &OAuthState, key: &str) -> Result<(), OAuthError> {
-    state.inner.grant_limiter.check(key).map_err(|retry_after| {
-        OAuthError::too_many(
-            ErrorCode::TooManyRequests,
-            "too many token requests for this grant; retry later",
-            retry_after,
-        )
-    })
+    state
+        .inner
+        .grant_limiter
+        .check(key, state.now())
+        .map_err(|retry_after| {
+            OAuthError::too_many(
+                ErrorCode::TooManyRequests,
+                "too many token requests for this grant; retry later",
+                retry_after,
+            )
+        })
 }
 
 fn check_resource(params: &FormParams, granted: &str) -> Result<(), OAuthError> {
