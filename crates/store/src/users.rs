@@ -89,10 +89,12 @@ impl Email {
 /// reach an account without touching its counter, or charge another account's counter. NULs
 /// (which PostgreSQL text cannot hold, and no valid address has) are dropped.
 pub async fn account_key(db: impl PgExecutor<'_>, raw: &str) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT lower($1)")
-        .bind(raw.trim().replace('\0', ""))
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT lower($1) AS "key!""#,
+        raw.trim().replace('\0', "")
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// A user row without the password hash.
@@ -104,7 +106,6 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct UserRow {
     id: Uuid,
     email: String,
@@ -139,12 +140,6 @@ pub enum UserError {
     Database(#[from] sqlx::Error),
 }
 
-macro_rules! user_columns {
-    () => {
-        "id, email, tier, created_at"
-    };
-}
-
 /// Inserts a user whose password is already hashed.
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -152,14 +147,14 @@ pub async fn insert(
     password_hash: &str,
     tier: Tier,
 ) -> Result<User, UserError> {
-    let row: UserRow = sqlx::query_as(concat!(
-        "INSERT INTO users (email, password_hash, tier) VALUES ($1, $2, $3) RETURNING ",
-        user_columns!(),
-        ""
-    ))
-    .bind(email.as_str())
-    .bind(password_hash)
-    .bind(tier.as_str())
+    let row = sqlx::query_as!(
+        UserRow,
+        "INSERT INTO users (email, password_hash, tier) VALUES ($1, $2, $3)
+         RETURNING id, email, tier, created_at",
+        email.as_str(),
+        password_hash,
+        tier.as_str(),
+    )
     .fetch_one(db)
     .await
     .map_err(|err| match &err {
@@ -176,13 +171,13 @@ pub async fn set_tier(
     email: &Email,
     tier: Tier,
 ) -> Result<User, UserError> {
-    let row: Option<UserRow> = sqlx::query_as(concat!(
-        "UPDATE users SET tier = $2 WHERE lower(email) = lower($1) RETURNING ",
-        user_columns!(),
-        ""
-    ))
-    .bind(email.as_str())
-    .bind(tier.as_str())
+    let row = sqlx::query_as!(
+        UserRow,
+        "UPDATE users SET tier = $2 WHERE lower(email) = lower($1)
+         RETURNING id, email, tier, created_at",
+        email.as_str(),
+        tier.as_str(),
+    )
     .fetch_optional(db)
     .await?;
     row.ok_or_else(|| UserError::NotFound(email.as_str().to_owned()))?
@@ -196,11 +191,13 @@ pub async fn set_password_hash(
     email: &Email,
     password_hash: &str,
 ) -> Result<(), UserError> {
-    let updated = sqlx::query("UPDATE users SET password_hash = $2 WHERE lower(email) = lower($1)")
-        .bind(email.as_str())
-        .bind(password_hash)
-        .execute(db)
-        .await?;
+    let updated = sqlx::query!(
+        "UPDATE users SET password_hash = $2 WHERE lower(email) = lower($1)",
+        email.as_str(),
+        password_hash,
+    )
+    .execute(db)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(UserError::NotFound(email.as_str().to_owned()));
     }
@@ -208,11 +205,10 @@ pub async fn set_password_hash(
 }
 
 pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<User>, UserError> {
-    let rows: Vec<UserRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users ORDER BY created_at, email"
-    ))
+    let rows = sqlx::query_as!(
+        UserRow,
+        "SELECT id, email, tier, created_at FROM users ORDER BY created_at, email"
+    )
     .fetch_all(db)
     .await?;
     rows.into_iter()
@@ -224,24 +220,22 @@ pub async fn find_by_email(
     db: impl PgExecutor<'_>,
     email: &Email,
 ) -> Result<Option<User>, UserError> {
-    let row: Option<UserRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE lower(email) = lower($1)"
-    ))
-    .bind(email.as_str())
+    let row = sqlx::query_as!(
+        UserRow,
+        "SELECT id, email, tier, created_at FROM users WHERE lower(email) = lower($1)",
+        email.as_str(),
+    )
     .fetch_optional(db)
     .await?;
     row.map(User::try_from).transpose().map_err(Into::into)
 }
 
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, UserError> {
-    let row: Option<UserRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1"
-    ))
-    .bind(id)
+    let row = sqlx::query_as!(
+        UserRow,
+        "SELECT id, email, tier, created_at FROM users WHERE id = $1",
+        id,
+    )
     .fetch_optional(db)
     .await?;
     row.map(User::try_from).transpose().map_err(Into::into)
@@ -252,20 +246,21 @@ pub async fn find_credentials(
     db: impl PgExecutor<'_>,
     email: &Email,
 ) -> Result<Option<(User, String)>, UserError> {
-    let row: Option<(Uuid, String, String, DateTime<Utc>, String)> = sqlx::query_as(
-        "SELECT id, email, tier, created_at, password_hash FROM users WHERE lower(email) = lower($1)",
+    let row = sqlx::query!(
+        "SELECT id, email, tier, created_at, password_hash FROM users
+         WHERE lower(email) = lower($1)",
+        email.as_str(),
     )
-    .bind(email.as_str())
     .fetch_optional(db)
     .await?;
-    row.map(|(id, email, tier, created_at, hash)| {
+    row.map(|row| {
         User::try_from(UserRow {
-            id,
-            email,
-            tier,
-            created_at,
+            id: row.id,
+            email: row.email,
+            tier: row.tier,
+            created_at: row.created_at,
         })
-        .map(|user| (user, hash))
+        .map(|user| (user, row.password_hash))
     })
     .transpose()
     .map_err(Into::into)
