@@ -49,7 +49,7 @@ fn millis(d: Duration) -> i64 {
 
 // ---- presence and replicas ----------------------------------------------------------------
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct PresenceRow {
     pub instance_id: Uuid,
     pub connection_id: Uuid,
@@ -64,13 +64,16 @@ pub(crate) async fn presence_of(
     user_id: Uuid,
     stale_after: Duration,
 ) -> Result<Option<PresenceRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT p.instance_id, p.connection_id, p.addon_version, p.nt8_version, p.features \
-         FROM addon_presence p JOIN addon_instances i USING (instance_id) \
-         WHERE p.user_id = $1 AND i.heartbeat_at > now() - $2 * interval '1 millisecond'",
+    sqlx::query_as!(
+        PresenceRow,
+        r#"SELECT p.instance_id, p.connection_id, p.addon_version, p.nt8_version,
+             p.features AS "features: Json<Vec<String>>"
+           FROM addon_presence p JOIN addon_instances i USING (instance_id)
+           WHERE p.user_id = $1
+             AND i.heartbeat_at > now() - $2::bigint * interval '1 millisecond'"#,
+        user_id,
+        millis(stale_after),
     )
-    .bind(user_id)
-    .bind(millis(stale_after))
     .fetch_optional(db)
     .await
 }
@@ -80,10 +83,12 @@ pub(crate) async fn current_connection(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT connection_id FROM addon_presence WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "SELECT connection_id FROM addon_presence WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Whether the key is live, holding its row `FOR SHARE` until the transaction ends: a
@@ -93,10 +98,10 @@ pub(crate) async fn lock_live_key(
     db: impl PgExecutor<'_>,
     key_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let live: Option<Uuid> = sqlx::query_scalar(
+    let live = sqlx::query_scalar!(
         "SELECT key_id FROM addon_keys WHERE key_id = $1 AND revoked_at IS NULL FOR SHARE",
+        key_id,
     )
-    .bind(key_id)
     .fetch_optional(db)
     .await?;
     Ok(live.is_some())
@@ -109,22 +114,22 @@ pub(crate) async fn upsert_presence(
     instance_id: Uuid,
     handle: &Handle,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO addon_presence \
-           (user_id, instance_id, connection_id, key_id, addon_version, nt8_version, features) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (user_id) DO UPDATE SET instance_id = EXCLUDED.instance_id, \
-           connection_id = EXCLUDED.connection_id, key_id = EXCLUDED.key_id, \
-           addon_version = EXCLUDED.addon_version, nt8_version = EXCLUDED.nt8_version, \
+    sqlx::query!(
+        "INSERT INTO addon_presence
+           (user_id, instance_id, connection_id, key_id, addon_version, nt8_version, features)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (user_id) DO UPDATE SET instance_id = EXCLUDED.instance_id,
+           connection_id = EXCLUDED.connection_id, key_id = EXCLUDED.key_id,
+           addon_version = EXCLUDED.addon_version, nt8_version = EXCLUDED.nt8_version,
            features = EXCLUDED.features, connected_since = now(), last_seen = now()",
+        handle.user_id,
+        instance_id,
+        handle.connection_id,
+        handle.key_id,
+        handle.presence.addon_version.as_deref().unwrap_or_default(),
+        handle.presence.nt8_version.as_deref().unwrap_or_default(),
+        Json(&handle.presence.features) as _,
     )
-    .bind(handle.user_id)
-    .bind(instance_id)
-    .bind(handle.connection_id)
-    .bind(handle.key_id)
-    .bind(handle.presence.addon_version.as_deref().unwrap_or_default())
-    .bind(handle.presence.nt8_version.as_deref().unwrap_or_default())
-    .bind(Json(&handle.presence.features))
     .execute(db)
     .await?;
     Ok(())
@@ -136,11 +141,13 @@ pub(crate) async fn delete_presence(
     user_id: Uuid,
     connection_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM addon_presence WHERE user_id = $1 AND connection_id = $2")
-        .bind(user_id)
-        .bind(connection_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM addon_presence WHERE user_id = $1 AND connection_id = $2",
+        user_id,
+        connection_id,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -150,17 +157,20 @@ pub(crate) async fn instance_heartbeat(
     db: &sqlx::PgPool,
     instance_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let created: bool = sqlx::query_scalar(
-        "INSERT INTO addon_instances (instance_id) VALUES ($1) \
-         ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now() RETURNING (xmax = 0)",
+    let created = sqlx::query_scalar!(
+        r#"INSERT INTO addon_instances (instance_id) VALUES ($1)
+           ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now()
+           RETURNING (xmax = 0) AS "created!""#,
+        instance_id,
     )
-    .bind(instance_id)
     .fetch_one(db)
     .await?;
-    sqlx::query("UPDATE addon_presence SET last_seen = now() WHERE instance_id = $1")
-        .bind(instance_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE addon_presence SET last_seen = now() WHERE instance_id = $1",
+        instance_id,
+    )
+    .execute(db)
+    .await?;
     Ok(created)
 }
 
@@ -170,18 +180,19 @@ pub(crate) async fn sweep_dead_instances(
     db: impl PgExecutor<'_>,
     stale_after: Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH dead AS ( \
-           DELETE FROM addon_instances \
-           WHERE heartbeat_at < now() - $1 * interval '1 millisecond' RETURNING instance_id), \
-         failed AS ( \
-           UPDATE addon_calls SET outcome = $2, completed_at = now() \
-           WHERE outcome IS NULL AND target_instance IN (SELECT instance_id FROM dead) \
-           RETURNING call_id) \
+    sqlx::query!(
+        "WITH dead AS (
+           DELETE FROM addon_instances
+           WHERE heartbeat_at < now() - $1::bigint * interval '1 millisecond'
+           RETURNING instance_id),
+         failed AS (
+           UPDATE addon_calls SET outcome = $2, completed_at = now()
+           WHERE outcome IS NULL AND target_instance IN (SELECT instance_id FROM dead)
+           RETURNING call_id)
          SELECT pg_notify('addon_result', call_id::text) FROM failed",
+        millis(stale_after),
+        Json(Stored::Failed(CallError::Disconnected)) as _,
     )
-    .bind(millis(stale_after))
-    .bind(Json(Stored::Failed(CallError::Disconnected)))
     .execute(db)
     .await?;
     Ok(())
@@ -192,30 +203,32 @@ pub(crate) async fn retire_instance(
     db: &sqlx::PgPool,
     instance_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH failed AS ( \
-           UPDATE addon_calls SET outcome = $2, completed_at = now() \
-           WHERE outcome IS NULL AND target_instance = $1 RETURNING call_id) \
+    sqlx::query!(
+        "WITH failed AS (
+           UPDATE addon_calls SET outcome = $2, completed_at = now()
+           WHERE outcome IS NULL AND target_instance = $1 RETURNING call_id)
          SELECT pg_notify('addon_result', call_id::text) FROM failed",
+        instance_id,
+        Json(Stored::Failed(CallError::Disconnected)) as _,
     )
-    .bind(instance_id)
-    .bind(Json(Stored::Failed(CallError::Disconnected)))
     .execute(db)
     .await?;
-    sqlx::query("DELETE FROM addon_instances WHERE instance_id = $1")
-        .bind(instance_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM addon_instances WHERE instance_id = $1",
+        instance_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Routing rows older than an hour (every deadline is far shorter) and idempotency keys older
 /// than 24 h.
 pub(crate) async fn purge_old(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM addon_calls WHERE created_at < now() - interval '1 hour'")
+    sqlx::query!("DELETE FROM addon_calls WHERE created_at < now() - interval '1 hour'")
         .execute(db)
         .await?;
-    sqlx::query("DELETE FROM addon_idempotency WHERE created_at < now() - interval '24 hours'")
+    sqlx::query!("DELETE FROM addon_idempotency WHERE created_at < now() - interval '24 hours'")
         .execute(db)
         .await?;
     Ok(())
@@ -237,29 +250,29 @@ pub(crate) async fn insert_call(
     arguments: &Value,
     remaining: Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)), \
-         c AS ( \
-           INSERT INTO addon_calls (call_id, user_id, origin_instance, target_instance, \
-             connection_id, tool, arguments, deadline_at) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond') \
-           RETURNING call_id) \
+    sqlx::query!(
+        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)),
+         c AS (
+           INSERT INTO addon_calls (call_id, user_id, origin_instance, target_instance,
+             connection_id, tool, arguments, deadline_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::bigint * interval '1 millisecond')
+           RETURNING call_id)
          SELECT pg_notify('addon_call', call_id::text) FROM c, a",
+        call_id,
+        user_id,
+        origin,
+        target.instance_id,
+        target.connection_id,
+        tool,
+        arguments,
+        millis(remaining),
     )
-    .bind(call_id)
-    .bind(user_id)
-    .bind(origin)
-    .bind(target.instance_id)
-    .bind(target.connection_id)
-    .bind(tool)
-    .bind(Json(arguments))
-    .bind(millis(remaining))
     .execute(db)
     .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct ClaimedCall {
     pub call_id: Uuid,
     pub user_id: Uuid,
@@ -272,16 +285,6 @@ pub(crate) struct ClaimedCall {
     pub key_live: bool,
 }
 
-macro_rules! claim_columns {
-    () => {
-        "call_id, user_id, connection_id, tool, arguments, \
-         (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS remaining_ms, \
-         EXISTS (SELECT 1 FROM addon_presence p JOIN addon_keys k USING (key_id) \
-                 WHERE p.connection_id = addon_calls.connection_id \
-                   AND k.revoked_at IS NULL) AS key_live"
-    };
-}
-
 /// Takes a call routed to this replica, once. A durable commit, unlike the rest of a routed
 /// call's rows: a claim lost to a crash would let the call be claimed and sent again.
 pub(crate) async fn claim_call(
@@ -289,14 +292,20 @@ pub(crate) async fn claim_call(
     call_id: Uuid,
     instance_id: Uuid,
 ) -> Result<Option<ClaimedCall>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "UPDATE addon_calls SET claimed_at = now() \
-         WHERE call_id = $1 AND target_instance = $2 AND claimed_at IS NULL \
-           AND outcome IS NULL AND deadline_at > now() RETURNING ",
-        claim_columns!()
-    ))
-    .bind(call_id)
-    .bind(instance_id)
+    sqlx::query_as!(
+        ClaimedCall,
+        r#"UPDATE addon_calls SET claimed_at = now()
+           WHERE call_id = $1 AND target_instance = $2 AND claimed_at IS NULL
+             AND outcome IS NULL AND deadline_at > now()
+           RETURNING call_id, user_id, connection_id, tool,
+             arguments AS "arguments: Json<Value>",
+             (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS "remaining_ms!",
+             EXISTS (SELECT 1 FROM addon_presence p JOIN addon_keys k USING (key_id)
+                     WHERE p.connection_id = addon_calls.connection_id
+                       AND k.revoked_at IS NULL) AS "key_live!""#,
+        call_id,
+        instance_id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -306,13 +315,19 @@ pub(crate) async fn claim_unclaimed(
     db: impl PgExecutor<'_>,
     instance_id: Uuid,
 ) -> Result<Vec<ClaimedCall>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "UPDATE addon_calls SET claimed_at = now() \
-         WHERE target_instance = $1 AND claimed_at IS NULL AND outcome IS NULL \
-           AND deadline_at > now() RETURNING ",
-        claim_columns!()
-    ))
-    .bind(instance_id)
+    sqlx::query_as!(
+        ClaimedCall,
+        r#"UPDATE addon_calls SET claimed_at = now()
+           WHERE target_instance = $1 AND claimed_at IS NULL AND outcome IS NULL
+             AND deadline_at > now()
+           RETURNING call_id, user_id, connection_id, tool,
+             arguments AS "arguments: Json<Value>",
+             (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS "remaining_ms!",
+             EXISTS (SELECT 1 FROM addon_presence p JOIN addon_keys k USING (key_id)
+                     WHERE p.connection_id = addon_calls.connection_id
+                       AND k.revoked_at IS NULL) AS "key_live!""#,
+        instance_id,
+    )
     .fetch_all(db)
     .await
 }
@@ -326,15 +341,15 @@ pub(crate) async fn complete_call(
     call_id: Uuid,
     outcome: &Stored,
 ) -> Result<bool, sqlx::Error> {
-    let done: Option<String> = sqlx::query_scalar(
-        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)), \
-         u AS ( \
-           UPDATE addon_calls SET outcome = $2, completed_at = now() \
-           WHERE call_id = $1 AND outcome IS NULL RETURNING call_id) \
+    let done = sqlx::query_scalar!(
+        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)),
+         u AS (
+           UPDATE addon_calls SET outcome = $2, completed_at = now()
+           WHERE call_id = $1 AND outcome IS NULL RETURNING call_id)
          SELECT pg_notify('addon_result', call_id::text)::text FROM u, a",
+        call_id,
+        Json(outcome) as _,
     )
-    .bind(call_id)
-    .bind(Json(outcome))
     .fetch_optional(db)
     .await?;
     Ok(done.is_some())
@@ -344,17 +359,18 @@ pub(crate) async fn call_outcome(
     db: impl PgExecutor<'_>,
     call_id: Uuid,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let outcome: Option<Option<Json<Stored>>> =
-        sqlx::query_scalar("SELECT outcome FROM addon_calls WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(db)
-            .await?;
+    let outcome = sqlx::query_scalar!(
+        r#"SELECT outcome AS "outcome: Json<Stored>" FROM addon_calls WHERE call_id = $1"#,
+        call_id,
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(outcome.flatten().map(|json| json.0))
 }
 
 // ---- idempotency --------------------------------------------------------------------------
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct IdempotencyRow {
     pub id: Uuid,
     pub tool: String,
@@ -373,20 +389,20 @@ pub(crate) async fn claim_idempotency(
     tool: &str,
     remaining: Duration,
 ) -> Result<bool, sqlx::Error> {
-    let claimed: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO addon_idempotency (id, user_id, idem_key, tool, deadline_at) \
-         VALUES ($1, $2, $3, $4, now() + $5 * interval '1 millisecond') \
-         ON CONFLICT (user_id, idem_key) DO UPDATE SET id = EXCLUDED.id, tool = EXCLUDED.tool, \
-           created_at = now(), deadline_at = EXCLUDED.deadline_at, outcome = NULL, \
-           completed_at = NULL \
-         WHERE addon_idempotency.created_at < now() - interval '24 hours' \
+    let claimed = sqlx::query_scalar!(
+        "INSERT INTO addon_idempotency (id, user_id, idem_key, tool, deadline_at)
+         VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 millisecond')
+         ON CONFLICT (user_id, idem_key) DO UPDATE SET id = EXCLUDED.id, tool = EXCLUDED.tool,
+           created_at = now(), deadline_at = EXCLUDED.deadline_at, outcome = NULL,
+           completed_at = NULL
+         WHERE addon_idempotency.created_at < now() - interval '24 hours'
          RETURNING id",
+        id,
+        user_id,
+        key,
+        tool,
+        millis(remaining),
     )
-    .bind(id)
-    .bind(user_id)
-    .bind(key)
-    .bind(tool)
-    .bind(millis(remaining))
     .fetch_optional(db)
     .await?;
     Ok(claimed == Some(id))
@@ -397,14 +413,15 @@ pub(crate) async fn idempotency_row(
     user_id: Uuid,
     key: &str,
 ) -> Result<Option<IdempotencyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, tool, outcome, \
-           (outcome IS NULL AND deadline_at < now() - interval '5 seconds') AS abandoned \
-         FROM addon_idempotency \
-         WHERE user_id = $1 AND idem_key = $2 AND created_at >= now() - interval '24 hours'",
+    sqlx::query_as!(
+        IdempotencyRow,
+        r#"SELECT id, tool, outcome AS "outcome: Json<Stored>",
+             (outcome IS NULL AND deadline_at < now() - interval '5 seconds') AS "abandoned!"
+           FROM addon_idempotency
+           WHERE user_id = $1 AND idem_key = $2 AND created_at >= now() - interval '24 hours'"#,
+        user_id,
+        key,
     )
-    .bind(user_id)
-    .bind(key)
     .fetch_optional(db)
     .await
 }
@@ -414,14 +431,14 @@ pub(crate) async fn finish_idempotency(
     id: Uuid,
     outcome: &Stored,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH u AS ( \
-           UPDATE addon_idempotency SET outcome = $2, completed_at = now() \
-           WHERE id = $1 AND outcome IS NULL RETURNING id) \
+    sqlx::query!(
+        "WITH u AS (
+           UPDATE addon_idempotency SET outcome = $2, completed_at = now()
+           WHERE id = $1 AND outcome IS NULL RETURNING id)
          SELECT pg_notify('addon_idem', id::text) FROM u",
+        id,
+        Json(outcome) as _,
     )
-    .bind(id)
-    .bind(Json(outcome))
     .execute(db)
     .await?;
     Ok(())
@@ -432,11 +449,11 @@ pub(crate) async fn release_idempotency(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH d AS (DELETE FROM addon_idempotency WHERE id = $1 RETURNING id) \
+    sqlx::query!(
+        "WITH d AS (DELETE FROM addon_idempotency WHERE id = $1 RETURNING id)
          SELECT pg_notify('addon_idem', id::text) FROM d",
+        id,
     )
-    .bind(id)
     .execute(db)
     .await?;
     Ok(())
@@ -445,7 +462,7 @@ pub(crate) async fn release_idempotency(
 // ---- activity log -------------------------------------------------------------------------
 
 /// One relayed call as the activity log keeps it. Arguments are never stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ActivityEntry {
     pub tool: String,
     /// ok, tool_error, not_connected, disconnected, deadline_exceeded or unavailable.
@@ -478,17 +495,17 @@ pub(crate) async fn log_activity(
     instance_id: Uuid,
     replayed: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)) \
-         INSERT INTO addon_activity (user_id, tool, outcome, latency_ms, instance_id, replayed) \
+    sqlx::query!(
+        "WITH a AS (SELECT set_config('synchronous_commit', 'off', true))
+         INSERT INTO addon_activity (user_id, tool, outcome, latency_ms, instance_id, replayed)
          SELECT $1, $2, $3, $4, $5, $6 FROM a",
+        user_id,
+        tool,
+        outcome,
+        millis(latency),
+        instance_id,
+        replayed,
     )
-    .bind(user_id)
-    .bind(tool)
-    .bind(outcome)
-    .bind(millis(latency))
-    .bind(instance_id)
-    .bind(replayed)
     .execute(db)
     .await?;
     Ok(())
@@ -500,12 +517,13 @@ pub async fn activity(
     user_id: Uuid,
     limit: u32,
 ) -> Result<Vec<ActivityEntry>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT tool, outcome, latency_ms, instance_id, replayed, created_at \
+    sqlx::query_as!(
+        ActivityEntry,
+        "SELECT tool, outcome, latency_ms, instance_id, replayed, created_at
          FROM addon_activity WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        user_id,
+        i64::from(limit),
     )
-    .bind(user_id)
-    .bind(i64::from(limit))
     .fetch_all(db)
     .await
 }
@@ -517,22 +535,22 @@ pub(crate) async fn store_execution(
     user_id: Uuid,
     e: &ExecutionEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO addon_executions (user_id, execution_id, account, instrument, action, \
-           quantity, price, commission, order_id, executed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now())) \
+    sqlx::query!(
+        "INSERT INTO addon_executions (user_id, execution_id, account, instrument, action,
+           quantity, price, commission, order_id, executed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()))
          ON CONFLICT (user_id, execution_id) DO NOTHING",
+        user_id,
+        e.execution_id,
+        e.account,
+        e.instrument,
+        e.action.as_str(),
+        e.quantity,
+        e.price,
+        e.commission,
+        e.order_id,
+        e.time,
     )
-    .bind(user_id)
-    .bind(&e.execution_id)
-    .bind(&e.account)
-    .bind(&e.instrument)
-    .bind(e.action.as_str())
-    .bind(e.quantity)
-    .bind(e.price)
-    .bind(e.commission)
-    .bind(&e.order_id)
-    .bind(e.time)
     .execute(db)
     .await?;
     Ok(())
@@ -543,18 +561,18 @@ pub(crate) async fn store_snapshot(
     user_id: Uuid,
     s: &AccountSnapshotEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO addon_account_snapshots (user_id, account, cash_value, net_liquidation, \
-           realized_pnl, unrealized_pnl, taken_at) \
+    sqlx::query!(
+        "INSERT INTO addon_account_snapshots (user_id, account, cash_value, net_liquidation,
+           realized_pnl, unrealized_pnl, taken_at)
          VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()))",
+        user_id,
+        s.account,
+        s.cash_value,
+        s.net_liquidation,
+        s.realized_pnl,
+        s.unrealized_pnl,
+        s.time,
     )
-    .bind(user_id)
-    .bind(&s.account)
-    .bind(s.cash_value)
-    .bind(s.net_liquidation)
-    .bind(s.realized_pnl)
-    .bind(s.unrealized_pnl)
-    .bind(s.time)
     .execute(db)
     .await?;
     Ok(())
@@ -589,8 +607,7 @@ pub async fn history(
 
 /// The key of the Add-On socket connected for `user_id` now, on any replica.
 pub async fn live_key(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT key_id FROM addon_presence WHERE user_id = $1")
-        .bind(user_id)
+    sqlx::query_scalar!("SELECT key_id FROM addon_presence WHERE user_id = $1", user_id)
         .fetch_optional(db)
         .await
 }
@@ -607,7 +624,7 @@ pub struct HistoryFilter {
 }
 
 /// An execution reported by the Add-On.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Execution {
     pub execution_id: String,
     pub account: String,
@@ -626,21 +643,22 @@ async fn executions_in(
     filter: &HistoryFilter,
     limit: Option<i64>,
 ) -> Result<Vec<Execution>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT execution_id, account, instrument, action, quantity, price, commission, \
-           order_id, executed_at FROM addon_executions \
-         WHERE user_id = $1 AND ($2::text IS NULL OR account = $2) \
-           AND ($3::text IS NULL OR instrument = $3) \
-           AND ($4::timestamptz IS NULL OR executed_at >= $4) \
-           AND ($5::timestamptz IS NULL OR executed_at <= $5) \
+    sqlx::query_as!(
+        Execution,
+        "SELECT execution_id, account, instrument, action, quantity, price, commission,
+           order_id, executed_at FROM addon_executions
+         WHERE user_id = $1 AND ($2::text IS NULL OR account = $2)
+           AND ($3::text IS NULL OR instrument = $3)
+           AND ($4::timestamptz IS NULL OR executed_at >= $4)
+           AND ($5::timestamptz IS NULL OR executed_at <= $5)
          ORDER BY executed_at, execution_id LIMIT $6",
+        user_id,
+        filter.account,
+        filter.instrument,
+        filter.since,
+        filter.until,
+        limit,
     )
-    .bind(user_id)
-    .bind(&filter.account)
-    .bind(&filter.instrument)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -745,7 +763,7 @@ pub async fn journal(
 }
 
 /// High and low water marks of an account's net liquidation value, from its snapshots.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Watermark {
     pub account: String,
     pub high: f64,
@@ -764,20 +782,24 @@ pub async fn watermarks(
     user_id: Uuid,
     account: Option<&str>,
 ) -> Result<Vec<Watermark>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH s AS (SELECT * FROM addon_account_snapshots \
-                    WHERE user_id = $1 AND ($2::text IS NULL OR account = $2)), \
-         hi AS (SELECT DISTINCT ON (account) account, net_liquidation AS high, taken_at AS high_at \
-                FROM s ORDER BY account, net_liquidation DESC, taken_at), \
-         lo AS (SELECT DISTINCT ON (account) account, net_liquidation AS low, taken_at AS low_at \
-                FROM s ORDER BY account, net_liquidation ASC, taken_at), \
-         la AS (SELECT DISTINCT ON (account) account, net_liquidation AS latest, \
-                taken_at AS latest_at FROM s ORDER BY account, taken_at DESC, id DESC) \
-         SELECT account, high, high_at, low, low_at, latest, latest_at, high - latest AS drawdown \
-         FROM hi JOIN lo USING (account) JOIN la USING (account) ORDER BY account",
+    sqlx::query_as!(
+        Watermark,
+        r#"WITH s AS (SELECT * FROM addon_account_snapshots
+                      WHERE user_id = $1 AND ($2::text IS NULL OR account = $2)),
+           hi AS (SELECT DISTINCT ON (account) account, net_liquidation AS high,
+                    taken_at AS high_at
+                  FROM s ORDER BY account, net_liquidation DESC, taken_at),
+           lo AS (SELECT DISTINCT ON (account) account, net_liquidation AS low, taken_at AS low_at
+                  FROM s ORDER BY account, net_liquidation ASC, taken_at),
+           la AS (SELECT DISTINCT ON (account) account, net_liquidation AS latest,
+                  taken_at AS latest_at FROM s ORDER BY account, taken_at DESC, id DESC)
+           SELECT account AS "account!", high AS "high!", high_at AS "high_at!", low AS "low!",
+             low_at AS "low_at!", latest AS "latest!", latest_at AS "latest_at!",
+             high - latest AS "drawdown!"
+           FROM hi JOIN lo USING (account) JOIN la USING (account) ORDER BY account"#,
+        user_id,
+        account,
     )
-    .bind(user_id)
-    .bind(account)
     .fetch_all(db)
     .await
 }

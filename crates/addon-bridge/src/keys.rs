@@ -28,7 +28,7 @@ pub enum KeyError {
 }
 
 /// A key as listed to its owner: never the key itself.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeySummary {
     pub key_id: Uuid,
     /// The key's first characters, e.g. `ctak_Ab3xYz`.
@@ -39,7 +39,7 @@ pub struct KeySummary {
 }
 
 /// Who a presented key belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyOwner {
     pub key_id: Uuid,
     pub user_id: Uuid,
@@ -56,12 +56,12 @@ pub async fn create(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<(Uuid, Str
         .map_err(|err| KeyError::Random(err.to_string()))?;
     let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
     let hint: String = key.chars().take(HINT_LEN).collect();
-    let key_id: Uuid = sqlx::query_scalar(
+    let key_id = sqlx::query_scalar!(
         "INSERT INTO addon_keys (user_id, key_hash, hint) VALUES ($1, $2, $3) RETURNING key_id",
+        user_id,
+        hash(&key),
+        hint,
     )
-    .bind(user_id)
-    .bind(hash(&key))
-    .bind(hint)
     .fetch_one(db)
     .await?;
     Ok((key_id, key))
@@ -74,12 +74,12 @@ pub async fn revoke(
     user_id: Uuid,
     key_id: Uuid,
 ) -> Result<bool, KeyError> {
-    let done = sqlx::query(
-        "UPDATE addon_keys SET revoked_at = now() \
+    let done = sqlx::query!(
+        "UPDATE addon_keys SET revoked_at = now()
          WHERE key_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        key_id,
+        user_id,
     )
-    .bind(key_id)
-    .bind(user_id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -88,10 +88,10 @@ pub async fn revoke(
 /// Revokes every live key of `user_id` (their sockets close on whichever replica holds them);
 /// returns how many.
 pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<u64, KeyError> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE addon_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
     )
-    .bind(user_id)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -99,11 +99,12 @@ pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<u64, K
 
 /// `user_id`'s keys, newest first, revoked ones included.
 pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<KeySummary>, KeyError> {
-    Ok(sqlx::query_as(
-        "SELECT key_id, hint, created_at, last_used_at, revoked_at FROM addon_keys \
+    Ok(sqlx::query_as!(
+        KeySummary,
+        "SELECT key_id, hint, created_at, last_used_at, revoked_at FROM addon_keys
          WHERE user_id = $1 ORDER BY created_at DESC, key_id",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(db)
     .await?)
 }
@@ -117,11 +118,12 @@ pub(crate) async fn authenticate(
     if !looks_like_key(presented) {
         return Ok(None);
     }
-    sqlx::query_as(
-        "UPDATE addon_keys SET last_used_at = now() \
+    sqlx::query_as!(
+        KeyOwner,
+        "UPDATE addon_keys SET last_used_at = now()
          WHERE key_hash = $1 AND revoked_at IS NULL RETURNING key_id, user_id",
+        hash(presented),
     )
-    .bind(hash(presented))
     .fetch_optional(db)
     .await
 }
@@ -138,10 +140,11 @@ pub fn looks_like_key(candidate: &str) -> bool {
 
 /// Whether the key exists and is not revoked.
 pub(crate) async fn is_live(db: impl PgExecutor<'_>, key_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM addon_keys WHERE key_id = $1 AND revoked_at IS NULL)",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM addon_keys WHERE key_id = $1 AND revoked_at IS NULL)
+             AS "live!""#,
+        key_id,
     )
-    .bind(key_id)
     .fetch_one(db)
     .await
 }
@@ -152,10 +155,10 @@ pub(crate) async fn revoked_among(
     db: impl PgExecutor<'_>,
     key_ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT key_id FROM addon_keys WHERE key_id = ANY($1) AND revoked_at IS NOT NULL",
+        key_ids,
     )
-    .bind(key_ids)
     .fetch_all(db)
     .await
 }
