@@ -101,12 +101,12 @@ impl Database {
             .acquire()
             .await
             .context("connecting to the database")?;
-        let before = applied_count(&mut conn).await;
+        let before = store::applied_migrations(&mut conn).await;
         store::MIGRATOR
             .run(&mut *conn)
             .await
             .context("applying migrations")?;
-        let after = applied_count(&mut conn).await;
+        let after = store::applied_migrations(&mut conn).await;
         Ok(after.saturating_sub(before))
     }
 
@@ -119,11 +119,4 @@ impl Database {
         }
         Ok(())
     }
-}
-
-async fn applied_count(conn: &mut sqlx::PgConnection) -> usize {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(conn)
-        .await
-        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
 }

@@ -93,7 +93,7 @@ async fn probe(options: &PgConnectOptions, conn: &mut Option<PgConnection>) -> R
             Some(live) => live,
             None => conn.insert(PgConnection::connect_with(options).await?),
         };
-        sqlx::query("SELECT 1").execute(live).await.map(drop)
+        store::ping(live).await
     })
     .await;
     let result = match outcome {

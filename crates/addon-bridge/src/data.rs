@@ -607,9 +607,12 @@ pub async fn history(
 
 /// The key of the Add-On socket connected for `user_id` now, on any replica.
 pub async fn live_key(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT key_id FROM addon_presence WHERE user_id = $1", user_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "SELECT key_id FROM addon_presence WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Filters for executions and the journal.

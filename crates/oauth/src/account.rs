@@ -392,15 +392,11 @@ async fn post_sign_out(
         return forbidden();
     }
     let deleted = if form.everywhere.is_some() {
-        sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
-            .bind(session.user_id)
-            .execute(state.db())
+        crate::db::sessions::delete_all_of_user(state.db(), session.user_id)
             .await
+            .map(drop)
     } else {
-        sqlx::query("DELETE FROM browser_sessions WHERE id_hash = $1")
-            .bind(&session.id_hash)
-            .execute(state.db())
-            .await
+        crate::db::sessions::delete(state.db(), &session.id_hash).await
     };
     if let Err(err) = deleted {
         return internal(&err.into());

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::client_ip::client_ip;
 use crate::crypto::{random_token, secure_eq, sha256};
+use crate::db;
 use crate::error::Internal;
 use crate::events::{self, Kind, Origin};
 use crate::pages::{self, ConsentPage, SignInPage, error_page};
@@ -221,13 +222,13 @@ async fn validate(
             }
         }
     } else {
-        let client: Option<(String, Option<String>, Vec<String>)> = sqlx::query_as(
-            "SELECT client_id, client_name, redirect_uris FROM oauth_clients WHERE client_id = $1",
-        )
-        .bind(client_id)
-        .fetch_optional(state.db())
-        .await?;
-        let Some((client_id, client_name, registered)) = client else {
+        let client = db::clients::registered(state.db(), client_id).await?;
+        let Some(db::clients::Registered {
+            client_id,
+            client_name,
+            redirect_uris: registered,
+        }) = client
+        else {
             return Err(Rejection::Page(
                 StatusCode::BAD_REQUEST,
                 "Unknown application",
@@ -405,24 +406,22 @@ async fn consent_page(
     let transaction = Uuid::new_v4();
     let csrf = random_token()?;
     let now = state.now();
-    sqlx::query(
-        "INSERT INTO consent_transactions
-            (id, session_hash, csrf_hash, client_id, redirect_uri, state, code_challenge,
-             scope_offered, resource, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    db::consents::insert(
+        state.db(),
+        db::consents::NewConsent {
+            id: transaction,
+            session_hash: &session.id_hash,
+            csrf_hash: &sha256(csrf.as_bytes()),
+            client_id: &request.client_id,
+            redirect_uri: &request.redirect_uri,
+            state: request.state.as_deref(),
+            code_challenge: &request.code_challenge,
+            scope_offered: request.scope.as_str(),
+            resource: &request.resource,
+            now,
+            expires_at: now + CONSENT_LIFETIME,
+        },
     )
-    .bind(transaction)
-    .bind(&session.id_hash)
-    .bind(sha256(csrf.as_bytes()))
-    .bind(&request.client_id)
-    .bind(&request.redirect_uri)
-    .bind(&request.state)
-    .bind(&request.code_challenge)
-    .bind(request.scope.as_str())
-    .bind(&request.resource)
-    .bind(now)
-    .bind(now + CONSENT_LIFETIME)
-    .execute(state.db())
     .await?;
     let transaction = transaction.to_string();
     Ok(pages::render(
@@ -526,17 +525,6 @@ async fn sign_in(
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct ClaimedConsent {
-    csrf_hash: Vec<u8>,
-    client_id: String,
-    redirect_uri: String,
-    state: Option<String>,
-    code_challenge: String,
-    scope_offered: String,
-    resource: String,
-}
-
 #[derive(Debug, Deserialize)]
 pub struct ConsentForm {
     #[serde(default)]
@@ -582,17 +570,9 @@ async fn consent(
     };
     // Single use: claiming the transaction and checking it belongs to this session is one
     // statement.
-    let claimed: Option<ClaimedConsent> = sqlx::query_as(
-        "UPDATE consent_transactions SET used_at = $3
-         WHERE id = $1 AND session_hash = $2 AND used_at IS NULL AND expires_at > $3
-         RETURNING csrf_hash, client_id, redirect_uri, state, code_challenge, scope_offered, resource",
-    )
-    .bind(transaction)
-    .bind(&session.id_hash)
-    .bind(state.now())
-    .fetch_optional(state.db())
-    .await?;
-    let Some(ClaimedConsent {
+    let claimed =
+        db::consents::claim(state.db(), transaction, &session.id_hash, state.now()).await?;
+    let Some(db::consents::Claimed {
         csrf_hash,
         client_id,
         redirect_uri,
@@ -609,11 +589,7 @@ async fn consent(
     }
     // The redirect URI was checked when the screen was shown; a client metadata document
     // refreshed since then may have dropped it.
-    let registered: Option<Vec<String>> =
-        sqlx::query_scalar("SELECT redirect_uris FROM oauth_clients WHERE client_id = $1")
-            .bind(&client_id)
-            .fetch_optional(state.db())
-            .await?;
+    let registered = db::clients::redirect_uris(state.db(), &client_id).await?;
     if !registered
         .unwrap_or_default()
         .iter()
@@ -669,30 +645,23 @@ async fn consent(
     let now = state.now();
     let lifetime = TimeDelta::from_std(state.settings().authorization_code_lifetime)
         .unwrap_or(TimeDelta::seconds(60));
-    // Only while the session lives, under a lock on its row: a session ended at the same moment
-    // (sign-out everywhere, `users revoke-all`) either waits for this code and then burns it,
-    // or has already ended and no code is issued.
-    let issued = sqlx::query(
-        "WITH live AS (
-            SELECT 1 FROM browser_sessions WHERE id_hash = $10 AND user_id = $3 FOR KEY SHARE
-         )
-         INSERT INTO authorization_codes
-            (code_hash, client_id, user_id, redirect_uri, code_challenge, scope, resource, created_at, expires_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM live",
+    let issued = db::codes::issue(
+        state.db(),
+        db::codes::NewCode {
+            code_hash: &sha256(code.as_bytes()),
+            client_id: &client_id,
+            user_id: session.user_id,
+            redirect_uri: &redirect_uri,
+            code_challenge: &code_challenge,
+            scope: chosen.as_str(),
+            resource: &resource,
+            now,
+            expires_at: now + lifetime,
+            session_hash: &session.id_hash,
+        },
     )
-    .bind(sha256(code.as_bytes()))
-    .bind(&client_id)
-    .bind(session.user_id)
-    .bind(&redirect_uri)
-    .bind(&code_challenge)
-    .bind(chosen.as_str())
-    .bind(&resource)
-    .bind(now)
-    .bind(now + lifetime)
-    .bind(&session.id_hash)
-    .execute(state.db())
     .await?;
-    if issued.rows_affected() == 0 {
+    if !issued {
         return Err(Rejection::Page(
             StatusCode::FORBIDDEN,
             "Signed out",

@@ -49,6 +49,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use crate::bounded::{ExpiringCache, WindowCounter};
 use crate::client_ip::bucket;
 use crate::crypto::sha256;
+use crate::db;
 use crate::error::Internal;
 use crate::events::{self, Kind, Origin};
 use crate::register::Source;
@@ -319,20 +320,14 @@ pub(crate) async fn resolve(
         Err(reason) => return Ok(Err(Refusal::Invalid(reason))),
     };
     let now = state.now();
-    let stored: Option<(Option<String>, Vec<String>, bool, bool)> = sqlx::query_as(
-        "SELECT client_name, redirect_uris, metadata_expires_at > $2,
-                first_authorized_at IS NOT NULL
-         FROM oauth_clients WHERE client_id = $1 AND metadata_fetched_at IS NOT NULL",
-    )
-    .bind(client_id)
-    .bind(now)
-    .fetch_optional(state.db())
-    .await?;
-    let proven = stored.as_ref().is_some_and(|(.., proven)| *proven);
-    if let Some((client_name, redirect_uris, true, _)) = stored {
+    let stored = db::clients::stored_document(state.db(), client_id, now).await?;
+    let proven = stored.as_ref().is_some_and(|stored| stored.proven);
+    if let Some(stored) = stored
+        && stored.fresh
+    {
         return Ok(Ok(CimdClient {
-            client_name,
-            redirect_uris,
+            client_name: stored.client_name,
+            redirect_uris: stored.redirect_uris,
         }));
     }
     if let Some(reason) = fetcher.failed.get(client_id, now) {
@@ -403,46 +398,23 @@ pub(crate) async fn resolve(
     dedup.extend_from_slice(client_id.as_bytes());
     let mut tx = state.db().begin().await?;
     // One host's documents are counted and replaced one request at a time.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("cimd host {host}"))
-        .execute(&mut *tx)
-        .await?;
+    store::lock::advisory_xact(&mut *tx, &format!("cimd host {host}")).await?;
     let cap = i64::from(fetcher.settings.max_unproven_clients_per_host.max(1));
-    let replaced: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM oauth_clients WHERE client_id IN (
-            SELECT client_id FROM oauth_clients
-            WHERE metadata_host = $1 AND first_authorized_at IS NULL AND client_id <> $2
-            ORDER BY created_at DESC, client_id OFFSET $3)
-         AND NOT EXISTS (SELECT 1 FROM oauth_clients WHERE client_id = $2)
-         RETURNING client_id",
+    let replaced =
+        db::clients::evict_unproven_documents(&mut *tx, &host, client_id, cap - 1).await?;
+    let stored = db::clients::upsert_document(
+        &mut *tx,
+        db::clients::FetchedDocument {
+            client_id,
+            metadata: &metadata,
+            dedup_key: &sha256(&dedup),
+            client_name: client.client_name.as_deref(),
+            redirect_uris: &client.redirect_uris,
+            host: &host,
+            now,
+            expires_at,
+        },
     )
-    .bind(&host)
-    .bind(client_id)
-    .bind(cap - 1)
-    .fetch_all(&mut *tx)
-    .await?;
-    let stored: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO oauth_clients
-            (client_id, metadata, dedup_key, client_name, redirect_uris, registered_ip, created_at,
-             metadata_fetched_at, metadata_expires_at, metadata_host)
-         VALUES ($1, $2, $3, $4, $5, '', $6, $6, $7, $8)
-         ON CONFLICT (client_id) DO UPDATE SET
-            metadata = EXCLUDED.metadata, client_name = EXCLUDED.client_name,
-            redirect_uris = EXCLUDED.redirect_uris,
-            metadata_fetched_at = EXCLUDED.metadata_fetched_at,
-            metadata_expires_at = EXCLUDED.metadata_expires_at
-         WHERE oauth_clients.metadata_fetched_at IS NOT NULL
-         RETURNING (xmax = 0) AS inserted",
-    )
-    .bind(client_id)
-    .bind(&metadata)
-    .bind(sha256(&dedup))
-    .bind(&client.client_name)
-    .bind(&client.redirect_uris)
-    .bind(now)
-    .bind(expires_at)
-    .bind(&host)
-    .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
     for old in &replaced {

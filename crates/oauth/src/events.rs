@@ -68,25 +68,37 @@ pub async fn record(
     origin: &Origin,
     detail: Value,
 ) {
-    let result = sqlx::query(
-        "INSERT INTO security_events (kind, client_id, user_id, ip, user_agent, detail)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(kind.as_str())
-    .bind(client_id)
-    .bind(user_id)
-    .bind(origin.ip.map(|ip| ip.to_string()))
-    .bind(
-        origin
-            .user_agent
-            .as_deref()
-            .map(|ua| ua.chars().take(300).collect::<String>()),
-    )
-    .bind(detail)
-    .execute(db)
-    .await;
+    let result = insert(db, kind, client_id, user_id, origin, detail).await;
     if let Err(err) = result {
         tracing::warn!(kind = kind.as_str(), error = %err, "could not record a security event");
     }
     tracing::info!(event = kind.as_str(), client_id, user_id = ?user_id, "security event");
+}
+
+/// Records an event as part of the caller's transaction: a failure fails it.
+pub async fn insert(
+    db: impl sqlx::PgExecutor<'_>,
+    kind: Kind,
+    client_id: Option<&str>,
+    user_id: Option<Uuid>,
+    origin: &Origin,
+    detail: Value,
+) -> Result<(), sqlx::Error> {
+    let user_agent = origin
+        .user_agent
+        .as_deref()
+        .map(|ua| ua.chars().take(300).collect::<String>());
+    sqlx::query!(
+        "INSERT INTO security_events (kind, client_id, user_id, ip, user_agent, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        kind.as_str(),
+        client_id,
+        user_id,
+        origin.ip.map(|ip| ip.to_string()),
+        user_agent,
+        detail,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use store::clock::Clock;
 
 use crate::crypto::{b64, b64_decode, derive_key, random_token};
+use crate::db::signing_keys;
 use crate::error::Internal;
 
 /// The JWS algorithm of every access token; nothing else is accepted (RFC 8725 §3.1).
@@ -27,6 +28,9 @@ pub const TOKEN_TYPE: &str = "at+jwt";
 /// Announces a rotation to every replica.
 pub const CHANNEL: &str = "signing_keys_changed";
 /// Unknown `kid`s trigger a reload from the database at most this often.
+/// Held while the key set changes, so one replica creates or rotates at a time.
+const SIGNING_KEYS_LOCK: &str = "crosstrade signing keys";
+
 const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 struct VerificationKey {
@@ -78,13 +82,8 @@ impl KeyRing {
         };
         let mut tx = db.begin().await?;
         // One replica creates the first key; the others wait and then see it.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crosstrade signing keys'))")
-            .execute(&mut *tx)
-            .await?;
-        let count: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE retired_at IS NULL")
-                .fetch_one(&mut *tx)
-                .await?;
+        store::lock::advisory_xact(&mut *tx, SIGNING_KEYS_LOCK).await?;
+        let count = signing_keys::live_count(&mut *tx).await?;
         if count == 0 {
             insert_key(&mut tx, &ring.encryption_key, clock.now()).await?;
         }
@@ -95,17 +94,10 @@ impl KeyRing {
 
     /// Reads the current key set from the database.
     pub async fn reload(&self, db: &PgPool, clock: &Clock) -> Result<(), Internal> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT kid, public_key, private_key_encrypted, retired_at, verify_until
-             FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
-             ORDER BY created_at",
-        )
-        .bind(clock.now())
-        .fetch_all(db)
-        .await?;
+        let rows = signing_keys::verifying(db, clock.now()).await?;
         let mut signing = None;
         let mut verifying = HashMap::new();
-        for KeyRow {
+        for signing_keys::Row {
             kid,
             public_key: public,
             private_key_encrypted: encrypted,
@@ -280,15 +272,6 @@ impl KeyRing {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    kid: String,
-    public_key: Vec<u8>,
-    private_key_encrypted: Vec<u8>,
-    retired_at: Option<DateTime<Utc>>,
-    verify_until: Option<DateTime<Utc>>,
-}
-
 fn verifying_key(public: &[u8]) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = public.try_into().ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
@@ -318,16 +301,14 @@ async fn insert_key(
         .map_err(|_| Internal::new("encrypting a signing key"))?;
     let mut sealed = nonce_bytes.to_vec();
     sealed.extend_from_slice(&ciphertext);
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, algorithm, public_key, private_key_encrypted, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
+    signing_keys::insert(
+        &mut *tx,
+        &kid,
+        ALGORITHM,
+        signing.verifying_key().as_bytes().as_slice(),
+        &sealed,
+        now,
     )
-    .bind(&kid)
-    .bind(ALGORITHM)
-    .bind(signing.verifying_key().as_bytes().as_slice())
-    .bind(sealed)
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
     Ok(kid)
 }
@@ -345,20 +326,10 @@ pub async fn rotate(
         + chrono::TimeDelta::from_std(max_access_token_lifetime)
             .map_err(|_| Internal::new("access-token lifetime out of range"))?;
     let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crosstrade signing keys'))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE signing_keys SET retired_at = $1, verify_until = $2 WHERE retired_at IS NULL",
-    )
-    .bind(now)
-    .bind(until)
-    .execute(&mut *tx)
-    .await?;
+    store::lock::advisory_xact(&mut *tx, SIGNING_KEYS_LOCK).await?;
+    signing_keys::retire_current(&mut *tx, now, until).await?;
     let kid = insert_key(&mut tx, &encryption_key(master_secret), now).await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(&kid)
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, &kid)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

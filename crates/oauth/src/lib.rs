@@ -12,6 +12,7 @@ mod bounded;
 pub mod cimd;
 pub mod client_ip;
 pub mod crypto;
+pub mod db;
 pub mod error;
 pub mod events;
 pub mod grants;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::db;
 use crate::events::{self, Kind, Origin};
 use crate::state::OAuthState;
 
@@ -25,14 +26,7 @@ pub(crate) fn spawn_reaper(state: &OAuthState) {
 pub async fn reap(state: &OAuthState) -> Result<u64, sqlx::Error> {
     let db = state.db();
     let now = state.now();
-    let removed: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM oauth_clients
-         WHERE first_authorized_at IS NULL AND created_at < $1 - interval '24 hours'
-         RETURNING client_id",
-    )
-    .bind(now)
-    .fetch_all(db)
-    .await?;
+    let removed = db::clients::purge_unauthorized(db, now).await?;
     for client_id in &removed {
         events::record(
             db,
@@ -44,31 +38,11 @@ pub async fn reap(state: &OAuthState) -> Result<u64, sqlx::Error> {
         )
         .await;
     }
-    sqlx::query("DELETE FROM authorization_codes WHERE expires_at < $1 - interval '1 day'")
-        .bind(now)
-        .execute(db)
-        .await?;
-    // Past their family's absolute end, refresh tokens can only be refused; a day's margin
-    // keeps a late replay answered as a replay.
-    sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1 - interval '1 day'")
-        .bind(now)
-        .execute(db)
-        .await?;
-    sqlx::query("DELETE FROM consent_transactions WHERE expires_at < $1")
-        .bind(now)
-        .execute(db)
-        .await?;
-    sqlx::query("DELETE FROM browser_sessions WHERE expires_at < $1")
-        .bind(now)
-        .execute(db)
-        .await?;
-    sqlx::query("DELETE FROM registration_events WHERE created_at < $1 - interval '1 hour'")
-        .bind(now)
-        .execute(db)
-        .await?;
-    sqlx::query("DELETE FROM sign_in_failures WHERE created_at < $1 - interval '1 hour'")
-        .bind(now)
-        .execute(db)
-        .await?;
+    db::codes::purge_expired(db, now).await?;
+    db::refresh_tokens::purge_expired(db, now).await?;
+    db::consents::purge_expired(db, now).await?;
+    db::sessions::purge_expired(db, now).await?;
+    db::registrations::purge_old(db, now).await?;
+    db::sign_in_failures::purge_old(db, now).await?;
     Ok(removed.len() as u64)
 }

@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client_ip::{bucket, client_ip};
 use crate::crypto::{random_token, sha256};
+use crate::db;
 use crate::error::{ErrorCode, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::redirect_uri;
@@ -75,29 +76,14 @@ pub async fn post_register(
     let now = state.now();
     let mut tx = state.db().begin().await?;
     // Serialise registrations per IP bucket so the count and the insert are one decision.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("register {ip_bucket}"))
-        .execute(&mut *tx)
-        .await?;
-    let existing: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT client_id, created_at FROM oauth_clients WHERE dedup_key = $1 LIMIT 1",
-    )
-    .bind(&dedup_key)
-    .fetch_optional(&mut *tx)
-    .await?;
+    store::lock::advisory_xact(&mut *tx, &format!("register {ip_bucket}")).await?;
+    let existing = db::clients::by_dedup_key(&mut *tx, &dedup_key).await?;
     if let Some((client_id, created_at)) = existing {
         tx.commit().await?;
         metrics::counter!("oauth_registrations_total", "outcome" => "existing").increment(1);
         return Ok(registered(&client_id, created_at, metadata));
     }
-    let window: Vec<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT created_at FROM registration_events
-         WHERE ip_bucket = $1 AND created_at > $2 - interval '1 hour' ORDER BY created_at",
-    )
-    .bind(&ip_bucket)
-    .bind(now)
-    .fetch_all(&mut *tx)
-    .await?;
+    let window = db::registrations::in_last_hour(&mut *tx, &ip_bucket, now).await?;
     let limit = state.settings().registrations_per_hour as usize;
     if window.len() >= limit {
         metrics::counter!("oauth_registrations_total", "outcome" => "rate_limited").increment(1);
@@ -121,25 +107,20 @@ pub async fn post_register(
                 .collect()
         })
         .unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO oauth_clients
-            (client_id, metadata, dedup_key, client_name, redirect_uris, registered_ip, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    db::clients::insert_registration(
+        &mut *tx,
+        db::clients::NewRegistration {
+            client_id: &client_id,
+            metadata: &metadata,
+            dedup_key: &dedup_key,
+            client_name: metadata["client_name"].as_str(),
+            redirect_uris: &redirect_uris,
+            registered_ip: &ip.to_string(),
+            now,
+        },
     )
-    .bind(&client_id)
-    .bind(&metadata)
-    .bind(&dedup_key)
-    .bind(metadata["client_name"].as_str())
-    .bind(&redirect_uris)
-    .bind(ip.to_string())
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO registration_events (ip_bucket, created_at) VALUES ($1, $2)")
-        .bind(&ip_bucket)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    db::registrations::record(&mut *tx, &ip_bucket, now).await?;
     let origin = Origin::of_request(ip, &headers);
     events::record(
         &mut *tx,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::client_ip::{bucket, client_ip};
 use crate::crypto::sha256;
+use crate::db;
 use crate::error::{ErrorCode, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::state::OAuthState;
@@ -53,11 +54,7 @@ pub async fn post_revoke(
     }
     let client_id = client_id_of(&headers, &params)?;
     if let Some(client_id) = &client_id {
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM oauth_clients WHERE client_id = $1)")
-                .bind(client_id)
-                .fetch_one(state.db())
-                .await?;
+        let known = db::clients::exists(state.db(), client_id).await?;
         if !known {
             return Err(OAuthError::invalid_client("unknown client_id"));
         }
@@ -98,11 +95,5 @@ async fn find_refresh_grant(
     state: &OAuthState,
     token: &str,
 ) -> Result<Option<(Uuid, String, Uuid)>, OAuthError> {
-    Ok(sqlx::query_as(
-        "SELECT g.grant_id, g.client_id, g.user_id FROM refresh_tokens rt JOIN grants g USING (grant_id)
-         WHERE rt.token_hash = $1",
-    )
-    .bind(sha256(token.as_bytes()))
-    .fetch_optional(state.db())
-    .await?)
+    Ok(db::refresh_tokens::grant_of(state.db(), &sha256(token.as_bytes())).await?)
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::crypto::{random_token, sha256};
+use crate::db;
 use crate::error::Internal;
 use crate::state::OAuthState;
 
@@ -69,14 +70,7 @@ pub async fn current(state: &OAuthState, headers: &HeaderMap) -> Result<Option<S
         return Ok(None);
     };
     let id_hash = sha256(id.as_bytes());
-    let row: Option<(Uuid, String)> = sqlx::query_as(
-        "SELECT s.user_id, u.email FROM browser_sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id_hash = $1 AND s.expires_at > $2",
-    )
-    .bind(&id_hash)
-    .bind(state.now())
-    .fetch_optional(state.db())
-    .await?;
+    let row = db::sessions::find(state.db(), &id_hash, state.now()).await?;
     Ok(row.map(|(user_id, email)| Session {
         id_hash,
         user_id,
@@ -91,13 +85,14 @@ pub async fn create(
 ) -> Result<(String, DateTime<Utc>), Internal> {
     let id = random_token()?;
     let expires_at = state.now() + SESSION_LIFETIME;
-    sqlx::query("INSERT INTO browser_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(sha256(id.as_bytes()))
-        .bind(user_id)
-        .bind(state.now())
-        .bind(expires_at)
-        .execute(state.db())
-        .await?;
+    db::sessions::insert(
+        state.db(),
+        &sha256(id.as_bytes()),
+        user_id,
+        state.now(),
+        expires_at,
+    )
+    .await?;
     Ok((id, expires_at))
 }
 

@@ -34,6 +34,7 @@ use store::users::{Email, User};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client_ip::bucket;
+use crate::db::sign_in_failures::{self, Counts};
 use crate::error::Internal;
 use crate::events::{self, Kind, Origin};
 use crate::state::{OAuthSettings, OAuthState};
@@ -125,17 +126,6 @@ impl PasswordSlots {
     }
 }
 
-/// The counts the throttling rule reads, all within the window.
-#[derive(Debug, sqlx::FromRow)]
-struct Counts {
-    by_ip: i64,
-    ip_oldest: Option<DateTime<Utc>>,
-    by_account: i64,
-    here: i64,
-    here_oldest: Option<DateTime<Utc>>,
-    here_latest: Option<DateTime<Utc>>,
-}
-
 /// Whole seconds from `now` until `until`, rounded up; `None` when already past.
 fn seconds_until(now: DateTime<Utc>, until: DateTime<Utc>) -> Option<u64> {
     let left = until - now;
@@ -193,47 +183,16 @@ pub async fn authenticate(
         format!("sign-in ip {ip_bucket}"),
         format!("sign-in {account}"),
     ] {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+        store::lock::advisory_xact(&mut *tx, &key).await?;
     }
     let now = state.now();
-    let counts: Counts = sqlx::query_as(
-        "SELECT
-            count(*) FILTER (WHERE ip_bucket = $1) AS by_ip,
-            min(created_at) FILTER (WHERE ip_bucket = $1) AS ip_oldest,
-            count(*) FILTER (WHERE email_lower = $2) AS by_account,
-            count(*) FILTER (WHERE ip_bucket = $1 AND email_lower = $2) AS here,
-            min(created_at) FILTER (WHERE ip_bucket = $1 AND email_lower = $2) AS here_oldest,
-            max(created_at) FILTER (WHERE ip_bucket = $1 AND email_lower = $2) AS here_latest
-         FROM sign_in_failures
-         WHERE (ip_bucket = $1 OR email_lower = $2) AND created_at > $3",
-    )
-    .bind(&ip_bucket)
-    .bind(&account)
-    .bind(now - WINDOW)
-    .fetch_one(&mut *tx)
-    .await?;
+    let counts = sign_in_failures::counts(&mut *tx, &ip_bucket, &account, now - WINDOW).await?;
     if let Some(seconds) = wait_for(&counts, settings, now) {
         return Ok(Authentication::Throttled(seconds));
     }
-    let reserved: i64 = sqlx::query_scalar(
-        "INSERT INTO sign_in_failures (ip_bucket, email_lower, created_at)
-         VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(&ip_bucket)
-    .bind(&account)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
+    let reserved = sign_in_failures::reserve(&mut *tx, &ip_bucket, &account, now).await?;
     tx.commit().await?;
-    let give_back = || async {
-        sqlx::query("DELETE FROM sign_in_failures WHERE id = $1")
-            .bind(reserved)
-            .execute(state.db())
-            .await
-    };
+    let give_back = || sign_in_failures::give_back(state.db(), reserved);
     // Beyond the cap the attempt is answered 503 and not counted: the server's load is not the
     // guesser's failure, and the owner is not charged for it.
     let Some(slot) = state.inner.password_slots.acquire().await else {

@@ -25,6 +25,7 @@ use crate::client_ip::{bucket, client_ip};
 use crate::crypto::{
     b64, hmac_sha256, pkce_matches, pkce_verifier_well_formed, random_token, secure_eq, sha256,
 };
+use crate::db;
 use crate::error::{ErrorCode, Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
 use crate::scope::Scope;
@@ -205,11 +206,7 @@ pub async fn post_token(
     let grant_type = params.require("grant_type")?.to_owned();
     let client_id = client_id_of(&headers, &params)?
         .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
-    let client: Option<Value> =
-        sqlx::query_scalar("SELECT metadata FROM oauth_clients WHERE client_id = $1")
-            .bind(&client_id)
-            .fetch_optional(state.db())
-            .await?;
+    let client = db::clients::metadata(state.db(), &client_id).await?;
     // Unknown clients get 401 invalid_client, so clients re-register (CLIENTS row 18).
     let Some(metadata) = client else {
         return Err(OAuthError::invalid_client(
@@ -343,16 +340,8 @@ async fn exchange_code(
     let code_hash = sha256(code.as_bytes());
     let now = state.now();
     let mut tx = state.db().begin().await?;
-    let claimed: Option<ClaimedCode> = sqlx::query_as(
-        "UPDATE authorization_codes SET used_at = $2
-         WHERE code_hash = $1 AND used_at IS NULL
-         RETURNING client_id, user_id, redirect_uri, code_challenge, scope, resource, expires_at",
-    )
-    .bind(&code_hash)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(ClaimedCode {
+    let claimed = db::codes::claim(&mut *tx, &code_hash, now).await?;
+    let Some(db::codes::Claimed {
         client_id: code_client,
         user_id,
         redirect_uri: code_redirect,
@@ -363,14 +352,14 @@ async fn exchange_code(
     }) = claimed
     else {
         // Used before: revoke everything its first use produced (RFC 6749 §4.1.2).
-        let first_use: Option<(Option<Uuid>, String, Uuid)> = sqlx::query_as(
-            "SELECT grant_id, client_id, user_id FROM authorization_codes WHERE code_hash = $1",
-        )
-        .bind(&code_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let first_use = db::codes::first_use(&mut *tx, &code_hash).await?;
         tx.commit().await?;
-        if let Some((grant_id, code_client, user_id)) = first_use {
+        if let Some(db::codes::FirstUse {
+            grant_id,
+            client_id: code_client,
+            user_id,
+        }) = first_use
+        {
             if let Some(grant_id) = grant_id {
                 revoke_grant(state, grant_id, "authorization code reused").await?;
             }
@@ -433,33 +422,25 @@ async fn exchange_code(
     // claim rolls back and the code stays usable for a retry.
     proven(state, &format!("code {user_id} {client_id}"))?;
     let grant_id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO grants (grant_id, user_id, client_id, scope, resource, redirect_uri, created_at, last_used_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    db::grants::insert(
+        &mut *tx,
+        db::grants::NewGrant {
+            grant_id,
+            user_id,
+            client_id,
+            scope: granted.as_str(),
+            resource: &resource,
+            redirect_uri: &code_redirect,
+            now,
+        },
     )
-    .bind(grant_id)
-    .bind(user_id)
-    .bind(client_id)
-    .bind(granted.as_str())
-    .bind(&resource)
-    .bind(&code_redirect)
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE authorization_codes SET grant_id = $2 WHERE code_hash = $1")
-        .bind(&code_hash)
-        .bind(grant_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE oauth_clients SET first_authorized_at = $2 WHERE client_id = $1 AND first_authorized_at IS NULL")
-        .bind(client_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    db::codes::attach_grant(&mut *tx, &code_hash, grant_id).await?;
+    db::clients::mark_authorized(&mut *tx, client_id, now).await?;
     let refresh_token = if allows_refresh {
         let token = random_token()?;
         insert_refresh_token(
-            &mut tx,
+            &mut *tx,
             state,
             &token,
             grant_id,
@@ -490,19 +471,8 @@ async fn exchange_code(
     ))
 }
 
-#[derive(sqlx::FromRow)]
-struct ClaimedCode {
-    client_id: String,
-    user_id: Uuid,
-    redirect_uri: String,
-    code_challenge: String,
-    scope: String,
-    resource: String,
-    expires_at: DateTime<Utc>,
-}
-
 async fn insert_refresh_token(
-    tx: &mut sqlx::PgConnection,
+    tx: impl sqlx::PgExecutor<'_>,
     state: &OAuthState,
     token: &str,
     grant_id: Uuid,
@@ -510,16 +480,14 @@ async fn insert_refresh_token(
     family_expires_at: DateTime<Utc>,
 ) -> Result<(), OAuthError> {
     let idle = (now + delta(state.settings().refresh_token_idle_lifetime)).min(family_expires_at);
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, idle_expires_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+    db::refresh_tokens::insert(
+        tx,
+        &sha256(token.as_bytes()),
+        grant_id,
+        now,
+        idle,
+        family_expires_at,
     )
-    .bind(sha256(token.as_bytes()))
-    .bind(grant_id)
-    .bind(now)
-    .bind(idle)
-    .bind(family_expires_at)
-    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -528,19 +496,6 @@ async fn insert_refresh_token(
 fn successor_of(state: &OAuthState, token: &str) -> String {
     b64(&hmac_sha256(&state.inner.refresh_key, token.as_bytes()))
 }
-
-type RefreshRow = (
-    Uuid,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<Vec<u8>>,
-    String,
-    Uuid,
-    String,
-    String,
-    Option<DateTime<Utc>>,
-);
 
 async fn refresh(
     state: &OAuthState,
@@ -553,27 +508,20 @@ async fn refresh(
     let now = state.now();
     let mut tx = state.db().begin().await?;
     // The row lock serialises concurrent refreshes of one token.
-    let row: Option<RefreshRow> = sqlx::query_as(
-        "SELECT rt.grant_id, rt.idle_expires_at, rt.expires_at, rt.rotated_at, rt.successor_hash,
-                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at
-         FROM refresh_tokens rt JOIN grants g USING (grant_id)
-         WHERE rt.token_hash = $1 FOR UPDATE OF rt",
-    )
-    .bind(sha256(presented.as_bytes()))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((
+    let presented_hash = sha256(presented.as_bytes());
+    let row = db::refresh_tokens::lock_presented(&mut *tx, &presented_hash).await?;
+    let Some(db::refresh_tokens::Presented {
         grant_id,
         idle_expires_at,
         expires_at,
         rotated_at,
         successor_hash,
-        grant_client,
+        client_id: grant_client,
         user_id,
         scope,
         resource,
         revoked_at,
-    )) = row
+    }) = row
     else {
         return Err(invalid());
     };
@@ -594,21 +542,12 @@ async fn refresh(
                 return Err(invalid());
             }
             let successor_hash = sha256(successor.as_bytes());
-            sqlx::query("UPDATE refresh_tokens SET rotated_at = $2, successor_hash = $3 WHERE token_hash = $1")
-                .bind(sha256(presented.as_bytes()))
-                .bind(now)
-                .bind(&successor_hash)
-                .execute(&mut *tx)
-                .await?;
-            insert_refresh_token(&mut tx, state, &successor, grant_id, now, expires_at).await?;
+            db::refresh_tokens::rotate(&mut *tx, &presented_hash, now, &successor_hash).await?;
+            insert_refresh_token(&mut *tx, state, &successor, grant_id, now, expires_at).await?;
         }
         (Some(rotated_at), Some(successor_hash)) => {
-            let successor_used: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
-                "SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-            )
-            .bind(&successor_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let successor_used =
+                db::refresh_tokens::lock_rotated_at(&mut *tx, &successor_hash).await?;
             let within_grace = now - rotated_at <= REFRESH_GRACE;
             let unused = matches!(successor_used, Some(None));
             if !(within_grace
@@ -631,11 +570,7 @@ async fn refresh(
         }
         (Some(_), None) => return Err(invalid()),
     }
-    sqlx::query("UPDATE grants SET last_used_at = $2 WHERE grant_id = $1")
-        .bind(grant_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    db::grants::touch(&mut *tx, grant_id, now).await?;
     let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
     tx.commit().await?;
     events::record(

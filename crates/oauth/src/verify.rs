@@ -241,15 +241,12 @@ impl OAuthState {
             }
             return Ok(());
         }
-        let revoked: Option<Option<chrono::DateTime<chrono::Utc>>> =
-            sqlx::query_scalar("SELECT revoked_at FROM grants WHERE grant_id = $1")
-                .bind(grant_id)
-                .fetch_optional(&self.inner.db)
-                .await
-                .map_err(|err| {
-                    tracing::warn!(error = %err, "grant lookup failed");
-                    AccessError::Unavailable
-                })?;
+        let revoked = crate::db::grants::revoked_at(&self.inner.db, grant_id)
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "grant lookup failed");
+                AccessError::Unavailable
+            })?;
         let alive = matches!(revoked, Some(None));
         cache.put(
             epoch,
@@ -272,13 +269,7 @@ impl OAuthState {
         let db = self.inner.db.clone();
         let now = self.now();
         tokio::spawn(async move {
-            let _ = sqlx::query(
-                "UPDATE grants SET last_used_at = $2 WHERE grant_id = $1 AND revoked_at IS NULL",
-            )
-            .bind(grant_id)
-            .bind(now)
-            .execute(&db)
-            .await;
+            let _ = crate::db::grants::touch(&db, grant_id, now).await;
         });
     }
 
@@ -295,16 +286,9 @@ pub async fn revoke_grant(
     grant_id: Uuid,
     reason: &str,
 ) -> Result<bool, Internal> {
-    let updated = sqlx::query(
-        "UPDATE grants SET revoked_at = $2, revoked_reason = $3 WHERE grant_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(grant_id)
-    .bind(state.now())
-    .bind(reason)
-    .execute(state.db())
-    .await?;
+    let revoked = crate::db::grants::revoke(state.db(), grant_id, state.now(), reason).await?;
     state.inner.grants.entries.changed(grant_id);
-    Ok(updated.rows_affected() > 0)
+    Ok(revoked)
 }
 
 pub(crate) fn spawn_revocation_listener(state: &OAuthState) {

@@ -11,6 +11,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a
 pub mod clock;
 pub mod cluster;
 pub mod credentials;
+pub mod lock;
 pub mod notified;
 pub mod password;
 pub mod secret;
@@ -24,6 +25,23 @@ use sqlx::{PgPool, migrate::Migrator};
 
 /// Every schema change, embedded at compile time from the workspace `migrations/` folder.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// How many migrations the database has applied. The table is the migrator's own (absent
+/// before the first migration), so this one statement is not described in `.sqlx/`.
+pub async fn applied_migrations(conn: &mut sqlx::PgConnection) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(conn)
+        .await
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+}
+
+/// A round trip to the database, for readiness.
+pub async fn ping(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!("SELECT 1 AS one")
+        .fetch_one(conn)
+        .await
+        .map(drop)
+}
 
 /// Pool sizing and the time a request may wait for a connection.
 #[derive(Debug, Clone, Copy)]
