@@ -22,15 +22,18 @@ use uuid::Uuid;
 
 use crate::authorize::resource_matches;
 use crate::client_ip::{bucket, client_ip};
-use crate::crypto::{
-    b64, hmac_sha256, pkce_matches, pkce_verifier_well_formed, random_token, secure_eq, sha256,
-};
+use crate::crypto::sha256;
 use crate::db;
 use crate::error::{ErrorCode, Internal, OAuthError};
-use crate::events::{self, Kind, Origin};
+use crate::events::Origin;
 use crate::scope::Scope;
 use crate::state::OAuthState;
-use crate::verify::revoke_grant;
+
+mod authorization_code;
+mod refresh_token;
+
+use authorization_code::exchange_code;
+use refresh_token::refresh;
 
 /// A just-rotated refresh token presented again within this window, while its successor is
 /// unused, returns that same successor (concurrent refreshes by processes sharing a store).
@@ -327,150 +330,6 @@ fn delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 
-async fn exchange_code(
-    state: &OAuthState,
-    params: &FormParams,
-    client_id: &str,
-    allows_refresh: bool,
-    origin: &Origin,
-) -> Result<Response, OAuthError> {
-    let code = params.require("code")?;
-    let redirect_uri = params.require("redirect_uri")?;
-    let verifier = params.require("code_verifier")?;
-    let code_hash = sha256(code.as_bytes());
-    let now = state.now();
-    let mut tx = state.db().begin().await?;
-    let claimed = db::codes::claim(&mut *tx, &code_hash, now).await?;
-    let Some(db::codes::Claimed {
-        client_id: code_client,
-        user_id,
-        redirect_uri: code_redirect,
-        code_challenge: challenge,
-        scope,
-        resource,
-        expires_at,
-    }) = claimed
-    else {
-        // Used before: revoke everything its first use produced (RFC 6749 §4.1.2).
-        let first_use = db::codes::first_use(&mut *tx, &code_hash).await?;
-        tx.commit().await?;
-        if let Some(db::codes::FirstUse {
-            grant_id,
-            client_id: code_client,
-            user_id,
-        }) = first_use
-        {
-            if let Some(grant_id) = grant_id {
-                revoke_grant(state, grant_id, "authorization code reused").await?;
-            }
-            events::record(
-                state.db(),
-                Kind::CodeReuse,
-                Some(&code_client),
-                Some(user_id),
-                origin,
-                json!({ "grant_id": grant_id, "presented_by": client_id }),
-            )
-            .await;
-        }
-        return Err(OAuthError::invalid_grant(
-            "the authorization code is invalid, expired or already used",
-        ));
-    };
-    // The code is consumed from here on, whatever the outcome of the checks.
-    let failure = if code_client != client_id {
-        Some(OAuthError::invalid_grant(
-            "the authorization code was issued to another client",
-        ))
-    } else if expires_at <= now {
-        Some(OAuthError::invalid_grant(
-            "the authorization code has expired",
-        ))
-    } else if code_redirect != redirect_uri {
-        Some(OAuthError::invalid_grant(
-            "redirect_uri differs from the authorization request",
-        ))
-    } else if !pkce_verifier_well_formed(verifier) {
-        Some(OAuthError::invalid_grant(
-            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
-        ))
-    } else if !pkce_matches(verifier, &challenge) {
-        Some(OAuthError::invalid_grant(
-            "code_verifier does not match the code_challenge",
-        ))
-    } else {
-        None
-    };
-    if let Some(error) = failure {
-        tx.commit().await?;
-        return Err(error);
-    }
-    if let Err(error) = check_resource(params, &resource) {
-        tx.commit().await?;
-        return Err(error);
-    }
-    let granted =
-        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
-    let token_scope = match requested_scope(params, granted) {
-        Ok(scope) => scope,
-        Err(error) => {
-            tx.commit().await?;
-            return Err(error);
-        }
-    };
-    // The code proved possession: charge its account's budget with this client. Over it, the
-    // claim rolls back and the code stays usable for a retry.
-    proven(state, &format!("code {user_id} {client_id}"))?;
-    let grant_id = Uuid::new_v4();
-    db::grants::insert(
-        &mut *tx,
-        db::grants::NewGrant {
-            grant_id,
-            user_id,
-            client_id,
-            scope: granted.as_str(),
-            resource: &resource,
-            redirect_uri: &code_redirect,
-            now,
-        },
-    )
-    .await?;
-    db::codes::attach_grant(&mut *tx, &code_hash, grant_id).await?;
-    db::clients::mark_authorized(&mut *tx, client_id, now).await?;
-    let refresh_token = if allows_refresh {
-        let token = random_token()?;
-        insert_refresh_token(
-            &mut *tx,
-            state,
-            &token,
-            grant_id,
-            now,
-            now + delta(state.settings().refresh_token_lifetime),
-        )
-        .await?;
-        Some(token)
-    } else {
-        None
-    };
-    let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
-    tx.commit().await?;
-    events::record(
-        state.db(),
-        Kind::TokenIssued,
-        Some(client_id),
-        Some(user_id),
-        origin,
-        json!({ "grant_id": grant_id, "scope": token_scope.as_str() }),
-    )
-    .await;
-    Ok(token_response(
-        &access_token,
-        state.settings().access_token_lifetime,
-        refresh_token.as_deref(),
-        token_scope,
-    ))
-}
-
 async fn insert_refresh_token(
     tx: impl sqlx::PgExecutor<'_>,
     state: &OAuthState,
@@ -490,102 +349,4 @@ async fn insert_refresh_token(
     )
     .await?;
     Ok(())
-}
-
-/// The successor of a refresh token: reproducible from the token, unguessable without it.
-fn successor_of(state: &OAuthState, token: &str) -> String {
-    b64(&hmac_sha256(&state.inner.refresh_key, token.as_bytes()))
-}
-
-async fn refresh(
-    state: &OAuthState,
-    params: &FormParams,
-    client_id: &str,
-    origin: &Origin,
-) -> Result<Response, OAuthError> {
-    let presented = params.require("refresh_token")?;
-    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let now = state.now();
-    let mut tx = state.db().begin().await?;
-    // The row lock serialises concurrent refreshes of one token.
-    let presented_hash = sha256(presented.as_bytes());
-    let row = db::refresh_tokens::lock_presented(&mut *tx, &presented_hash).await?;
-    let Some(db::refresh_tokens::Presented {
-        grant_id,
-        idle_expires_at,
-        expires_at,
-        rotated_at,
-        successor_hash,
-        client_id: grant_client,
-        user_id,
-        scope,
-        resource,
-        revoked_at,
-    }) = row
-    else {
-        return Err(invalid());
-    };
-    if grant_client != client_id || revoked_at.is_some() {
-        return Err(invalid());
-    }
-    // The refresh token proved possession of this grant: charge the grant, and only it. Over
-    // the budget nothing rotates; the same token works again later.
-    proven(state, &format!("grant {grant_id}"))?;
-    check_resource(params, &resource)?;
-    let granted =
-        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
-    let token_scope = requested_scope(params, granted)?;
-    let successor = successor_of(state, presented);
-    match (rotated_at, successor_hash) {
-        (None, _) => {
-            if idle_expires_at <= now || expires_at <= now {
-                return Err(invalid());
-            }
-            let successor_hash = sha256(successor.as_bytes());
-            db::refresh_tokens::rotate(&mut *tx, &presented_hash, now, &successor_hash).await?;
-            insert_refresh_token(&mut *tx, state, &successor, grant_id, now, expires_at).await?;
-        }
-        (Some(rotated_at), Some(successor_hash)) => {
-            let successor_used =
-                db::refresh_tokens::lock_rotated_at(&mut *tx, &successor_hash).await?;
-            let within_grace = now - rotated_at <= REFRESH_GRACE;
-            let unused = matches!(successor_used, Some(None));
-            if !(within_grace
-                && unused
-                && secure_eq(&successor_hash, &sha256(successor.as_bytes())))
-            {
-                tx.commit().await?;
-                revoke_grant(state, grant_id, "refresh token replayed").await?;
-                events::record(
-                    state.db(),
-                    Kind::RefreshReplay,
-                    Some(client_id),
-                    Some(user_id),
-                    origin,
-                    json!({ "grant_id": grant_id }),
-                )
-                .await;
-                return Err(invalid());
-            }
-        }
-        (Some(_), None) => return Err(invalid()),
-    }
-    db::grants::touch(&mut *tx, grant_id, now).await?;
-    let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
-    tx.commit().await?;
-    events::record(
-        state.db(),
-        Kind::TokenRefreshed,
-        Some(client_id),
-        Some(user_id),
-        origin,
-        json!({ "grant_id": grant_id }),
-    )
-    .await;
-    Ok(token_response(
-        &access_token,
-        state.settings().access_token_lifetime,
-        Some(&successor),
-        token_scope,
-    ))
 }

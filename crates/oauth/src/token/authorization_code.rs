@@ -1,0 +1,161 @@
+//! The `authorization_code` grant: a one-time code with PKCE S256 becomes a grant.
+
+use axum::response::Response;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    FormParams, check_resource, delta, insert_refresh_token, proven, requested_scope,
+    sign_access_token, token_response,
+};
+use crate::crypto::{pkce_matches, pkce_verifier_well_formed, random_token, sha256};
+use crate::db;
+use crate::error::{Internal, OAuthError};
+use crate::events::{self, Kind, Origin};
+use crate::scope::Scope;
+use crate::state::OAuthState;
+use crate::verify::revoke_grant;
+
+pub(super) async fn exchange_code(
+    state: &OAuthState,
+    params: &FormParams,
+    client_id: &str,
+    allows_refresh: bool,
+    origin: &Origin,
+) -> Result<Response, OAuthError> {
+    let code = params.require("code")?;
+    let redirect_uri = params.require("redirect_uri")?;
+    let verifier = params.require("code_verifier")?;
+    let code_hash = sha256(code.as_bytes());
+    let now = state.now();
+    let mut tx = state.db().begin().await?;
+    let claimed = db::codes::claim(&mut *tx, &code_hash, now).await?;
+    let Some(db::codes::Claimed {
+        client_id: code_client,
+        user_id,
+        redirect_uri: code_redirect,
+        code_challenge: challenge,
+        scope,
+        resource,
+        expires_at,
+    }) = claimed
+    else {
+        // Used before: revoke everything its first use produced (RFC 6749 §4.1.2).
+        let first_use = db::codes::first_use(&mut *tx, &code_hash).await?;
+        tx.commit().await?;
+        if let Some(db::codes::FirstUse {
+            grant_id,
+            client_id: code_client,
+            user_id,
+        }) = first_use
+        {
+            if let Some(grant_id) = grant_id {
+                revoke_grant(state, grant_id, "authorization code reused").await?;
+            }
+            events::record(
+                state.db(),
+                Kind::CodeReuse,
+                Some(&code_client),
+                Some(user_id),
+                origin,
+                json!({ "grant_id": grant_id, "presented_by": client_id }),
+            )
+            .await;
+        }
+        return Err(OAuthError::invalid_grant(
+            "the authorization code is invalid, expired or already used",
+        ));
+    };
+    // The code is consumed from here on, whatever the outcome of the checks.
+    let failure = if code_client != client_id {
+        Some(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ))
+    } else if expires_at <= now {
+        Some(OAuthError::invalid_grant(
+            "the authorization code has expired",
+        ))
+    } else if code_redirect != redirect_uri {
+        Some(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ))
+    } else if !pkce_verifier_well_formed(verifier) {
+        Some(OAuthError::invalid_grant(
+            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
+        ))
+    } else if !pkce_matches(verifier, &challenge) {
+        Some(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ))
+    } else {
+        None
+    };
+    if let Some(error) = failure {
+        tx.commit().await?;
+        return Err(error);
+    }
+    if let Err(error) = check_resource(params, &resource) {
+        tx.commit().await?;
+        return Err(error);
+    }
+    let granted =
+        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
+    let token_scope = match requested_scope(params, granted) {
+        Ok(scope) => scope,
+        Err(error) => {
+            tx.commit().await?;
+            return Err(error);
+        }
+    };
+    // The code proved possession: charge its account's budget with this client. Over it, the
+    // claim rolls back and the code stays usable for a retry.
+    proven(state, &format!("code {user_id} {client_id}"))?;
+    let grant_id = Uuid::new_v4();
+    db::grants::insert(
+        &mut *tx,
+        db::grants::NewGrant {
+            grant_id,
+            user_id,
+            client_id,
+            scope: granted.as_str(),
+            resource: &resource,
+            redirect_uri: &code_redirect,
+            now,
+        },
+    )
+    .await?;
+    db::codes::attach_grant(&mut *tx, &code_hash, grant_id).await?;
+    db::clients::mark_authorized(&mut *tx, client_id, now).await?;
+    let refresh_token = if allows_refresh {
+        let token = random_token()?;
+        insert_refresh_token(
+            &mut *tx,
+            state,
+            &token,
+            grant_id,
+            now,
+            now + delta(state.settings().refresh_token_lifetime),
+        )
+        .await?;
+        Some(token)
+    } else {
+        None
+    };
+    let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
+    tx.commit().await?;
+    events::record(
+        state.db(),
+        Kind::TokenIssued,
+        Some(client_id),
+        Some(user_id),
+        origin,
+        json!({ "grant_id": grant_id, "scope": token_scope.as_str() }),
+    )
+    .await;
+    Ok(token_response(
+        &access_token,
+        state.settings().access_token_lifetime,
+        refresh_token.as_deref(),
+        token_scope,
+    ))
+}

@@ -1,0 +1,115 @@
+//! The `refresh_token` grant: rotation, the grace window for concurrent refreshes, and replay
+//! detection.
+
+use axum::response::Response;
+use serde_json::json;
+
+use super::{
+    FormParams, REFRESH_GRACE, check_resource, insert_refresh_token, proven, requested_scope,
+    sign_access_token, token_response,
+};
+use crate::crypto::{b64, hmac_sha256, secure_eq, sha256};
+use crate::db;
+use crate::error::{Internal, OAuthError};
+use crate::events::{self, Kind, Origin};
+use crate::scope::Scope;
+use crate::state::OAuthState;
+use crate::verify::revoke_grant;
+
+/// The successor of a refresh token: reproducible from the token, unguessable without it.
+fn successor_of(state: &OAuthState, token: &str) -> String {
+    b64(&hmac_sha256(&state.inner.refresh_key, token.as_bytes()))
+}
+
+pub(super) async fn refresh(
+    state: &OAuthState,
+    params: &FormParams,
+    client_id: &str,
+    origin: &Origin,
+) -> Result<Response, OAuthError> {
+    let presented = params.require("refresh_token")?;
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let now = state.now();
+    let mut tx = state.db().begin().await?;
+    // The row lock serialises concurrent refreshes of one token.
+    let presented_hash = sha256(presented.as_bytes());
+    let row = db::refresh_tokens::lock_presented(&mut *tx, &presented_hash).await?;
+    let Some(db::refresh_tokens::Presented {
+        grant_id,
+        idle_expires_at,
+        expires_at,
+        rotated_at,
+        successor_hash,
+        client_id: grant_client,
+        user_id,
+        scope,
+        resource,
+        revoked_at,
+    }) = row
+    else {
+        return Err(invalid());
+    };
+    if grant_client != client_id || revoked_at.is_some() {
+        return Err(invalid());
+    }
+    // The refresh token proved possession of this grant: charge the grant, and only it. Over
+    // the budget nothing rotates; the same token works again later.
+    proven(state, &format!("grant {grant_id}"))?;
+    check_resource(params, &resource)?;
+    let granted =
+        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
+    let token_scope = requested_scope(params, granted)?;
+    let successor = successor_of(state, presented);
+    match (rotated_at, successor_hash) {
+        (None, _) => {
+            if idle_expires_at <= now || expires_at <= now {
+                return Err(invalid());
+            }
+            let successor_hash = sha256(successor.as_bytes());
+            db::refresh_tokens::rotate(&mut *tx, &presented_hash, now, &successor_hash).await?;
+            insert_refresh_token(&mut *tx, state, &successor, grant_id, now, expires_at).await?;
+        }
+        (Some(rotated_at), Some(successor_hash)) => {
+            let successor_used =
+                db::refresh_tokens::lock_rotated_at(&mut *tx, &successor_hash).await?;
+            let within_grace = now - rotated_at <= REFRESH_GRACE;
+            let unused = matches!(successor_used, Some(None));
+            if !(within_grace
+                && unused
+                && secure_eq(&successor_hash, &sha256(successor.as_bytes())))
+            {
+                tx.commit().await?;
+                revoke_grant(state, grant_id, "refresh token replayed").await?;
+                events::record(
+                    state.db(),
+                    Kind::RefreshReplay,
+                    Some(client_id),
+                    Some(user_id),
+                    origin,
+                    json!({ "grant_id": grant_id }),
+                )
+                .await;
+                return Err(invalid());
+            }
+        }
+        (Some(_), None) => return Err(invalid()),
+    }
+    db::grants::touch(&mut *tx, grant_id, now).await?;
+    let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
+    tx.commit().await?;
+    events::record(
+        state.db(),
+        Kind::TokenRefreshed,
+        Some(client_id),
+        Some(user_id),
+        origin,
+        json!({ "grant_id": grant_id }),
+    )
+    .await;
+    Ok(token_response(
+        &access_token,
+        state.settings().access_token_lifetime,
+        Some(&successor),
+        token_scope,
+    ))
+}
