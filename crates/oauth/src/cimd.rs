@@ -48,6 +48,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::bounded::{ExpiringCache, WindowCounter};
 use crate::client_ip::bucket;
+use crate::client_metadata::ClientMetadata;
 use crate::crypto::sha256;
 use crate::db;
 use crate::error::Internal;
@@ -384,15 +385,8 @@ pub(crate) async fn resolve(
     let expires_at: DateTime<Utc> =
         now + TimeDelta::from_std(lifetime).unwrap_or(TimeDelta::hours(1));
     let client = CimdClient {
-        client_name: metadata["client_name"].as_str().map(str::to_owned),
-        redirect_uris: metadata["redirect_uris"]
-            .as_array()
-            .map(|uris| {
-                uris.iter()
-                    .filter_map(|u| u.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        client_name: metadata.client_name.clone(),
+        redirect_uris: metadata.redirect_uris.clone(),
     };
     let mut dedup = b"cimd\n".to_vec();
     dedup.extend_from_slice(client_id.as_bytes());
@@ -406,7 +400,7 @@ pub(crate) async fn resolve(
         &mut *tx,
         db::clients::FetchedDocument {
             client_id,
-            metadata: &metadata,
+            metadata: &metadata.to_json(),
             dedup_key: &sha256(&dedup),
             client_name: client.client_name.as_deref(),
             redirect_uris: &client.redirect_uris,
@@ -454,7 +448,7 @@ pub(crate) async fn resolve(
 /// The document's rules: `client_id` equal to the URL, `client_name` and `redirect_uris`
 /// required, public client only, and everything registration checks (redirect URIs, https
 /// `logo_uri`/`client_uri`, sizes). Returns the metadata to store.
-fn validate_document(client_id: &str, body: &[u8]) -> Result<Value, String> {
+fn validate_document(client_id: &str, body: &[u8]) -> Result<ClientMetadata, String> {
     let document: Value = serde_json::from_slice(body)
         .map_err(|_| "the client metadata document is not valid JSON".to_owned())?;
     let Value::Object(fields) = &document else {
@@ -498,9 +492,7 @@ fn validate_document(client_id: &str, body: &[u8]) -> Result<Value, String> {
                 err.description()
             )
         })?;
-    if let Value::Object(map) = &mut metadata {
-        map.insert("client_id".into(), json!(client_id));
-    }
+    metadata.client_id = Some(client_id.to_owned());
     Ok(metadata)
 }
 

@@ -11,6 +11,7 @@ pub mod authorize;
 mod bounded;
 pub mod cimd;
 pub mod client_ip;
+pub mod client_metadata;
 pub mod crypto;
 pub mod db;
 pub mod error;

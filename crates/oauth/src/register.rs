@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::client_ip::{bucket, client_ip};
+use crate::client_metadata::{AuthMethod, ClientMetadata, GrantType, ResponseType};
 use crate::crypto::{random_token, sha256};
 use crate::db;
 use crate::error::{ErrorCode, OAuthError};
@@ -63,11 +64,12 @@ pub async fn post_register(
         OAuthError::invalid_client_metadata(format!("body is not valid JSON: {err}"))
     })?;
     let metadata = normalise(&request, Source::Registration)?;
+    let stored = metadata.to_json();
 
     let ip = client_ip(peer, &headers, &state.settings().trusted_proxies);
     let ip_bucket = bucket(ip);
     let dedup_key = {
-        let mut material = metadata.to_string().into_bytes();
+        let mut material = stored.to_string().into_bytes();
         material.extend_from_slice(b"\n");
         material.extend_from_slice(ip_bucket.as_bytes());
         sha256(&material)
@@ -81,7 +83,7 @@ pub async fn post_register(
     if let Some((client_id, created_at)) = existing {
         tx.commit().await?;
         metrics::counter!("oauth_registrations_total", "outcome" => "existing").increment(1);
-        return Ok(registered(&client_id, created_at, metadata));
+        return Ok(registered(&client_id, created_at, stored));
     }
     let window = db::registrations::in_last_hour(&mut *tx, &ip_bucket, now).await?;
     let limit = state.settings().registrations_per_hour as usize;
@@ -99,22 +101,14 @@ pub async fn post_register(
         });
     }
     let client_id = format!("ctc_{}", random_token()?);
-    let redirect_uris: Vec<String> = metadata["redirect_uris"]
-        .as_array()
-        .map(|uris| {
-            uris.iter()
-                .filter_map(|u| u.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     db::clients::insert_registration(
         &mut *tx,
         db::clients::NewRegistration {
             client_id: &client_id,
-            metadata: &metadata,
+            metadata: &stored,
             dedup_key: &dedup_key,
-            client_name: metadata["client_name"].as_str(),
-            redirect_uris: &redirect_uris,
+            client_name: metadata.client_name.as_deref(),
+            redirect_uris: &metadata.redirect_uris,
             registered_ip: &ip.to_string(),
             now,
         },
@@ -128,12 +122,12 @@ pub async fn post_register(
         Some(&client_id),
         None,
         &origin,
-        json!({ "client_name": metadata["client_name"], "redirect_uris": redirect_uris }),
+        json!({ "client_name": metadata.client_name, "redirect_uris": metadata.redirect_uris }),
     )
     .await;
     tx.commit().await?;
     metrics::counter!("oauth_registrations_total", "outcome" => "created").increment(1);
-    Ok(registered(&client_id, now, metadata))
+    Ok(registered(&client_id, now, stored))
 }
 
 fn registered(client_id: &str, issued_at: DateTime<Utc>, metadata: Value) -> Response {
@@ -163,7 +157,7 @@ pub enum Source {
 
 /// Validates the request and returns the metadata this server stores and echoes. Pure (no
 /// database), so the registration fuzz target drives it directly.
-pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
+pub fn normalise(request: &Value, source: Source) -> Result<ClientMetadata, OAuthError> {
     let Value::Object(fields) = request else {
         return Err(OAuthError::invalid_client_metadata(
             "body must be a JSON object",
@@ -174,8 +168,6 @@ pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
             "too many metadata fields",
         ));
     }
-    let mut out = Map::new();
-
     let uris = match fields.get("redirect_uris") {
         Some(Value::Array(uris)) if !uris.is_empty() => uris,
         Some(Value::Array(_)) | None => {
@@ -198,17 +190,16 @@ pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
             "at most {max_redirect_uris} redirect_uris"
         )));
     }
-    let mut redirect_uris = Vec::new();
+    let mut redirect_uris: Vec<String> = Vec::new();
     for uri in uris {
         let uri = uri
             .as_str()
             .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?;
         redirect_uri::validate(uri).map_err(OAuthError::invalid_redirect_uri)?;
-        if !redirect_uris.contains(&uri) {
-            redirect_uris.push(uri);
+        if !redirect_uris.iter().any(|known| known == uri) {
+            redirect_uris.push(uri.to_owned());
         }
     }
-    out.insert("redirect_uris".into(), json!(redirect_uris));
 
     match fields.get("token_endpoint_auth_method").map(|m| m.as_str()) {
         None | Some(Some("none" | "client_secret_post" | "client_secret_basic")) => {}
@@ -224,26 +215,31 @@ pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
             ));
         }
     }
-    out.insert("token_endpoint_auth_method".into(), json!("none"));
 
-    let mut grant_types = string_list(fields, "grant_types")?
-        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
-    if source == Source::Document {
-        grant_types.retain(|g| matches!(g.as_str(), "authorization_code" | "refresh_token"));
-    }
-    for grant in &grant_types {
-        if !matches!(grant.as_str(), "authorization_code" | "refresh_token") {
-            return Err(OAuthError::invalid_client_metadata(format!(
-                "grant type {grant:?} is not supported (authorization_code and refresh_token only)"
-            )));
+    let grant_types = match string_list(fields, "grant_types")? {
+        None => vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        Some(listed) => {
+            let mut grant_types = Vec::new();
+            for grant in listed {
+                match GrantType::parse(&grant) {
+                    Some(parsed) => grant_types.push(parsed),
+                    None if source == Source::Document => {}
+                    None => {
+                        return Err(OAuthError::invalid_client_metadata(format!(
+                            "grant type {grant:?} is not supported (authorization_code and \
+                             refresh_token only)"
+                        )));
+                    }
+                }
+            }
+            grant_types
         }
-    }
-    if !grant_types.iter().any(|g| g == "authorization_code") {
+    };
+    if !grant_types.contains(&GrantType::AuthorizationCode) {
         return Err(OAuthError::invalid_client_metadata(
             "grant_types must include authorization_code",
         ));
     }
-    out.insert("grant_types".into(), json!(grant_types));
 
     let response_types =
         string_list(fields, "response_types")?.unwrap_or_else(|| vec!["code".into()]);
@@ -252,52 +248,54 @@ pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
             "response_types must be [\"code\"]",
         ));
     }
-    out.insert("response_types".into(), json!(response_types));
 
-    if let Some(scope) = fields
+    let mut scope = None;
+    if let Some(requested) = fields
         .get("scope")
         .filter(|_| source == Source::Registration)
     {
-        let scope = scope
+        let requested = requested
             .as_str()
             .ok_or_else(|| OAuthError::invalid_client_metadata("scope must be a string"))?;
-        for item in scope.split(' ').filter(|s| !s.is_empty()) {
+        for item in requested.split(' ').filter(|s| !s.is_empty()) {
             if item != READ && item != TRADE {
                 return Err(OAuthError::invalid_client_metadata(format!(
                     "scope {item:?} is not supported (mcp:read and mcp:trade only)"
                 )));
             }
         }
-        out.insert("scope".into(), json!(scope));
+        scope = Some(requested.to_owned());
     }
 
-    if let Some(name) = optional_string(fields, "client_name", MAX_NAME)? {
-        out.insert("client_name".into(), json!(name));
-    }
-    for key in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
-        if let Some(uri) = optional_string(fields, key, MAX_STRING)? {
-            let is_https = url::Url::parse(&uri)
-                .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
-            if !is_https {
-                return Err(OAuthError::invalid_client_metadata(format!(
-                    "{key} must be an https URL"
-                )));
-            }
-            out.insert(key.into(), json!(uri));
+    let https_uri = |key: &str| -> Result<Option<String>, OAuthError> {
+        let Some(uri) = optional_string(fields, key, MAX_STRING)? else {
+            return Ok(None);
+        };
+        let is_https =
+            url::Url::parse(&uri).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
+        if !is_https {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "{key} must be an https URL"
+            )));
         }
-    }
-    for key in ["software_id", "software_version"] {
-        if let Some(value) = optional_string(fields, key, MAX_NAME)? {
-            out.insert(key.into(), json!(value));
-        }
-    }
-    if let Some(kind) = optional_string(fields, "application_type", 20)? {
-        if kind != "web" && kind != "native" {
-            return Err(OAuthError::invalid_client_metadata(
-                "application_type must be web or native",
-            ));
-        }
-        out.insert("application_type".into(), json!(kind));
+        Ok(Some(uri))
+    };
+    // Checked in this order, so the first problem reported is the same as it always was.
+    let client_name = optional_string(fields, "client_name", MAX_NAME)?;
+    let client_uri = https_uri("client_uri")?;
+    let logo_uri = https_uri("logo_uri")?;
+    let tos_uri = https_uri("tos_uri")?;
+    let policy_uri = https_uri("policy_uri")?;
+    let software_id = optional_string(fields, "software_id", MAX_NAME)?;
+    let software_version = optional_string(fields, "software_version", MAX_NAME)?;
+    let application_type = optional_string(fields, "application_type", 20)?;
+    if let Some(kind) = &application_type
+        && kind != "web"
+        && kind != "native"
+    {
+        return Err(OAuthError::invalid_client_metadata(
+            "application_type must be web or native",
+        ));
     }
     // Everything else is tolerated and neither stored nor echoed (RFC 7591 §2: ignore what is
     // not understood), but bounded like the rest.
@@ -311,7 +309,23 @@ pub fn normalise(request: &Value, source: Source) -> Result<Value, OAuthError> {
             )));
         }
     }
-    Ok(Value::Object(out))
+    let metadata = ClientMetadata {
+        application_type,
+        client_id: None,
+        client_name,
+        client_uri,
+        grant_types,
+        logo_uri,
+        policy_uri,
+        redirect_uris,
+        response_types: vec![ResponseType::Code],
+        scope,
+        software_id,
+        software_version,
+        token_endpoint_auth_method: AuthMethod::None,
+        tos_uri,
+    };
+    Ok(metadata)
 }
 
 fn string_list(fields: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, OAuthError> {

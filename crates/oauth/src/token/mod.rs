@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::authorize::resource_matches;
 use crate::client_ip::{bucket, client_ip};
+use crate::client_metadata::ClientMetadata;
 use crate::crypto::sha256;
 use crate::db;
 use crate::error::{ErrorCode, Internal, OAuthError};
@@ -217,9 +218,9 @@ pub async fn post_token(
         ));
     };
     let origin = Origin::of_request(ip, &headers);
-    let allows_refresh = metadata["grant_types"]
-        .as_array()
-        .is_some_and(|grants| grants.iter().any(|g| g == "refresh_token"));
+    let metadata: ClientMetadata = serde_json::from_value(metadata)
+        .map_err(|err| Internal::caused("stored client metadata is invalid", err))?;
+    let allows_refresh = metadata.allows_refresh();
     match grant_type.as_str() {
         "authorization_code" => {
             exchange_code(&state, &params, &client_id, allows_refresh, &origin).await
