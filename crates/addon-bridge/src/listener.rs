@@ -42,6 +42,7 @@ async fn listen(
     mut shutdown: Shutdown,
 ) {
     let mut stopping = bridge.inner.shutdown.subscribe();
+    let feeder = bridge.inner.remote_presence.feeder();
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -71,8 +72,7 @@ async fn listen(
             }
         }
     }
-    bridge.inner.remote_presence.reset(false);
-    drop(events);
+    drop((feeder, events));
     // Stopped with the bridge: idle until the replica shuts down (an early return would be
     // restarted by the supervisor).
     shutdown.requested().await;

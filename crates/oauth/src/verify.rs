@@ -324,6 +324,7 @@ pub(crate) fn start_revocation_listener(state: &OAuthState, background: &Backgro
 
 async fn listen(state: OAuthState, mut events: Subscription, mut shutdown: Shutdown) {
     let grants = &state.inner.grants.entries;
+    let _feeder = grants.feeder();
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -348,7 +349,6 @@ async fn listen(state: OAuthState, mut events: Subscription, mut shutdown: Shutd
             }
         }
     }
-    grants.reset(false);
 }
 
 /// Re-reads the signing keys after a rotation anywhere (and periodically, in case a notification

@@ -152,14 +152,13 @@ impl Hub {
     }
 
     async fn run(self, db: PgPool, mut shutdown: Shutdown) {
+        // However this loop ends (shutdown, panic), subscribers are told the connection is gone.
+        let _down = DownOnDrop(&self);
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         loop {
             let outcome = tokio::select! {
                 outcome = self.listen(&db, &mut backoff) => outcome,
-                () = shutdown.requested() => {
-                    self.set_down();
-                    return;
-                }
+                () = shutdown.requested() => return,
             };
             self.set_down();
             match outcome {
@@ -264,6 +263,14 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+    }
+}
+
+struct DownOnDrop<'a>(&'a Hub);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set_down();
     }
 }
 

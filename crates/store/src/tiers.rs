@@ -55,6 +55,7 @@ impl TierCache {
     }
 
     async fn listen(self: Arc<Self>, mut events: Subscription, mut shutdown: Shutdown) {
+        let _feeder = self.tiers.feeder();
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
@@ -71,6 +72,5 @@ impl TierCache {
                 },
             }
         }
-        self.tiers.reset(false);
     }
 }
