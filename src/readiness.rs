@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, PgPool};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use store::tasks::{Shutdown, Supervisor};
 
 /// Time between probes: how stale the answer can be.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -31,57 +30,59 @@ impl Readiness {
     }
 }
 
-/// The running probe; [`Probe::stop`] ends it and closes its connection.
-#[derive(Debug)]
-pub struct Probe {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+/// Probes once (so the state is known before the port is announced), then every second
+/// (`PROBE_INTERVAL`) under the supervisor until shutdown, which closes the probe's connection.
+/// `revocations_live` is sampled for the `oauth_revocation_listener_up` gauge only: while the
+/// listener is down, tokens are checked against the database on every request, which is slower
+/// but correct, so it does not make the replica unready.
+pub async fn start(
+    pool: &PgPool,
+    tasks: &Supervisor,
+    revocations_live: impl Fn() -> bool + Send + Sync + 'static,
+) -> Readiness {
+    let options = pool.connect_options();
+    let mut conn = None;
+    let up = probe(&options, &mut conn).await;
+    let readiness = Readiness {
+        database_up: Arc::new(AtomicBool::new(true)),
+    };
+    record(&readiness, &up, revocations_live());
+    let revocations_live = Arc::new(revocations_live);
+    let state = readiness.clone();
+    let mut first = Some(conn);
+    tasks.spawn("readiness probe", move |shutdown| {
+        // A restarted probe opens its own connection.
+        let conn = first.take().flatten();
+        let (options, state) = (Arc::clone(&options), state.clone());
+        let revocations_live = Arc::clone(&revocations_live);
+        async move { keep_probing(&options, conn, &state, &*revocations_live, shutdown).await }
+    });
+    readiness
 }
 
-impl Probe {
-    /// Probes once (so the state is known before the port is announced), then every
-    /// second (`PROBE_INTERVAL`) in the background. `revocations_live` is sampled for the
-    /// `oauth_revocation_listener_up` gauge only: while the listener is down, tokens are checked
-    /// against the database on every request, which is slower but correct, so it does not make
-    /// the replica unready.
-    pub async fn start(
-        pool: &PgPool,
-        revocations_live: impl Fn() -> bool + Send + 'static,
-    ) -> (Readiness, Probe) {
-        let options = pool.connect_options();
-        let mut conn = None;
-        let up = probe(&options, &mut conn).await;
-        let readiness = Readiness {
-            database_up: Arc::new(AtomicBool::new(true)),
+async fn keep_probing(
+    options: &PgConnectOptions,
+    mut conn: Option<PgConnection>,
+    state: &Readiness,
+    revocations_live: &(dyn Fn() -> bool + Send + Sync),
+    mut shutdown: Shutdown,
+) {
+    let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.requested() => break,
+            _ = ticks.tick() => {}
+        }
+        let up = tokio::select! {
+            () = shutdown.requested() => break,
+            up = probe(options, &mut conn) => up,
         };
-        record(&readiness, &up, revocations_live());
-        let (stop, mut stopped) = oneshot::channel();
-        let state = readiness.clone();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(PROBE_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = ticks.tick() => {}
-                }
-                let up = tokio::select! {
-                    _ = &mut stopped => break,
-                    up = probe(&options, &mut conn) => up,
-                };
-                record(&state, &up, revocations_live());
-            }
-            if let Some(conn) = conn {
-                let _ = conn.close().await;
-            }
-        });
-        (readiness, Probe { stop, task })
+        record(state, &up, revocations_live());
     }
-
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
     }
 }
 

@@ -19,7 +19,9 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
+use store::Background;
 use store::clock::Clock;
+use store::tasks::Supervisor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
@@ -36,10 +38,11 @@ use crate::adapters::{AddonAccountsAdapter, AddonRelay, OAuthTokenVerifier};
 use crate::config::Config;
 use crate::database::{Database, Role};
 use crate::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load};
-use crate::readiness::Probe;
 use crate::readiness::Readiness;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest wait for the background services to stop at shutdown.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 /// Connections the admin listener holds at once: a scraper and a few probes.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
@@ -152,8 +155,8 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// Installs the process's metrics recorder (Prometheus text format at `/metrics`) and keeps its
-/// histograms trimmed.
-pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+/// histograms trimmed under the supervisor.
+pub fn install_metrics(tasks: &Supervisor) -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("addon_relay_duration_seconds".to_owned()),
@@ -164,10 +167,15 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .map_err(|err| anyhow::anyhow!("installing the metrics recorder: {err}"))?;
     let upkeep = handle.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.run_upkeep();
+    tasks.spawn("metrics upkeep", move |mut shutdown| {
+        let upkeep = upkeep.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+                    () = shutdown.requested() => return,
+                }
+            }
         }
     });
     Ok(handle)
@@ -299,7 +307,8 @@ pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<()>
 }
 
 /// Migrates, binds, calls `ready` with the bound public and admin addresses, and serves until
-/// shutdown.
+/// shutdown. Owns the replica's background services: they start here and stop last, once the
+/// listeners are closed and in-flight requests have drained (see ARCHITECTURE.md, "Shutdown").
 pub async fn serve_on(
     config: &Config,
     db: &Database,
@@ -307,18 +316,38 @@ pub async fn serve_on(
     ready: impl FnOnce(SocketAddr, Option<SocketAddr>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let applied = db.migrate().await?;
+    let background = Background::start(&db.pool);
+    let outcome = compose_and_serve(config, db, applied, &background, shutdown, ready).await;
+    if !background.tasks.shutdown(BACKGROUND_GRACE).await {
+        tracing::warn!("background services aborted after {BACKGROUND_GRACE:?}");
+    }
+    outcome
+}
+
+async fn compose_and_serve(
+    config: &Config,
+    db: &Database,
+    applied: usize,
+    background: &Background,
+    shutdown: ShutdownSignal,
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let master_secret = config.load_master_secret()?;
     let oauth = oauth::OAuthState::start(
         config.oauth_settings(),
         db.pool.clone(),
         master_secret.expose().as_bytes(),
         Clock::system(),
+        background,
     )
     .await
     .context("starting the OAuth service")?;
-    let metrics = install_metrics()?;
+    let metrics = install_metrics(&background.tasks)?;
     let revocations = oauth.clone();
-    let (readiness, probe) = Probe::start(&db.pool, move || revocations.revocations_live()).await;
+    let readiness = crate::readiness::start(&db.pool, &background.tasks, move || {
+        revocations.revocations_live()
+    })
+    .await;
     let admin = match config.admin_listen {
         Some(admin) => Some(
             TcpListener::bind(admin)
@@ -338,9 +367,10 @@ pub async fn serve_on(
     }
     tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
     ready(addr, admin_addr)?;
-    let addon = addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings())
-        .await
-        .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
+    let addon =
+        addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings(), background)
+            .await
+            .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
     let mcp = mcp::McpState::new(
         config.mcp_settings(),
         db.pool.clone(),
@@ -350,7 +380,7 @@ pub async fn serve_on(
             db: db.pool.clone(),
         }),
     )
-    .with_tier_cache(store::tiers::TierCache::start(db.pool.clone()));
+    .with_tier_cache(store::tiers::TierCache::start(background));
     let state = AppState {
         db: db.pool.clone(),
         config: Arc::new(config.clone()),
@@ -368,6 +398,5 @@ pub async fn serve_on(
         readiness,
     };
     serve(listener, admin, state, shutdown).await;
-    probe.stop().await;
     Ok(())
 }

@@ -32,6 +32,8 @@ use axum::extract::FromRef;
 use axum::routing::get;
 use serde_json::Value;
 use sqlx::PgPool;
+use store::Background;
+use store::tasks::Shutdown;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -239,10 +241,14 @@ impl Drop for Tracked {
 }
 
 impl AddonBridge {
-    /// Registers this replica, then spawns its listener and heartbeat. Waits (briefly) for the
-    /// listener so that nothing sent right after start is missed; if the database is down it
-    /// keeps trying in the background.
-    pub async fn start(db: PgPool, settings: BridgeSettings) -> Result<Self, BridgeError> {
+    /// Registers this replica, then starts its listener and heartbeat under `background`.
+    /// Waits (briefly) for the listener so that nothing sent right after start is missed; if
+    /// the database is down it keeps trying in the background.
+    pub async fn start(
+        db: PgPool,
+        settings: BridgeSettings,
+        background: &Background,
+    ) -> Result<Self, BridgeError> {
         if settings.heartbeat_interval.is_zero() {
             return Err(BridgeError::Settings("heartbeat_interval must be positive"));
         }
@@ -284,8 +290,13 @@ impl AddonBridge {
         if let Err(err) = bridge.beat().await {
             tracing::warn!(error = %err, "add-on bridge: first instance heartbeat failed");
         }
-        let ready = listener::spawn(&bridge);
-        tokio::spawn(bridge.clone().heartbeat_loop());
+        let ready = listener::start(&bridge, background);
+        let beating = bridge.clone();
+        background
+            .tasks
+            .spawn("add-on replica heartbeat", move |shutdown| {
+                beating.clone().heartbeat_loop(shutdown)
+            });
         if tokio::time::timeout(Duration::from_secs(5), ready)
             .await
             .is_err()
@@ -446,14 +457,19 @@ impl AddonBridge {
         Ok(())
     }
 
-    async fn heartbeat_loop(self) {
+    async fn heartbeat_loop(self, mut shutdown: Shutdown) {
         let period = self.inner.settings.replica_heartbeat;
-        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut stopping = self.inner.shutdown.subscribe();
         let mut ticks = 0u64;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(period) => {}
-                () = until_true(&mut shutdown) => return,
+                () = shutdown.requested() => return,
+                // The bridge retires this replica's row: a beat now would bring it back.
+                () = until_true(&mut stopping) => {
+                    shutdown.requested().await;
+                    return;
+                }
             }
             if let Err(err) = self.beat().await {
                 tracing::warn!(error = %err, "add-on bridge heartbeat failed");

@@ -1,10 +1,11 @@
-//! The replica's LISTEN connection. Notifications carry ids only; everything else is read from
-//! the tables. `PgListener` loses what is sent while it reconnects, so after every (re)connect
-//! the replica re-checks: calls routed to it, every waiter, its sockets' keys and presence.
+//! The bridge's subscription to the replica's notification hub. Notifications carry ids only;
+//! everything else is read from the tables. Notifications sent while the hub reconnects are
+//! lost, so after every resync the replica re-checks: calls routed to it, every waiter, its
+//! sockets' keys and presence.
 
-use std::time::Duration;
-
-use sqlx::postgres::PgListener;
+use store::Background;
+use store::hub::{Event, Subscription};
+use store::tasks::Shutdown;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -19,60 +20,62 @@ const CHANNELS: [&str; 5] = [
     "addon_key_revoked",
 ];
 
-/// Spawns the listener; the receiver fires once it first listens.
-pub(crate) fn spawn(bridge: &AddonBridge) -> oneshot::Receiver<()> {
+/// Starts the listener under the supervisor; the receiver fires once the first re-check after
+/// a resync is done.
+pub(crate) fn start(bridge: &AddonBridge, background: &Background) -> oneshot::Receiver<()> {
     let (ready_tx, ready_rx) = oneshot::channel();
-    let bridge = bridge.clone();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        let mut shutdown = bridge.inner.shutdown.subscribe();
-        loop {
-            let outcome = listen(&bridge, &mut ready).await;
-            // Presence changes may be missed from here until the next connect.
-            bridge.inner.remote_presence.reset(false);
-            if let Err(err) = outcome {
-                tracing::warn!(error = %err, "add-on listener lost; reconnecting");
-            }
-            if bridge.is_shutting_down() {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                () = crate::until_true(&mut shutdown) => return,
-            }
-        }
+    let mut ready = Some(ready_tx);
+    let (bridge, hub) = (bridge.clone(), background.hub.clone());
+    background.tasks.spawn("add-on listener", move |shutdown| {
+        let events = hub.subscribe(&CHANNELS);
+        listen(bridge.clone(), events, ready.take(), shutdown)
     });
     ready_rx
 }
 
+/// Never waits on the database itself (re-checks and claims run in their own tasks), so it
+/// keeps up with the hub and a lost connection bypasses the presence cache at once.
 async fn listen(
-    bridge: &AddonBridge,
-    ready: &mut Option<oneshot::Sender<()>>,
-) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(&bridge.inner.db).await?;
-    listener.listen_all(CHANNELS).await?;
-    // Anything cached before this point may have missed a notification.
-    bridge.inner.remote_presence.reset(true);
-    tracing::info!("add-on listener connected");
-    recheck(bridge).await;
-    if let Some(ready) = ready.take() {
-        let _ = ready.send(());
-    }
-    let mut shutdown = bridge.inner.shutdown.subscribe();
+    bridge: AddonBridge,
+    mut events: Subscription,
+    mut ready: Option<oneshot::Sender<()>>,
+    mut shutdown: Shutdown,
+) {
+    let mut stopping = bridge.inner.shutdown.subscribe();
+    let feeder = bridge.inner.remote_presence.feeder();
     loop {
-        tokio::select! {
-            received = listener.try_recv() => match received? {
-                Some(notification) => {
-                    if let Ok(id) = Uuid::parse_str(notification.payload()) {
-                        on_notification(bridge, notification.channel(), id);
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = shutdown.requested() => break,
+            // The bridge ended (sockets closed, instance retired): nothing to route any more.
+            () = crate::until_true(&mut stopping) => break,
+        };
+        match event {
+            Event::Resynced => {
+                // Anything cached before this point may have missed a notification.
+                bridge.inner.remote_presence.reset(true);
+                tracing::info!("add-on listener connected");
+                let (bridge, ready) = (bridge.clone(), ready.take());
+                tokio::spawn(async move {
+                    recheck(&bridge).await;
+                    if let Some(ready) = ready {
+                        let _ = ready.send(());
                     }
+                });
+            }
+            // Presence changes may be missed from here until the next resync.
+            Event::Lost => bridge.inner.remote_presence.reset(false),
+            Event::Notification(notice) => {
+                if let Ok(id) = Uuid::parse_str(&notice.payload) {
+                    on_notification(&bridge, &notice.channel, id);
                 }
-                // The connection dropped; what was sent meanwhile is lost.
-                None => return Ok(()),
-            },
-            () = crate::until_true(&mut shutdown) => return Ok(()),
+            }
         }
     }
+    drop((feeder, events));
+    // Stopped with the bridge: idle until the replica shuts down (an early return would be
+    // restarted by the supervisor).
+    shutdown.requested().await;
 }
 
 fn on_notification(bridge: &AddonBridge, channel: &str, id: Uuid) {

@@ -45,6 +45,11 @@ impl PresenceCache {
     pub fn reset(&self, listening: bool) {
         self.entries.reset(listening);
     }
+
+    /// See [`NotifiedMap::feeder`].
+    pub fn feeder(&self) -> store::notified::Feeder<'_, (Presence, Instant)> {
+        self.entries.feeder()
+    }
 }
 
 #[cfg(test)]

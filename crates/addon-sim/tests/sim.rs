@@ -27,7 +27,8 @@ fn call(user_id: uuid::Uuid, tool: &str, arguments: serde_json::Value) -> CallRe
 async fn the_simulator_answers_tools_with_consistent_state() {
     let test_db = testkit::TestDb::new().await;
     let db = test_db.pool().await;
-    let bridge = AddonBridge::start(db.clone(), BridgeSettings::new())
+    let background = store::Background::start(&db);
+    let bridge = AddonBridge::start(db.clone(), BridgeSettings::new(), &background)
         .await
         .unwrap();
     let app = addon_bridge::router::<AddonBridge>().with_state(bridge.clone());

@@ -69,7 +69,7 @@ fn dispatch(c: &mut Criterion) {
         .fetch_one(&db)
         .await
         .unwrap();
-        let tiers = store::tiers::TierCache::start(db.clone());
+        let tiers = store::tiers::TierCache::start(&store::Background::start(&db));
         while !tiers.is_listening() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }

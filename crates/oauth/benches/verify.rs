@@ -45,9 +45,16 @@ fn verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (state, user_id, grant_id) = runtime.block_on(async {
         let db = testkit::TestDb::new().await.pool().await;
-        let state = OAuthState::start(settings(), db.clone(), &[7; 32], Clock::system())
-            .await
-            .unwrap();
+        let background = store::Background::start(&db);
+        let state = OAuthState::start(
+            settings(),
+            db.clone(),
+            &[7; 32],
+            Clock::system(),
+            &background,
+        )
+        .await
+        .unwrap();
         let user_id: Uuid = sqlx::query_scalar(
             "INSERT INTO users (email, password_hash, tier) \
              VALUES ('bench@example.com', 'none', 'elite') RETURNING id",

@@ -4,22 +4,31 @@
 
 use std::time::Duration;
 
+use store::tasks::{Shutdown, Supervisor};
+
 use crate::db;
 use crate::events::{self, Kind, Origin};
 use crate::state::OAuthState;
 
 const INTERVAL: Duration = Duration::from_secs(600);
 
-pub(crate) fn spawn_reaper(state: &OAuthState) {
+pub(crate) fn start_reaper(state: &OAuthState, tasks: &Supervisor) {
     let state = state.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(INTERVAL).await;
-            if let Err(err) = reap(&state).await {
-                tracing::warn!(error = %err, "clean-up failed; retrying later");
-            }
-        }
+    tasks.spawn("oauth reaper", move |shutdown| {
+        reap_every_interval(state.clone(), shutdown)
     });
+}
+
+async fn reap_every_interval(state: OAuthState, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(INTERVAL) => {}
+            () = shutdown.requested() => return,
+        }
+        if let Err(err) = reap(&state).await {
+            tracing::warn!(error = %err, "clean-up failed; retrying later");
+        }
+    }
 }
 
 /// Deletes what has expired. Returns the number of unused clients removed.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use ipnet::IpNet;
 use sqlx::PgPool;
+use store::Background;
 use store::clock::Clock;
+use tokio::sync::Notify;
 
 use crate::cimd::CimdSettings;
 use crate::crypto::derive_key;
@@ -88,6 +90,8 @@ pub(crate) struct Inner {
     pub clock: Clock,
     pub keys: KeyRing,
     pub grants: GrantCache,
+    /// Wakes the key refresh: a rotation was announced, or the listener resynced.
+    pub keys_changed: Notify,
     pub verified: crate::verify::VerifiedTokens,
     /// Token requests by client address.
     pub token_limiter: crate::bounded::WindowCounter,
@@ -110,15 +114,25 @@ impl std::fmt::Debug for GrantCache {
 }
 
 impl OAuthState {
-    /// Loads (or creates) the signing keys and starts the revocation listener; Client ID
-    /// Metadata Documents with the production [`CimdSettings::default`].
+    /// Loads (or creates) the signing keys and starts, under `background`, the revocation
+    /// listener, the key refresh and the reaper; Client ID Metadata Documents with the
+    /// production [`CimdSettings::default`].
     pub async fn start(
         settings: OAuthSettings,
         db: PgPool,
         master_secret: &[u8],
         clock: Clock,
+        background: &Background,
     ) -> Result<Self, Internal> {
-        Self::start_with_cimd(settings, CimdSettings::default(), db, master_secret, clock).await
+        Self::start_with_cimd(
+            settings,
+            CimdSettings::default(),
+            db,
+            master_secret,
+            clock,
+            background,
+        )
+        .await
     }
 
     /// [`OAuthState::start`] with other CIMD settings (tests: loopback documents, small caps).
@@ -128,6 +142,7 @@ impl OAuthState {
         db: PgPool,
         master_secret: &[u8],
         clock: Clock,
+        background: &Background,
     ) -> Result<Self, Internal> {
         let cimd = crate::cimd::Fetcher::new(cimd)?;
         let keys = KeyRing::load(&db, master_secret, &clock).await?;
@@ -149,6 +164,7 @@ impl OAuthState {
                 clock,
                 keys,
                 grants: GrantCache::default(),
+                keys_changed: Notify::new(),
                 verified: crate::verify::VerifiedTokens::default(),
                 token_limiter,
                 grant_limiter,
@@ -158,9 +174,9 @@ impl OAuthState {
                 csrf_key: derive_key(master_secret, "crosstrade account csrf v1"),
             }),
         };
-        crate::verify::spawn_revocation_listener(&state);
-        crate::verify::spawn_key_refresh(&state);
-        crate::maintenance::spawn_reaper(&state);
+        crate::verify::start_revocation_listener(&state, background);
+        crate::verify::start_key_refresh(&state, &background.tasks);
+        crate::maintenance::start_reaper(&state, &background.tasks);
         Ok(state)
     }
 

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgListener;
+use store::Background;
 use store::clock::Clock;
+use store::hub::{Event, Subscription};
 use store::notified::NotifiedMap;
+use store::tasks::{Shutdown, Supervisor};
 use uuid::Uuid;
 
 use crate::error::Internal;
@@ -291,22 +293,46 @@ pub async fn revoke_grant(
     Ok(revoked)
 }
 
-pub(crate) fn spawn_revocation_listener(state: &OAuthState) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        loop {
-            let outcome = listen(&state).await;
-            state.inner.grants.entries.reset(false);
-            // The server is shutting down: nothing left to listen for.
-            if state.inner.db.is_closed() {
-                return;
+/// Keeps the grant cache current through the hub: drops a grant on its `grant_ended`
+/// notification, wakes the key refresh on `signing_keys_changed`, and bypasses the cache while
+/// notifications may be missed. Never waits on the database, so it keeps up with the hub.
+pub(crate) fn start_revocation_listener(state: &OAuthState, background: &Background) {
+    let (state, hub) = (state.clone(), background.hub.clone());
+    background
+        .tasks
+        .spawn("revocation listener", move |shutdown| {
+            let events = hub.subscribe(&[CHANNEL, crate::keys::CHANNEL]);
+            listen(state.clone(), events, shutdown)
+        });
+}
+
+async fn listen(state: OAuthState, mut events: Subscription, mut shutdown: Shutdown) {
+    let grants = &state.inner.grants.entries;
+    let _feeder = grants.feeder();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = shutdown.requested() => break,
+        };
+        match event {
+            Event::Resynced => {
+                // Anything cached before this point may have missed a notification.
+                grants.reset(true);
+                state.inner.keys_changed.notify_one();
+                tracing::info!("revocation listener connected");
             }
-            if let Err(err) = outcome {
-                tracing::warn!(error = %err, "revocation listener lost; reconnecting");
+            // Notifications may be missed from here until the next resync.
+            Event::Lost => grants.reset(false),
+            Event::Notification(notice) if notice.channel == crate::keys::CHANNEL => {
+                state.inner.keys_changed.notify_one();
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            Event::Notification(notice) => {
+                if let Ok(grant_id) = Uuid::parse_str(&notice.payload) {
+                    grants.changed(grant_id);
+                }
+            }
         }
-    });
+    }
 }
 
 /// Re-reads the signing keys after a rotation anywhere (and periodically, in case a notification
@@ -322,36 +348,21 @@ async fn reload_keys(state: &OAuthState) {
     }
 }
 
-pub(crate) fn spawn_key_refresh(state: &OAuthState) {
+pub(crate) fn start_key_refresh(state: &OAuthState, tasks: &Supervisor) {
     let state = state.clone();
-    tokio::spawn(async move {
-        while !state.inner.db.is_closed() {
-            tokio::time::sleep(KEY_REFRESH).await;
-            reload_keys(&state).await;
-        }
+    tasks.spawn("signing key refresh", move |shutdown| {
+        refresh_keys(state.clone(), shutdown)
     });
 }
 
-async fn listen(state: &OAuthState) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(&state.inner.db).await?;
-    listener.listen_all([CHANNEL, crate::keys::CHANNEL]).await?;
-    // Anything cached before this point may have missed a notification.
-    state.inner.grants.entries.reset(true);
-    reload_keys(state).await;
-    tracing::info!("revocation listener connected");
+async fn refresh_keys(state: OAuthState, mut shutdown: Shutdown) {
     loop {
-        match listener.try_recv().await? {
-            Some(notification) if notification.channel() == crate::keys::CHANNEL => {
-                reload_keys(state).await;
-            }
-            Some(notification) => {
-                if let Ok(grant_id) = Uuid::parse_str(notification.payload()) {
-                    state.inner.grants.entries.changed(grant_id);
-                }
-            }
-            // The connection dropped; notifications sent meanwhile are lost.
-            None => return Ok(()),
+        tokio::select! {
+            () = tokio::time::sleep(KEY_REFRESH) => {}
+            () = state.inner.keys_changed.notified() => {}
+            () = shutdown.requested() => return,
         }
+        reload_keys(&state).await;
     }
 }
 

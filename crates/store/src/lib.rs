@@ -2,7 +2,9 @@
 //!
 //! Owns the one migration stream (`MIGRATOR`), the pool options every crate uses, the embedded
 //! PostgreSQL cluster that serves `cargo run` and the tests, the clock, and the accounts (users)
-//! that the OAuth and MCP crates both read. It depends on no feature crate.
+//! that the OAuth and MCP crates both read, and what runs a replica in the background: the
+//! supervisor of its services (`tasks`) and its one `LISTEN` connection (`hub`). It depends on
+//! no feature crate.
 
 /// A boxed, sendable future: the one shape of the cross-crate traits' methods (object-safe
 /// without `async-trait`).
@@ -11,10 +13,12 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a
 pub mod clock;
 pub mod cluster;
 pub mod credentials;
+pub mod hub;
 pub mod lock;
 pub mod notified;
 pub mod password;
 pub mod secret;
+pub mod tasks;
 pub mod tiers;
 pub mod users;
 
@@ -41,6 +45,23 @@ pub async fn ping(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         .fetch_one(conn)
         .await
         .map(drop)
+}
+
+/// What a service needs to run in the background: the supervisor that owns its loops and the
+/// notification hub its caches subscribe to. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Background {
+    pub tasks: tasks::Supervisor,
+    pub hub: hub::Hub,
+}
+
+impl Background {
+    /// A new supervisor with the hub on `db` already running under it.
+    pub fn start(db: &PgPool) -> Self {
+        let tasks = tasks::Supervisor::new();
+        let hub = hub::Hub::start(db, &tasks);
+        Self { tasks, hub }
+    }
 }
 
 /// Pool sizing and the time a request may wait for a connection.

@@ -90,6 +90,26 @@ impl<V: Clone> NotifiedMap<V> {
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::SeqCst)
     }
+
+    /// Held by the loop that feeds this map: however that loop ends (shutdown, panic), the map
+    /// is bypassed from then on, since nothing invalidates it any more.
+    pub fn feeder(&self) -> Feeder<'_, V> {
+        Feeder(self)
+    }
+}
+
+/// See [`NotifiedMap::feeder`].
+#[derive(Debug)]
+pub struct Feeder<'a, V>(&'a NotifiedMap<V>);
+
+impl<V> Drop for Feeder<'_, V> {
+    fn drop(&mut self) {
+        let map = self.0;
+        map.listening.store(false, Ordering::SeqCst);
+        let mut entries = map.entries.write().unwrap_or_else(PoisonError::into_inner);
+        map.epoch.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +130,20 @@ mod tests {
         map.put(map.epoch(), user, 2);
         assert_eq!(map.get(user), Some(2));
         map.changed(user);
+        assert_eq!(map.get(user), None);
+    }
+
+    #[test]
+    fn a_map_whose_feeder_ended_is_bypassed() {
+        let map = NotifiedMap::default();
+        let user = Uuid::new_v4();
+        {
+            let _feeder = map.feeder();
+            map.reset(true);
+            map.put(map.epoch(), user, 1);
+            assert_eq!(map.get(user), Some(1));
+        }
+        assert!(!map.is_listening());
         assert_eq!(map.get(user), None);
     }
 

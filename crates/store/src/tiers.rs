@@ -6,17 +6,17 @@
 //! (every lookup reads PostgreSQL, as without a cache); see [`NotifiedMap`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
+use crate::Background;
+use crate::hub::{Event, Subscription};
 use crate::notified::NotifiedMap;
+use crate::tasks::Shutdown;
 use crate::users::{self, Tier, UserError};
 
 const CHANNEL: &str = "tier_changed";
-const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 /// Tiers by user id, valid while the listener runs.
 #[derive(Debug, Default)]
@@ -25,22 +25,13 @@ pub struct TierCache {
 }
 
 impl TierCache {
-    /// A cache kept current by a listener on `db`, which runs until the pool is closed.
-    pub fn start(db: PgPool) -> Arc<Self> {
+    /// A cache kept current through the hub, its listener run by the supervisor.
+    pub fn start(background: &Background) -> Arc<Self> {
         let cache = Arc::new(Self::default());
-        let listening = Arc::clone(&cache);
-        tokio::spawn(async move {
-            loop {
-                let outcome = listening.listen(&db).await;
-                listening.tiers.reset(false);
-                if db.is_closed() {
-                    return;
-                }
-                if let Err(err) = outcome {
-                    tracing::warn!(error = %err, "tier listener lost; reconnecting");
-                }
-                tokio::time::sleep(RECONNECT_AFTER).await;
-            }
+        let (listening, hub) = (Arc::clone(&cache), background.hub.clone());
+        background.tasks.spawn("tier listener", move |shutdown| {
+            let subscription = hub.subscribe(&[CHANNEL]);
+            Arc::clone(&listening).listen(subscription, shutdown)
         });
         cache
     }
@@ -63,20 +54,22 @@ impl TierCache {
         self.tiers.is_listening()
     }
 
-    async fn listen(&self, db: &PgPool) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(db).await?;
-        listener.listen(CHANNEL).await?;
-        // Anything cached before this point may have missed a notification.
-        self.tiers.reset(true);
+    async fn listen(self: Arc<Self>, mut events: Subscription, mut shutdown: Shutdown) {
+        let _feeder = self.tiers.feeder();
         loop {
-            match listener.try_recv().await? {
-                Some(notification) => match Uuid::parse_str(notification.payload()) {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = shutdown.requested() => break,
+            };
+            match event {
+                // Anything cached before this point may have missed a notification.
+                Event::Resynced => self.tiers.reset(true),
+                Event::Lost => self.tiers.reset(false),
+                Event::Notification(notice) => match Uuid::parse_str(&notice.payload) {
                     Ok(user_id) => self.tiers.changed(user_id),
                     // Not ours to interpret: forget everything rather than guess.
                     Err(_) => self.tiers.reset(true),
                 },
-                // The connection dropped; notifications sent meanwhile are lost.
-                None => return Ok(()),
             }
         }
     }

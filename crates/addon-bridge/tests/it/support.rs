@@ -38,7 +38,11 @@ pub struct Server {
 }
 
 pub async fn serve(db: &PgPool, settings: BridgeSettings) -> Server {
-    let bridge = AddonBridge::start(db.clone(), settings).await.unwrap();
+    // Each server is a replica of its own: its own supervisor and notification hub.
+    let background = store::Background::start(db);
+    let bridge = AddonBridge::start(db.clone(), settings, &background)
+        .await
+        .unwrap();
     let app = addon_bridge::router::<AddonBridge>().with_state(bridge.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -27,7 +27,7 @@ async fn a_changed_tier_replaces_the_cached_one() {
     .fetch_one(&db)
     .await
     .unwrap();
-    let cache = TierCache::start(db.clone());
+    let cache = TierCache::start(&store::Background::start(&db));
     for _ in 0..200 {
         if cache.is_listening() {
             break;

@@ -66,7 +66,9 @@ impl Server {
     pub async fn replica(&self) -> OAuthState {
         let mut settings = settings(&self.base);
         settings.trusted_proxies.clear();
-        OAuthState::start(settings, self.db.pool().await, MASTER, self.clock.clone())
+        let db = self.db.pool().await;
+        let background = store::Background::start(&db);
+        OAuthState::start(settings, db, MASTER, self.clock.clone(), &background)
             .await
             .unwrap()
     }
@@ -90,8 +92,10 @@ impl Server {
         let mut settings = settings(&base);
         adjust(&mut settings);
         let clock = Clock::manual(Clock::system().now());
+        let pool = db.pool().await;
+        let background = store::Background::start(&pool);
         let state =
-            OAuthState::start_with_cimd(settings, cimd, db.pool().await, MASTER, clock.clone())
+            OAuthState::start_with_cimd(settings, cimd, pool, MASTER, clock.clone(), &background)
                 .await
                 .unwrap();
         let app = oauth::router::<OAuthState>().with_state(state.clone());
