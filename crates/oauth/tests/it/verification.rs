@@ -262,7 +262,7 @@ async fn a_lost_listener_fails_closed_and_resyncs_on_reconnect() {
     // The replica must not serve its stale "alive" entry: it reads the database (fails closed)
     // while disconnected and starts from an empty cache once reconnected.
     wait_until(
-        "stale cache served a revoked grant; revoked",
+        "the grant revoked behind the replica's back refused (not served from a stale cache)",
         Duration::from_secs(2),
         async || replica.verify_access_token(&token).await == Err(oauth::AccessError::Revoked),
     )
