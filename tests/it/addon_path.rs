@@ -10,8 +10,9 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use testkit::oauth::{Endpoint, Flow};
+use testkit::wait::{eventually, wait_for};
 
-use crate::support::{ServerProcess, eventually, server_with_user, tools_call};
+use crate::support::{ServerProcess, server_with_user, tools_call};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -59,12 +60,15 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
         ],
         &format!("127.0.0.1:{port}"),
     );
-    assert!(eventually(Duration::from_secs(10), || server
-        .stdout
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("Add-On simulator"))));
+    assert!(
+        eventually(Duration::from_secs(10), async || server
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Add-On simulator")))
+        .await
+    );
     let banner = server.stdout.lock().unwrap().join("\n");
     let password = banner
         .lines()
@@ -93,7 +97,7 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
 
     // The simulator connects right after the server starts listening.
     let mut names = Vec::new();
-    for _ in 0..50 {
+    eventually(Duration::from_secs(5), async || {
         names = client
             .list_all_tools()
             .await
@@ -101,11 +105,9 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
             .iter()
             .map(|t| t.name.to_string())
             .collect();
-        if names.iter().any(|n| n == "PlaceOrder") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        names.iter().any(|n| n == "PlaceOrder")
+    })
+    .await;
     assert!(
         names.iter().any(|n| n == "PlaceOrder") && names.iter().any(|n| n == "GetPositions"),
         "{names:?}"
@@ -148,14 +150,15 @@ async fn rmcp_through_the_server_to_the_addon_simulator() {
     // Close the position: the fills become a round trip in the journal, served from what the
     // backend stored from the Add-On's events.
     call(&client, "FlattenAll", json!({ "account": "Sim101" })).await;
-    let mut journal = Value::Null;
-    for _ in 0..50 {
-        journal = call(&client, "GetJournal", json!({ "account": "Sim101" })).await;
-        if !journal["trades"].as_array().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let journal = wait_for(
+        "the round trip in the journal",
+        Duration::from_secs(5),
+        async || {
+            let journal = call(&client, "GetJournal", json!({ "account": "Sim101" })).await;
+            (!journal["trades"].as_array().unwrap().is_empty()).then_some(journal)
+        },
+    )
+    .await;
     let trade = &journal["trades"][0];
     assert_eq!(trade["instrument"], "ES 12-26", "{journal}");
     assert_eq!(trade["direction"], "Long");
@@ -404,15 +407,12 @@ pub(crate) fn sim_options(
 
 /// Waits (up to 5 s) until `GetMcpCapabilities` reports the Add-On connected.
 pub(crate) async fn addon_connected(endpoint: &Endpoint, access: &str) -> bool {
-    for _ in 0..100 {
+    eventually(Duration::from_secs(5), async || {
         let reply = tools_call(endpoint, access, "GetMcpCapabilities", json!({})).await;
         let body: Value = reply.json().await.unwrap();
-        if body["result"]["structuredContent"]["addon_connected"] == true {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+        body["result"]["structuredContent"]["addon_connected"] == true
+    })
+    .await
 }
 
 #[tokio::test]
@@ -431,7 +431,11 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
         &["RunStrategyBacktest"],
         &scripts,
     );
-    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let received = addon_sim::Received::default();
+    let sim = tokio::spawn({
+        let received = received.clone();
+        async move { addon_sim::run_observed(&options, &received).await }
+    });
     assert!(
         addon_connected(&on_b, &access).await,
         "B sees the Add-On connected to A"
@@ -446,7 +450,13 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
             tools_call(&on_b, &access, "RunStrategyBacktest", args).await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A holds the call once its Add-On has it.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        received.call("RunStrategyBacktest"),
+    )
+    .await
+    .expect("the backtest reached the Add-On through A");
     crate::support::signal(replica_a.pid(), "KILL");
     let killed = std::time::Instant::now();
     let reply = tokio::time::timeout(Duration::from_secs(30), pending)
@@ -493,7 +503,11 @@ async fn sigterm_ends_pending_relays_in_408_closes_addon_sockets_and_exits_0() {
         &["GetAccounts"],
         &scripts,
     );
-    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let received = addon_sim::Received::default();
+    let sim = tokio::spawn({
+        let received = received.clone();
+        async move { addon_sim::run_observed(&options, &received).await }
+    });
     assert!(addon_connected(&endpoint, &access).await);
 
     // A call the Add-On will never answer is in flight when SIGTERM arrives.
@@ -502,7 +516,9 @@ async fn sigterm_ends_pending_relays_in_408_closes_addon_sockets_and_exits_0() {
         let access = access.clone();
         async move { tools_call(&endpoint, &access, "GetAccounts", json!({})).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), received.call("GetAccounts"))
+        .await
+        .expect("the call reached the Add-On");
     let signalled = std::time::Instant::now();
     crate::support::signal(server.pid(), "TERM");
 

@@ -3,7 +3,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use crate::support::{self, ServerProcess, eventually, postmaster_pid, process_alive, run};
+use testkit::wait::eventually;
+
+use crate::support::{self, ServerProcess, postmaster_pid, process_alive, run};
 
 fn data_dir_env(dir: &std::path::Path) -> String {
     dir.join("postgres").display().to_string()
@@ -67,10 +69,11 @@ async fn data_survives_a_restart_and_the_cluster_stops_with_the_server() {
     assert!(support::stdout(&listed).contains("kept@example.com\telite"));
     // The verb started the cluster itself and stopped it when done.
     assert!(
-        eventually(Duration::from_secs(5), || postmaster_pid(
+        eventually(Duration::from_secs(5), async || postmaster_pid(
             std::path::Path::new(&data_dir)
         )
-        .is_none_or(|pid| !process_alive(pid))),
+        .is_none_or(|pid| !process_alive(pid)))
+        .await,
         "a verb left its cluster running"
     );
     std::fs::remove_dir_all(&scratch).unwrap();
@@ -127,12 +130,15 @@ async fn dev_seeds_demo_accounts_and_prints_how_to_connect() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    assert!(eventually(Duration::from_secs(5), || server
-        .stdout
-        .lock()
-        .unwrap()
-        .len()
-        >= 10));
+    assert!(
+        eventually(Duration::from_secs(5), async || server
+            .stdout
+            .lock()
+            .unwrap()
+            .len()
+            >= 10)
+        .await
+    );
     let banner = server.stdout.lock().unwrap().join("\n");
     assert!(
         banner.contains("MCP server URL: http://127.0.0.1:8080/v1/api/mcp"),
@@ -171,12 +177,15 @@ async fn dev_seeds_demo_accounts_and_prints_how_to_connect() {
         "{listing}"
     );
     let server = ServerProcess::start("dev", &env);
-    assert!(eventually(Duration::from_secs(5), || server
-        .stdout
-        .lock()
-        .unwrap()
-        .len()
-        >= 10));
+    assert!(
+        eventually(Duration::from_secs(5), async || server
+            .stdout
+            .lock()
+            .unwrap()
+            .len()
+            >= 10)
+        .await
+    );
     let again = server.stdout.lock().unwrap().join("\n");
     assert!(again.contains(&elite_password), "{again}");
     let logs = server.logs();

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::oauth::Endpoint;
+use testkit::wait::{wait_for, wait_until};
 
 use crate::addon_path::{addon_connected, sim_options, trade_token};
-use crate::support::{add_elite_user, server_with_user_and, tools_call};
+use crate::support::{add_elite_user, metrics_show, server_with_user_and, tools_call};
 
 /// Generous: only to turn a hang into a failure, never a latency assertion.
 const ANSWERS_WITHIN: Duration = Duration::from_secs(10);
@@ -94,47 +95,35 @@ async fn an_account_holding_its_addon_call_cap_gets_429_while_others_and_oauth_a
         .collect();
     // Both held calls must be in the bridge before the probes start, so a probe is not what
     // pushes one of them over the cap: wait until the replica reports them live.
-    let metrics = server.admin_url("/metrics");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = endpoint
-            .http
-            .get(&metrics)
-            .send()
+    wait_until(
+        "the held backtests in the bridge",
+        Duration::from_secs(10),
+        async || metrics_show(&server, "addon_live_calls 2").await,
+    )
+    .await;
+    let refused = wait_for(
+        "a call refused beyond the per-account cap",
+        Duration::from_secs(15),
+        async || {
+            assert!(
+                held.iter().all(|call| !call.is_finished()),
+                "a held backtest ended early"
+            );
+            let reply = tokio::time::timeout(
+                ANSWERS_WITHIN,
+                tools_call(&endpoint, &busy, "GetAccounts", json!({})),
+            )
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.lines().any(|line| line == "addon_live_calls 2") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the held backtests never reached the bridge"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut refused = None;
-    for _ in 0..100 {
-        assert!(
-            held.iter().all(|call| !call.is_finished()),
-            "a held backtest ended early"
-        );
-        let reply = tokio::time::timeout(
-            ANSWERS_WITHIN,
-            tools_call(&endpoint, &busy, "GetAccounts", json!({})),
-        )
-        .await
-        .expect("a call of a saturated account hung");
-        if reply.status() == 429 {
-            refused = Some(reply);
-            break;
-        }
-        assert_eq!(reply.status(), 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_too_many(refused.expect("never refused beyond the per-account cap")).await;
+            .expect("a call of a saturated account hung");
+            if reply.status() == 429 {
+                return Some(reply);
+            }
+            assert_eq!(reply.status(), 200);
+            None
+        },
+    )
+    .await;
+    assert_too_many(refused).await;
 
     // Meanwhile another account's tool calls and the OAuth endpoints answer.
     for _ in 0..5 {
@@ -207,16 +196,19 @@ async fn an_account_holding_its_stream_cap_gets_429_while_others_open_streams() 
     // A stream the client closes gives its slot back (noticed at the latest at the next
     // keep-alive, 15 s).
     drop(first);
-    let mut reopened = None;
-    for _ in 0..100 {
-        let stream = open_stream(&endpoint, &streamer).await;
-        if stream.status() == 200 {
-            reopened = Some(stream);
-            break;
-        }
-        assert_eq!(stream.status(), 429);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(reopened.is_some(), "a closed stream kept its slot");
+    let reopened = wait_for(
+        "the slot of a closed stream given back",
+        Duration::from_secs(25),
+        async || {
+            let stream = open_stream(&endpoint, &streamer).await;
+            if stream.status() == 200 {
+                return Some(stream);
+            }
+            assert_eq!(stream.status(), 429);
+            None
+        },
+    )
+    .await;
+    drop(reopened);
     drop(second);
 }

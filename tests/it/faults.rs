@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::oauth::{Endpoint, Flow};
+use testkit::wait::{eventually, wait_until};
 
 use crate::support::{ServerProcess, http, run, stderr};
 
@@ -23,6 +24,16 @@ struct Sample {
 }
 
 type Samples = Arc<Mutex<Vec<Sample>>>;
+
+/// Whether a request of `kind` sent at or after `since` (from the start of the load) was
+/// answered `status`.
+fn answered(samples: &Samples, kind: &str, status: u16, since: Duration) -> bool {
+    samples
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.kind == kind && s.sent_at >= since && s.status == status)
+}
 
 async fn tools_call(endpoint: &Endpoint, access: &str) -> reqwest::Result<reqwest::Response> {
     crate::support::try_tools_call(endpoint, access, "GetMcpCapabilities", json!({})).await
@@ -166,7 +177,17 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The outage starts once every kind of load has been answered as usual.
+    wait_until(
+        "every kind of load answered",
+        Duration::from_secs(10),
+        async || {
+            answered(&samples, "call", 200, Duration::ZERO)
+                && answered(&samples, "revoked", 401, Duration::ZERO)
+                && answered(&samples, "refresh", 200, Duration::ZERO)
+        },
+    )
+    .await;
     let cluster = private.cluster.clone();
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
@@ -174,18 +195,21 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         .unwrap();
     let down_at = origin.elapsed();
     // Readiness comes from a probe every second, so it notices within about two.
-    let mut unready = false;
-    while !unready && origin.elapsed() < down_at + Duration::from_secs(3) {
-        let status = client
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        unready = status == 503;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let unready = eventually(
+        (down_at + Duration::from_secs(3)).saturating_sub(origin.elapsed()),
+        async || {
+            client
+                .get(server.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
     assert!(unready, "/readyz kept answering 200 with the database down");
+    // The outage lasts three seconds.
     tokio::time::sleep((down_at + Duration::from_secs(3)).saturating_sub(origin.elapsed())).await;
     let cluster = private.cluster.clone();
     tokio::task::spawn_blocking(move || cluster.start())
@@ -196,32 +220,38 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
 
     let mut ready_at = None;
     let mut serving_at = None;
-    while origin.elapsed() < up_at + Duration::from_secs(10) {
-        if ready_at.is_none()
-            && client
-                .get(server.url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 200
-        {
-            ready_at = Some(origin.elapsed());
-        }
-        if serving_at.is_none() {
-            serving_at = samples
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|s| s.kind == "call" && s.sent_at > up_at && s.status == 200)
-                .map(|s| s.sent_at + s.latency);
-        }
-        if ready_at.is_some() && serving_at.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually(
+        (up_at + Duration::from_secs(10)).saturating_sub(origin.elapsed()),
+        async || {
+            if ready_at.is_none()
+                && client
+                    .get(server.url("/readyz"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    == 200
+            {
+                ready_at = Some(origin.elapsed());
+            }
+            if serving_at.is_none() {
+                serving_at = samples
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s.kind == "call" && s.sent_at > up_at && s.status == 200)
+                    .map(|s| s.sent_at + s.latency);
+            }
+            ready_at.is_some() && serving_at.is_some()
+        },
+    )
+    .await;
+    // The load runs on until the refresh chain and the revoked token have been answered after
+    // the outage too; the checks below say which did not.
+    eventually(Duration::from_secs(5), async || {
+        answered(&samples, "refresh", 200, up_at) && answered(&samples, "revoked", 401, up_at)
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.unwrap();
@@ -298,18 +328,23 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
 
     // The Add-On path works again: its socket survived, its presence is back.
     let mut relayed_after = None;
-    while origin.elapsed() < up_at + Duration::from_secs(5) {
-        let reply =
-            crate::support::tools_call(&endpoint, &trade_access, "GetAccounts", json!({})).await;
-        if reply.status() == 200 {
-            let body: Value = reply.json().await.unwrap();
-            if body["result"]["isError"] == false {
-                relayed_after = Some(origin.elapsed().saturating_sub(up_at));
-                break;
+    eventually(
+        (up_at + Duration::from_secs(5)).saturating_sub(origin.elapsed()),
+        async || {
+            let reply =
+                crate::support::tools_call(&endpoint, &trade_access, "GetAccounts", json!({}))
+                    .await;
+            if reply.status() == 200 {
+                let body: Value = reply.json().await.unwrap();
+                if body["result"]["isError"] == false {
+                    relayed_after = Some(origin.elapsed().saturating_sub(up_at));
+                    return true;
+                }
             }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            false
+        },
+    )
+    .await;
     let relayed_after = relayed_after.expect("Add-On calls did not recover within 5 s");
     assert!(!sim.is_finished(), "the Add-On socket was dropped");
 
@@ -536,7 +571,15 @@ async fn sigkill_mid_writes_loses_nothing_acknowledged_and_doubles_nothing() {
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The kill comes once every kind of write has been acknowledged at least once (the check
+    // after the kill says which was not).
+    eventually(Duration::from_secs(10), async || {
+        let acknowledged = acknowledged.lock().unwrap();
+        !acknowledged.clients.is_empty()
+            && !acknowledged.exchanges.is_empty()
+            && acknowledged.rotations > 0
+    })
+    .await;
     crate::support::signal(server.pid(), "KILL");
     for task in load {
         task.await.unwrap();
@@ -666,33 +709,13 @@ async fn sigterm_under_load_drains_in_flight_work_and_exits_0_within_the_grace_p
         &["GetAccounts"],
         &scripts,
     );
-    let sim = tokio::spawn(async move { addon_sim::run(&options).await });
+    let received = addon_sim::Received::default();
+    let sim = tokio::spawn({
+        let received = received.clone();
+        async move { addon_sim::run_observed(&options, &received).await }
+    });
     assert!(crate::addon_path::addon_connected(&endpoint, &access).await);
 
-    // Load: tool calls in a loop on 8 connections.
-    let origin = Instant::now();
-    let samples: Samples = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..8 {
-        let (endpoint, access, samples, stop) = (
-            endpoint.clone(),
-            access.clone(),
-            Arc::clone(&samples),
-            Arc::clone(&stop),
-        );
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let sent = Instant::now();
-                let response = tools_call(&endpoint, &access).await;
-                let failed = response.is_err();
-                record(&samples, "call", origin, sent, response).await;
-                if failed {
-                    return;
-                }
-            }
-        }));
-    }
     // A relay the Add-On never answers, and a request whose body is still arriving.
     let pending = tokio::spawn({
         let (endpoint, access) = (endpoint.clone(), access.clone());
@@ -731,12 +754,66 @@ async fn sigterm_under_load_drains_in_flight_work_and_exits_0_within_the_grace_p
         while let Ok(Some(_)) = stream.chunk().await {}
         Instant::now()
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both are in the server's hands: the relay has reached the Add-On, and the two of them are
+    // the only requests in flight (the stream's permit ends with its head).
+    tokio::time::timeout(Duration::from_secs(10), received.call("GetAccounts"))
+        .await
+        .expect("the pending relay reached the Add-On");
+    wait_until(
+        "the pending relay and the upload in flight",
+        Duration::from_secs(10),
+        async || crate::support::metrics_show(&server, "http_requests_in_flight 2").await,
+    )
+    .await;
+
+    // Load: tool calls in a loop on 8 connections.
+    let origin = Instant::now();
+    let samples: Samples = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (endpoint, access, samples, stop) = (
+            endpoint.clone(),
+            access.clone(),
+            Arc::clone(&samples),
+            Arc::clone(&stop),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let response = tools_call(&endpoint, &access).await;
+                let failed = response.is_err();
+                record(&samples, "call", origin, sent, response).await;
+                if failed {
+                    return;
+                }
+            }
+        }));
+    }
+    wait_until(
+        "eight load calls answered",
+        Duration::from_secs(10),
+        async || {
+            samples
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.status == 200)
+                .count()
+                >= 8
+        },
+    )
+    .await;
 
     let signalled = Instant::now();
     let signalled_at = origin.elapsed();
     crate::support::signal(server.pid(), "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        "the listening socket closed",
+        Duration::from_secs(5),
+        async || crate::support::logged(&server, "stopped accepting connections"),
+    )
+    .await;
     // No new connections.
     assert!(
         tokio::net::TcpStream::connect(server.addr).await.is_err(),

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::oauth::{Browser, Flow, authorize_url, pkce};
+use testkit::wait::{eventually, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{ServerProcess, http, server_with_user_and};
+use crate::support::{ServerProcess, http, metrics_show, server_with_user_and};
 
 /// Reads until the server closes the connection or `limit` passes; returns what was read and
 /// whether the connection was closed.
@@ -291,38 +292,25 @@ async fn beyond_the_in_flight_limit_requests_are_shed_at_once() {
     }
     let client = http();
     // Both are being handled (a loaded machine may take a while to get there).
-    let mut held_in_flight = false;
-    for _ in 0..200 {
-        let metrics = client
-            .get(server.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        if metrics
-            .text()
-            .await
-            .unwrap()
-            .lines()
-            .any(|line| line == "http_requests_in_flight 2")
-        {
-            held_in_flight = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(held_in_flight, "the held requests never reached the server");
+    wait_until(
+        "the held requests in flight",
+        Duration::from_secs(10),
+        async || metrics_show(&server, "http_requests_in_flight 2").await,
+    )
+    .await;
     let discovery = server.url("/.well-known/oauth-authorization-server");
     let mut shed = None;
-    for _ in 0..50 {
+    eventually(Duration::from_secs(3), async || {
         let started = Instant::now();
         let response = client.get(&discovery).send().await.unwrap();
-        if response.status() == 503 {
-            assert!(started.elapsed() < Duration::from_secs(1));
-            shed = Some(response);
-            break;
+        if response.status() != 503 {
+            return false;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        shed = Some(response);
+        true
+    })
+    .await;
     let Some(shed) = shed else {
         let mut states = Vec::new();
         for stream in &mut held {
@@ -393,7 +381,9 @@ async fn beyond_the_connection_limit_connections_get_503_and_close() {
     for _ in 0..3 {
         idle.push(TcpStream::connect(server.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No wait needed: a loopback connection is queued for `accept` before `connect` returns,
+    // and the accept loop takes a slot for each connection before it accepts the next, so
+    // these three hold the slots before the fourth is accepted.
     let mut extra = TcpStream::connect(server.addr).await.unwrap();
     let _ = extra
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -407,16 +397,14 @@ async fn beyond_the_connection_limit_connections_get_503_and_close() {
         json!({"error": "server_error", "message": "the server is at capacity; retry shortly"})
     );
     drop(idle.pop());
-    let mut served = false;
-    for _ in 0..50 {
-        if let Ok(response) = http().get(server.url("/healthz")).send().await
-            && response.status() == 200
-        {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = eventually(Duration::from_secs(3), async || {
+        http()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == 200)
+    })
+    .await;
     assert!(served, "a freed connection slot was not reused");
 }
 

@@ -64,6 +64,8 @@ pub struct ServerProcess {
     pub admin: Option<std::net::SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Disconnects once both pipe readers have read to the end.
+    drained: Option<mpsc::Receiver<()>>,
 }
 
 impl ServerProcess {
@@ -90,15 +92,18 @@ impl ServerProcess {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = mpsc::channel();
+        let (reading, drained) = mpsc::channel();
         collect_lines(
             child.stderr.take().expect("stderr"),
             Arc::clone(&logs),
             Some(addr_tx),
+            reading.clone(),
         );
         collect_lines(
             child.stdout.take().expect("stdout"),
             Arc::clone(&stdout),
             None,
+            reading,
         );
         let Ok((addr, admin)) = addr_rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
@@ -113,6 +118,7 @@ impl ServerProcess {
             admin,
             logs,
             stdout,
+            drained: Some(drained),
         }
     }
 
@@ -135,11 +141,15 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM; returns the exit status and every log line.
-    pub fn terminate_keeping_logs(self) -> (std::process::ExitStatus, String) {
+    pub fn terminate_keeping_logs(mut self) -> (std::process::ExitStatus, String) {
         let logs = Arc::clone(&self.logs);
+        let drained = self.drained.take();
         let status = self.terminate();
-        // The reader threads drain the pipes once the process has exited.
-        std::thread::sleep(Duration::from_millis(100));
+        // Every line is kept once both readers reach the end of their pipes. A process the
+        // server started could hold a pipe open; do not wait for it forever.
+        if let Some(drained) = drained {
+            let _ = drained.recv_timeout(Duration::from_secs(5));
+        }
         let text = logs.lock().unwrap().join("\n");
         (status, text)
     }
@@ -189,12 +199,15 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
 }
 
+/// Keeps every line of `stream`; `reading` is dropped at its end.
 fn collect_lines(
     stream: impl std::io::Read + Send + 'static,
     into: Arc<Mutex<Vec<String>>>,
     addr_tx: Option<mpsc::Sender<(std::net::SocketAddr, Option<std::net::SocketAddr>)>>,
+    reading: mpsc::Sender<()>,
 ) {
     std::thread::spawn(move || {
+        let _reading = reading;
         // The admin address is logged just before the public one.
         let mut admin = None;
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -213,18 +226,26 @@ fn collect_lines(
     });
 }
 
-/// Polls `check` every 100 ms until it returns true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Whether the admin listener's `/metrics` has exactly `line` (a metric and its value).
+pub async fn metrics_show(server: &ServerProcess, line: &str) -> bool {
+    http()
+        .get(server.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .any(|l| l == line)
+}
+
+/// Whether the server has logged `message` (its JSON log lines' `message` field).
+pub fn logged(server: &ServerProcess, message: &str) -> bool {
+    server.logs.lock().unwrap().iter().any(|line| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|event| event["message"] == message)
+    })
 }
 
 /// The PID of the postmaster running in an embedded data directory, if any.

@@ -1,7 +1,8 @@
 //! A simulated CrossTrade Add-On: connects to the backend's `/v1/addon/ws` with an Add-On key
 //! and answers every Add-On tool from one consistent simulated NinjaTrader 8 (accounts,
 //! positions, orders, executions, market data, NinjaScript files in a folder, backtests), with
-//! fault injection (latency, never answer, drop mid-call, old version).
+//! fault injection (latency, never answer, drop mid-call, old version), and a record of the
+//! calls received for tests to await.
 
 mod sim;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -60,17 +61,61 @@ fn matches(list: &[String], tool: &str) -> bool {
     list.iter().any(|t| t == "*" || t == tool)
 }
 
+/// The tools of the calls the simulator has received, in order of arrival, whether or not it
+/// answers them: a test awaits a call reaching the Add-On instead of guessing how long it takes.
+#[derive(Debug, Clone)]
+pub struct Received(Arc<watch::Sender<Vec<String>>>);
+
+impl Default for Received {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(Vec::new())))
+    }
+}
+
+impl Received {
+    /// Returns once a call of `tool` has arrived (at once if one already has).
+    pub async fn call(&self, tool: &str) {
+        let mut calls = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while waiting.
+        let _ = calls
+            .wait_for(|calls| calls.iter().any(|t| t == tool))
+            .await;
+    }
+
+    /// Every call received so far.
+    pub fn tools(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+
+    fn record(&self, tool: &str) {
+        self.0.send_modify(|calls| calls.push(tool.to_owned()));
+    }
+}
+
 /// Connects once and serves until the socket ends. Returns the server's close code, if any.
 pub async fn run(options: &Options) -> Result<Option<u16>, SimError> {
+    run_observed(options, &Received::default()).await
+}
+
+/// As [`run`], recording every call received in `received`.
+pub async fn run_observed(options: &Options, received: &Received) -> Result<Option<u16>, SimError> {
     let sim = Arc::new(Mutex::new(Sim::new(
         options.scripts_dir.clone(),
         options.backtest,
     )?));
-    run_with(options, sim).await
+    serve(options, sim, received).await
 }
 
 /// As [`run`], with a given simulated state (kept across reconnects by the caller).
 pub async fn run_with(options: &Options, sim: Arc<Mutex<Sim>>) -> Result<Option<u16>, SimError> {
+    serve(options, sim, &Received::default()).await
+}
+
+async fn serve(
+    options: &Options,
+    sim: Arc<Mutex<Sim>>,
+    received: &Received,
+) -> Result<Option<u16>, SimError> {
     let mut request = options
         .url
         .as_str()
@@ -126,6 +171,7 @@ pub async fn run_with(options: &Options, sim: Arc<Mutex<Sim>>) -> Result<Option<
             }
             Some("call") => {
                 let tool = frame["tool"].as_str().unwrap_or_default().to_owned();
+                received.record(&tool);
                 if options
                     .drop_on
                     .as_deref()

@@ -123,22 +123,22 @@ async fn the_simulator_answers_tools_with_consistent_state() {
     };
     assert_eq!(positions["positions"], json!([]));
     // Both fills were sent as events; the next call on the same socket follows them, so they are
-    // stored once their acknowledgements could have been sent. Poll the table briefly.
-    let mut stored = 0;
-    for _ in 0..50 {
-        stored = addon_bridge::data::executions(
-            &db,
-            user_id,
-            &addon_bridge::data::HistoryFilter::default(),
-        )
-        .await
-        .unwrap()
-        .len();
-        if stored == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stored, 2);
+    // stored once their acknowledgements could have been sent. Wait for the rows.
+    testkit::wait::wait_until(
+        "both executions stored",
+        Duration::from_millis(2500),
+        async || {
+            addon_bridge::data::executions(
+                &db,
+                user_id,
+                &addon_bridge::data::HistoryFilter::default(),
+            )
+            .await
+            .unwrap()
+            .len()
+                == 2
+        },
+    )
+    .await;
     std::fs::remove_dir_all(&scripts_dir).ok();
 }

@@ -18,6 +18,8 @@
 )]
 
 pub mod oauth;
+pub mod oneshot;
+pub mod wait;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

@@ -107,14 +107,11 @@ async fn upgrades_beyond_the_socket_cap_answer_503_with_retry_after() {
 
     // A socket that ends gives its slot back.
     two_silent.drop_connection().await;
-    let welcomed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(ws) = open(&server.url, Some(&format!("Bearer {three}"))).await {
-                return ws;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let welcomed = testkit::wait::eventually(Duration::from_secs(10), async || {
+        open(&server.url, Some(&format!("Bearer {three}")))
+            .await
+            .is_ok()
     })
     .await;
-    assert!(welcomed.is_ok(), "the freed slot was never given back");
+    assert!(welcomed, "the freed slot was never given back");
 }

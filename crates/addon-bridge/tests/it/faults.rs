@@ -301,14 +301,10 @@ async fn a_flapping_addon_under_load_loses_no_call_and_places_no_trade_twice() {
     }
 
     // Nothing is held once the storm is over.
-    let mut idle = false;
-    for _ in 0..60 {
-        if server.bridge.live_calls() == 0 {
-            idle = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let idle = testkit::wait::eventually(Duration::from_secs(3), async || {
+        server.bridge.live_calls() == 0
+    })
+    .await;
     assert!(idle, "{} calls still held", server.bridge.live_calls());
 
     {

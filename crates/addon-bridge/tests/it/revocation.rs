@@ -126,24 +126,19 @@ async fn a_revocation_racing_the_registration_never_lets_the_revoked_socket_in()
         .await
         .unwrap();
     attacker.send(&hello("1.13.0")).await;
-    let blocked = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                   AND query LIKE '%FROM addon_keys%FOR SHARE%'",
-            )
-            .fetch_one(&db)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let blocked = testkit::wait::eventually(Duration::from_secs(10), async || {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND query LIKE '%FROM addon_keys%FOR SHARE%'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        waiting > 0
     })
     .await;
-    assert!(blocked.is_ok(), "registration never waited for the key row");
+    assert!(blocked, "registration never waited for the key row");
     assert!(
         keys::revoke(&mut *revocation, user_id, stolen_id)
             .await

@@ -259,10 +259,10 @@ async fn an_addon_that_answers_pings_stays_connected() {
     let server = serve(&db, s).await;
     let (user_id, _, key) = user_with_key(&db).await;
     let mut changes = server.bridge.presence_changes();
-    let _addon = Addon::connect(&server.url, &key).await;
+    let mut addon = Addon::connect(&server.url, &key).await;
     changed(&mut changes, user_id).await;
-    // Four ping periods: a silent Add-On would have been closed after three.
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    // Four pings answered: a silent Add-On would have been closed before the fourth.
+    addon.pinged(4).await;
     assert!(server.bridge.presence(user_id).await.connected);
     assert!(changes.try_recv().is_err(), "no disconnect in between");
 }

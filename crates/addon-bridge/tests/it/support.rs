@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -96,6 +96,8 @@ pub enum Frame {
 pub struct Addon {
     sink: SplitSink<Ws, Message>,
     frames: mpsc::UnboundedReceiver<Frame>,
+    /// How many pings arrived (each answered by the socket library as it is read).
+    pings: watch::Receiver<usize>,
     reader: tokio::task::JoinHandle<SplitStream<Ws>>,
     pub welcome: Value,
 }
@@ -135,9 +137,14 @@ impl Addon {
         let ws = open(url, Some(&format!("Bearer {key}"))).await.unwrap();
         let (sink, mut stream) = ws.split();
         let (tx, frames) = mpsc::unbounded_channel();
+        let (pinged, pings) = watch::channel(0);
         let reader = tokio::spawn(async move {
             loop {
                 let frame = match stream.next().await {
+                    Some(Ok(Message::Ping(_))) => {
+                        pinged.send_modify(|n| *n += 1);
+                        continue;
+                    }
                     Some(Ok(Message::Text(text))) => {
                         Frame::Json(serde_json::from_str(&text).unwrap())
                     }
@@ -160,6 +167,7 @@ impl Addon {
         Self {
             sink,
             frames,
+            pings,
             reader,
             welcome: Value::Null,
         }
@@ -210,6 +218,14 @@ impl Addon {
         let frame =
             json!({"v": 1, "type": "result", "id": call["id"], "ok": true, "content": content});
         self.send(&frame.to_string()).await;
+    }
+
+    /// Waits until `count` pings have arrived in all.
+    pub async fn pinged(&mut self, count: usize) {
+        tokio::time::timeout(PATIENCE, self.pings.wait_for(|n| *n >= count))
+            .await
+            .expect("not pinged in time")
+            .expect("the reader ended");
     }
 
     /// Stops reading, so pings go unanswered.

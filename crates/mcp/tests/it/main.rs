@@ -1,5 +1,6 @@
-//! Integration tests of the MCP endpoint: the real router over loopback HTTP, a real Postgres
-//! per test, a table-driven token verifier and a controllable relay.
+//! Integration tests of the MCP endpoint: the real router (in-process for one request and its
+//! response, over loopback HTTP for open streams), a real Postgres per test, a table-driven
+//! token verifier and a controllable relay.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{BROWSER_ORIGIN, spawn};
+use crate::support::{BROWSER_ORIGIN, spawn, spawn_listening};
 
 const LIST_CHANGED: &str = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
 
@@ -31,7 +31,7 @@ async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> St
 
 #[tokio::test]
 async fn get_stream_carries_list_changed_when_the_addon_comes_and_goes() {
-    let app = spawn().await;
+    let app = spawn_listening().await;
     let mut response = app
         .client
         .get(&app.url)

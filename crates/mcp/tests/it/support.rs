@@ -140,7 +140,10 @@ pub struct Users {
 pub struct App {
     pub base: String,
     pub url: String,
+    /// Builds requests; [`App::send`] runs them through `router` in-process. Only an app from
+    /// [`spawn_listening`] can also send them over a socket.
     pub client: reqwest::Client,
+    router: axum::Router,
     pub relay: Arc<TestRelay>,
     pub db: PgPool,
     pub users: Users,
@@ -181,7 +184,20 @@ fn principal(user_id: Uuid, scope: GrantedScope) -> Result<Principal, TokenRejec
     Ok(principal)
 }
 
+/// The endpoint with no socket: every request goes through [`App::send`].
 pub async fn spawn() -> App {
+    build(None).await
+}
+
+/// The endpoint also served on 127.0.0.1, for what needs a connection (open streams).
+pub async fn spawn_listening() -> App {
+    build(Some(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ))
+    .await
+}
+
+async fn build(listener: Option<tokio::net::TcpListener>) -> App {
     let test_db = TestDb::new().await;
     let db = test_db.pool().await;
     let users = Users {
@@ -228,19 +244,27 @@ pub async fn spawn() -> App {
         relay.clone(),
     );
     let router = axum::Router::new().merge(mcp::router()).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
+    let base = match listener {
+        Some(listener) => {
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let router = router.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router).await.unwrap();
+            });
+            base
+        }
+        // Never dialled: requests only carry it.
+        None => PUBLIC_URL.to_owned(),
+    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     App {
-        base: format!("http://{addr}"),
-        url: format!("http://{addr}/v1/api/mcp"),
+        url: format!("{base}/v1/api/mcp"),
+        base,
         client,
+        router,
         relay,
         db,
         users,
@@ -249,15 +273,14 @@ pub async fn spawn() -> App {
 }
 
 impl App {
+    /// One request and its whole response, in-process.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
+        let reply = testkit::oneshot::send(&self.router, request).await;
+        let text = reply.text();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
-            status,
-            headers,
+            status: reply.status(),
+            headers: reply.headers().clone(),
             text,
             json,
         }

@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use store::tiers::TierCache;
 use store::users::Tier;
+use testkit::wait::wait_until;
 use uuid::Uuid;
 
 async fn eventually(cache: &TierCache, db: &sqlx::PgPool, user: Uuid, want: Option<Tier>) {
-    for _ in 0..200 {
-        if cache.tier(db, user).await.unwrap() == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the cached tier never became {want:?}");
+    wait_until(
+        &format!("the cached tier becoming {want:?}"),
+        Duration::from_secs(2),
+        async || cache.tier(db, user).await.unwrap() == want,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -28,12 +28,10 @@ async fn a_changed_tier_replaces_the_cached_one() {
     .await
     .unwrap();
     let cache = TierCache::start(&store::Background::start(&db));
-    for _ in 0..200 {
-        if cache.is_listening() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the tier listener", Duration::from_secs(2), async || {
+        cache.is_listening()
+    })
+    .await;
     assert!(cache.is_listening());
     assert_eq!(cache.tier(&db, user).await.unwrap(), Some(Tier::Elite));
     assert_eq!(cache.tier(&db, user).await.unwrap(), Some(Tier::Elite));

@@ -1,4 +1,4 @@
-//! A1–A4: discovery documents.
+//! A1–A4: discovery documents, each one request in-process.
 
 use serde_json::{Value, json};
 
@@ -6,13 +6,14 @@ use crate::support::Server;
 
 #[tokio::test]
 async fn a1_a2_authorization_server_metadata() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     let response = server
-        .http
-        .get(server.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap();
+        .oneshot(
+            server
+                .http
+                .get(server.url("/.well-known/oauth-authorization-server")),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
     assert!(
@@ -21,7 +22,7 @@ async fn a1_a2_authorization_server_metadata() {
             .get("access-control-allow-credentials")
             .is_none()
     );
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     let base = &server.base;
     assert_eq!(
         body,
@@ -49,15 +50,15 @@ async fn a1_a2_authorization_server_metadata() {
 
 #[tokio::test]
 async fn a4_protected_resource_metadata_at_both_paths() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     for path in [
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/v1/api/mcp",
     ] {
-        let response = server.http.get(server.url(path)).send().await.unwrap();
+        let response = server.oneshot(server.http.get(server.url(path))).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
-        let body: Value = response.json().await.unwrap();
+        let body: Value = response.json();
         assert_eq!(
             body,
             json!({
@@ -71,17 +72,18 @@ async fn a4_protected_resource_metadata_at_both_paths() {
     }
     // The path-inserted AS metadata some clients probe answers too.
     let response = server
-        .http
-        .get(server.url("/.well-known/oauth-authorization-server/v1/api/mcp"))
-        .send()
-        .await
-        .unwrap();
+        .oneshot(
+            server
+                .http
+                .get(server.url("/.well-known/oauth-authorization-server/v1/api/mcp")),
+        )
+        .await;
     assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]
 async fn preflight_on_open_endpoints_and_jwks() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     for path in [
         "/v1/oauth/mcp/register",
         "/v1/oauth/mcp/token",
@@ -89,14 +91,15 @@ async fn preflight_on_open_endpoints_and_jwks() {
         "/.well-known/oauth-authorization-server",
     ] {
         let response = server
-            .http
-            .request(reqwest::Method::OPTIONS, server.url(path))
-            .header("origin", "http://localhost:6274")
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
-            .send()
-            .await
-            .unwrap();
+            .oneshot(
+                server
+                    .http
+                    .request(reqwest::Method::OPTIONS, server.url(path))
+                    .header("origin", "http://localhost:6274")
+                    .header("access-control-request-method", "POST")
+                    .header("access-control-request-headers", "content-type"),
+            )
+            .await;
         assert!(
             response.status().is_success(),
             "{path}: {}",
@@ -115,14 +118,9 @@ async fn preflight_on_open_endpoints_and_jwks() {
         );
     }
     let jwks: Value = server
-        .http
-        .get(server.url("/v1/oauth/mcp/jwks"))
-        .send()
+        .oneshot(server.http.get(server.url("/v1/oauth/mcp/jwks")))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["kty"], "OKP");

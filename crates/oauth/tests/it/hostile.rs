@@ -5,7 +5,8 @@ use reqwest::StatusCode;
 use store::users::Tier;
 
 use crate::support::{
-    Browser, Flow, PASSWORD, Server, assert_oauth_error, authorize_url, location, param, pkce,
+    Browser, Flow, PASSWORD, Reply, Server, assert_oauth_error, authorize_url, location, param,
+    pkce,
 };
 
 const EMAIL: &str = "h@example.com";
@@ -17,7 +18,8 @@ async fn setup() -> (Server, Flow) {
     (server, flow)
 }
 
-async fn form(server: &Server, path: &str, body: &str, basic: Option<&str>) -> reqwest::Response {
+/// One form POST, in-process.
+async fn form(server: &Server, path: &str, body: &str, basic: Option<&str>) -> Reply {
     let mut request = server
         .http
         .post(server.url(path))
@@ -26,12 +28,13 @@ async fn form(server: &Server, path: &str, body: &str, basic: Option<&str>) -> r
     if let Some(basic) = basic {
         request = request.header("authorization", format!("Basic {basic}"));
     }
-    request.send().await.unwrap()
+    server.oneshot(request).await
 }
 
 #[tokio::test]
 async fn nul_in_token_and_revocation_forms_is_a_client_error() {
-    let (server, _flow) = setup().await;
+    let server = Server::in_process().await;
+    server.user(EMAIL, Tier::Elite).await;
     for path in ["/v1/oauth/mcp/token", "/v1/oauth/mcp/revoke"] {
         let nul_param = form(
             &server,

@@ -1,5 +1,6 @@
-//! The OAuth behaviours of OAUTH-CHECKLIST.md (groups A–H; CIMD's B9 and B10 in cimd.rs), over
-//! real HTTP on loopback against real PostgreSQL.
+//! The OAuth behaviours of OAUTH-CHECKLIST.md (groups A–H; CIMD's B9 and B10 in cimd.rs)
+//! against real PostgreSQL: flows over real HTTP on loopback, single requests (documents,
+//! validation errors) through the router in-process.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,4 +1,5 @@
-//! B1–B8: dynamic client registration.
+//! B1–B8: dynamic client registration. Validation (B1–B6) is one request each, in-process;
+//! the per-address limit (B7) needs the peer address of a real connection.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -7,9 +8,9 @@ use crate::support::{Server, assert_oauth_error, count};
 
 #[tokio::test]
 async fn b1_valid_public_registration() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     let response = server
-        .register(json!({
+        .register_oneshot(json!({
             "client_name": "Claude Code",
             "redirect_uris": ["http://localhost:3118/callback"],
             "grant_types": ["authorization_code", "refresh_token"],
@@ -21,7 +22,7 @@ async fn b1_valid_public_registration() {
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["cache-control"], "no-store");
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     assert!(body["client_id"].as_str().unwrap().starts_with("ctc_"));
     assert!(body["client_id_issued_at"].is_i64());
     assert_eq!(body["token_endpoint_auth_method"], "none");
@@ -42,7 +43,7 @@ async fn b1_valid_public_registration() {
 
 #[tokio::test]
 async fn b2_secret_methods_register_public_clients_others_are_refused() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     for (i, method) in [
         None,
         Some("client_secret_post"),
@@ -56,15 +57,15 @@ async fn b2_secret_methods_register_public_clients_others_are_refused() {
         if let Some(method) = method {
             body["token_endpoint_auth_method"] = json!(method);
         }
-        let response = server.register(body).await;
+        let response = server.register_oneshot(body).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{method:?}");
-        let body: Value = response.json().await.unwrap();
+        let body: Value = response.json();
         assert_eq!(body["token_endpoint_auth_method"], "none");
         assert!(body.get("client_secret").is_none());
     }
     for method in ["private_key_jwt", "tls_client_auth", "magic"] {
         let response = server
-            .register(json!({ "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": method }))
+            .register_oneshot(json!({ "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": method }))
             .await;
         assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
     }
@@ -72,7 +73,7 @@ async fn b2_secret_methods_register_public_clients_others_are_refused() {
 
 #[tokio::test]
 async fn b3_grant_and_response_types() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     for body in [
         json!({ "redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"] }),
         json!({ "redirect_uris": ["https://a.example/cb"], "grant_types": ["authorization_code", "password"] }),
@@ -84,7 +85,7 @@ async fn b3_grant_and_response_types() {
         json!({ "redirect_uris": ["https://a.example/cb"], "client_uri": "javascript:alert(1)" }),
     ] {
         assert_oauth_error(
-            server.register(body).await,
+            server.register_oneshot(body).await,
             StatusCode::BAD_REQUEST,
             "invalid_client_metadata",
         )
@@ -98,7 +99,7 @@ async fn b3_grant_and_response_types() {
 
 #[tokio::test]
 async fn b4_bad_redirect_uris_refuse_the_whole_registration() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     for uri in [
         "http://example.com/callback",
         "https://claude.ai/cb#fragment",
@@ -109,18 +110,20 @@ async fn b4_bad_redirect_uris_refuse_the_whole_registration() {
         "https://user@claude.ai/cb",
     ] {
         let response = server
-            .register(json!({ "redirect_uris": ["https://ok.example/cb", uri] }))
+            .register_oneshot(json!({ "redirect_uris": ["https://ok.example/cb", uri] }))
             .await;
         assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_redirect_uri").await;
     }
     assert_oauth_error(
-        server.register(json!({ "client_name": "x" })).await,
+        server.register_oneshot(json!({ "client_name": "x" })).await,
         StatusCode::BAD_REQUEST,
         "invalid_redirect_uri",
     )
     .await;
     assert_oauth_error(
-        server.register(json!({ "redirect_uris": [] })).await,
+        server
+            .register_oneshot(json!({ "redirect_uris": [] }))
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_redirect_uri",
     )
@@ -133,9 +136,9 @@ async fn b4_bad_redirect_uris_refuse_the_whole_registration() {
 
 #[tokio::test]
 async fn b5_loopback_and_hosted_callbacks_without_application_type() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     let response = server
-        .register(json!({
+        .register_oneshot(json!({
             "client_name": "Cursor",
             "redirect_uris": [
                 "http://localhost:33418/callback",
@@ -147,7 +150,7 @@ async fn b5_loopback_and_hosted_callbacks_without_application_type() {
         }))
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     assert_eq!(
         body["redirect_uris"].as_array().unwrap().len(),
         4,
@@ -157,10 +160,10 @@ async fn b5_loopback_and_hosted_callbacks_without_application_type() {
 
 #[tokio::test]
 async fn b6_size_limits_before_any_write() {
-    let server = Server::start().await;
+    let server = Server::in_process().await;
     let huge =
         json!({ "redirect_uris": ["https://a.example/cb"], "client_name": "x".repeat(20_000) });
-    let response = server.register(huge).await;
+    let response = server.register_oneshot(huge).await;
     assert_oauth_error(
         response,
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -171,7 +174,9 @@ async fn b6_size_limits_before_any_write() {
         .map(|i| format!("https://a.example/cb{i}"))
         .collect();
     assert_oauth_error(
-        server.register(json!({ "redirect_uris": many })).await,
+        server
+            .register_oneshot(json!({ "redirect_uris": many }))
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_redirect_uri",
     )
@@ -179,28 +184,30 @@ async fn b6_size_limits_before_any_write() {
     let long_name =
         json!({ "redirect_uris": ["https://a.example/cb"], "client_name": "n".repeat(201) });
     assert_oauth_error(
-        server.register(long_name).await,
+        server.register_oneshot(long_name).await,
         StatusCode::BAD_REQUEST,
         "invalid_client_metadata",
     )
     .await;
     let not_json = server
-        .http
-        .post(server.url("/v1/oauth/mcp/register"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .oneshot(
+            server
+                .http
+                .post(server.url("/v1/oauth/mcp/register"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await;
     assert_oauth_error(not_json, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
     let wrong_type = server
-        .http
-        .post(server.url("/v1/oauth/mcp/register"))
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .oneshot(
+            server
+                .http
+                .post(server.url("/v1/oauth/mcp/register"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+        )
+        .await;
     assert_oauth_error(wrong_type, StatusCode::BAD_REQUEST, "invalid_request").await;
     assert_eq!(
         count(&server, "SELECT count(*) FROM oauth_clients").await,
@@ -355,15 +362,10 @@ async fn b8_clients_never_authorized_are_reaped_with_their_grants() {
         .execute(&server.db.pool().await)
         .await
         .unwrap();
-    let ended = async {
-        loop {
-            if server.state.verify_access_token(access).await == Err(oauth::AccessError::Revoked) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(1), ended)
-        .await
-        .expect("revoked within 1 s");
+    testkit::wait::wait_until(
+        "the deleted client's grant refused",
+        std::time::Duration::from_secs(1),
+        async || server.state.verify_access_token(access).await == Err(oauth::AccessError::Revoked),
+    )
+    .await;
 }

@@ -13,14 +13,20 @@ pub use testkit::TestDb;
 pub use testkit::oauth::{
     Browser, Endpoint, Flow, PASSWORD, authorize_url, hidden, location, param, pkce, query,
 };
+pub use testkit::oneshot::Reply;
 use uuid::Uuid;
 
 pub const MASTER: &[u8] = b"a master secret of at least thirty-two bytes";
+
+/// The issuer of a server with no socket: never dialled, only compared.
+const IN_PROCESS_ISSUER: &str = "https://app.crosstrade.example";
 
 pub struct Server {
     pub endpoint: Endpoint,
     pub base: String,
     pub state: OAuthState,
+    /// The same router the socket serves, for [`Server::oneshot`].
+    pub app: axum::Router,
     pub clock: Clock,
     pub db: TestDb,
 }
@@ -74,21 +80,32 @@ impl Server {
     }
 
     async fn start_on(db: TestDb, adjust: impl FnOnce(&mut OAuthSettings)) -> Self {
-        Self::start_on_cimd(db, adjust, CimdSettings::default()).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on_cimd(db, adjust, CimdSettings::default(), Some(listener)).await
+    }
+
+    /// A server with no socket, for tests of one request and its response: drive it with
+    /// [`Server::oneshot`].
+    pub async fn in_process() -> Self {
+        Self::start_on_cimd(TestDb::new().await, |_| {}, CimdSettings::default(), None).await
     }
 
     /// A server with these Client ID Metadata Document settings.
     pub async fn start_cimd(cimd: CimdSettings) -> Self {
-        Self::start_on_cimd(TestDb::new().await, |_| {}, cimd).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on_cimd(TestDb::new().await, |_| {}, cimd, Some(listener)).await
     }
 
     async fn start_on_cimd(
         db: TestDb,
         adjust: impl FnOnce(&mut OAuthSettings),
         cimd: CimdSettings,
+        listener: Option<tokio::net::TcpListener>,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let base = match &listener {
+            Some(listener) => format!("http://{}", listener.local_addr().unwrap()),
+            None => IN_PROCESS_ISSUER.to_owned(),
+        };
         let mut settings = settings(&base);
         adjust(&mut settings);
         let clock = Clock::manual(Clock::system().now());
@@ -99,21 +116,40 @@ impl Server {
                 .await
                 .unwrap();
         let app = oauth::router::<OAuthState>().with_state(state.clone());
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        if let Some(listener) = listener {
+            let app = app.clone();
+            tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+                .unwrap();
+            });
+        }
         Self {
             endpoint: Endpoint::new(&base),
             base,
             state,
+            app,
             clock,
             db,
         }
+    }
+
+    /// Sends one request through the router in-process, from a loopback peer.
+    pub async fn oneshot(&self, request: reqwest::RequestBuilder) -> Reply {
+        testkit::oneshot::send(&self.app, request).await
+    }
+
+    /// `POST /v1/oauth/mcp/register` in-process.
+    pub async fn register_oneshot(&self, body: Value) -> Reply {
+        self.oneshot(
+            self.http
+                .post(self.url("/v1/oauth/mcp/register"))
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn user(&self, email: &str, tier: Tier) -> Uuid {
@@ -130,12 +166,30 @@ impl Server {
     }
 }
 
+/// A response received over a socket or in-process.
+pub trait Answer {
+    fn into_reply(self) -> impl Future<Output = Reply>;
+}
+
+impl Answer for Response {
+    fn into_reply(self) -> impl Future<Output = Reply> {
+        Reply::read(self)
+    }
+}
+
+impl Answer for Reply {
+    async fn into_reply(self) -> Reply {
+        self
+    }
+}
+
 /// Asserts an RFC 6749 §5.2 error response.
-pub async fn assert_oauth_error(response: Response, status: StatusCode, code: &str) -> Value {
+pub async fn assert_oauth_error(response: impl Answer, status: StatusCode, code: &str) -> Value {
+    let response = response.into_reply().await;
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["content-type"], "application/json");
-    let body: Value = response.json().await.unwrap();
+    let body: Value = response.json();
     assert_eq!(body["error"], code, "{body}");
     assert!(body["error_description"].is_string(), "{body}");
     body
