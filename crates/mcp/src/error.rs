@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::relay::RelayError;
+use crate::relay::CallError;
 
 /// The scope string of the challenges: clients ask for both, the consent screen grants one.
 pub const CHALLENGE_SCOPE: &str = "mcp:read mcp:trade";
@@ -43,27 +43,27 @@ pub enum HttpError {
 
 impl HttpError {
     /// The 408 for a relay failure, saying which case it was; 503 for `Unavailable`.
-    pub fn from_relay(error: &RelayError, deadline: Duration) -> Self {
+    pub fn from_relay(error: &CallError, deadline: Duration) -> Self {
         match error {
-            RelayError::NotConnected => HttpError::AddonDisconnected(
+            CallError::NotConnected => HttpError::AddonDisconnected(
                 "The CrossTrade Add-On is not connected: open NinjaTrader 8 and check that the \
                  CrossTrade Add-On panel (v1.13.0 or later) shows connected"
                     .to_owned(),
             ),
-            RelayError::Disconnected => HttpError::AddonDisconnected(
+            CallError::Disconnected => HttpError::AddonDisconnected(
                 "The CrossTrade Add-On disconnected while the call was in flight; its outcome is \
                  unknown, so check NinjaTrader 8 before retrying"
                     .to_owned(),
             ),
-            RelayError::DeadlineExceeded => HttpError::AddonDisconnected(format!(
+            CallError::DeadlineExceeded => HttpError::AddonDisconnected(format!(
                 "The CrossTrade Add-On did not answer within {} s; check NinjaTrader 8 for the \
                  outcome before retrying",
                 deadline.as_secs().max(1)
             )),
-            RelayError::Unavailable => {
+            CallError::Unavailable => {
                 HttpError::ServerError("The Add-On relay is temporarily unavailable; retry shortly")
             }
-            RelayError::TooManyCalls => HttpError::TooManyRequests(
+            CallError::TooManyCalls => HttpError::TooManyRequests(
                 "This account already has as many CrossTrade Add-On calls in flight as it may; \
                  retry when one of them has finished",
             ),

@@ -2,7 +2,8 @@
 //!
 //! Owns the one migration stream (`MIGRATOR`), the pool options every crate uses, the embedded
 //! PostgreSQL cluster that serves `cargo run` and the tests, the clock, and the accounts (users)
-//! that the OAuth and MCP crates both read. It depends on no feature crate.
+//! that the OAuth and MCP crates both read. It depends on no feature crate, only on `vocabulary`
+//! (the `Tier` of an account).
 
 /// A boxed, sendable future: the one shape of the cross-crate traits' methods (object-safe
 /// without `async-trait`).
