@@ -18,14 +18,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
+use vocabulary::ErrorBody;
 
 /// Seconds a shed client is told to wait before retrying.
 const RETRY_AFTER_SECS: u32 = 1;
+/// The body of every refusal for capacity, raw or through the router.
+const AT_CAPACITY: ErrorBody<'static> = ErrorBody {
+    error: "server_error",
+    message: "the server is at capacity; retry shortly",
+};
 /// How long an over-capacity connection gets to receive its 503 before it is dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest request head (request line and headers) buffered per connection: bounds the memory a
@@ -137,11 +142,7 @@ async fn serve_connection(
 
 /// Answers a connection over the limit with a 503 and closes it.
 async fn refuse(mut stream: TcpStream) {
-    let body = json!({
-        "error": "server_error",
-        "message": "the server is at capacity; retry shortly",
-    })
-    .to_string();
+    let body = serde_json::to_string(&AT_CAPACITY).unwrap_or_default();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          retry-after: {RETRY_AFTER_SECS}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -203,14 +204,7 @@ impl Drop for CountedInFlight<'_> {
 }
 
 fn unavailable() -> Response {
-    let mut response = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({
-            "error": "server_error",
-            "message": "the server is at capacity; retry shortly",
-        })),
-    )
-        .into_response();
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(AT_CAPACITY)).into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -295,9 +289,5 @@ fn too_large(limit: usize) -> Response {
 }
 
 fn body_error(status: StatusCode, error: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": error, "message": message })),
-    )
-        .into_response()
+    (status, axum::Json(ErrorBody::new(error, message))).into_response()
 }

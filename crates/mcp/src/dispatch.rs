@@ -502,9 +502,10 @@ async fn call_tool(
             .into());
         }
         Err(err) => {
-            tracing::error!(error = %err, "reading the caller's tier failed");
-            return Err(HttpError::ServerError(
+            return Err(HttpError::internal(
+                "reading the caller's tier",
                 "The service is temporarily unavailable; retry shortly",
+                err,
             )
             .into());
         }

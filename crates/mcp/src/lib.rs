@@ -32,7 +32,7 @@ use sqlx::PgPool;
 
 pub use auth::{Authenticated, BoxFuture, Principal, Scope, TokenRejection, TokenVerifier};
 pub use catalog::tool_table_markdown;
-pub use error::{HttpError, HttpRejection};
+pub use error::{HttpCode, HttpError, HttpRejection};
 pub use relay::{CallError, CallOutcome, CallRequest, NotConnectedRelay, Presence, ToolRelay};
 
 /// The MCP endpoint's path; `{MCP_PATH}/` is served by the same handlers, never redirected
