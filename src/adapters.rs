@@ -1,16 +1,18 @@
 //! Thin adapters that let the feature crates meet without depending on each other: the MCP
-//! crate's `TokenVerifier` over the OAuth service, and its `ToolRelay` over the Add-On bridge.
+//! crate's `TokenVerifier` over the OAuth service, its `ToolRelay` over the Add-On bridge, and
+//! the account pages' `AddonAccounts` over the bridge too. The crates speak the shared
+//! `vocabulary` (principal, scope, presence, call outcomes), so these pass values through; the
+//! only translations left are between genuinely different views (token errors, history queries).
 
 use addon_bridge::data::{HistoryFilter, HistoryQuery};
-use addon_bridge::{CallError, CallOutcome, CallRequest};
-use mcp::auth::{BoxFuture, GrantedScope, Principal, TokenRejection, TokenVerifier};
-use mcp::relay::{AddonPresence, HistoryRequest, RelayCall, RelayError, RelayOutcome, ToolRelay};
-use oauth::account::{AddonAccounts, AddonKey, AddonStatus};
+use mcp::auth::{BoxFuture, TokenRejection, TokenVerifier};
+use mcp::relay::{HistoryRequest, ToolRelay};
+use oauth::account::{AddonAccounts, AddonKey};
 use oauth::error::Internal;
-use oauth::scope::Scope;
 use oauth::{AccessError, OAuthState};
 use tokio::sync::broadcast;
 use uuid::Uuid;
+use vocabulary::{CallError, CallOutcome, CallRequest, Presence, Principal};
 
 /// Verifies MCP bearer tokens with the OAuth service.
 #[derive(Debug, Clone)]
@@ -22,20 +24,10 @@ impl TokenVerifier for OAuthTokenVerifier {
         bearer_token: &'a str,
     ) -> BoxFuture<'a, Result<Principal, TokenRejection>> {
         Box::pin(async move {
-            let access = self
-                .0
+            self.0
                 .verify_access_token(bearer_token)
                 .await
-                .map_err(rejection)?;
-            Ok(Principal {
-                user_id: access.user_id,
-                client_id: access.client_id,
-                grant_id: access.grant_id,
-                scope: match access.scope {
-                    Scope::Read => GrantedScope::Read,
-                    Scope::Trade => GrantedScope::Trade,
-                },
-            })
+                .map_err(rejection)
         })
     }
 }
@@ -61,37 +53,12 @@ pub struct AddonRelay {
 }
 
 impl ToolRelay for AddonRelay {
-    fn presence(&self, user_id: Uuid) -> BoxFuture<'_, AddonPresence> {
-        Box::pin(async move {
-            let presence = self.bridge.presence(user_id).await;
-            AddonPresence {
-                connected: presence.connected,
-                addon_version: presence.addon_version,
-                nt8_version: presence.nt8_version,
-                features: presence.features,
-            }
-        })
+    fn presence(&self, user_id: Uuid) -> BoxFuture<'_, Presence> {
+        Box::pin(self.bridge.presence(user_id))
     }
 
-    fn call(&self, call: RelayCall) -> BoxFuture<'_, Result<RelayOutcome, RelayError>> {
-        Box::pin(async move {
-            let request = CallRequest {
-                user_id: call.user_id,
-                tool: call.tool,
-                arguments: call.arguments,
-                deadline: call.deadline,
-                idempotency_key: call.idempotency_key,
-            };
-            match self.bridge.call(request).await {
-                Ok(CallOutcome::Ok(value)) => Ok(RelayOutcome::Ok(value)),
-                Ok(CallOutcome::ToolError(message)) => Ok(RelayOutcome::ToolError(message)),
-                Err(CallError::NotConnected) => Err(RelayError::NotConnected),
-                Err(CallError::Disconnected) => Err(RelayError::Disconnected),
-                Err(CallError::DeadlineExceeded) => Err(RelayError::DeadlineExceeded),
-                Err(CallError::Unavailable) => Err(RelayError::Unavailable),
-                Err(CallError::TooManyCalls) => Err(RelayError::TooManyCalls),
-            }
-        })
+    fn call(&self, call: CallRequest) -> BoxFuture<'_, Result<CallOutcome, CallError>> {
+        Box::pin(self.bridge.call(call))
     }
 
     fn presence_changes(&self) -> broadcast::Receiver<Uuid> {
@@ -102,7 +69,7 @@ impl ToolRelay for AddonRelay {
         &self,
         user_id: Uuid,
         request: HistoryRequest,
-    ) -> BoxFuture<'_, Result<serde_json::Value, RelayError>> {
+    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
         Box::pin(async move {
             let query = match request {
                 HistoryRequest::Journal(filter) => HistoryQuery::Journal(HistoryFilter {
@@ -119,7 +86,7 @@ impl ToolRelay for AddonRelay {
                 .await
                 .map_err(|err| {
                     tracing::warn!(error = %err, "reading Add-On history failed");
-                    RelayError::Unavailable
+                    CallError::Unavailable
                 })
         })
     }
@@ -133,15 +100,8 @@ pub struct AddonAccountsAdapter {
 }
 
 impl AddonAccounts for AddonAccountsAdapter {
-    fn status(&self, user_id: Uuid) -> BoxFuture<'_, AddonStatus> {
-        Box::pin(async move {
-            let presence = self.bridge.presence(user_id).await;
-            AddonStatus {
-                connected: presence.connected,
-                addon_version: presence.addon_version,
-                nt8_version: presence.nt8_version,
-            }
-        })
+    fn presence(&self, user_id: Uuid) -> BoxFuture<'_, Presence> {
+        Box::pin(self.bridge.presence(user_id))
     }
 
     fn list_keys(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<AddonKey>, Internal>> {

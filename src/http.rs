@@ -5,6 +5,7 @@
 //! time to send headers (slowloris), time and bytes to send a body. Beyond a bound the server
 //! answers at once (503 with `Retry-After`, 408, 413) instead of queueing.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -18,11 +19,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
+use vocabulary::ErrorBody;
 
 /// Seconds a shed client is told to wait before retrying.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -137,11 +138,9 @@ async fn serve_connection(
 
 /// Answers a connection over the limit with a 503 and closes it.
 async fn refuse(mut stream: TcpStream) {
-    let body = json!({
-        "error": "server_error",
-        "message": "the server is at capacity; retry shortly",
-    })
-    .to_string();
+    let refusal = Refusal::AtCapacity;
+    let body = serde_json::to_string(&ErrorBody::new(refusal.code(), &refusal.message()))
+        .unwrap_or_default();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          retry-after: {RETRY_AFTER_SECS}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -180,7 +179,7 @@ pub async fn shed_load(
 ) -> Response {
     let Ok(_permit) = in_flight.permits.try_acquire() else {
         metrics::counter!("http_requests_shed_total").increment(1);
-        return unavailable();
+        return Refusal::AtCapacity.into_response();
     };
     let _counted = CountedInFlight::new(&in_flight.gauge);
     next.run(request).await
@@ -202,19 +201,72 @@ impl Drop for CountedInFlight<'_> {
     }
 }
 
-fn unavailable() -> Response {
-    let mut response = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({
-            "error": "server_error",
-            "message": "the server is at capacity; retry shortly",
-        })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    response
+/// What the server's own limits answer, before or instead of any route: `{error, message}`
+/// with the status, code and headers of each case in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the connection or in-flight request limit: 503 with `Retry-After`.
+    AtCapacity,
+    /// A body larger than the route accepts: 413, and the connection is closed.
+    BodyTooLarge { limit: usize },
+    /// A body that could not be read: 400.
+    BodyUnreadable,
+    /// A body not received within the deadline: 408, and the connection is closed.
+    BodyTooSlow,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Refusal::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::AtCapacity => "server_error",
+            Refusal::BodyTooLarge { .. } => "payload_too_large",
+            Refusal::BodyUnreadable => "invalid_request",
+            Refusal::BodyTooSlow => "request_timeout",
+        }
+    }
+
+    pub fn message(self) -> Cow<'static, str> {
+        match self {
+            Refusal::AtCapacity => "the server is at capacity; retry shortly".into(),
+            Refusal::BodyTooLarge { limit } => {
+                format!("the request body is larger than {limit} bytes").into()
+            }
+            Refusal::BodyUnreadable => "the request body could not be read".into(),
+            Refusal::BodyTooSlow => "the request body was not received in time".into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let message = self.message();
+        let mut response = (
+            self.status(),
+            axum::Json(ErrorBody::new(self.code(), &message)),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match self {
+            Refusal::AtCapacity => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            // The rest of the body may still be arriving: do not read it as the next request.
+            Refusal::BodyTooLarge { .. } | Refusal::BodyTooSlow => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Refusal::BodyUnreadable => {}
+        }
+        response
+    }
 }
 
 /// How many bytes a route accepts and how long a client may take to send them.
@@ -243,7 +295,10 @@ pub async fn read_body_within(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > bounds.limit as u64) {
-        return too_large(bounds.limit);
+        return Refusal::BodyTooLarge {
+            limit: bounds.limit,
+        }
+        .into_response();
     }
     let (parts, body) = request.into_parts();
     let bytes =
@@ -256,48 +311,19 @@ pub async fn read_body_within(
                     .downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some();
                 return if over_limit {
-                    too_large(bounds.limit)
+                    Refusal::BodyTooLarge {
+                        limit: bounds.limit,
+                    }
                 } else {
-                    body_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "the request body could not be read",
-                    )
-                };
+                    Refusal::BodyUnreadable
+                }
+                .into_response();
             }
             Err(_) => {
                 metrics::counter!("http_slow_bodies_total").increment(1);
-                let mut response = body_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "the request body was not received in time",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return response;
+                return Refusal::BodyTooSlow.into_response();
             }
         };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
-}
-
-fn too_large(limit: usize) -> Response {
-    let mut response = body_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        &format!("the request body is larger than {limit} bytes"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-fn body_error(status: StatusCode, error: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": error, "message": message })),
-    )
-        .into_response()
 }

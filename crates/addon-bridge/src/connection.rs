@@ -13,11 +13,12 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use store::credentials::{self, Flaw, Presented};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
+use vocabulary::ErrorBody;
 
 use crate::keys::{self, KeyOwner};
 use crate::protocol::{self, Event, Hello, Inbound, close};
@@ -171,8 +172,7 @@ impl Drop for SocketEntry {
 }
 
 fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
-    let mut response =
-        (status, Json(json!({ "error": error, "message": message }))).into_response();
+    let mut response = (status, Json(ErrorBody::new(error, message))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -475,14 +475,6 @@ pub struct ActivityEntry {
     pub created_at: DateTime<Utc>,
 }
 
-pub(crate) fn outcome_code(result: &Result<CallOutcome, CallError>) -> &'static str {
-    match result {
-        Ok(CallOutcome::Ok(_)) => "ok",
-        Ok(CallOutcome::ToolError(_)) => "tool_error",
-        Err(err) => err.code(),
-    }
-}
-
 /// Appends to the activity log. Committed without waiting for the WAL flush (visible to
 /// readers at once): the log is history for GetAddonActivity, and a durable commit here would
 /// add a disk flush to every relayed call's answer.

@@ -11,8 +11,8 @@
 //!   only. Every replica listens; after a listener reconnect, everything pending is re-checked.
 //! - Add-On keys are stored as SHA-256 only and never logged.
 //!
-//! Depends on `store` only; never on `mcp` or `oauth` (the binary adapts this crate to
-//! `mcp::relay::ToolRelay`).
+//! Depends on `store` and `vocabulary` only; never on `mcp` or `oauth` (the binary adapts this
+//! crate to `mcp::relay::ToolRelay`, passing the shared presence and call types through).
 
 mod connection;
 pub mod data;
@@ -30,7 +30,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use serde_json::Value;
 use sqlx::PgPool;
 use store::Background;
 use store::tasks::Shutdown;
@@ -38,6 +37,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 pub use connection::get_addon_ws;
+pub use vocabulary::{CallError, CallOutcome, CallRequest, Presence};
 
 /// The path of the Add-On's WebSocket.
 pub const WS_PATH: &str = "/v1/addon/ws";
@@ -95,73 +95,6 @@ impl BridgeSettings {
 impl Default for BridgeSettings {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// What the backend knows about a user's Add-On connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Presence {
-    pub connected: bool,
-    pub addon_version: Option<String>,
-    pub nt8_version: Option<String>,
-    pub features: Vec<String>,
-}
-
-/// One tool call for a user's Add-On.
-#[derive(Debug, Clone)]
-pub struct CallRequest {
-    pub user_id: Uuid,
-    /// PascalCase tool name, e.g. `PlaceOrder`.
-    pub tool: String,
-    pub arguments: Value,
-    /// Zero means [`BridgeSettings::default_deadline`].
-    pub deadline: Duration,
-    /// With a key, a repeat within 24 h returns the first outcome and never reaches the Add-On.
-    pub idempotency_key: Option<String>,
-}
-
-/// What the Add-On answered.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallOutcome {
-    /// The tool ran; its result.
-    Ok(Value),
-    /// The tool ran and failed (rejected order, compile errors…).
-    ToolError(String),
-}
-
-/// Why a call got no answer. The first three are the product's 408 `addon_disconnected`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum CallError {
-    #[error(
-        "the CrossTrade Add-On is not connected: open NinjaTrader 8 and check the Add-On panel"
-    )]
-    NotConnected,
-    #[error("the CrossTrade Add-On disconnected while the call was in flight")]
-    Disconnected,
-    #[error("the CrossTrade Add-On did not answer before the deadline")]
-    DeadlineExceeded,
-    #[error("the Add-On relay is temporarily unavailable")]
-    Unavailable,
-    /// The account already has [`BridgeSettings::max_calls_per_account`] calls in flight;
-    /// nothing was sent.
-    #[error("too many calls in flight for this account")]
-    TooManyCalls,
-}
-
-impl CallError {
-    /// Stable code for logs and the activity table.
-    pub fn code(self) -> &'static str {
-        match self {
-            CallError::NotConnected => "not_connected",
-            CallError::Disconnected => "disconnected",
-            CallError::DeadlineExceeded => "deadline_exceeded",
-            CallError::Unavailable => "unavailable",
-            CallError::TooManyCalls => "too_many_calls",
-        }
     }
 }
 

@@ -130,7 +130,7 @@ impl AddonBridge {
         } else {
             (self.relay(&call, deadline).await, false)
         };
-        let code = data::outcome_code(&result);
+        let code = vocabulary::addon::outcome_code(&result);
         tracing::info!(
             tool = %call.tool,
             outcome = code,

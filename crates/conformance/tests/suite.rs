@@ -28,7 +28,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use mcp::{
-    BoxFuture, GrantedScope, McpSettings, McpState, NotConnectedRelay, Principal, TokenRejection,
+    BoxFuture, McpSettings, McpState, NotConnectedRelay, Principal, Scope, TokenRejection,
     TokenVerifier,
 };
 use serde::Deserialize;
@@ -99,7 +99,7 @@ async fn start_instance() -> Instance {
             user_id: user.id,
             client_id: "conformance-suite".into(),
             grant_id: Uuid::new_v4(),
-            scope: GrantedScope::Trade,
+            scope: Scope::Trade,
         },
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, criterion_group, criterion_main};
-use mcp::auth::{BoxFuture, GrantedScope, Principal, TokenRejection, TokenVerifier};
+use mcp::auth::{BoxFuture, Principal, Scope, TokenRejection, TokenVerifier};
 use mcp::catalog::catalog;
 use mcp::protocol::classify;
 use mcp::{McpSettings, McpState, NotConnectedRelay};
@@ -77,7 +77,7 @@ fn dispatch(c: &mut Criterion) {
             user_id,
             client_id: "bench-client".into(),
             grant_id: Uuid::new_v4(),
-            scope: GrantedScope::Trade,
+            scope: Scope::Trade,
         };
         let state = McpState::new(
             McpSettings {

@@ -10,48 +10,7 @@ use crate::McpState;
 use crate::error::{HttpError, HttpRejection};
 
 pub use store::BoxFuture;
-
-/// One scope per grant; `Trade` implies `Read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantedScope {
-    Read,
-    Trade,
-}
-
-impl GrantedScope {
-    /// The scope a tool requires, as named in the 403 body (`"required":"mcp:trade"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantedScope::Read => "mcp:read",
-            GrantedScope::Trade => "mcp:trade",
-        }
-    }
-
-    /// The scope string of a token carrying this grant: a trade grant carries both scopes.
-    pub fn token_scope(self) -> &'static str {
-        match self {
-            GrantedScope::Read => "mcp:read",
-            GrantedScope::Trade => "mcp:read mcp:trade",
-        }
-    }
-
-    /// Whether a grant of `self` may use something that requires `required`.
-    pub fn allows(self, required: GrantedScope) -> bool {
-        matches!(
-            (self, required),
-            (GrantedScope::Trade, _) | (GrantedScope::Read, GrantedScope::Read)
-        )
-    }
-}
-
-/// The caller of one MCP request, as established by the [`TokenVerifier`].
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: uuid::Uuid,
-    pub client_id: String,
-    pub grant_id: uuid::Uuid,
-    pub scope: GrantedScope,
-}
+pub use vocabulary::{Principal, Scope};
 
 /// Why a presented token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,14 +171,5 @@ mod tests {
             presented(Some("x_access_token=1"), &headers(&["Bearer abc"])),
             Presented::Bearer("abc")
         );
-    }
-
-    #[test]
-    fn scopes() {
-        assert!(GrantedScope::Trade.allows(GrantedScope::Read));
-        assert!(GrantedScope::Trade.allows(GrantedScope::Trade));
-        assert!(GrantedScope::Read.allows(GrantedScope::Read));
-        assert!(!GrantedScope::Read.allows(GrantedScope::Trade));
-        assert_eq!(GrantedScope::Trade.token_scope(), "mcp:read mcp:trade");
     }
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::auth::GrantedScope;
+use crate::auth::Scope;
 use crate::protocol::Revision;
 use crate::relay::{HistoryFilter, HistoryRequest};
 
@@ -116,7 +116,7 @@ pub struct ToolDef {
     pub name: &'static str,
     pub title: &'static str,
     pub description: &'static str,
-    pub scope: GrantedScope,
+    pub scope: Scope,
     pub route: Route,
     pub effect: Effect,
     input_schema: Value,
@@ -143,7 +143,7 @@ fn read<A: Args, O: JsonSchema>(
         name,
         title,
         description,
-        scope: GrantedScope::Read,
+        scope: Scope::Read,
         route,
         effect: Effect::Read,
         input_schema: schema_of::<A>(),
@@ -164,7 +164,7 @@ fn trade<A: Args>(
         name,
         title,
         description,
-        scope: GrantedScope::Trade,
+        scope: Scope::Trade,
         route: Route::Addon { deadline },
         effect: Effect::Trade { idempotent },
         input_schema: schema_of::<A>(),
@@ -1130,7 +1130,7 @@ mod tests {
             assert_eq!(schema["type"], "object", "{name}");
             assert!(!schema.to_string().contains("$ref"), "{name}: {schema}");
             assert!(schema.get("$schema").is_none());
-            if tool.def.scope == GrantedScope::Trade {
+            if tool.def.scope == Scope::Trade {
                 assert_eq!(tool.def.output_schema, None);
                 assert!(
                     schema["properties"]["idempotency_key"]["description"]

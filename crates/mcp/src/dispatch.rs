@@ -16,7 +16,7 @@ use crate::protocol::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO, Message, Request, Revision,
     RpcError, classify, decode_header_value, result_response,
 };
-use crate::relay::{RelayCall, RelayError, RelayOutcome};
+use crate::relay::{CallError, CallOutcome, CallRequest};
 
 /// What the transport sends back.
 #[derive(Debug)]
@@ -458,7 +458,7 @@ async fn list_tools(
     // and presence filter (product doc 001: Add-On tools hidden while NT8 is not connected).
     let tools: Vec<Value> = catalog()
         .tools()
-        .filter(|tool| principal.scope.allows(tool.def.scope))
+        .filter(|tool| principal.scope.covers(tool.def.scope))
         .filter(|tool| presence.connected || !matches!(tool.def.route, Route::Addon { .. }))
         .map(|tool| tool.to_json(revision))
         .collect();
@@ -502,9 +502,10 @@ async fn call_tool(
             .into());
         }
         Err(err) => {
-            tracing::error!(error = %err, "reading the caller's tier failed");
-            return Err(HttpError::ServerError(
+            return Err(HttpError::internal(
+                "reading the caller's tier",
                 "The service is temporarily unavailable; retry shortly",
+                err,
             )
             .into());
         }
@@ -515,7 +516,7 @@ async fn call_tool(
     let Some(tool) = catalog().get(name) else {
         return Err(RpcError::invalid_params(format!("Unknown tool: {name}")).into());
     };
-    if !principal.scope.allows(tool.def.scope) {
+    if !principal.scope.covers(tool.def.scope) {
         return Err(HttpError::InsufficientScope.into());
     }
     let mut arguments = match params.get("arguments") {
@@ -549,7 +550,7 @@ async fn call_tool(
                 .as_object_mut()
                 .and_then(|arguments| arguments.remove("idempotency_key"))
                 .and_then(|key| key.as_str().map(str::to_owned));
-            let call = RelayCall {
+            let call = CallRequest {
                 user_id: principal.user_id,
                 tool: tool.def.name.to_owned(),
                 arguments,
@@ -564,7 +565,7 @@ async fn call_tool(
             .await
             {
                 Ok(outcome) => outcome,
-                Err(_) => Err(RelayError::DeadlineExceeded),
+                Err(_) => Err(CallError::DeadlineExceeded),
             };
             metrics::histogram!("addon_relay_duration_seconds", "tool" => tool.def.name)
                 .record(started.elapsed().as_secs_f64());
@@ -572,15 +573,15 @@ async fn call_tool(
             tracing::info!(
                 tool = tool.def.name,
                 outcome = match &outcome {
-                    Ok(RelayOutcome::Ok(_)) => "ok",
-                    Ok(RelayOutcome::ToolError(_)) => "tool_error",
+                    Ok(CallOutcome::Ok(_)) => "ok",
+                    Ok(CallOutcome::ToolError(_)) => "tool_error",
                     Err(_) => "relay_error",
                 },
                 "tool call relayed"
             );
             match outcome {
-                Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
-                Ok(RelayOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
+                Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
                 Err(error) => Err(HttpError::from_relay(&error, deadline).into()),
             }
         }
@@ -593,11 +594,11 @@ async fn call_tool(
                 .relay()
                 .history(principal.user_id, request)
                 .await
-                .map(RelayOutcome::Ok);
+                .map(CallOutcome::Ok);
             count_call(tool.def.name, &outcome);
             match outcome {
-                Ok(RelayOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
-                Ok(RelayOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
+                Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
                 Err(error) => Err(HttpError::from_relay(&error, Duration::ZERO).into()),
             }
         }
@@ -605,16 +606,8 @@ async fn call_tool(
 }
 
 /// Counts a tool call by tool and outcome, for `/metrics`.
-fn count_call(tool: &'static str, outcome: &Result<RelayOutcome, RelayError>) {
-    let outcome = match outcome {
-        Ok(RelayOutcome::Ok(_)) => "ok",
-        Ok(RelayOutcome::ToolError(_)) => "tool_error",
-        Err(RelayError::NotConnected) => "not_connected",
-        Err(RelayError::Disconnected) => "disconnected",
-        Err(RelayError::DeadlineExceeded) => "deadline_exceeded",
-        Err(RelayError::Unavailable) => "unavailable",
-        Err(RelayError::TooManyCalls) => "too_many_calls",
-    };
+fn count_call(tool: &'static str, outcome: &Result<CallOutcome, CallError>) {
+    let outcome = vocabulary::addon::outcome_code(outcome);
     metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
 }
 

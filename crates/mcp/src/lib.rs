@@ -10,7 +10,8 @@
 //! Dependencies: this crate must not depend on `oauth` or `addon-bridge` (nor on the server
 //! binary). It reaches token verification only through its own [`TokenVerifier`] trait and the
 //! Add-On only through its own [`ToolRelay`] trait; adapters in the binary implement both.
-//! It reads accounts (the subscription tier) through the shared `store` crate.
+//! It reads accounts (the subscription tier) through the shared `store` crate, and speaks the
+//! shared `vocabulary` (principal, scope, Add-On presence and call outcomes).
 
 pub mod auth;
 pub mod catalog;
@@ -29,10 +30,10 @@ use axum::extract::FromRef;
 use axum::routing::post;
 use sqlx::PgPool;
 
-pub use auth::{Authenticated, BoxFuture, GrantedScope, Principal, TokenRejection, TokenVerifier};
+pub use auth::{Authenticated, BoxFuture, Principal, Scope, TokenRejection, TokenVerifier};
 pub use catalog::tool_table_markdown;
-pub use error::{HttpError, HttpRejection};
-pub use relay::{AddonPresence, NotConnectedRelay, RelayCall, RelayError, RelayOutcome, ToolRelay};
+pub use error::{HttpCode, HttpError, HttpRejection};
+pub use relay::{CallError, CallOutcome, CallRequest, NotConnectedRelay, Presence, ToolRelay};
 
 /// The MCP endpoint's path; `{MCP_PATH}/` is served by the same handlers, never redirected
 /// (CLIENTS.md row 9).

@@ -1,56 +1,12 @@
 //! How Add-On-backed tools reach NinjaTrader 8: the relay interface the Add-On bridge implements.
-
-use std::time::Duration;
+//! Its presence, calls and outcomes are the shared vocabulary's, so the bridge answers in them
+//! directly.
 
 use tokio::sync::broadcast;
 
 use crate::auth::BoxFuture;
 
-/// What the backend knows about a user's Add-On connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct AddonPresence {
-    pub connected: bool,
-    pub addon_version: Option<String>,
-    pub nt8_version: Option<String>,
-    pub features: Vec<String>,
-}
-
-/// One tool call to relay to a user's Add-On. `arguments` have already been validated against
-/// the tool's input schema; `idempotency_key` is lifted out of them for trade tools.
-#[derive(Debug, Clone)]
-pub struct RelayCall {
-    pub user_id: uuid::Uuid,
-    pub tool: String,
-    pub arguments: serde_json::Value,
-    pub deadline: Duration,
-    pub idempotency_key: Option<String>,
-}
-
-/// What the Add-On answered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RelayOutcome {
-    /// The tool ran; its structured result.
-    Ok(serde_json::Value),
-    /// The tool ran and failed (rejected order, compile errors…): shown to the model as a
-    /// tool result with `isError: true`.
-    ToolError(String),
-}
-
-/// Why a call could not be relayed or answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
-    #[error("the Add-On is not connected")]
-    NotConnected,
-    #[error("the Add-On disconnected while the call was in flight")]
-    Disconnected,
-    #[error("the Add-On did not answer before the deadline")]
-    DeadlineExceeded,
-    #[error("the relay is unavailable")]
-    Unavailable,
-    /// The account has as many calls in flight as it may; nothing was relayed.
-    #[error("too many calls in flight for this account")]
-    TooManyCalls,
-}
+pub use vocabulary::{CallError, CallOutcome, CallRequest, Presence};
 
 /// A question about what was stored from the Add-On, answered whether or not it is connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +35,8 @@ pub struct HistoryFilter {
     reason = "the contract spells out the borrow"
 )]
 pub trait ToolRelay: Send + Sync + 'static {
-    fn presence<'a>(&'a self, user_id: uuid::Uuid) -> BoxFuture<'a, AddonPresence>;
-    fn call<'a>(&'a self, call: RelayCall) -> BoxFuture<'a, Result<RelayOutcome, RelayError>>;
+    fn presence<'a>(&'a self, user_id: uuid::Uuid) -> BoxFuture<'a, Presence>;
+    fn call<'a>(&'a self, call: CallRequest) -> BoxFuture<'a, Result<CallOutcome, CallError>>;
     /// Users whose Add-On connected or disconnected, for `notifications/tools/list_changed`.
     fn presence_changes(&self) -> broadcast::Receiver<uuid::Uuid>;
 
@@ -91,9 +47,9 @@ pub trait ToolRelay: Send + Sync + 'static {
         &'a self,
         user_id: uuid::Uuid,
         request: HistoryRequest,
-    ) -> BoxFuture<'a, Result<serde_json::Value, RelayError>> {
+    ) -> BoxFuture<'a, Result<serde_json::Value, CallError>> {
         let _ = (user_id, request);
-        Box::pin(async { Err(RelayError::Unavailable) })
+        Box::pin(async { Err(CallError::Unavailable) })
     }
 }
 
@@ -123,12 +79,12 @@ impl Default for NotConnectedRelay {
     reason = "the contract spells out the borrow"
 )]
 impl ToolRelay for NotConnectedRelay {
-    fn presence<'a>(&'a self, _user_id: uuid::Uuid) -> BoxFuture<'a, AddonPresence> {
-        Box::pin(async { AddonPresence::default() })
+    fn presence<'a>(&'a self, _user_id: uuid::Uuid) -> BoxFuture<'a, Presence> {
+        Box::pin(async { Presence::default() })
     }
 
-    fn call<'a>(&'a self, _call: RelayCall) -> BoxFuture<'a, Result<RelayOutcome, RelayError>> {
-        Box::pin(async { Err(RelayError::NotConnected) })
+    fn call<'a>(&'a self, _call: CallRequest) -> BoxFuture<'a, Result<CallOutcome, CallError>> {
+        Box::pin(async { Err(CallError::NotConnected) })
     }
 
     fn presence_changes(&self) -> broadcast::Receiver<uuid::Uuid> {

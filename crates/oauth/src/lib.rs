@@ -1,6 +1,6 @@
 //! OAuth 2.1 authorization server for MCP clients: RFC 8414 and RFC 9728 discovery, RFC 7591
 //! registration and Client ID Metadata Documents, sign-in and consent, the token endpoint, RFC 7009 revocation, and access-token
-//! verification. Depends on `store` only; never on `mcp` or `addon-bridge`.
+//! verification. Depends on `store` and `vocabulary` only; never on `mcp` or `addon-bridge`.
 //!
 //! Invariants: secrets (session ids, codes, refresh tokens) are stored only as SHA-256; signing
 //! keys only encrypted; codes are single-use by one atomic statement; a grant's end is visible
@@ -24,7 +24,6 @@ pub mod pages;
 pub mod redirect_uri;
 pub mod register;
 pub mod revoke;
-pub mod scope;
 pub mod session;
 pub mod sign_in;
 pub mod state;
@@ -39,7 +38,10 @@ use tower_http::cors::{Any, CorsLayer};
 
 pub use cimd::CimdSettings;
 pub use state::{OAuthSettings, OAuthState, paths};
-pub use verify::{AccessError, VerifiedAccess};
+pub use verify::AccessError;
+pub use vocabulary::Principal;
+/// The MCP scopes live with the shared vocabulary; the OAuth server parses and grants them.
+pub use vocabulary::scope;
 
 /// The OAuth routes. Discovery, registration, token and revocation allow any origin without
 /// credentials (browser-based MCP clients call them); the authorization pages have no CORS.

@@ -24,6 +24,7 @@ use crate::error::Internal;
 use crate::keys::{JwtError, KeyRing};
 use crate::scope::Scope;
 use crate::state::OAuthState;
+use vocabulary::Principal;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` (RFC 9068 §4).
 const LEEWAY_SECONDS: i64 = 30;
@@ -32,15 +33,6 @@ const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 const CHANNEL: &str = "grant_ended";
 /// Signing keys are re-read at least this often.
 const KEY_REFRESH: Duration = Duration::from_secs(60);
-
-/// What a valid access token grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedAccess {
-    pub user_id: Uuid,
-    pub client_id: String,
-    pub grant_id: Uuid,
-    pub scope: Scope,
-}
 
 /// Why an access token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +98,7 @@ pub struct VerifiedTokens {
 }
 
 struct VerifiedToken {
-    access: VerifiedAccess,
+    access: Principal,
     kid: String,
     exp: i64,
 }
@@ -115,7 +107,7 @@ struct VerifiedToken {
 const MAX_VERIFIED_TOKENS: usize = 100_000;
 
 impl VerifiedTokens {
-    fn get(&self, digest: &[u8; 32], keys: &KeyRing, clock: &Clock) -> Option<VerifiedAccess> {
+    fn get(&self, digest: &[u8; 32], keys: &KeyRing, clock: &Clock) -> Option<Principal> {
         let entries = self
             .entries
             .read()
@@ -126,7 +118,7 @@ impl VerifiedTokens {
         .then(|| entry.access.clone())
     }
 
-    fn put(&self, digest: [u8; 32], kid: String, exp: i64, access: &VerifiedAccess) {
+    fn put(&self, digest: [u8; 32], kid: String, exp: i64, access: &Principal) {
         let mut entries = self
             .entries
             .write()
@@ -153,7 +145,7 @@ impl std::fmt::Debug for VerifiedTokens {
 
 impl OAuthState {
     /// Verifies a bearer access token for the MCP resource.
-    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, AccessError> {
+    pub async fn verify_access_token(&self, token: &str) -> Result<Principal, AccessError> {
         let inner = &self.inner;
         // SHA-256 of the token: the cache never holds bearer tokens themselves.
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -212,7 +204,7 @@ impl OAuthState {
             _ => return Err(AccessError::Malformed),
         };
         self.check_grant(grant_id).await?;
-        let access = VerifiedAccess {
+        let access = Principal {
             user_id,
             client_id,
             grant_id,

@@ -4,7 +4,7 @@
 //! PostgreSQL cluster that serves `cargo run` and the tests, the clock, and the accounts (users)
 //! that the OAuth and MCP crates both read, and what runs a replica in the background: the
 //! supervisor of its services (`tasks`) and its one `LISTEN` connection (`hub`). It depends on
-//! no feature crate.
+//! no feature crate, only on `vocabulary` (the `Tier` of an account).
 
 /// A boxed, sendable future: the one shape of the cross-crate traits' methods (object-safe
 /// without `async-trait`).

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mcp::{RelayError, RelayOutcome};
+use mcp::{CallError, CallOutcome};
 use reqwest::StatusCode;
 use serde_json::json;
 use store::users::{Email, Tier};
@@ -265,7 +265,7 @@ async fn addon_failures_are_408_saying_which_and_relay_outage_is_503() {
     );
 
     app.relay.connect(app.users.elite);
-    app.relay.behave(Behaviour::Fail(RelayError::Disconnected));
+    app.relay.behave(Behaviour::Fail(CallError::Disconnected));
     let reply = app
         .call("elite-trade", "FlattenPosition", args.clone())
         .await;
@@ -285,7 +285,7 @@ async fn addon_failures_are_408_saying_which_and_relay_outage_is_503() {
         json!({"error":"addon_disconnected","message":"The CrossTrade Add-On did not answer within 10 s; check NinjaTrader 8 for the outcome before retrying"})
     );
 
-    app.relay.behave(Behaviour::Fail(RelayError::Unavailable));
+    app.relay.behave(Behaviour::Fail(CallError::Unavailable));
     let reply = app
         .call("elite-trade", "FlattenPosition", args.clone())
         .await;
@@ -296,7 +296,7 @@ async fn addon_failures_are_408_saying_which_and_relay_outage_is_503() {
     );
 
     // The same outcome under 2026-07-28.
-    app.relay.behave(Behaviour::Fail(RelayError::Disconnected));
+    app.relay.behave(Behaviour::Fail(CallError::Disconnected));
     let reply = app
         .modern(
             "elite-trade",
@@ -308,7 +308,7 @@ async fn addon_failures_are_408_saying_which_and_relay_outage_is_503() {
     assert_eq!(reply.json["error"], "addon_disconnected");
 
     app.relay
-        .behave(Behaviour::Answer(RelayOutcome::Ok(json!("flat"))));
+        .behave(Behaviour::Answer(CallOutcome::Ok(json!("flat"))));
     let reply = app
         .call(
             "elite-trade",

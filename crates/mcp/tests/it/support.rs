@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcp::{
-    AddonPresence, BoxFuture, GrantedScope, McpSettings, McpState, Principal, RelayCall,
-    RelayError, RelayOutcome, TokenRejection, TokenVerifier, ToolRelay,
+    BoxFuture, CallError, CallOutcome, CallRequest, McpSettings, McpState, Presence, Principal,
+    Scope, TokenRejection, TokenVerifier, ToolRelay,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -40,24 +40,24 @@ impl TokenVerifier for TableVerifier {
 /// How the fake Add-On answers calls.
 #[derive(Debug, Clone)]
 pub enum Behaviour {
-    Answer(RelayOutcome),
-    Fail(RelayError),
+    Answer(CallOutcome),
+    Fail(CallError),
     /// Does not answer; the relay gives up at this (shortened) deadline.
     Slow(Duration),
 }
 
 pub struct TestRelay {
-    presence: Mutex<HashMap<Uuid, AddonPresence>>,
+    presence: Mutex<HashMap<Uuid, Presence>>,
     behaviour: Mutex<Behaviour>,
     changes: broadcast::Sender<Uuid>,
-    pub calls: Mutex<Vec<RelayCall>>,
+    pub calls: Mutex<Vec<CallRequest>>,
 }
 
 impl TestRelay {
     fn new() -> Self {
         Self {
             presence: Mutex::new(HashMap::new()),
-            behaviour: Mutex::new(Behaviour::Answer(RelayOutcome::Ok(json!({})))),
+            behaviour: Mutex::new(Behaviour::Answer(CallOutcome::Ok(json!({})))),
             changes: broadcast::channel(16).0,
             calls: Mutex::new(Vec::new()),
         }
@@ -66,7 +66,7 @@ impl TestRelay {
     pub fn connect(&self, user: Uuid) {
         self.presence.lock().unwrap().insert(
             user,
-            AddonPresence {
+            Presence {
                 connected: true,
                 addon_version: Some("1.13.2".into()),
                 nt8_version: Some("8.1.4.1".into()),
@@ -91,7 +91,7 @@ impl TestRelay {
 }
 
 impl ToolRelay for TestRelay {
-    fn presence(&self, user_id: Uuid) -> BoxFuture<'_, AddonPresence> {
+    fn presence(&self, user_id: Uuid) -> BoxFuture<'_, Presence> {
         let presence = self
             .presence
             .lock()
@@ -102,7 +102,7 @@ impl ToolRelay for TestRelay {
         Box::pin(async move { presence })
     }
 
-    fn call(&self, call: RelayCall) -> BoxFuture<'_, Result<RelayOutcome, RelayError>> {
+    fn call(&self, call: CallRequest) -> BoxFuture<'_, Result<CallOutcome, CallError>> {
         let connected = self
             .presence
             .lock()
@@ -113,14 +113,14 @@ impl ToolRelay for TestRelay {
         let behaviour = self.behaviour.lock().unwrap().clone();
         Box::pin(async move {
             if !connected {
-                return Err(RelayError::NotConnected);
+                return Err(CallError::NotConnected);
             }
             match behaviour {
                 Behaviour::Answer(outcome) => Ok(outcome),
                 Behaviour::Fail(error) => Err(error),
                 Behaviour::Slow(deadline) => {
                     tokio::time::sleep(deadline).await;
-                    Err(RelayError::DeadlineExceeded)
+                    Err(CallError::DeadlineExceeded)
                 }
             }
         })
@@ -174,7 +174,7 @@ async fn user(db: &PgPool, email: &str, tier: Tier) -> Uuid {
 
 /// A verifier answer that accepts the token.
 #[expect(clippy::unnecessary_wraps, reason = "a row of the verifier's table")]
-fn principal(user_id: Uuid, scope: GrantedScope) -> Result<Principal, TokenRejection> {
+fn principal(user_id: Uuid, scope: Scope) -> Result<Principal, TokenRejection> {
     let principal = Principal {
         user_id,
         client_id: "client-1".into(),
@@ -206,26 +206,14 @@ async fn build(listener: Option<tokio::net::TcpListener>) -> App {
         standard: user(&db, "standard@example.com", Tier::Standard).await,
     };
     let mut tokens = HashMap::new();
-    tokens.insert(
-        "elite-read".into(),
-        principal(users.elite, GrantedScope::Read),
-    );
-    tokens.insert(
-        "elite-trade".into(),
-        principal(users.elite, GrantedScope::Trade),
-    );
-    tokens.insert(
-        "pro-trade".into(),
-        principal(users.pro, GrantedScope::Trade),
-    );
+    tokens.insert("elite-read".into(), principal(users.elite, Scope::Read));
+    tokens.insert("elite-trade".into(), principal(users.elite, Scope::Trade));
+    tokens.insert("pro-trade".into(), principal(users.pro, Scope::Trade));
     tokens.insert(
         "standard-read".into(),
-        principal(users.standard, GrantedScope::Read),
+        principal(users.standard, Scope::Read),
     );
-    tokens.insert(
-        "ghost".into(),
-        principal(Uuid::new_v4(), GrantedScope::Trade),
-    );
+    tokens.insert("ghost".into(), principal(Uuid::new_v4(), Scope::Trade));
     tokens.insert("expired".into(), Err(TokenRejection::Expired));
     tokens.insert("revoked".into(), Err(TokenRejection::Revoked));
     tokens.insert("malformed".into(), Err(TokenRejection::Malformed));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mcp::RelayOutcome;
+use mcp::CallOutcome;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -227,7 +227,7 @@ async fn bad_arguments_are_tool_errors_naming_field_and_rule_and_never_relayed()
 async fn trade_calls_are_relayed_with_the_idempotency_key_lifted_out() {
     let app = spawn().await;
     app.relay.connect(app.users.elite);
-    app.relay.behave(Behaviour::Answer(RelayOutcome::Ok(
+    app.relay.behave(Behaviour::Answer(CallOutcome::Ok(
         json!({"order_id":"o-1","state":"Working"}),
     )));
     let reply = app
@@ -267,7 +267,7 @@ async fn trade_calls_are_relayed_with_the_idempotency_key_lifted_out() {
     );
     assert_eq!(app.relay.calls.lock().unwrap()[1].idempotency_key, None);
 
-    app.relay.behave(Behaviour::Answer(RelayOutcome::ToolError(
+    app.relay.behave(Behaviour::Answer(CallOutcome::ToolError(
         "Order rejected: insufficient margin".into(),
     )));
     let reply = app
@@ -285,12 +285,12 @@ async fn read_tools_return_structured_content_checked_against_their_schema() {
     app.relay.connect(app.users.elite);
     let accounts = json!({"accounts":[{"name":"Sim101","cash_value":100_000.0}]});
     app.relay
-        .behave(Behaviour::Answer(RelayOutcome::Ok(accounts.clone())));
+        .behave(Behaviour::Answer(CallOutcome::Ok(accounts.clone())));
     let reply = app.call("elite-read", "GetAccounts", json!({})).await;
     assert_eq!(reply.json["result"]["structuredContent"], accounts);
     assert_eq!(reply.json["result"]["isError"], false);
 
-    app.relay.behave(Behaviour::Answer(RelayOutcome::Ok(json!([
+    app.relay.behave(Behaviour::Answer(CallOutcome::Ok(json!([
         "not", "an", "object"
     ]))));
     let reply = app.call("elite-read", "GetAccounts", json!({})).await;

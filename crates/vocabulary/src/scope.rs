@@ -1,4 +1,5 @@
 //! The two MCP scopes. `mcp:trade` implies `mcp:read`; a grant holds exactly one of them.
+//! The OAuth server parses and grants them, the MCP server checks them per tool.
 
 use std::fmt;
 
@@ -7,6 +8,7 @@ pub const TRADE: &str = "mcp:trade";
 /// What this server accepts in scope parameters but ignores: refresh tokens are always issued.
 const IGNORED: &str = "offline_access";
 
+/// The scope of one grant; `Trade` implies `Read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
     Read,
@@ -14,8 +16,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Parses a space-separated scope parameter: the widest scope asked for. Empty or absent
-    /// means `mcp:read`; `offline_access` is ignored; anything else is refused.
+    /// Parses a space-separated scope parameter (RFC 6749 §3.3): the widest scope asked for.
+    /// Empty or absent means `mcp:read`; `offline_access` is ignored; anything else is refused.
     pub fn parse_request(raw: Option<&str>) -> Result<Self, String> {
         let mut widest = Scope::Read;
         for item in raw.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
@@ -28,7 +30,7 @@ impl Scope {
         Ok(widest)
     }
 
-    /// The stored form: the one scope granted.
+    /// The stored form: the one scope granted (also the `required` of the MCP 403 body).
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => READ,
@@ -36,6 +38,7 @@ impl Scope {
         }
     }
 
+    /// The scope of a stored grant; `None` for anything else.
     pub fn from_stored(stored: &str) -> Option<Self> {
         match stored {
             READ => Some(Scope::Read),
@@ -52,6 +55,7 @@ impl Scope {
         }
     }
 
+    /// Whether a grant of `self` may use something that requires `other`.
     pub fn covers(self, other: Scope) -> bool {
         self >= other
     }
@@ -160,5 +164,13 @@ mod tests {
         assert!(Scope::parse_request(Some("mcp:read admin")).is_err());
         assert!(Scope::Trade.covers(Scope::Read) && !Scope::Read.covers(Scope::Trade));
         assert_eq!(Scope::Trade.token_scope(), "mcp:read mcp:trade");
+    }
+
+    #[test]
+    fn trade_covers_read() {
+        assert!(Scope::Trade.covers(Scope::Read));
+        assert!(Scope::Trade.covers(Scope::Trade));
+        assert!(Scope::Read.covers(Scope::Read));
+        assert!(!Scope::Read.covers(Scope::Trade));
     }
 }

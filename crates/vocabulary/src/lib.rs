@@ -1,0 +1,19 @@
+//! The vocabulary the CrossTrade crates share: the MCP scopes, the subscription tier, the
+//! caller of an MCP request, the Add-On's presence and the outcome of a relayed call, and the
+//! product's `{error, message}` body.
+//!
+//! `store`, `oauth`, `mcp` and `addon-bridge` all use these types, so the binary's adapters
+//! pass them through instead of translating look-alike enums. The crate holds types and their
+//! parsing only: no I/O, no state, and it depends on no workspace crate.
+
+pub mod addon;
+pub mod envelope;
+pub mod principal;
+pub mod scope;
+pub mod tier;
+
+pub use addon::{CallError, CallOutcome, CallRequest, Presence};
+pub use envelope::ErrorBody;
+pub use principal::Principal;
+pub use scope::Scope;
+pub use tier::{Tier, UnknownTier};
