@@ -7,28 +7,28 @@
 //! to every replica through LISTEN/NOTIFY.
 
 pub mod account;
-pub mod authorize;
+mod authorize;
 mod bounded;
-pub mod cimd;
-pub mod client_ip;
+mod cimd;
+mod client_ip;
 pub mod client_metadata;
 pub mod crypto;
-pub mod db;
+mod db;
 pub mod error;
-pub mod events;
+mod events;
 pub mod grants;
 pub mod keys;
 pub mod maintenance;
-pub mod metadata;
-pub mod pages;
+mod metadata;
+mod pages;
 pub mod redirect_uri;
 pub mod register;
-pub mod revoke;
-pub mod session;
-pub mod sign_in;
-pub mod state;
+mod revoke;
+mod session;
+mod sign_in;
+mod state;
 pub mod token;
-pub mod verify;
+mod verify;
 
 use axum::Router;
 use axum::extract::FromRef;

@@ -48,7 +48,7 @@ pub struct OAuthSettings {
     pub sign_in_failures_per_ip: u32,
     pub sign_in_failures_per_account: u32,
     /// First delay for an address retrying an account past its failure threshold; doubles with
-    /// each further failure on the account (rule in [`crate::sign_in`]).
+    /// each further failure on the account (the rule is in the `sign_in` module).
     pub sign_in_delay_base: Duration,
     /// Argon2id verifications at once on this replica (19 MiB each).
     pub password_checks_at_once: usize,

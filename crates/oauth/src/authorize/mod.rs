@@ -26,10 +26,10 @@ mod request;
 mod sign_in;
 
 use consent::consent_page;
-pub use consent::{ConsentForm, post_consent};
+pub use consent::post_consent;
 use request::validate;
+pub use sign_in::post_sign_in;
 use sign_in::sign_in_page;
-pub use sign_in::{SignInForm, post_sign_in};
 
 const CONSENT_LIFETIME: TimeDelta = TimeDelta::minutes(10);
 const MAX_STATE: usize = 2048;

@@ -79,6 +79,7 @@ pub async fn claim(
 
 /// What the first use of a code produced.
 #[derive(Debug)]
+#[expect(clippy::struct_field_names, reason = "the columns' names")]
 pub struct FirstUse {
     pub grant_id: Option<Uuid>,
     pub client_id: String,

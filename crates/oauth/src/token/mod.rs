@@ -103,7 +103,7 @@ impl FormParams {
 }
 
 /// Longer than any client id this server issues or accepts (a metadata document URL is at most
-/// [`crate::cimd::MAX_URL`] characters).
+/// `MAX_CLIENT_ID_LEN` characters).
 pub const MAX_CLIENT_ID_LEN: usize = crate::cimd::MAX_URL;
 
 fn client_id_too_long() -> OAuthError {
