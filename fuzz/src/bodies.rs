@@ -287,7 +287,7 @@ pub fn token_form(data: &[u8]) {
     }
     match client_id_of(&headers, &params) {
         Ok(Some(id)) => assert!(
-            !id.is_empty() && !id.chars().any(char::is_control),
+            !id.as_str().is_empty() && !id.as_str().chars().any(char::is_control),
             "{id:?}"
         ),
         Ok(None) => assert!(params.get("client_id").is_none()),

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod maintenance;
 mod metadata;
 mod pages;
+pub mod params;
 pub mod redirect_uri;
 pub mod register;
 mod revoke;

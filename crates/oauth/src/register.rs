@@ -22,7 +22,7 @@ use crate::crypto::{random_token, sha256};
 use crate::db;
 use crate::error::{ErrorCode, OAuthError};
 use crate::events::{self, Kind, Origin};
-use crate::redirect_uri;
+use crate::params::RedirectUri;
 use crate::scope::{READ, TRADE};
 use crate::state::OAuthState;
 
@@ -195,9 +195,9 @@ pub fn normalise(request: &Value, source: Source) -> Result<ClientMetadata, OAut
         let uri = uri
             .as_str()
             .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?;
-        redirect_uri::validate(uri).map_err(OAuthError::invalid_redirect_uri)?;
-        if !redirect_uris.iter().any(|known| known == uri) {
-            redirect_uris.push(uri.to_owned());
+        let uri = RedirectUri::parse(uri).map_err(OAuthError::invalid_redirect_uri)?;
+        if !redirect_uris.iter().any(|known| known == uri.as_str()) {
+            redirect_uris.push(uri.as_str().to_owned());
         }
     }
 

@@ -16,6 +16,7 @@ use crate::crypto::sha256;
 use crate::db;
 use crate::error::{ErrorCode, OAuthError};
 use crate::events::{self, Kind, Origin};
+use crate::params::ClientId;
 use crate::state::OAuthState;
 use crate::token::{FormParams, client_id_of};
 use crate::verify::revoke_grant;
@@ -54,7 +55,7 @@ pub async fn post_revoke(
     }
     let client_id = client_id_of(&headers, &params)?;
     if let Some(client_id) = &client_id {
-        let known = db::clients::exists(state.db(), client_id).await?;
+        let known = db::clients::exists(state.db(), client_id.as_str()).await?;
         if !known {
             return Err(OAuthError::invalid_client("unknown client_id"));
         }
@@ -69,7 +70,10 @@ pub async fn post_revoke(
     };
     if let Some((grant_id, token_client, user_id)) = owner {
         // A public client proves nothing but possession; a named client must be the owner.
-        if client_id.as_deref().is_none_or(|id| id == token_client)
+        if client_id
+            .as_ref()
+            .map(ClientId::as_str)
+            .is_none_or(|id| id == token_client)
             && revoke_grant(&state, grant_id, "revoked by the client").await?
         {
             let origin = Origin::of_request(ip, &headers);

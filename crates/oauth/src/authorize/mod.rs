@@ -17,6 +17,7 @@ use crate::client_ip::client_ip;
 use crate::error::Internal;
 use crate::events::Origin;
 use crate::pages::{self, error_page};
+use crate::params::{CodeChallenge, ResourceUri};
 use crate::scope::Scope;
 use crate::session;
 use crate::state::OAuthState;
@@ -45,9 +46,9 @@ pub struct AuthorizationRequest {
     pub loopback_only: bool,
     pub redirect_uri: String,
     pub state: Option<String>,
-    pub code_challenge: String,
+    pub code_challenge: CodeChallenge,
     pub scope: Scope,
-    pub resource: String,
+    pub resource: ResourceUri,
 }
 
 enum Rejection {
@@ -157,23 +158,6 @@ fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
         .filter(|v| !v.is_empty())
-}
-
-/// RFC 8707 §2 with the product decision: a trailing slash and the case of scheme and host do
-/// not matter; anything else must name this server's MCP resource.
-pub fn resource_matches(canonical: &str, requested: &str) -> bool {
-    fn normalise(raw: &str) -> Option<String> {
-        if raw.contains('#') {
-            return None;
-        }
-        let url = url::Url::parse(raw).ok()?;
-        let text = url.as_str();
-        Some(text.strip_suffix('/').unwrap_or(text).to_owned())
-    }
-    match (normalise(canonical), normalise(requested)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// `GET /v1/oauth/mcp/authorize`.

@@ -10,7 +10,8 @@ use crate::redirect_uri;
 use crate::scope::Scope;
 use crate::state::OAuthState;
 
-use super::{AuthorizationRequest, MAX_STATE, Rejection, param, parse_query, resource_matches};
+use super::{AuthorizationRequest, MAX_STATE, Rejection, param, parse_query};
+use crate::params::{CodeChallenge, ResourceUri};
 
 /// The request's parameters checked in order; `ip` (the browser's) pays for any document fetch.
 pub(super) async fn validate(
@@ -141,25 +142,21 @@ pub(super) async fn validate(
             "code_challenge_method must be S256".into(),
         ));
     }
-    let well_formed = code_challenge.len() == 43
-        && code_challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !well_formed {
+    let Some(code_challenge) = CodeChallenge::parse_s256(code_challenge) else {
         return Err(redirect(
             "invalid_request",
             "code_challenge must be 43 base64url characters (S256)".into(),
         ));
-    }
+    };
     let scope = Scope::parse_request(param(&pairs, "scope"))
         .map_err(|message| redirect("invalid_scope", message))?;
-    let canonical = state.settings().resource();
+    let canonical = ResourceUri::new(state.settings().resource());
     if let Some(resource) = param(&pairs, "resource")
-        && !resource_matches(&canonical, resource)
+        && !canonical.is_named_by(resource)
     {
         return Err(redirect(
             "invalid_target",
-            format!("resource must be {canonical}"),
+            format!("resource must be {}", canonical.as_str()),
         ));
     }
     Ok(AuthorizationRequest {
@@ -169,7 +166,7 @@ pub(super) async fn validate(
         client_id,
         redirect_uri,
         state: client_state,
-        code_challenge: code_challenge.to_owned(),
+        code_challenge,
         scope,
         resource: canonical,
     })

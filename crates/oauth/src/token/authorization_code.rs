@@ -8,10 +8,11 @@ use super::{
     FormParams, check_resource, delta, insert_refresh_token, proven, requested_scope,
     sign_access_token, token_response,
 };
-use crate::crypto::{pkce_matches, pkce_verifier_well_formed, random_token, sha256};
+use crate::crypto::{random_token, sha256};
 use crate::db;
 use crate::error::{Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
+use crate::params::{CodeChallenge, CodeVerifier, ResourceUri};
 use crate::scope::Scope;
 use crate::state::OAuthState;
 use crate::verify::revoke_grant;
@@ -25,7 +26,7 @@ pub(super) async fn exchange_code(
 ) -> Result<Response, OAuthError> {
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
-    let verifier = params.require("code_verifier")?;
+    let verifier = CodeVerifier::parse(params.require("code_verifier")?);
     let code_hash = sha256(code.as_bytes());
     let now = state.now();
     let mut tx = state.db().begin().await?;
@@ -79,11 +80,14 @@ pub(super) async fn exchange_code(
         Some(OAuthError::invalid_grant(
             "redirect_uri differs from the authorization request",
         ))
-    } else if !pkce_verifier_well_formed(verifier) {
+    } else if verifier.is_none() {
         Some(OAuthError::invalid_grant(
             "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
         ))
-    } else if !pkce_matches(verifier, &challenge) {
+    } else if !verifier
+        .as_ref()
+        .is_some_and(|verifier| CodeChallenge::stored(challenge).is_met_by(verifier))
+    {
         Some(OAuthError::invalid_grant(
             "code_verifier does not match the code_challenge",
         ))
@@ -94,7 +98,7 @@ pub(super) async fn exchange_code(
         tx.commit().await?;
         return Err(error);
     }
-    if let Err(error) = check_resource(params, &resource) {
+    if let Err(error) = check_resource(params, &ResourceUri::new(resource.clone())) {
         tx.commit().await?;
         return Err(error);
     }

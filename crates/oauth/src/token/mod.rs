@@ -20,13 +20,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::authorize::resource_matches;
 use crate::client_ip::{bucket, client_ip};
 use crate::client_metadata::ClientMetadata;
 use crate::crypto::sha256;
 use crate::db;
 use crate::error::{ErrorCode, Internal, OAuthError};
 use crate::events::Origin;
+use crate::params::{ClientId, MAX_CLIENT_ID_LEN, ResourceUri};
 use crate::scope::Scope;
 use crate::state::OAuthState;
 
@@ -102,10 +102,6 @@ impl FormParams {
     }
 }
 
-/// Longer than any client id this server issues or accepts (a metadata document URL is at most
-/// `MAX_CLIENT_ID_LEN` characters).
-pub const MAX_CLIENT_ID_LEN: usize = crate::cimd::MAX_URL;
-
 fn client_id_too_long() -> OAuthError {
     OAuthError::invalid_client("unknown client_id")
 }
@@ -116,7 +112,7 @@ fn client_id_too_long() -> OAuthError {
 pub fn client_id_of(
     headers: &HeaderMap,
     params: &FormParams,
-) -> Result<Option<String>, OAuthError> {
+) -> Result<Option<ClientId>, OAuthError> {
     if params
         .get("client_id")
         .is_some_and(|id| id.len() > MAX_CLIENT_ID_LEN)
@@ -158,13 +154,11 @@ pub fn client_id_of(
         (None, Some(b)) => Some(b.to_owned()),
         (None, None) => assertion_subject(params),
     };
-    // Issued client ids have no control characters; PostgreSQL text cannot even hold NUL.
-    if client_id.as_deref().is_some_and(|id| {
-        id.is_empty() || id.len() > MAX_CLIENT_ID_LEN || id.chars().any(char::is_control)
-    }) {
-        return Err(OAuthError::invalid_client("unknown client_id"));
-    }
-    Ok(client_id)
+    client_id
+        .map(|id| {
+            ClientId::parse(&id).ok_or_else(|| OAuthError::invalid_client("unknown client_id"))
+        })
+        .transpose()
 }
 
 /// A client that sends an RFC 7523 `client_assertion` may leave out `client_id` (§3): the
@@ -210,7 +204,7 @@ pub async fn post_token(
     let grant_type = params.require("grant_type")?.to_owned();
     let client_id = client_id_of(&headers, &params)?
         .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
-    let client = db::clients::metadata(state.db(), &client_id).await?;
+    let client = db::clients::metadata(state.db(), client_id.as_str()).await?;
     // Unknown clients get 401 invalid_client, so clients re-register (CLIENTS row 18).
     let Some(metadata) = client else {
         return Err(OAuthError::invalid_client(
@@ -223,9 +217,11 @@ pub async fn post_token(
     let allows_refresh = metadata.allows_refresh();
     match grant_type.as_str() {
         "authorization_code" => {
-            exchange_code(&state, &params, &client_id, allows_refresh, &origin).await
+            exchange_code(&state, &params, client_id.as_str(), allows_refresh, &origin).await
         }
-        "refresh_token" if allows_refresh => refresh(&state, &params, &client_id, &origin).await,
+        "refresh_token" if allows_refresh => {
+            refresh(&state, &params, client_id.as_str(), &origin).await
+        }
         "refresh_token" => Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "this client did not register the refresh_token grant",
@@ -318,10 +314,10 @@ fn proven(state: &OAuthState, key: &str) -> Result<(), OAuthError> {
         })
 }
 
-fn check_resource(params: &FormParams, granted: &str) -> Result<(), OAuthError> {
+fn check_resource(params: &FormParams, granted: &ResourceUri) -> Result<(), OAuthError> {
     match params.get("resource") {
-        Some(resource) if !resource_matches(granted, resource) => Err(OAuthError::invalid_target(
-            format!("resource must be {granted}"),
+        Some(resource) if !granted.is_named_by(resource) => Err(OAuthError::invalid_target(
+            format!("resource must be {}", granted.as_str()),
         )),
         _ => Ok(()),
     }

@@ -12,6 +12,7 @@ use crate::crypto::{b64, hmac_sha256, secure_eq, sha256};
 use crate::db;
 use crate::error::{Internal, OAuthError};
 use crate::events::{self, Kind, Origin};
+use crate::params::ResourceUri;
 use crate::scope::Scope;
 use crate::state::OAuthState;
 use crate::verify::revoke_grant;
@@ -55,7 +56,7 @@ pub(super) async fn refresh(
     // The refresh token proved possession of this grant: charge the grant, and only it. Over
     // the budget nothing rotates; the same token works again later.
     proven(state, &format!("grant {grant_id}"))?;
-    check_resource(params, &resource)?;
+    check_resource(params, &ResourceUri::new(resource.clone()))?;
     let granted =
         Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
     let token_scope = requested_scope(params, granted)?;
