@@ -1,6 +1,7 @@
 //! The `authorization_code` grant: a one-time code with PKCE S256 becomes a grant.
 
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -26,84 +27,22 @@ pub(super) async fn exchange_code(
 ) -> Result<Response, OAuthError> {
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
-    let verifier = CodeVerifier::parse(params.require("code_verifier")?);
+    let verifier = params.require("code_verifier")?;
     let code_hash = sha256(code.as_bytes());
     let now = state.now();
     let mut tx = state.db().begin().await?;
-    let claimed = db::codes::claim(&mut *tx, &code_hash, now).await?;
-    let Some(db::codes::Claimed {
-        client_id: code_client,
-        user_id,
-        redirect_uri: code_redirect,
-        code_challenge: challenge,
-        scope,
-        resource,
-        expires_at,
-    }) = claimed
-    else {
-        // Used before: revoke everything its first use produced (RFC 6749 §4.1.2).
+    let Some(claimed) = db::codes::claim(&mut *tx, &code_hash, now).await? else {
         let first_use = db::codes::first_use(&mut *tx, &code_hash).await?;
         tx.commit().await?;
-        if let Some(db::codes::FirstUse {
-            grant_id,
-            client_id: code_client,
-            user_id,
-        }) = first_use
-        {
-            if let Some(grant_id) = grant_id {
-                revoke_grant(state, grant_id, "authorization code reused").await?;
-            }
-            events::record(
-                state.db(),
-                Kind::CodeReuse,
-                Some(&code_client),
-                Some(user_id),
-                origin,
-                json!({ "grant_id": grant_id, "presented_by": client_id }),
-            )
-            .await;
-        }
-        return Err(OAuthError::invalid_grant(
-            "the authorization code is invalid, expired or already used",
-        ));
+        return Err(presented_again(state, first_use, client_id, origin).await?);
     };
     // The code is consumed from here on, whatever the outcome of the checks.
-    let failure = if code_client != client_id {
-        Some(OAuthError::invalid_grant(
-            "the authorization code was issued to another client",
-        ))
-    } else if expires_at <= now {
-        Some(OAuthError::invalid_grant(
-            "the authorization code has expired",
-        ))
-    } else if code_redirect != redirect_uri {
-        Some(OAuthError::invalid_grant(
-            "redirect_uri differs from the authorization request",
-        ))
-    } else if verifier.is_none() {
-        Some(OAuthError::invalid_grant(
-            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
-        ))
-    } else if !verifier
-        .as_ref()
-        .is_some_and(|verifier| CodeChallenge::stored(challenge).is_met_by(verifier))
-    {
-        Some(OAuthError::invalid_grant(
-            "code_verifier does not match the code_challenge",
-        ))
-    } else {
-        None
-    };
-    if let Some(error) = failure {
+    if let Err(error) = check_claimed(params, &claimed, client_id, redirect_uri, verifier, now) {
         tx.commit().await?;
         return Err(error);
     }
-    if let Err(error) = check_resource(params, &ResourceUri::new(resource.clone())) {
-        tx.commit().await?;
-        return Err(error);
-    }
-    let granted =
-        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
+    let granted = Scope::from_stored(&claimed.scope)
+        .ok_or_else(|| Internal::new("stored scope is invalid"))?;
     let token_scope = match requested_scope(params, granted) {
         Ok(scope) => scope,
         Err(error) => {
@@ -113,6 +52,7 @@ pub(super) async fn exchange_code(
     };
     // The code proved possession: charge its account's budget with this client. Over it, the
     // claim rolls back and the code stays usable for a retry.
+    let user_id = claimed.user_id;
     proven(state, &format!("code {user_id} {client_id}"))?;
     let grant_id = Uuid::new_v4();
     db::grants::insert(
@@ -122,8 +62,8 @@ pub(super) async fn exchange_code(
             user_id,
             client_id,
             scope: granted.as_str(),
-            resource: &resource,
-            redirect_uri: &code_redirect,
+            resource: &claimed.resource,
+            redirect_uri: &claimed.redirect_uri,
             now,
         },
     )
@@ -162,4 +102,68 @@ pub(super) async fn exchange_code(
         refresh_token.as_deref(),
         token_scope,
     ))
+}
+
+/// A code presented again (or never issued): revoke everything its first use produced
+/// (RFC 6749 §4.1.2) and refuse.
+async fn presented_again(
+    state: &OAuthState,
+    first_use: Option<db::codes::FirstUse>,
+    presented_by: &str,
+    origin: &Origin,
+) -> Result<OAuthError, OAuthError> {
+    if let Some(first_use) = first_use {
+        if let Some(grant_id) = first_use.grant_id {
+            revoke_grant(state, grant_id, "authorization code reused").await?;
+        }
+        events::record(
+            state.db(),
+            Kind::CodeReuse,
+            Some(&first_use.client_id),
+            Some(first_use.user_id),
+            origin,
+            json!({ "grant_id": first_use.grant_id, "presented_by": presented_by }),
+        )
+        .await;
+    }
+    Ok(OAuthError::invalid_grant(
+        "the authorization code is invalid, expired or already used",
+    ))
+}
+
+/// Everything a claimed code and the request presenting it must satisfy, in order.
+fn check_claimed(
+    params: &FormParams,
+    claimed: &db::codes::Claimed,
+    client_id: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    now: DateTime<Utc>,
+) -> Result<(), OAuthError> {
+    if claimed.client_id != client_id {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ));
+    }
+    if claimed.expires_at <= now {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code has expired",
+        ));
+    }
+    if claimed.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    let Some(verifier) = CodeVerifier::parse(verifier) else {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
+        ));
+    };
+    if !CodeChallenge::stored(claimed.code_challenge.clone()).is_met_by(&verifier) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    check_resource(params, &ResourceUri::new(claimed.resource.clone()))
 }
