@@ -39,44 +39,12 @@ pub(super) async fn validate(
             "The request does not name a registered application (client_id is missing).".into(),
         ));
     };
-    let (client_id, client_name, registered, client_host) = if crate::cimd::is_url(client_id) {
-        // A Client ID Metadata Document: fetched (or taken from the cache) before anything else.
-        match crate::cimd::resolve(state, client_id, ip).await? {
-            Ok(client) => (
-                client_id.to_owned(),
-                client.client_name,
-                client.redirect_uris,
-                Some(redirect_uri::display_host(client_id)),
-            ),
-            Err(crate::cimd::Refusal::Throttled(seconds)) => {
-                return Err(Rejection::Throttled(seconds));
-            }
-            Err(crate::cimd::Refusal::Invalid(reason)) => {
-                return Err(Rejection::Page(
-                    StatusCode::BAD_REQUEST,
-                    "Unknown application",
-                    format!(
-                        "CrossTrade could not use this application's client metadata document: {reason}."
-                    ),
-                ));
-            }
-        }
-    } else {
-        let client = db::clients::registered(state.db(), client_id).await?;
-        let Some(db::clients::Registered {
-            client_id,
-            client_name,
-            redirect_uris: registered,
-        }) = client
-        else {
-            return Err(Rejection::Page(
-                StatusCode::BAD_REQUEST,
-                "Unknown application",
-                "This application is not registered with CrossTrade. Remove and add the server again in your AI application.".into(),
-            ));
-        };
-        (client_id, client_name, registered, None)
-    };
+    let KnownClient {
+        client_id,
+        client_name,
+        redirect_uris: registered,
+        host: client_host,
+    } = known_client(state, client_id, ip).await?;
     let Some(redirect_uri) = param(pairs_for_lookup, "redirect_uri") else {
         return Err(Rejection::Page(
             StatusCode::BAD_REQUEST,
@@ -170,4 +138,55 @@ pub(super) async fn validate(
         scope,
         resource: canonical,
     })
+}
+
+/// The client an authorization request names.
+struct KnownClient {
+    client_id: String,
+    client_name: Option<String>,
+    redirect_uris: Vec<String>,
+    /// A metadata document's host, shown on the consent screen.
+    host: Option<String>,
+}
+
+/// A registered client, or a Client ID Metadata Document fetched (or taken from the cache)
+/// before anything else is checked.
+async fn known_client(
+    state: &OAuthState,
+    client_id: &str,
+    ip: IpAddr,
+) -> Result<KnownClient, Rejection> {
+    if crate::cimd::is_url(client_id) {
+        match crate::cimd::resolve(state, client_id, ip).await? {
+            Ok(client) => Ok(KnownClient {
+                client_id: client_id.to_owned(),
+                client_name: client.client_name,
+                redirect_uris: client.redirect_uris,
+                host: Some(redirect_uri::display_host(client_id)),
+            }),
+            Err(crate::cimd::Refusal::Throttled(seconds)) => Err(Rejection::Throttled(seconds)),
+            Err(crate::cimd::Refusal::Invalid(reason)) => Err(Rejection::Page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                format!(
+                    "CrossTrade could not use this application's client metadata document: {reason}."
+                ),
+            )),
+        }
+    } else {
+        let client = db::clients::registered(state.db(), client_id).await?;
+        let Some(client) = client else {
+            return Err(Rejection::Page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "This application is not registered with CrossTrade. Remove and add the server again in your AI application.".into(),
+            ));
+        };
+        Ok(KnownClient {
+            client_id: client.client_id,
+            client_name: client.client_name,
+            redirect_uris: client.redirect_uris,
+            host: None,
+        })
+    }
 }
