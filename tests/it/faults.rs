@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::oauth::{Endpoint, Flow};
-use testkit::wait::{eventually, wait_until};
+use testkit::wait::{eventually, wait_for, wait_until};
 
 use crate::support::{ServerProcess, http, run, stderr};
 
@@ -377,12 +377,22 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         tools_call(&endpoint, &fresh_access).await.unwrap().status(),
         200
     );
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'",
+    // After the outage the listener reconnects on its own schedule (requests meanwhile read
+    // PostgreSQL): wait for its connection, then kill it.
+    let killed: Vec<bool> = wait_for(
+        "the listener connection to be back after the outage",
+        Duration::from_secs(10),
+        async || {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            (!killed.is_empty()).then_some(killed)
+        },
     )
-    .fetch_all(&db)
-    .await
-    .unwrap();
+    .await;
     assert!(!killed.is_empty(), "no listener connection found");
     sqlx::query("UPDATE grants SET revoked_at = now(), revoked_reason = 'incident' WHERE revoked_at IS NULL")
         .execute(&db)
