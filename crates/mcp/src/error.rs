@@ -2,7 +2,6 @@
 //! the RFC 6750 §3 / RFC 9728 §5.1 `WWW-Authenticate` challenges (DESIGN.md, "MCP contracts").
 //! JSON-RPC-level mistakes never come here; they are JSON-RPC errors (see `protocol`).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,19 +105,25 @@ impl HttpCode {
     }
 }
 
+impl vocabulary::ErrorCodeTable for HttpCode {
+    const ALL: &'static [Self] = &HttpCode::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn status(self) -> u16 {
+        HttpCode::status(self).as_u16()
+    }
+
+    fn meaning(self) -> &'static str {
+        HttpCode::meaning(self)
+    }
+}
+
 /// The README's table of the MCP endpoint's HTTP-level error codes, generated from [`HttpCode`].
 pub fn code_table_markdown() -> String {
-    let mut out = String::from("| `error` | status | when |\n|---|---|---|\n");
-    for code in HttpCode::ALL {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} |",
-            code.as_str(),
-            code.status().as_u16(),
-            code.meaning()
-        );
-    }
-    out
+    vocabulary::code_table_markdown::<HttpCode>()
 }
 
 /// One HTTP-level outcome of the MCP endpoint.

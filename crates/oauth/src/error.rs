@@ -1,8 +1,6 @@
 //! The OAuth wire errors (RFC 6749 §5.2 JSON with `Cache-Control: no-store`) and the HTML error
 //! page for authorization requests that cannot be redirected safely.
 
-use std::fmt::Write as _;
-
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -268,19 +266,25 @@ impl OAuthError {
     }
 }
 
-/// The README's table of OAuth error codes, generated from [`ErrorCode`].
-pub fn code_table_markdown() -> String {
-    let mut out = String::from("| `error` | status | when |\n|---|---|---|\n");
-    for code in ErrorCode::ALL {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} |",
-            code.as_str(),
-            code.status().as_u16(),
-            code.meaning()
-        );
+impl vocabulary::ErrorCodeTable for ErrorCode {
+    const ALL: &'static [Self] = &ErrorCode::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
     }
-    out
+
+    fn status(self) -> u16 {
+        ErrorCode::status(self).as_u16()
+    }
+
+    fn meaning(self) -> &'static str {
+        ErrorCode::meaning(self)
+    }
+}
+
+/// The README's table of the OAuth error codes, generated from [`ErrorCode`].
+pub fn code_table_markdown() -> String {
+    vocabulary::code_table_markdown::<ErrorCode>()
 }
 
 impl From<Internal> for OAuthError {

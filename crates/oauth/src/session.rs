@@ -1,12 +1,14 @@
 //! Browser sessions: the cookie holds a random id, the database its SHA-256.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::crypto::{random_token, sha256};
 use crate::db;
 use crate::error::Internal;
+use crate::pages::{self, SignInPage};
 use crate::state::OAuthState;
 
 const SESSION_LIFETIME: TimeDelta = TimeDelta::hours(12);
@@ -98,11 +100,7 @@ pub async fn create(
 
 /// The answer to a successful password sign-in: a new session and its cookie, the login-CSRF
 /// cookie cleared, and a redirect to `to`.
-pub async fn signed_in(
-    state: &OAuthState,
-    user_id: Uuid,
-    to: &str,
-) -> Result<axum::response::Response, Internal> {
+pub async fn signed_in(state: &OAuthState, user_id: Uuid, to: &str) -> Result<Response, Internal> {
     use axum::response::IntoResponse;
     let (session_id, _) = create(state, user_id).await?;
     let mut response = axum::response::Redirect::to(to).into_response();
@@ -120,9 +118,38 @@ pub async fn signed_in(
         header::SET_COOKIE,
         set_cookie(state, login_csrf_cookie_name(state), "", 0),
     );
-    Ok(crate::pages::secure(response))
+    Ok(pages::secure(response))
 }
 
 pub fn lifetime_seconds() -> i64 {
     SESSION_LIFETIME.num_seconds()
+}
+
+/// A sign-in form (`action` posts it) with a fresh login-CSRF token, also set in its cookie.
+pub(crate) fn sign_in_form(
+    state: &OAuthState,
+    status: StatusCode,
+    client_name: Option<&str>,
+    action: &str,
+    return_to: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Result<Response, Internal> {
+    let csrf = random_token()?;
+    let mut response = pages::render(
+        status,
+        &SignInPage {
+            client_name,
+            action,
+            csrf: &csrf,
+            return_to,
+            email,
+            error,
+        },
+    );
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, login_csrf_cookie_name(state), &csrf, 3600),
+    );
+    Ok(response)
 }

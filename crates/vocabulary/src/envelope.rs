@@ -2,6 +2,8 @@
 //! endpoint, the account API, the Add-On socket's refusals and the server's own limits all
 //! answer with it; each contract owns its codes, this owns the shape.
 
+use std::fmt::Write as _;
+
 /// `{"error": …, "message": …}`: a stable machine code and a sentence for a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ErrorBody<'a> {
@@ -13,6 +15,31 @@ impl<'a> ErrorBody<'a> {
     pub fn new(error: &'a str, message: &'a str) -> Self {
         Self { error, message }
     }
+}
+
+/// One wire contract's error codes: each a row of its table (code, HTTP status, when it is
+/// sent), from which the responses and the README's table are both built.
+pub trait ErrorCodeTable: Copy + 'static {
+    /// Every code, in the order the README lists them.
+    const ALL: &'static [Self];
+    fn code(self) -> &'static str;
+    fn status(self) -> u16;
+    fn meaning(self) -> &'static str;
+}
+
+/// The Markdown table of a contract's codes, as the README shows it.
+pub fn code_table_markdown<C: ErrorCodeTable>() -> String {
+    let mut out = String::from("| `error` | status | when |\n|---|---|---|\n");
+    for code in C::ALL {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            code.code(),
+            code.status(),
+            code.meaning()
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod scope;
 pub mod tier;
 
 pub use addon::{CallError, CallOutcome, CallRequest, Presence};
-pub use envelope::ErrorBody;
+pub use envelope::{ErrorBody, ErrorCodeTable, code_table_markdown};
 pub use principal::Principal;
 pub use scope::Scope;
 pub use tier::{Tier, UnknownTier};

@@ -2,8 +2,6 @@
 //! own front end. Answers are never cached; every refusal is an [`ApiError`], rendered as
 //! `{error, message}` with the status of its [`ApiCode`].
 
-use std::fmt::Write as _;
-
 use axum::Json;
 use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -66,19 +64,25 @@ impl ApiCode {
     }
 }
 
-/// The README's table of account API error codes, generated from [`ApiCode`].
-pub fn code_table_markdown() -> String {
-    let mut out = String::from("| `error` | status | when |\n|---|---|---|\n");
-    for code in ApiCode::ALL {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} |",
-            code.as_str(),
-            code.status().as_u16(),
-            code.meaning()
-        );
+impl vocabulary::ErrorCodeTable for ApiCode {
+    const ALL: &'static [Self] = &ApiCode::ALL;
+
+    fn code(self) -> &'static str {
+        self.as_str()
     }
-    out
+
+    fn status(self) -> u16 {
+        ApiCode::status(self).as_u16()
+    }
+
+    fn meaning(self) -> &'static str {
+        ApiCode::meaning(self)
+    }
+}
+
+/// The README's table of the account API error codes, generated from [`ApiCode`].
+pub fn code_table_markdown() -> String {
+    vocabulary::code_table_markdown::<ApiCode>()
 }
 
 /// Why an account API request was refused.

@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use super::{AccountState, csrf_ok, csrf_token};
 use crate::client_ip::client_ip;
-use crate::crypto::{random_token, secure_eq};
+use crate::crypto::secure_eq;
 use crate::error::Internal;
 use crate::events::Origin;
 use crate::grants::{self, GrantSummary};
-use crate::pages::{self, SignInPage, error_page};
+use crate::pages::{self, error_page};
 use crate::redirect_uri;
 use crate::session::{self, Session};
 use crate::sign_in;
@@ -234,23 +234,15 @@ fn account_sign_in_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
-    let csrf = random_token()?;
-    let mut response = pages::render(
+    Ok(session::sign_in_form(
+        state,
         status,
-        &SignInPage {
-            client_name: None,
-            action: "/account/sign-in",
-            csrf: &csrf,
-            return_to: next,
-            email,
-            error,
-        },
-    );
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(state, session::login_csrf_cookie_name(state), &csrf, 3600),
-    );
-    Ok(response)
+        None,
+        "/account/sign-in",
+        next,
+        email,
+        error,
+    )?)
 }
 
 pub(super) async fn get_sign_in(

@@ -4,14 +4,13 @@ use std::net::SocketAddr;
 
 use axum::Form;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
 use crate::client_ip::client_ip;
-use crate::crypto::{random_token, secure_eq};
+use crate::crypto::secure_eq;
 use crate::error::Internal;
-use crate::pages::{self, SignInPage};
 use crate::session;
 use crate::state::{OAuthState, paths};
 
@@ -25,23 +24,15 @@ pub(super) fn sign_in_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, Internal> {
-    let csrf = random_token()?;
-    let mut response = pages::render(
+    session::sign_in_form(
+        state,
         status,
-        &SignInPage {
-            client_name: Some(client_name),
-            action: paths::SIGN_IN,
-            csrf: &csrf,
-            return_to,
-            email,
-            error,
-        },
-    );
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(state, session::login_csrf_cookie_name(state), &csrf, 3600),
-    );
-    Ok(response)
+        Some(client_name),
+        paths::SIGN_IN,
+        return_to,
+        email,
+        error,
+    )
 }
 
 #[derive(Debug, Deserialize)]
