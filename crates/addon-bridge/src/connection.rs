@@ -171,20 +171,65 @@ impl Drop for SocketEntry {
     }
 }
 
-fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
-    let mut response = (status, Json(ErrorBody::new(error, message))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer error=\"invalid_token\""),
-        );
+/// Why an Add-On's upgrade request was refused: the HTTP half of the Add-On contract (the
+/// WebSocket half is [`crate::protocol::close`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpgradeRefusal {
+    ShuttingDown,
+    AtCapacity,
+    KeyMissing,
+    KeyInvalid,
+    KeyCheckFailed,
+}
+
+impl UpgradeRefusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::ShuttingDown | Self::AtCapacity | Self::KeyCheckFailed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::KeyMissing | Self::KeyInvalid => StatusCode::UNAUTHORIZED,
+        }
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+
+    fn code(self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "invalid_token",
+            _ => "server_error",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "this server is shutting down; reconnect",
+            Self::AtCapacity => {
+                "this server holds as many Add-On connections as it can; reconnect shortly"
+            }
+            Self::KeyMissing => "an Add-On key is required: Authorization: Bearer ctak_…",
+            Self::KeyInvalid => "the Add-On key is invalid or revoked",
+            Self::KeyCheckFailed => "the server could not check the Add-On key; retry shortly",
+        }
+    }
+}
+
+impl IntoResponse for UpgradeRefusal {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response =
+            (status, Json(ErrorBody::new(self.code(), self.message()))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
-    response
 }
 
 /// Upgrades to the Add-On WebSocket once the Add-On key checks out (401 before the upgrade
@@ -195,56 +240,32 @@ pub async fn get_addon_ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if bridge.is_shutting_down() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "this server is shutting down; reconnect",
-        );
+        return UpgradeRefusal::ShuttingDown.into_response();
     }
     // Upgraded sockets escape the HTTP connection limit, so they have their own.
     let settings = &bridge.inner.settings;
     let Some(slot) = SocketSlot::reserve(&bridge.inner.socket_slots, settings.max_sockets) else {
         metrics::counter!("addon_sockets_refused_total").increment(1);
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "this server holds as many Add-On connections as it can; reconnect shortly",
-        );
+        return UpgradeRefusal::AtCapacity.into_response();
     };
     let values = headers.get_all(header::AUTHORIZATION).iter();
     let presented = match credentials::bearer(values.map(HeaderValue::as_bytes)) {
         Presented::Bearer(key) => key,
         Presented::Nothing | Presented::Invalid(Flaw::NotBearer) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "an Add-On key is required: Authorization: Bearer ctak_…",
-            );
+            return UpgradeRefusal::KeyMissing.into_response();
         }
         Presented::Invalid(_) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the Add-On key is invalid or revoked",
-            );
+            return UpgradeRefusal::KeyInvalid.into_response();
         }
     };
     let owner = match keys::authenticate(&bridge.inner.db, presented).await {
         Ok(Some(owner)) => owner,
         Ok(None) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the Add-On key is invalid or revoked",
-            );
+            return UpgradeRefusal::KeyInvalid.into_response();
         }
         Err(err) => {
             tracing::error!(error = %err, "add-on key lookup failed");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "the server could not check the Add-On key; retry shortly",
-            );
+            return UpgradeRefusal::KeyCheckFailed.into_response();
         }
     };
     let upgrade = match upgrade {
