@@ -234,14 +234,18 @@ fn account_sign_in_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
+    let restart = format!("/account/sign-in?next={}", encode(next));
     Ok(session::sign_in_form(
         state,
         status,
-        None,
-        "/account/sign-in",
-        next,
-        email,
-        error,
+        session::SignInForm {
+            client_name: None,
+            action: "/account/sign-in",
+            return_to: next,
+            restart: &restart,
+            email,
+            error,
+        },
     )?)
 }
 
