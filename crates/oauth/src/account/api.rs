@@ -1,5 +1,5 @@
-//! The account API (JSON under `/v1/account/`): the AI Clients and Add-On keys for the product's
-//! own front end. Answers are never cached; every refusal is an [`ApiError`], rendered as
+//! The account API (JSON under `/v1/account`): the overview, AI Clients and Add-On keys for the
+//! product's own front end. Answers are never cached; every refusal is an [`ApiError`], rendered as
 //! `{error, message}` with the status of its [`ApiCode`].
 
 use axum::Json;
