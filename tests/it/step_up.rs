@@ -78,7 +78,19 @@ async fn typescript_sdk_steps_up_when_the_person_allows_trade() {
 async fn typescript_sdk_ends_with_a_clear_error_when_the_person_chooses_read_again() {
     let run = step_up(Sdk::TypeScript, Choice::ReadAgain).await;
     assert_read_then_step_up(&run, Sdk::TypeScript, Choice::ReadAgain);
-    // After the read grant, the retried call meets the same challenge: the SDK stops.
+    // After the read grant, the retried call meets the same challenge: the SDK stops there,
+    // before the application's own limit on retries.
+    let failed: Vec<&Value> = run
+        .all("call_failed")
+        .into_iter()
+        .map(|e| &e["name"])
+        .collect();
+    assert_eq!(
+        failed,
+        [&json!("UnauthorizedError"), &json!("StreamableHTTPError")],
+        "{}",
+        run.transcript()
+    );
     let error = &run.end["error"];
     assert_eq!(error["name"], "StreamableHTTPError", "{}", run.transcript());
     assert_eq!(error["code"], 403);
