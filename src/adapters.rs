@@ -30,6 +30,10 @@ impl TokenVerifier for OAuthTokenVerifier {
                 .map_err(rejection)
         })
     }
+
+    fn step_up_requested<'a>(&'a self, principal: &'a Principal) -> BoxFuture<'a, ()> {
+        Box::pin(self.0.request_step_up(principal.grant_id))
+    }
 }
 
 fn rejection(error: AccessError) -> TokenRejection {

@@ -35,6 +35,10 @@ pub struct Config {
     pub master_secret: Secret,
     pub trusted_proxies: Vec<Network>,
     pub allowed_origins: Vec<Origin>,
+    /// Any loopback browser origin (`http://localhost:6274`, the MCP Inspector) may call the
+    /// MCP endpoint. Set by `crosstrade dev` only; never read from configuration.
+    #[serde(skip)]
+    pub loopback_origins: bool,
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
@@ -386,6 +390,7 @@ impl Config {
                 .iter()
                 .map(|o| o.as_str().to_owned())
                 .collect(),
+            allow_loopback_origins: self.loopback_origins,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             streams: mcp::StreamLimits {
                 per_account: self.http.max_streams_per_account.get(),

@@ -18,10 +18,12 @@ const DEMO_ACCOUNTS: [(&str, Tier); 2] = [
 const CREDENTIALS_FILE: &str = "demo-credentials";
 
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: crate::server::ShutdownSignal,
     with_addon_sim: bool,
 ) -> anyhow::Result<()> {
+    // Browser-based MCP clients (the MCP Inspector) run on this computer during development.
+    config.loopback_origins = true;
     let db = Database::open(&config, Role::Server).await?;
     let outcome = async {
         db.migrate().await?;

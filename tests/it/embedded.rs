@@ -130,6 +130,25 @@ async fn dev_seeds_demo_accounts_and_prints_how_to_connect() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // Browser-based MCP clients on this computer (the MCP Inspector) may call the endpoint in
+    // development; other origins still may not.
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for (origin, status) in [
+        ("http://localhost:6274", 401),
+        ("http://127.0.0.1:6274", 401),
+        ("https://evil.example", 403),
+        ("http://localhost.evil.example", 403),
+    ] {
+        let answer = support::http()
+            .post(server.url("/v1/api/mcp"))
+            .header("origin", origin)
+            .header("accept", "application/json, text/event-stream")
+            .json(&ping)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{origin}");
+    }
     assert!(
         eventually(Duration::from_secs(5), async || server
             .stdout

@@ -108,6 +108,7 @@ async fn start_instance() -> Instance {
         McpSettings {
             public_url: format!("http://{addr}"),
             allowed_origins: vec![format!("http://localhost:{}", addr.port())],
+            allow_loopback_origins: false,
             server_version: "0.0.0-conformance".into(),
             streams: mcp::StreamLimits::default(),
         },

@@ -83,6 +83,7 @@ fn dispatch(c: &mut Criterion) {
             McpSettings {
                 public_url: "http://127.0.0.1:8080".into(),
                 allowed_origins: Vec::new(),
+                allow_loopback_origins: false,
                 server_version: "bench".into(),
                 streams: mcp::StreamLimits::default(),
             },

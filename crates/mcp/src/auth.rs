@@ -47,6 +47,14 @@ pub trait TokenVerifier: Send + Sync + 'static {
         &'a self,
         bearer_token: &'a str,
     ) -> BoxFuture<'a, Result<Principal, TokenRejection>>;
+
+    /// A call needed more scope than `principal`'s grant holds, and is answered 403
+    /// `insufficient_scope`. The authorization server may take the grant's next refresh as a
+    /// step-up; awaited before the 403 is sent, so it is recorded before the client can react.
+    fn step_up_requested<'a>(&'a self, principal: &'a Principal) -> BoxFuture<'a, ()> {
+        let _ = principal;
+        Box::pin(async {})
+    }
 }
 
 /// Extractor: a request carrying a valid bearer token. Rejections are the MCP HTTP-level

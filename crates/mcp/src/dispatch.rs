@@ -517,6 +517,7 @@ async fn call_tool(
         return Err(RpcError::invalid_params(format!("Unknown tool: {name}")).into());
     };
     if !principal.scope.covers(tool.def.scope) {
+        state.verifier().step_up_requested(principal).await;
         return Err(HttpError::InsufficientScope.into());
     }
     let mut arguments = match params.get("arguments") {

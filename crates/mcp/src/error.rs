@@ -236,7 +236,10 @@ impl HttpError {
             | HttpError::TooManyRequests(message) => Some(*message),
             HttpError::AddonDisconnected(message) => Some(message.as_str()),
             HttpError::SubscriptionRequired => Some("MCP requires an Elite subscription"),
-            HttpError::OriginNotAllowed => Some("Requests from this Origin are not allowed"),
+            HttpError::OriginNotAllowed => Some(
+                "Requests from this Origin are not allowed; the server's `allowed_origins` \
+                 setting admits an origin (the public URL's origin always is)",
+            ),
             HttpError::MethodNotAllowed => {
                 Some("This server is stateless: there is no session to delete")
             }

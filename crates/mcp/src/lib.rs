@@ -47,6 +47,9 @@ pub struct McpSettings {
     /// ASCII-serialized origins allowed to call the endpoint from a browser; the origin of
     /// `public_url` is always allowed.
     pub allowed_origins: Vec<String>,
+    /// Also allow any loopback origin (`http://localhost:*`, `http://127.0.0.1:*`,
+    /// `http://[::1]:*`): development only.
+    pub allow_loopback_origins: bool,
     /// Reported in `serverInfo` and by `GetMcpCapabilities`.
     pub server_version: String,
     /// Caps on open server-to-client streams.
@@ -273,11 +276,41 @@ impl McpState {
         }
     }
 
-    /// Whether a browser `Origin` may call the endpoint (exact, case-insensitive match).
+    /// Whether a browser `Origin` may call the endpoint (exact, case-insensitive match, or
+    /// any loopback origin where development allows it).
     pub fn origin_allowed(&self, origin: &str) -> bool {
         let origin = origin.to_ascii_lowercase();
         self.inner.origins.contains(&origin)
+            || (self.inner.settings.allow_loopback_origins && is_loopback_origin(&origin))
     }
+}
+
+/// `http(s)://` followed by `localhost`, `127.0.0.1` or `[::1]`, with any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match authority.strip_prefix("[::1]") {
+        Some(rest) => return rest.is_empty() || port_only(rest),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() {
+                    host
+                } else {
+                    authority
+                }
+            }),
+    };
+    host == "localhost" || host == "127.0.0.1"
+}
+
+fn port_only(rest: &str) -> bool {
+    rest.strip_prefix(':')
+        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `scheme://host[:port]` of a URL, lower-cased.
@@ -324,5 +357,35 @@ mod tests {
             origin_of("http://127.0.0.1:8080/x"),
             "http://127.0.0.1:8080"
         );
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::is_loopback_origin;
+
+    #[test]
+    fn loopback_origins() {
+        for origin in [
+            "http://localhost:6274",
+            "http://localhost",
+            "http://127.0.0.1:3000",
+            "https://localhost:8443",
+            "http://[::1]:6274",
+        ] {
+            assert!(is_loopback_origin(origin), "{origin}");
+        }
+        for origin in [
+            "http://localhost.evil.example",
+            "http://evil.example:localhost",
+            "http://127.0.0.1.evil.example",
+            "http://localhost:",
+            "http://[::1]x",
+            "ftp://localhost",
+            "null",
+            "http://10.0.0.1:6274",
+        ] {
+            assert!(!is_loopback_origin(origin), "{origin}");
+        }
     }
 }

@@ -96,7 +96,6 @@ pub enum ErrorCode {
     InvalidTarget,
     /// RFC 7591 §3.2.2.
     InvalidClientMetadata,
-    InvalidRedirectUri,
     /// RFC 7009 §2.2.1.
     UnsupportedTokenType,
     /// Over a rate limit, with `Retry-After`.
@@ -107,7 +106,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidClient,
         ErrorCode::InvalidGrant,
@@ -116,7 +115,6 @@ impl ErrorCode {
         ErrorCode::InvalidScope,
         ErrorCode::InvalidTarget,
         ErrorCode::InvalidClientMetadata,
-        ErrorCode::InvalidRedirectUri,
         ErrorCode::UnsupportedTokenType,
         ErrorCode::TooManyRequests,
         ErrorCode::TooManyRegistrations,
@@ -133,7 +131,6 @@ impl ErrorCode {
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
-            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::TooManyRegistrations => "too_many_registrations",
@@ -164,7 +161,6 @@ impl ErrorCode {
             ErrorCode::InvalidClientMetadata => {
                 "the registration metadata is invalid (413 when the body is too large)"
             }
-            ErrorCode::InvalidRedirectUri => "a redirect URI is not allowed",
             ErrorCode::UnsupportedTokenType => {
                 "`token_type_hint` is not a token type of this server"
             }
@@ -247,10 +243,6 @@ impl OAuthError {
 
     pub fn invalid_client_metadata(description: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidClientMetadata, description)
-    }
-
-    pub fn invalid_redirect_uri(description: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidRedirectUri, description)
     }
 
     pub fn invalid_target(description: impl Into<String>) -> Self {

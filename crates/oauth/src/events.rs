@@ -18,6 +18,7 @@ pub enum Kind {
     RefreshReplay,
     Revoked,
     ClientDeleted,
+    StepUp,
 }
 
 impl Kind {
@@ -34,6 +35,7 @@ impl Kind {
             Kind::RefreshReplay => "refresh_replay",
             Kind::Revoked => "revoked",
             Kind::ClientDeleted => "client_deleted",
+            Kind::StepUp => "step_up",
         }
     }
 }

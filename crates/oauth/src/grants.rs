@@ -41,6 +41,17 @@ pub async fn revoke_user_grant(
     Ok(revoked)
 }
 
+impl OAuthState {
+    /// A call made with this grant's token needed more scope than it holds (the MCP 403
+    /// `insufficient_scope`): a refresh of the grant soon after is answered as a step-up (see
+    /// `token::refresh_token`). A failure to record it is logged; the 403 stands either way.
+    pub async fn request_step_up(&self, grant_id: Uuid) {
+        if let Err(err) = db::grants::request_step_up(self.db(), grant_id, self.now()).await {
+            tracing::warn!(error = %err, "could not record a step-up request");
+        }
+    }
+}
+
 /// What [`end_everything_for_user`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {

@@ -36,6 +36,7 @@ pub(crate) struct ConsentPage<'a> {
     pub account_email: &'a str,
     pub transaction: &'a str,
     pub csrf: &'a str,
+    /// The application asked for `mcp:trade`: offered, and preselected as asked.
     pub offer_trade: bool,
 }
 

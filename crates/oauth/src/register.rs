@@ -60,9 +60,13 @@ pub async fn post_register(
             "registration requires Content-Type: application/json",
         ));
     }
-    let request: Value = serde_json::from_slice(&body).map_err(|err| {
-        OAuthError::invalid_client_metadata(format!("body is not valid JSON: {err}"))
-    })?;
+    // A body that is not JSON is a malformed request; JSON that is not acceptable metadata is
+    // invalid_client_metadata (product doc 000).
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|err| OAuthError::invalid_request(format!("body is not valid JSON: {err}")))?;
+    if !request.is_object() {
+        return Err(OAuthError::invalid_request("body must be a JSON object"));
+    }
     let metadata = normalise(&request, Source::Registration)?;
     let stored = metadata.to_json();
 
@@ -171,12 +175,12 @@ pub fn normalise(request: &Value, source: Source) -> Result<ClientMetadata, OAut
     let uris = match fields.get("redirect_uris") {
         Some(Value::Array(uris)) if !uris.is_empty() => uris,
         Some(Value::Array(_)) | None => {
-            return Err(OAuthError::invalid_redirect_uri(
+            return Err(OAuthError::invalid_client_metadata(
                 "redirect_uris is required and must not be empty",
             ));
         }
         Some(_) => {
-            return Err(OAuthError::invalid_redirect_uri(
+            return Err(OAuthError::invalid_client_metadata(
                 "redirect_uris must be an array of strings",
             ));
         }
@@ -186,7 +190,7 @@ pub fn normalise(request: &Value, source: Source) -> Result<ClientMetadata, OAut
         Source::Document => MAX_DOCUMENT_REDIRECT_URIS,
     };
     if uris.len() > max_redirect_uris {
-        return Err(OAuthError::invalid_redirect_uri(format!(
+        return Err(OAuthError::invalid_client_metadata(format!(
             "at most {max_redirect_uris} redirect_uris"
         )));
     }
@@ -194,8 +198,8 @@ pub fn normalise(request: &Value, source: Source) -> Result<ClientMetadata, OAut
     for uri in uris {
         let uri = uri
             .as_str()
-            .ok_or_else(|| OAuthError::invalid_redirect_uri("redirect_uris must be strings"))?;
-        let uri = RedirectUri::parse(uri).map_err(OAuthError::invalid_redirect_uri)?;
+            .ok_or_else(|| OAuthError::invalid_client_metadata("redirect_uris must be strings"))?;
+        let uri = RedirectUri::parse(uri).map_err(OAuthError::invalid_client_metadata)?;
         if !redirect_uris.iter().any(|known| known == uri.as_str()) {
             redirect_uris.push(uri.as_str().to_owned());
         }

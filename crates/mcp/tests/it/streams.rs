@@ -169,8 +169,22 @@ async fn origin_is_checked_and_cors_exposes_the_challenge() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(
         reply.json,
-        json!({"error":"forbidden_origin","message":"Requests from this Origin are not allowed"})
+        json!({
+            "error": "forbidden_origin",
+            "message": "Requests from this Origin are not allowed; the server's \
+                        `allowed_origins` setting admits an origin (the public URL's origin \
+                        always is)"
+        })
     );
+    // Loopback origins not listed are development's (`crosstrade dev`), not production's.
+    let reply = app
+        .post(
+            Some("elite-read"),
+            &[("origin", "http://localhost:5173")],
+            &ping,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.header("access-control-allow-origin"), None);
     let reply = app
         .post(None, &[("origin", "https://evil.example")], &ping)

@@ -224,6 +224,7 @@ async fn build(listener: Option<tokio::net::TcpListener>) -> App {
         McpSettings {
             public_url: PUBLIC_URL.into(),
             allowed_origins: vec![BROWSER_ORIGIN.into()],
+            allow_loopback_origins: false,
             server_version: "9.9.9-test".into(),
             streams: mcp::StreamLimits::default(),
         },

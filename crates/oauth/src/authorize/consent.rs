@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use axum::Form;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use chrono::TimeDelta;
 use serde::Deserialize;
 use serde_json::json;
@@ -20,7 +20,7 @@ use crate::pages::{self, ConsentPage};
 use crate::redirect_uri;
 use crate::scope::Scope;
 use crate::session;
-use crate::state::OAuthState;
+use crate::state::{OAuthState, paths};
 
 use super::{
     AuthorizationRequest, CONSENT_LIFETIME, Rejection, client_redirect, origin_of, respond,
@@ -129,6 +129,32 @@ async fn consent(
     };
     if !secure_eq(&csrf_hash, &sha256(form.csrf.as_bytes())) {
         return Err(forbidden());
+    }
+    if form.decision == "switch_account" {
+        // "Not you?": this browser's session ends and the same authorization starts again,
+        // at the sign-in page. The URL is rebuilt from the transaction, never taken from the
+        // form.
+        db::sessions::delete(state.db(), &session.id_hash).await?;
+        let offered = Scope::from_stored(&offered).unwrap_or(Scope::Read);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("code_challenge", &code_challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("scope", offered.token_scope())
+            .append_pair("resource", &resource);
+        if let Some(client_state) = &client_state {
+            query.append_pair("state", client_state);
+        }
+        let mut response =
+            Redirect::to(&format!("{}?{}", paths::AUTHORIZE, query.finish())).into_response();
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            session::set_cookie(state, session::session_cookie_name(state), "", 0),
+        );
+        return Ok(pages::secure(response));
     }
     // The redirect URI was checked when the screen was shown; a client metadata document
     // refreshed since then may have dropped it.

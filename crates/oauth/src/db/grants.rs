@@ -108,6 +108,22 @@ pub async fn touch(
     Ok(())
 }
 
+/// Records that a call with this grant's token needed more scope than the grant holds.
+pub async fn request_step_up(
+    db: impl PgExecutor<'_>,
+    grant_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE grants SET step_up_requested_at = $2 WHERE grant_id = $1 AND revoked_at IS NULL",
+        grant_id,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Revokes one grant; false when it was not live.
 pub async fn revoke(
     db: impl PgExecutor<'_>,

@@ -39,6 +39,7 @@ pub struct Presented {
     pub scope: String,
     pub resource: String,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub step_up_requested_at: Option<DateTime<Utc>>,
 }
 
 /// The token and its grant, the token's row locked: concurrent refreshes of one token run one
@@ -50,7 +51,8 @@ pub async fn lock_presented(
     sqlx::query_as!(
         Presented,
         "SELECT rt.grant_id, rt.idle_expires_at, rt.expires_at, rt.rotated_at, rt.successor_hash,
-                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at
+                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at,
+                g.step_up_requested_at
          FROM refresh_tokens rt JOIN grants g USING (grant_id)
          WHERE rt.token_hash = $1 FOR UPDATE OF rt",
         token_hash,

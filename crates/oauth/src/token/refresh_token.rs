@@ -2,6 +2,7 @@
 //! detection.
 
 use axum::response::Response;
+use chrono::TimeDelta;
 use serde_json::json;
 
 use super::{
@@ -21,6 +22,9 @@ use crate::verify::revoke_grant;
 fn successor_of(state: &OAuthState, token: &str) -> String {
     b64(&hmac_sha256(&state.inner.refresh_key, token.as_bytes()))
 }
+
+/// How soon after a 403 `insufficient_scope` a refresh is taken as the client's step-up.
+const STEP_UP_WINDOW: TimeDelta = TimeDelta::minutes(2);
 
 pub(super) async fn refresh(
     state: &OAuthState,
@@ -46,6 +50,7 @@ pub(super) async fn refresh(
         scope,
         resource,
         revoked_at,
+        step_up_requested_at,
     }) = row
     else {
         return Err(invalid());
@@ -56,6 +61,30 @@ pub(super) async fn refresh(
     // The refresh token proved possession of this grant: charge the grant, and only it. Over
     // the budget nothing rotates; the same token works again later.
     proven(state, &format!("grant {grant_id}"))?;
+    // A call needed more scope than this grant holds, and the client refreshes instead of
+    // authorizing again (the TypeScript SDK refreshes first). Refreshing would hand back the
+    // same scope and the call would fail again, so the grant ends and `invalid_grant` sends
+    // the client to authorize with the scope the call needed. A refresh that names its scope
+    // asks knowingly for what the grant holds and is answered as usual.
+    if params.get("scope").is_none()
+        && step_up_requested_at.is_some_and(|at| now - at <= STEP_UP_WINDOW)
+    {
+        drop(tx);
+        revoke_grant(state, grant_id, "step-up: a call needed more scope").await?;
+        events::record(
+            state.db(),
+            Kind::StepUp,
+            Some(client_id),
+            Some(user_id),
+            origin,
+            json!({ "grant_id": grant_id, "scope": scope }),
+        )
+        .await;
+        return Err(OAuthError::invalid_grant(
+            "a call needed mcp:trade, which this grant does not hold; authorize again with \
+             scope mcp:trade",
+        ));
+    }
     check_resource(params, &ResourceUri::new(resource.clone()))?;
     let granted =
         Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;

@@ -294,9 +294,14 @@ async fn c10_c11_c13_c14_c15_consent_and_success_redirect() {
     );
     assert!(html.contains("127.0.0.1") && html.contains("an application on this computer"));
     assert!(html.contains("trader@example.com"));
+    // The application asked for trade: trade is preselected, read still offered.
     assert!(
-        html.contains(r#"value="mcp:read" checked"#),
-        "read preselected"
+        html.contains(r#"value="mcp:trade" checked"#),
+        "the requested permission preselected: {html}"
+    );
+    assert!(
+        html.contains(r#"value="mcp:read">"#),
+        "read offered, not preselected: {html}"
     );
     assert!(
         html.contains(r#"class="choice trade""#),
@@ -443,6 +448,10 @@ async fn c17_no_remembered_consent_and_read_only_requests_never_offer_trade() {
         !html.contains("mcp:trade\">"),
         "read-only request offers no trade choice"
     );
+    assert!(
+        html.contains(r#"value="mcp:read" checked"#),
+        "read requested: read preselected"
+    );
     // … and asking for trade after a read grant asks again with trade offered.
     let (_, _, html) = flow.consent_page(&server, "mcp:read mcp:trade").await;
     assert!(html.contains(r#"value="mcp:trade""#));
@@ -544,4 +553,122 @@ async fn sign_in_failures_are_generic_and_throttled() {
         .sign_in(&server, &url, "s@example.com", PASSWORD)
         .await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+}
+
+/// "Not you? Use another account": the consent screen ends this browser's session and the same
+/// authorization starts again at the sign-in page, where another account can consent.
+#[tokio::test]
+async fn not_you_ends_the_session_and_returns_to_the_same_authorization() {
+    let server = Server::start().await;
+    server.user("first@example.com", Tier::Elite).await;
+    server.user("second@example.com", Tier::Elite).await;
+    let mut flow = Flow::new(&server, "first@example.com").await;
+    let (transaction, csrf, html) = flow.consent_page(&server, "mcp:read mcp:trade").await;
+    assert!(html.contains("Not first@example.com?"), "{html}");
+    assert!(html.contains(r#"value="switch_account""#), "{html}");
+
+    let switched = flow
+        .browser
+        .post(
+            &server,
+            "/v1/oauth/mcp/consent",
+            &[
+                ("transaction", &transaction),
+                ("csrf", &csrf),
+                ("decision", "switch_account"),
+            ],
+        )
+        .await;
+    assert_eq!(switched.status(), StatusCode::SEE_OTHER);
+    let cleared = switched
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("ct_session="))
+        .expect("the session cookie is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let again = location(&switched);
+    assert_eq!(again.path(), "/v1/oauth/mcp/authorize", "{again}");
+    assert_eq!(param(&again, "client_id"), Some(flow.client_id.clone()));
+    assert_eq!(
+        param(&again, "redirect_uri"),
+        Some(flow.redirect_uri.clone())
+    );
+    assert_eq!(
+        param(&again, "code_challenge"),
+        Some(flow.pkce.challenge.clone())
+    );
+    assert_eq!(
+        param(&again, "scope").as_deref(),
+        Some("mcp:read mcp:trade")
+    );
+    let again = format!("{}?{}", again.path(), again.query().unwrap());
+    assert_eq!(
+        crate::support::count(&server, "SELECT count(*) FROM browser_sessions").await,
+        0,
+        "the session ended on the server too"
+    );
+    // The consent screen's transaction is spent.
+    let replay = flow
+        .browser
+        .post(
+            &server,
+            "/v1/oauth/mcp/consent",
+            &[
+                ("transaction", &transaction),
+                ("csrf", &csrf),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(replay.status(), StatusCode::FORBIDDEN);
+
+    // The same authorization, now as the other account.
+    let url = server.url(&again);
+    let mut browser = Browser::default();
+    let sign_in = browser.get(&server, &url).await;
+    assert!(
+        sign_in
+            .text()
+            .await
+            .unwrap()
+            .contains("Sign in to continue")
+    );
+    let signed_in = browser
+        .sign_in(&server, &url, "second@example.com", PASSWORD)
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let consent = browser.get(&server, &url).await.text().await.unwrap();
+    assert!(consent.contains("second@example.com"), "{consent}");
+    assert!(
+        consent.contains(r#"value="mcp:trade" checked"#),
+        "{consent}"
+    );
+}
+
+/// A "Not you?" without this browser's consent screen (wrong CSRF) ends nothing.
+#[tokio::test]
+async fn not_you_needs_the_consent_screens_csrf() {
+    let server = Server::start().await;
+    server.user("first@example.com", Tier::Elite).await;
+    let mut flow = Flow::new(&server, "first@example.com").await;
+    let (transaction, _, _) = flow.consent_page(&server, "mcp:read").await;
+    let forged = flow
+        .browser
+        .post(
+            &server,
+            "/v1/oauth/mcp/consent",
+            &[
+                ("transaction", &transaction),
+                ("csrf", "forged"),
+                ("decision", "switch_account"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        crate::support::count(&server, "SELECT count(*) FROM browser_sessions").await,
+        1
+    );
 }

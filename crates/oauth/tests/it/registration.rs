@@ -112,12 +112,12 @@ async fn b4_bad_redirect_uris_refuse_the_whole_registration() {
         let response = server
             .register_oneshot(json!({ "redirect_uris": ["https://ok.example/cb", uri] }))
             .await;
-        assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_redirect_uri").await;
+        assert_oauth_error(response, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
     }
     assert_oauth_error(
         server.register_oneshot(json!({ "client_name": "x" })).await,
         StatusCode::BAD_REQUEST,
-        "invalid_redirect_uri",
+        "invalid_client_metadata",
     )
     .await;
     assert_oauth_error(
@@ -125,7 +125,7 @@ async fn b4_bad_redirect_uris_refuse_the_whole_registration() {
             .register_oneshot(json!({ "redirect_uris": [] }))
             .await,
         StatusCode::BAD_REQUEST,
-        "invalid_redirect_uri",
+        "invalid_client_metadata",
     )
     .await;
     assert_eq!(
@@ -178,7 +178,7 @@ async fn b6_size_limits_before_any_write() {
             .register_oneshot(json!({ "redirect_uris": many }))
             .await,
         StatusCode::BAD_REQUEST,
-        "invalid_redirect_uri",
+        "invalid_client_metadata",
     )
     .await;
     let long_name =
@@ -198,7 +198,8 @@ async fn b6_size_limits_before_any_write() {
                 .body("{not json"),
         )
         .await;
-    assert_oauth_error(not_json, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
+    // Product doc 000: a malformed body is a malformed request.
+    assert_oauth_error(not_json, StatusCode::BAD_REQUEST, "invalid_request").await;
     let wrong_type = server
         .oneshot(
             server
@@ -368,4 +369,77 @@ async fn b8_clients_never_authorized_are_reaped_with_their_grants() {
         async || server.state.verify_access_token(access).await == Err(oauth::AccessError::Revoked),
     )
     .await;
+}
+
+/// Product doc 000: a body that is not a JSON registration request is `invalid_request`;
+/// acceptable JSON with missing or malformed `redirect_uris` is `invalid_client_metadata`. The
+/// descriptions say what is wrong.
+#[tokio::test]
+async fn malformed_bodies_are_invalid_request_and_bad_redirect_uris_invalid_client_metadata() {
+    let server = Server::in_process().await;
+    let register = || server.http.post(server.url("/v1/oauth/mcp/register"));
+    let not_json = server
+        .oneshot(
+            register()
+                .header("content-type", "application/json")
+                .body("{\"redirect_uris\": ["),
+        )
+        .await;
+    let body = assert_oauth_error(not_json, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{body}"
+    );
+    let form = server
+        .oneshot(
+            register()
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("redirect_uris=https://a.example/cb"),
+        )
+        .await;
+    let body = assert_oauth_error(form, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{body}"
+    );
+    let array = server
+        .register_oneshot(json!([{ "redirect_uris": ["https://a.example/cb"] }]))
+        .await;
+    assert_oauth_error(array, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let missing = server.register_oneshot(json!({ "client_name": "x" })).await;
+    let body =
+        assert_oauth_error(missing, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("redirect_uris is required"),
+        "{body}"
+    );
+    let malformed = server
+        .register_oneshot(json!({ "redirect_uris": "https://a.example/cb" }))
+        .await;
+    let body = assert_oauth_error(
+        malformed,
+        StatusCode::BAD_REQUEST,
+        "invalid_client_metadata",
+    )
+    .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("array of strings"),
+        "{body}"
+    );
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM oauth_clients").await,
+        0
+    );
 }

@@ -619,3 +619,142 @@ async fn expired_refresh_tokens_are_cleaned_up_and_stay_refused() {
     )
     .await;
 }
+
+async fn refresh_with(server: &Server, flow: &Flow, rt: &str, extra: &[(&str, &str)]) -> Value {
+    let mut params = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", rt),
+        ("client_id", flow.client_id.as_str()),
+    ];
+    params.extend_from_slice(extra);
+    let response = server.token(&params).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn only_grant(server: &Server) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT grant_id FROM grants")
+        .fetch_one(&server.db.pool().await)
+        .await
+        .unwrap()
+}
+
+/// RFC 6749 §6: a refresh may narrow the scope, never widen it.
+#[tokio::test]
+async fn a_refresh_narrows_when_asked_and_never_widens() {
+    let (server, mut flow) = setup().await;
+    let tokens = flow
+        .tokens(&server, "mcp:read mcp:trade", "mcp:trade")
+        .await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let narrowed = refresh_with(&server, &flow, rt, &[("scope", "mcp:read")]).await;
+    assert_eq!(narrowed["scope"], "mcp:read");
+    assert_eq!(
+        decode_claims(narrowed["access_token"].as_str().unwrap())["scope"],
+        "mcp:read"
+    );
+    // The grant keeps its scope: the next refresh without a scope is trade again.
+    let again = refresh_with(
+        &server,
+        &flow,
+        narrowed["refresh_token"].as_str().unwrap(),
+        &[],
+    )
+    .await;
+    assert_eq!(again["scope"], "mcp:read mcp:trade");
+
+    let mut flow = Flow::new(&server, "t@example.com").await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let wider = server
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &flow.client_id),
+            ("scope", "mcp:read mcp:trade"),
+        ])
+        .await;
+    let body = assert_oauth_error(wider, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("mcp:trade"),
+        "{body}"
+    );
+}
+
+/// After a call needed mcp:trade (the MCP 403), a refresh that does not name its scope is the
+/// client trying to step up: the read grant ends and `invalid_grant` sends the client to
+/// authorize again. One that names its scope, or comes after the window, refreshes as usual.
+#[tokio::test]
+async fn a_refresh_right_after_insufficient_scope_ends_the_read_grant() {
+    let (server, mut flow) = setup().await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let grant = only_grant(&server).await;
+    server.state.request_step_up(grant).await;
+
+    // Naming the scope it holds: the client knowingly stays at read.
+    let kept = refresh_with(
+        &server,
+        &flow,
+        tokens["refresh_token"].as_str().unwrap(),
+        &[("scope", "mcp:read")],
+    )
+    .await;
+    assert_eq!(kept["scope"], "mcp:read");
+
+    let stepping_up = flow
+        .refresh(&server, kept["refresh_token"].as_str().unwrap())
+        .await;
+    let body = assert_oauth_error(stepping_up, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("authorize again with scope mcp:trade"),
+        "{body}"
+    );
+    let revoked: Option<String> =
+        sqlx::query_scalar("SELECT revoked_reason FROM grants WHERE grant_id = $1")
+            .bind(grant)
+            .fetch_one(&server.db.pool().await)
+            .await
+            .unwrap();
+    assert!(revoked.is_some_and(|reason| reason.contains("step-up")));
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'step_up'"
+        )
+        .await,
+        1
+    );
+    assert!(matches!(
+        server
+            .state
+            .verify_access_token(kept["access_token"].as_str().unwrap())
+            .await,
+        Err(oauth::AccessError::Revoked)
+    ));
+
+    // After the window a refresh is a refresh.
+    let mut flow = Flow::new(&server, "t@example.com").await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let grant: uuid::Uuid = sqlx::query_scalar(
+        "SELECT grant_id FROM grants WHERE revoked_at IS NULL AND client_id = $1",
+    )
+    .bind(&flow.client_id)
+    .fetch_one(&server.db.pool().await)
+    .await
+    .unwrap();
+    server.state.request_step_up(grant).await;
+    server.clock.advance(chrono::TimeDelta::minutes(3));
+    let later = refresh_with(
+        &server,
+        &flow,
+        tokens["refresh_token"].as_str().unwrap(),
+        &[],
+    )
+    .await;
+    assert_eq!(later["scope"], "mcp:read");
+}
