@@ -109,6 +109,15 @@ async function completeAuthorization(transport, choose) {
   await transport.finishAuth(query.get('code'));
 }
 
+// Every challenge the server answers with, as the SDK receives it.
+const observedFetch = async (input, init) => {
+  const response = await fetch(input, init);
+  if (response.status === 401 || response.status === 403) {
+    emit({ event: 'challenge', status: response.status, www_authenticate: response.headers.get('www-authenticate') });
+  }
+  return response;
+};
+
 const structured = (result) => result.structuredContent
   ?? JSON.parse(result.content?.find((c) => c.type === 'text')?.text ?? 'null');
 
@@ -119,7 +128,7 @@ try {
   // 1. Connect: the first authorization, where the person picks Read.
   for (let attempt = 1; ; attempt += 1) {
     client = new Client({ name: 'step-up-check', version: '1.0.0' });
-    transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider });
+    transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider, fetch: observedFetch });
     try {
       await client.connect(transport);
       break;

@@ -174,7 +174,20 @@ async def main() -> None:
 
     outcome: dict = {"event": "end"}
     try:
-        async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(30)) as http:
+        async def on_response(response: httpx2.Response) -> None:
+            # Every challenge the server answers with, as the SDK receives it.
+            if response.status_code in (401, 403):
+                emit(
+                    {
+                        "event": "challenge",
+                        "status": response.status_code,
+                        "www_authenticate": response.headers.get("www-authenticate"),
+                    }
+                )
+
+        async with httpx2.AsyncClient(
+            auth=provider, timeout=httpx2.Timeout(30), event_hooks={"response": [on_response]}
+        ) as http:
             async with Client(streamable_http_client(mcp_url, http_client=http)) as client:
                 emit({"event": "connected"})
                 # The read grant works, and the simulated Add-On is connected before trading.

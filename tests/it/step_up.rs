@@ -151,10 +151,38 @@ fn assert_read_then_step_up(run: &Run, sdk: Sdk, choice: Choice) {
     assert_eq!(capabilities[0]["scope"], "mcp:read", "the read grant works");
     assert_eq!(capabilities[0]["addon_connected"], true);
 
+    // The trade tool's refusal: once when the person allows trade; with Read again, the
+    // retried call meets the same challenge once more, and no further call is made.
+    let refusals: Vec<&str> = run
+        .all("challenge")
+        .into_iter()
+        .filter(|c| c["status"] == 403)
+        .map(|c| c["www_authenticate"].as_str().expect("a 403 challenge"))
+        .collect();
+    let expected_refusals = match choice {
+        Choice::Allow => 1,
+        Choice::ReadAgain => 2,
+    };
+    assert_eq!(refusals.len(), expected_refusals, "{transcript}");
+    assert!(refusals.iter().all(|r| *r == refusals[0]), "{transcript}");
+    assert!(
+        refusals[0].starts_with(r#"Bearer error="insufficient_scope", "#),
+        "{transcript}"
+    );
+    let challenged = refusals[0]
+        .split_once(r#" scope=""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(scope, _)| scope)
+        .expect("the challenge names the scope needed");
+    assert!(
+        challenged.split(' ').any(|s| s == "mcp:trade"),
+        "{transcript}"
+    );
+
     // The step-up request: TypeScript asks for the challenged scope; Python for the union of
     // what it asked before and the challenge (SEP-2350).
     let step_up_scope = match sdk {
-        Sdk::TypeScript => "mcp:trade",
+        Sdk::TypeScript => challenged,
         Sdk::Python => "mcp:read mcp:trade",
     };
     assert_eq!(authorizations[1]["scope"], step_up_scope, "{transcript}");
