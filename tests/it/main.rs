@@ -9,6 +9,7 @@
 mod account;
 mod addon_path;
 mod addon_revocation;
+mod addon_too_old;
 mod browser;
 mod cli;
 mod compose;

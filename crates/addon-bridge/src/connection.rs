@@ -371,6 +371,8 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner, slot: 
     };
     if let Err(reason) = protocol::check_addon_version(&hello.addon_version) {
         tracing::info!(addon_version = %hello.addon_version, "add-on refused: too old");
+        // Recorded before the close, so whoever the Add-On's user asks next sees why.
+        record_refusal(&bridge, &owner, &hello).await;
         return close_socket(&mut socket, close::VERSION_UNSUPPORTED, &reason).await;
     }
     let (tx, rx) = mpsc::channel(64);
@@ -383,6 +385,7 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner, slot: 
             addon_version: Some(hello.addon_version),
             nt8_version: Some(hello.nt8_version),
             features: hello.features,
+            too_old: None,
         },
         tx,
         close,
@@ -424,6 +427,33 @@ async fn run(bridge: AddonBridge, mut socket: WebSocket, owner: KeyOwner, slot: 
     conn.finish(socket, ended).await;
 }
 
+/// Records the refused Add-On for presence to report. The key row is held `FOR SHARE` as in
+/// [`register`], so a key revoked since its check writes nothing. A failure is logged only:
+/// the Add-On is refused either way.
+async fn record_refusal(bridge: &AddonBridge, owner: &KeyOwner, hello: &Hello) {
+    let recorded = async {
+        let mut tx = bridge.inner.db.begin().await?;
+        if !data::lock_live_key(&mut *tx, owner.key_id).await? {
+            return Ok(false);
+        }
+        data::upsert_refusal(
+            &mut *tx,
+            owner.user_id,
+            owner.key_id,
+            &protocol::recorded_version(&hello.addon_version),
+            &protocol::recorded_version(&hello.nt8_version),
+        )
+        .await?;
+        tx.commit().await.map(|()| true)
+    };
+    match recorded.await {
+        // This replica's cache learns at once; the others from the notification.
+        Ok(true) => bridge.inner.remote_presence.changed(owner.user_id),
+        Ok(false) => {}
+        Err::<_, sqlx::Error>(err) => tracing::warn!(error = %err, "add-on refusal write failed"),
+    }
+}
+
 /// Makes `handle` the user's live socket if, and only if, its key is live: the key row is
 /// held `FOR SHARE` while the socket is registered here and its presence written, so a
 /// revocation either came first (refused with 4003, the user's current socket untouched) or
@@ -452,8 +482,12 @@ async fn register(
             .set(f64::from(u32::try_from(conns.len()).unwrap_or(u32::MAX)));
         old
     };
+    // A supported Add-On connecting ends the report of a refused one.
     let written = match data::upsert_presence(&mut *tx, bridge.instance_id(), handle).await {
-        Ok(()) => tx.commit().await,
+        Ok(()) => match data::clear_refusal(&mut *tx, handle.user_id).await {
+            Ok(()) => tx.commit().await,
+            Err(err) => Err(err),
+        },
         Err(err) => Err(err),
     };
     if let Err(err) = written {

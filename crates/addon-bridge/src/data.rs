@@ -1,5 +1,6 @@
-//! SQL of the bridge: presence, replica heartbeats, cross-replica calls, events, and the
-//! read models served to backend tools (executions, journal, watermarks, activity).
+//! SQL of the bridge: presence, Add-Ons refused as too old, replica heartbeats, cross-replica
+//! calls, events, and the read models served to backend tools (executions, journal, watermarks,
+//! activity).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -151,6 +152,75 @@ pub(crate) async fn delete_presence(
     Ok(())
 }
 
+// ---- Add-Ons refused as too old ------------------------------------------------------------
+
+/// How long after its refusal a too-old Add-On is still reported: long enough to be seen the
+/// next time the user looks, short enough that an Add-On since uninstalled is forgotten.
+pub(crate) const REFUSAL_SHOWN_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
+#[derive(Debug)]
+pub(crate) struct RefusalRow {
+    pub addon_version: String,
+    pub nt8_version: String,
+    pub refused_at: DateTime<Utc>,
+}
+
+/// Records the user's Add-On as refused for its version (one row per user, the latest wins).
+/// Call it inside a transaction that has [`lock_live_key`]ed the key, so a revoked key never
+/// writes one.
+pub(crate) async fn upsert_refusal(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    key_id: Uuid,
+    addon_version: &str,
+    nt8_version: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO addon_refusals (user_id, key_id, addon_version, nt8_version)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id,
+           addon_version = EXCLUDED.addon_version, nt8_version = EXCLUDED.nt8_version,
+           refused_at = now()",
+        user_id,
+        key_id,
+        addon_version,
+        nt8_version,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets the user's refused Add-On: a supported one has connected.
+pub(crate) async fn clear_refusal(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM addon_refusals WHERE user_id = $1", user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The user's refused Add-On, if it was refused within [`REFUSAL_SHOWN_FOR`] with a key that
+/// is still live.
+pub(crate) async fn refusal_of(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> Result<Option<RefusalRow>, sqlx::Error> {
+    sqlx::query_as!(
+        RefusalRow,
+        "SELECT r.addon_version, r.nt8_version, r.refused_at
+         FROM addon_refusals r JOIN addon_keys k USING (key_id)
+         WHERE r.user_id = $1 AND k.revoked_at IS NULL
+           AND r.refused_at > now() - $2::bigint * interval '1 millisecond'",
+        user_id,
+        millis(REFUSAL_SHOWN_FOR),
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// Refreshes this replica's heartbeat and its sockets' `last_seen`. True when the row had to be
 /// created (first beat, or swept while this replica stalled).
 pub(crate) async fn instance_heartbeat(
@@ -222,8 +292,8 @@ pub(crate) async fn retire_instance(
     Ok(())
 }
 
-/// Routing rows older than an hour (every deadline is far shorter) and idempotency keys older
-/// than 24 h.
+/// Routing rows older than an hour (every deadline is far shorter), idempotency keys older
+/// than 24 h and refusals no longer shown.
 pub(crate) async fn purge_old(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM addon_calls WHERE created_at < now() - interval '1 hour'")
         .execute(db)
@@ -231,6 +301,12 @@ pub(crate) async fn purge_old(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM addon_idempotency WHERE created_at < now() - interval '24 hours'")
         .execute(db)
         .await?;
+    sqlx::query!(
+        "DELETE FROM addon_refusals WHERE refused_at < now() - $1::bigint * interval '1 millisecond'",
+        millis(REFUSAL_SHOWN_FOR),
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 

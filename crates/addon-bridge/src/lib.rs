@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 pub use connection::get_addon_ws;
-pub use vocabulary::{CallError, CallOutcome, CallRequest, Presence};
+pub use vocabulary::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 
 /// The path of the Add-On's WebSocket.
 pub const WS_PATH: &str = "/v1/addon/ws";
@@ -249,7 +249,8 @@ impl AddonBridge {
         self.inner.changes.subscribe()
     }
 
-    /// Whether a user's Add-On is connected (to any live replica), and what it reported.
+    /// Whether a user's Add-On is connected (to any live replica), and what it reported; when
+    /// none is, the last one refused as too old (see [`Presence::too_old`]).
     pub async fn presence(&self, user_id: Uuid) -> Presence {
         if let Some(handle) = self.local(user_id) {
             return handle.presence.clone();
@@ -273,8 +274,22 @@ impl AddonBridge {
                 addon_version: Some(row.addon_version),
                 nt8_version: Some(row.nt8_version),
                 features: row.features.0,
+                too_old: None,
             },
-            Ok(None) => Presence::default(),
+            Ok(None) => match data::refusal_of(&self.inner.db, user_id).await {
+                Ok(refusal) => Presence {
+                    too_old: refusal.map(|row| TooOld {
+                        addon_version: row.addon_version,
+                        nt8_version: row.nt8_version,
+                        refused_at: row.refused_at,
+                    }),
+                    ..Presence::default()
+                },
+                Err(err) => {
+                    tracing::warn!(error = %err, "add-on refusal lookup failed");
+                    return Presence::default();
+                }
+            },
             Err(err) => {
                 tracing::warn!(error = %err, "add-on presence lookup failed");
                 return Presence::default();

@@ -12,11 +12,12 @@ use uuid::Uuid;
 use crate::protocol::close;
 use crate::{AddonBridge, data, keys};
 
-const CHANNELS: [&str; 5] = [
+const CHANNELS: [&str; 6] = [
     "addon_call",
     "addon_result",
     "addon_idem",
     "addon_presence",
+    "addon_refused",
     "addon_key_revoked",
 ];
 
@@ -99,6 +100,9 @@ fn on_notification(bridge: &AddonBridge, channel: &str, id: Uuid) {
                 tokio::spawn(async move { close_if_replaced(&bridge, &handle).await });
             }
         }
+        // A too-old Add-On was refused: the user's presence now says so. No tool appears or
+        // disappears, so MCP streams are not told.
+        "addon_refused" => bridge.inner.remote_presence.changed(id),
         // Every socket of the key, registered or still before its hello.
         "addon_key_revoked" => bridge.close_revoked(&[id]),
         _ => {}

@@ -6,7 +6,8 @@
 //! user's entry. While the listener is disconnected the cache is bypassed, and it starts empty
 //! after every reconnect (notifications sent meanwhile are lost). A lookup that raced with a
 //! notification is not cached (an epoch counter tells). An Add-On on another replica is cached
-//! only briefly: that replica may die without a notification until it is swept.
+//! only briefly: that replica may die without a notification until it is swept. A refusal of a
+//! too-old Add-On is announced on `addon_refused` and drops the entry too.
 
 use std::time::{Duration, Instant};
 
@@ -21,11 +22,13 @@ pub(crate) struct PresenceCache {
 }
 
 impl PresenceCache {
-    /// The cached presence, if live: "nowhere" until a notification says otherwise, an Add-On
-    /// on another replica for at most `remote_for`.
+    /// The cached presence, if live: "nowhere" until a notification says otherwise; an Add-On
+    /// on another replica, or one refused as too old (whose report expires with time, not
+    /// with a notification), for at most `remote_for`.
     pub fn get(&self, user_id: Uuid, remote_for: Duration) -> Option<Presence> {
         let (presence, cached_at) = self.entries.get(user_id)?;
-        (!presence.connected || cached_at.elapsed() < remote_for).then_some(presence)
+        let until_notified = !presence.connected && presence.too_old.is_none();
+        (until_notified || cached_at.elapsed() < remote_for).then_some(presence)
     }
 
     /// The epoch to pass to [`PresenceCache::put`], read before the database.
@@ -90,6 +93,24 @@ mod tests {
         };
         cache.put(cache.epoch(), user, elsewhere.clone());
         assert_eq!(cache.get(user, BRIEF), Some(elsewhere));
+        assert!(cache.get(user, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn a_refused_addon_is_cached_briefly() {
+        let cache = PresenceCache::default();
+        cache.reset(true);
+        let user = Uuid::new_v4();
+        let refused = Presence {
+            too_old: Some(crate::TooOld {
+                addon_version: "1.12.4".to_owned(),
+                nt8_version: "8.1.4.1".to_owned(),
+                refused_at: chrono::DateTime::UNIX_EPOCH,
+            }),
+            ..Presence::default()
+        };
+        cache.put(cache.epoch(), user, refused.clone());
+        assert_eq!(cache.get(user, BRIEF), Some(refused));
         assert!(cache.get(user, Duration::ZERO).is_none());
     }
 }

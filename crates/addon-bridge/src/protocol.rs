@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// The protocol version this server speaks (`"v"` in every frame).
 pub const PROTOCOL_VERSION: u64 = 1;
 /// The oldest Add-On allowed to connect (product doc 000: "v1.13.0 or higher").
-pub const MIN_ADDON_VERSION: (u64, u64, u64) = (1, 13, 0);
+pub use vocabulary::addon::MIN_ADDON_VERSION;
 
 /// Close codes the server uses (RFC 6455 §7.4; 4000–4999 are ours).
 pub mod close {
@@ -155,6 +155,16 @@ pub(crate) fn too_old_reason(version: &str) -> String {
     format!(
         "CrossTrade Add-On {shown} is not supported: update it to v1.13.0 or newer and reconnect"
     )
+}
+
+/// A version from a refused hello as it is stored and shown: at most 32 characters, none of
+/// them control characters (PostgreSQL text cannot hold NUL, and a page must not show them).
+pub(crate) fn recorded_version(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(32)
+        .collect()
 }
 
 /// Reads the first frame: the hello, or the close code and reason to refuse it with.
@@ -364,6 +374,13 @@ mod tests {
         assert!(reply.contains(r#""code":"invalid_event""#), "{reply}");
         let snapshot = json!({"account": "Sim101", "cash_value": 1, "net_liquidation": 1});
         assert!(decode_event("account_snapshot", snapshot).is_ok());
+    }
+
+    #[test]
+    fn recorded_versions_are_short_and_printable() {
+        assert_eq!(recorded_version(" 1.12.4 "), "1.12.4");
+        assert_eq!(recorded_version("1.\u{0}12\n"), "1.12");
+        assert_eq!(recorded_version(&"9".repeat(500)).len(), 32);
     }
 
     #[test]

@@ -182,7 +182,8 @@ pub fn definitions() -> Vec<ToolDef> {
             "CrossTrade MCP capabilities",
             "Report what this CrossTrade MCP connection can do right now: whether the CrossTrade \
              Add-On inside NinjaTrader 8 is connected (with its version, the NinjaTrader 8 \
-             version and the Add-On's feature list), the scope granted to this client \
+             version and the Add-On's feature list) or was refused as older than 1.13.0, the \
+             scope granted to this client \
              (mcp:read, or mcp:read plus mcp:trade), the account's subscription tier, the MCP \
              protocol revision in use and the server version. Works even when NinjaTrader 8 is \
              closed. Call this first when tools seem to be missing or calls fail with \
@@ -1027,10 +1028,19 @@ type Record = Map<String, Value>;
 pub struct Capabilities {
     /// Whether the CrossTrade Add-On inside NinjaTrader 8 is connected now.
     pub addon_connected: bool,
-    /// The connected Add-On's version.
+    /// "connected", "too_old" (an Add-On below 1.13.0 tried to connect and was refused) or
+    /// "not_connected".
+    pub addon_state: String,
+    /// The Add-On's state in one sentence, e.g. "Add-On 1.12.4 is connected but too old —
+    /// update to 1.13.0 or later".
+    pub addon_status: String,
+    /// The Add-On's version: the connected one, or the one refused as too old.
     pub addon_version: Option<String>,
     /// The NinjaTrader 8 version the Add-On runs in.
     pub nt8_version: Option<String>,
+    /// When the too-old Add-On was last refused (RFC 3339), while `addon_state` is "too_old".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addon_refused_at: Option<String>,
     /// Features the connected Add-On offers.
     pub features: Vec<String>,
     /// The scope granted to this client: "mcp:read" or "mcp:read mcp:trade".

@@ -530,10 +530,28 @@ async fn call_tool(
     match tool.def.route {
         Route::Backend(BackendTool::Capabilities) => {
             let presence = state.relay().presence(principal.user_id).await;
+            let (addon_state, addon_status) = (presence.state(), presence.status());
+            // A refused Add-On's versions are what the user needs to see (product doc 001:
+            // "Confirm the version is v1.13.0 or higher").
+            let (addon_version, nt8_version, addon_refused_at) = match presence.too_old {
+                Some(too_old) if !presence.connected => (
+                    Some(too_old.addon_version),
+                    Some(too_old.nt8_version),
+                    Some(
+                        too_old
+                            .refused_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ),
+                ),
+                _ => (presence.addon_version, presence.nt8_version, None),
+            };
             let capabilities = Capabilities {
                 addon_connected: presence.connected,
-                addon_version: presence.addon_version,
-                nt8_version: presence.nt8_version,
+                addon_state: addon_state.as_str().to_owned(),
+                addon_status,
+                addon_version,
+                nt8_version,
+                addon_refused_at,
                 features: presence.features,
                 scope: principal.scope.token_scope().to_owned(),
                 tier: tier.as_str().to_owned(),
@@ -583,6 +601,15 @@ async fn call_tool(
             match outcome {
                 Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
                 Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                // Not connected because the Add-On is too old: the 408 says so and names it.
+                Err(CallError::NotConnected) => {
+                    let presence = state.relay().presence(principal.user_id).await;
+                    Err(match presence.too_old {
+                        Some(too_old) if !presence.connected => HttpError::addon_too_old(&too_old),
+                        _ => HttpError::from_relay(&CallError::NotConnected, deadline),
+                    }
+                    .into())
+                }
                 Err(error) => Err(HttpError::from_relay(&error, deadline).into()),
             }
         }

@@ -183,6 +183,12 @@ impl HttpError {
         }
     }
 
+    /// The 408 when the Add-On is not connected because the last one that tried was refused
+    /// as too old: the product's sentence, naming its version.
+    pub fn addon_too_old(too_old: &vocabulary::TooOld) -> Self {
+        HttpError::AddonDisconnected(too_old.to_string())
+    }
+
     /// The 408 for a relay failure, saying which case it was; 503 for `Unavailable`.
     pub fn from_relay(error: &CallError, deadline: Duration) -> Self {
         match error {

@@ -23,7 +23,7 @@ use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
-use vocabulary::Presence;
+use vocabulary::{AddonState, Presence};
 
 use crate::crypto::{b64, hmac_sha256, secure_eq};
 use crate::error::Internal;
@@ -42,6 +42,26 @@ pub struct AddonKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// The Add-On is connected with this key right now.
     pub live: bool,
+}
+
+/// The Add-On as the account API shows it: the presence with its state in one word and in
+/// the sentence the overview page shows.
+#[derive(Debug, Serialize)]
+pub struct AddonView<'a> {
+    pub state: AddonState,
+    pub status: String,
+    #[serde(flatten)]
+    pub presence: &'a Presence,
+}
+
+impl<'a> AddonView<'a> {
+    pub fn of(presence: &'a Presence) -> Self {
+        Self {
+            state: presence.state(),
+            status: presence.status(),
+            presence,
+        }
+    }
 }
 
 /// What the account pages need from the Add-On side.
@@ -94,6 +114,7 @@ where
             "/account/addon-keys/{key_id}/revoke",
             post(pages::post_revoke_addon_key),
         )
+        .route("/v1/account", get(api::get_account))
         .route("/v1/account/ai-clients", get(api::get_ai_clients))
         .route(
             "/v1/account/ai-clients/{grant_id}",

@@ -20,6 +20,8 @@ pub(crate) struct SignInPage<'a> {
     pub action: &'a str,
     pub csrf: &'a str,
     pub return_to: &'a str,
+    /// The same sign-in with the form empty ("Not you? Use another account").
+    pub restart: &'a str,
     pub email: &'a str,
     pub error: Option<&'a str>,
 }

@@ -125,26 +125,37 @@ pub fn lifetime_seconds() -> i64 {
     SESSION_LIFETIME.num_seconds()
 }
 
-/// A sign-in form (`action` posts it) with a fresh login-CSRF token, also set in its cookie.
+/// What a sign-in page shows, besides its CSRF token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SignInForm<'a> {
+    /// The application asking, when signing in for an authorization.
+    pub client_name: Option<&'a str>,
+    /// Where the form posts.
+    pub action: &'a str,
+    pub return_to: &'a str,
+    /// The same sign-in with the form empty.
+    pub restart: &'a str,
+    pub email: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// A sign-in page with a fresh login-CSRF token, also set in its cookie.
 pub(crate) fn sign_in_form(
     state: &OAuthState,
     status: StatusCode,
-    client_name: Option<&str>,
-    action: &str,
-    return_to: &str,
-    email: &str,
-    error: Option<&str>,
+    form: SignInForm<'_>,
 ) -> Result<Response, Internal> {
     let csrf = random_token()?;
     let mut response = pages::render(
         status,
         &SignInPage {
-            client_name,
-            action,
+            client_name: form.client_name,
+            action: form.action,
             csrf: &csrf,
-            return_to,
-            email,
-            error,
+            return_to: form.return_to,
+            restart: form.restart,
+            email: form.email,
+            error: form.error,
         },
     );
     response.headers_mut().append(

@@ -12,7 +12,7 @@ pub mod principal;
 pub mod scope;
 pub mod tier;
 
-pub use addon::{CallError, CallOutcome, CallRequest, Presence};
+pub use addon::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 pub use envelope::{ErrorBody, ErrorCodeTable, code_table_markdown};
 pub use principal::Principal;
 pub use scope::Scope;

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use addon_bridge::protocol::close;
-use addon_bridge::{CallOutcome, CallRequest, Presence, keys};
+use addon_bridge::{AddonState, CallOutcome, CallRequest, Presence, keys};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use testkit::wait::wait_until;
 
-use crate::support::{Addon, changed, serve, settings, user_with_key};
+use crate::support::{Addon, PATIENCE, changed, serve, settings, user_with_key};
 
 fn request(user_id: uuid::Uuid, tool: &str) -> CallRequest {
     CallRequest {
@@ -38,6 +39,7 @@ async fn hello_gets_welcome_and_presence() {
         addon_version: Some("1.13.0".to_owned()),
         nt8_version: Some("8.1.4.1".to_owned()),
         features: vec!["orders".to_owned(), "backtest".to_owned()],
+        too_old: None,
     };
     assert_eq!(server.bridge.presence(user_id).await, expected);
     let (instance, version): (uuid::Uuid, String) =
@@ -162,6 +164,123 @@ async fn two_missed_heartbeats_disconnect() {
         "{:?}",
         started.elapsed()
     );
+}
+
+const TOO_OLD: &str = "Add-On 1.12.4 is connected but too old — update to 1.13.0 or later";
+
+#[tokio::test]
+async fn a_refused_addon_is_too_old_on_every_replica_until_a_supported_one_connects() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let here = serve(&db, settings()).await;
+    let there = serve(&db, settings()).await;
+    let (user_id, key_id, key) = user_with_key(&db).await;
+    // The other replica has cached "not connected": the refusal must reach it anyway.
+    assert_eq!(there.bridge.presence(user_id).await, Presence::default());
+
+    let mut addon = Addon::connect_hello(&here.url, &key, "1.12.4").await;
+    assert_eq!(addon.closed().await.0, close::VERSION_UNSUPPORTED);
+    let (recorded_key, version, nt8, refused_at): (
+        uuid::Uuid,
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as(
+        "SELECT key_id, addon_version, nt8_version, refused_at FROM addon_refusals
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (recorded_key, version.as_str(), nt8.as_str()),
+        (key_id, "1.12.4", "8.1.4.1")
+    );
+    let presence = here.bridge.presence(user_id).await;
+    assert!(!presence.connected && presence.features.is_empty());
+    let too_old = presence.too_old.clone().unwrap();
+    assert_eq!(
+        (too_old.addon_version.as_str(), too_old.nt8_version.as_str()),
+        ("1.12.4", "8.1.4.1")
+    );
+    assert_eq!(too_old.refused_at, refused_at);
+    assert_eq!(presence.state(), AddonState::TooOld);
+    assert_eq!(presence.status(), TOO_OLD);
+    wait_until("the other replica sees the refusal", PATIENCE, async || {
+        there.bridge.presence(user_id).await.too_old.is_some()
+    })
+    .await;
+
+    // Another refusal replaces it: one row per user.
+    let mut addon = Addon::connect_hello(&here.url, &key, "1.12.5").await;
+    assert_eq!(addon.closed().await.0, close::VERSION_UNSUPPORTED);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM addon_refusals")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(
+        here.bridge.presence(user_id).await.status(),
+        TOO_OLD.replace("1.12.4", "1.12.5")
+    );
+
+    // A supported Add-On connecting (on the other replica) ends the report everywhere.
+    let addon = Addon::connect(&there.url, &key).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM addon_refusals")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(
+        there.bridge.presence(user_id).await.state(),
+        AddonState::Connected
+    );
+    wait_until("this replica sees the connection", PATIENCE, async || {
+        here.bridge.presence(user_id).await.connected
+    })
+    .await;
+    let mut changes = here.bridge.presence_changes();
+    addon.drop_connection().await;
+    changed(&mut changes, user_id).await;
+    assert_eq!(here.bridge.presence(user_id).await, Presence::default());
+}
+
+#[tokio::test]
+async fn a_refusal_is_shown_only_while_its_key_is_live_and_never_written_with_a_revoked_one() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let server = serve(&db, settings()).await;
+    let (user_id, key_id, key) = user_with_key(&db).await;
+    let mut addon = Addon::connect_hello(&server.url, &key, "1.12.4").await;
+    assert_eq!(addon.closed().await.0, close::VERSION_UNSUPPORTED);
+    assert_eq!(
+        server.bridge.presence(user_id).await.state(),
+        AddonState::TooOld
+    );
+    assert!(keys::revoke(&db, user_id, key_id).await.unwrap());
+    wait_until("the refusal is no longer shown", PATIENCE, async || {
+        server.bridge.presence(user_id).await == Presence::default()
+    })
+    .await;
+
+    // A key revoked after the upgrade writes nothing, whether the revocation closes the socket
+    // before its hello is read (4003) or the refusal finds the key revoked (4001).
+    let (user_id, key_id, key) = user_with_key(&db).await;
+    let mut addon = Addon::connect_silent(&server.url, &key).await;
+    assert!(keys::revoke(&db, user_id, key_id).await.unwrap());
+    addon.try_send(&crate::support::hello("1.12.4")).await;
+    let (code, _) = addon.closed().await;
+    assert!(
+        code == close::KEY_REVOKED || code == close::VERSION_UNSUPPORTED,
+        "{code}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM addon_refusals WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
 }
 
 #[tokio::test]

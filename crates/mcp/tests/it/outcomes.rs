@@ -264,6 +264,17 @@ async fn addon_failures_are_408_saying_which_and_relay_outage_is_503() {
         json!({"error":"addon_disconnected","message":"The CrossTrade Add-On is not connected: open NinjaTrader 8 and check that the CrossTrade Add-On panel (v1.13.0 or later) shows connected"})
     );
 
+    // Not connected because the last Add-On was too old: the message names its version.
+    app.relay.refuse(app.users.elite, "1.12.4");
+    let reply = app
+        .call("elite-trade", "FlattenPosition", args.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(
+        reply.json,
+        json!({"error":"addon_disconnected","message":"Add-On 1.12.4 is connected but too old — update to 1.13.0 or later"})
+    );
+
     app.relay.connect(app.users.elite);
     app.relay.behave(Behaviour::Fail(CallError::Disconnected));
     let reply = app

@@ -14,6 +14,7 @@ use store::users::{Email, Tier};
 use testkit::TestDb;
 use tokio::sync::broadcast;
 use uuid::Uuid;
+use vocabulary::TooOld;
 
 pub const PUBLIC_URL: &str = "https://app.crosstrade.example";
 pub const BROWSER_ORIGIN: &str = "http://localhost:6274";
@@ -71,6 +72,24 @@ impl TestRelay {
                 addon_version: Some("1.13.2".into()),
                 nt8_version: Some("8.1.4.1".into()),
                 features: vec!["orders".into(), "ninjascript".into()],
+                too_old: None,
+            },
+        );
+        let _ = self.changes.send(user);
+    }
+
+    /// The user's last Add-On was refused as `version`, and none is connected.
+    pub fn refuse(&self, user: Uuid, version: &str) {
+        let refused_at = "2026-12-01T09:30:00Z".parse().unwrap();
+        self.presence.lock().unwrap().insert(
+            user,
+            Presence {
+                too_old: Some(TooOld {
+                    addon_version: version.into(),
+                    nt8_version: "8.1.4.1".into(),
+                    refused_at,
+                }),
+                ..Presence::default()
             },
         );
         let _ = self.changes.send(user);

@@ -148,7 +148,9 @@ async fn get_mcp_capabilities_works_without_nt8() {
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK);
-        let expected = json!({"addon_connected":false,"addon_version":null,"nt8_version":null,
+        let expected = json!({"addon_connected":false,"addon_state":"not_connected",
+            "addon_status":"Add-On is not connected: open NinjaTrader 8 and the CrossTrade Add-On panel",
+            "addon_version":null,"nt8_version":null,
             "features":[],"scope":"mcp:read","tier":"elite","protocol_version":version,
             "server_version":"9.9.9-test"});
         let result = &reply.json["result"];
@@ -172,12 +174,53 @@ async fn get_mcp_capabilities_works_without_nt8() {
         .await;
     assert_eq!(
         reply.json["result"]["structuredContent"],
-        json!({"addon_connected":true,"addon_version":"1.13.2","nt8_version":"8.1.4.1",
+        json!({"addon_connected":true,"addon_state":"connected",
+            "addon_status":"Add-On 1.13.2 is connected",
+            "addon_version":"1.13.2","nt8_version":"8.1.4.1",
             "features":["orders","ninjascript"],"scope":"mcp:read mcp:trade","tier":"elite",
             "protocol_version":"2026-07-28","server_version":"9.9.9-test"})
     );
     assert_eq!(reply.json["result"]["resultType"], "complete");
     assert_eq!(app.relay.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_addon_is_reported_as_too_old_until_a_supported_one_connects() {
+    let app = spawn().await;
+    app.relay.refuse(app.users.elite, "1.12.4");
+    let reply = app
+        .modern(
+            "elite-trade",
+            "tools/call",
+            json!({"name":"GetMcpCapabilities","arguments":{}}),
+        )
+        .await;
+    assert_eq!(
+        reply.json["result"]["structuredContent"],
+        json!({"addon_connected":false,"addon_state":"too_old",
+            "addon_status":"Add-On 1.12.4 is connected but too old — update to 1.13.0 or later",
+            "addon_version":"1.12.4","nt8_version":"8.1.4.1",
+            "addon_refused_at":"2026-12-01T09:30:00Z",
+            "features":[],"scope":"mcp:read mcp:trade","tier":"elite",
+            "protocol_version":"2026-07-28","server_version":"9.9.9-test"})
+    );
+    // Its tools stay hidden, as for an Add-On that is not connected.
+    let listed = app.modern("elite-trade", "tools/list", json!({})).await;
+    let names = tool_names(&listed);
+    assert!(!names.iter().any(|n| n == "GetAccounts"), "{names:?}");
+
+    app.relay.connect(app.users.elite);
+    let reply = app
+        .modern(
+            "elite-trade",
+            "tools/call",
+            json!({"name":"GetMcpCapabilities","arguments":{}}),
+        )
+        .await;
+    let capabilities = &reply.json["result"]["structuredContent"];
+    assert_eq!(capabilities["addon_state"], "connected", "{capabilities}");
+    assert_eq!(capabilities["addon_version"], "1.13.2");
+    assert_eq!(capabilities.get("addon_refused_at"), None);
 }
 
 #[tokio::test]

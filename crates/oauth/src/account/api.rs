@@ -1,5 +1,5 @@
-//! The account API (JSON under `/v1/account/`): the AI Clients and Add-On keys for the product's
-//! own front end. Answers are never cached; every refusal is an [`ApiError`], rendered as
+//! The account API (JSON under `/v1/account`): the overview, AI Clients and Add-On keys for the
+//! product's own front end. Answers are never cached; every refusal is an [`ApiError`], rendered as
 //! `{error, message}` with the status of its [`ApiCode`].
 
 use axum::Json;
@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 use vocabulary::ErrorBody;
 
-use super::{AccountState, csrf_ok, csrf_token};
+use super::{AccountState, AddonView, csrf_ok, csrf_token};
 use crate::error::Internal;
 use crate::grants;
 use crate::session::{self, Session};
@@ -184,6 +184,28 @@ async fn api_session(
         }
     }
     Ok(session)
+}
+
+/// `GET /v1/account`: the overview page's data (email, tier, the Add-On's state).
+pub(super) async fn get_account(
+    State(account): State<AccountState>,
+    ApiSession(session): ApiSession,
+) -> Result<Response, ApiError> {
+    let state = &account.oauth;
+    let user = store::users::find_by_id(state.db(), session.user_id)
+        .await
+        .map_err(Internal::from)?
+        .ok_or(ApiError::Unauthorized)?;
+    let presence = account.addon.presence(user.id).await;
+    Ok(api_ok(
+        StatusCode::OK,
+        json!({
+            "email": user.email,
+            "tier": user.tier.as_str(),
+            "addon": AddonView::of(&presence),
+        }),
+        Some(&csrf_token(state, &session)),
+    ))
 }
 
 pub(super) async fn get_ai_clients(

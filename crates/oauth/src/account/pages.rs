@@ -196,6 +196,9 @@ struct AccountPage<'a> {
     connected: bool,
     addon_version: Option<&'a str>,
     nt8_version: Option<&'a str>,
+    /// While none is connected: the refused Add-On's sentence, and when ("3 minutes ago", the
+    /// exact UTC time).
+    too_old: Option<(String, String, String)>,
     csrf: &'a str,
 }
 
@@ -208,6 +211,13 @@ pub(super) async fn get_account(
         .await?
         .ok_or(PageError::UnknownAccount)?;
     let presence = account.addon.presence(user.id).await;
+    let too_old = match (&presence.too_old, presence.state()) {
+        (Some(too_old), vocabulary::AddonState::TooOld) => {
+            let (ago, exact) = when(state.now(), too_old.refused_at);
+            Some((presence.status(), ago, exact))
+        }
+        _ => None,
+    };
     Ok(pages::render(
         StatusCode::OK,
         &AccountPage {
@@ -217,6 +227,7 @@ pub(super) async fn get_account(
             connected: presence.connected,
             addon_version: presence.addon_version.as_deref(),
             nt8_version: presence.nt8_version.as_deref(),
+            too_old,
             csrf: &csrf_token(state, &session),
         },
     ))
@@ -234,14 +245,18 @@ fn account_sign_in_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
+    let restart = format!("/account/sign-in?next={}", encode(next));
     Ok(session::sign_in_form(
         state,
         status,
-        None,
-        "/account/sign-in",
-        next,
-        email,
-        error,
+        session::SignInForm {
+            client_name: None,
+            action: "/account/sign-in",
+            return_to: next,
+            restart: &restart,
+            email,
+            error,
+        },
     )?)
 }
 

@@ -24,14 +24,18 @@ pub(super) fn sign_in_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, Internal> {
+    let restart = format!("{}?{return_to}", paths::AUTHORIZE);
     session::sign_in_form(
         state,
         status,
-        Some(client_name),
-        paths::SIGN_IN,
-        return_to,
-        email,
-        error,
+        session::SignInForm {
+            client_name: Some(client_name),
+            action: paths::SIGN_IN,
+            return_to,
+            restart: &restart,
+            email,
+            error,
+        },
     )
 }
 

@@ -672,3 +672,33 @@ async fn not_you_needs_the_consent_screens_csrf() {
         1
     );
 }
+
+/// A sign-in page that names an account (after a failed attempt) offers to start over with
+/// another one: the same authorization, the form empty.
+#[tokio::test]
+async fn the_sign_in_page_offers_another_account_once_it_names_one() {
+    let server = Server::start().await;
+    server.user("first@example.com", Tier::Elite).await;
+    let client_id = server.client(REDIRECT).await;
+    let challenge = pkce().challenge;
+    let url = authorize_url(
+        &server,
+        &client_id,
+        REDIRECT,
+        &challenge,
+        &[("scope", "mcp:read")],
+    );
+    let mut browser = Browser::default();
+    let blank = browser.get(&server, &url).await.text().await.unwrap();
+    assert!(!blank.contains("Use another account"), "{blank}");
+    let failed = browser
+        .sign_in(&server, &url, "first@example.com", "not the password")
+        .await;
+    let html = failed.text().await.unwrap();
+    assert!(html.contains("Not first@example.com?"), "{html}");
+    let query = url.split_once('?').unwrap().1.replace('&', "&#38;");
+    assert!(
+        html.contains(&format!(r#"href="/v1/oauth/mcp/authorize?{query}""#)),
+        "{html}"
+    );
+}
