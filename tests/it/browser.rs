@@ -12,15 +12,24 @@ use testkit::oauth::{PASSWORD, authorize_url, pkce};
 
 use crate::support::server_with_user;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Installs the pinned playwright-core from the npm registry on first use.
-fn ensure_playwright() {
-    if browser_dir().join("node_modules/playwright-core").is_dir() {
+/// Installs the pinned packages of `tests/browser` (playwright-core, the MCP TypeScript SDK)
+/// from the npm registry on first use; one install at a time, as the tests run in parallel.
+pub(crate) fn ensure_playwright() {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let modules = browser_dir().join("node_modules");
+    if ["playwright-core", "@modelcontextprotocol/sdk"]
+        .iter()
+        .all(|package| modules.join(package).is_dir())
+    {
         return;
     }
     let status = Command::new("npm")

@@ -22,4 +22,5 @@ mod oauth_flow;
 mod overload;
 mod readiness;
 mod readme;
+mod step_up;
 mod support;
