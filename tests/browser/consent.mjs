@@ -56,6 +56,7 @@ await page.getByLabel('Password').fill(env('PASSWORD'));
 await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Sign in' }).click()]);
 result.consentTitle = await page.title();
 result.readPreselected = await page.locator('input[value="mcp:read"]').isChecked();
+result.tradePreselected = await page.locator('input[value="mcp:trade"]').isChecked();
 await shoot('consent');
 await page.locator('input[value="mcp:trade"]').check();
 result.allow = await decide('Allow');

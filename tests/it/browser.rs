@@ -146,7 +146,9 @@ async fn sign_in_and_consent_in_chromium() {
         seen_by_browser["consentTitle"],
         "Authorize Test Client · CrossTrade"
     );
-    assert_eq!(seen_by_browser["readPreselected"], true);
+    // The request asked for trade: trade is preselected, read is still offered.
+    assert_eq!(seen_by_browser["readPreselected"], false);
+    assert_eq!(seen_by_browser["tradePreselected"], true);
 
     let allowed = url::Url::parse(seen_by_browser["allow"]["url"].as_str().unwrap()).unwrap();
     assert_eq!(allowed.port(), Some(port));
