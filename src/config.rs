@@ -91,7 +91,9 @@ pub struct HttpConfig {
 pub struct Lifetimes {
     pub authorization_code_secs: Positive<u64>,
     pub access_token_secs: Positive<u64>,
-    pub refresh_token_secs: Positive<u64>,
+    /// An absolute end for every refresh-token family (opt-in; none by default).
+    #[serde(default)]
+    pub refresh_token_secs: Option<Positive<u64>>,
     pub refresh_token_idle_secs: Positive<u64>,
 }
 
@@ -406,7 +408,7 @@ impl Config {
             issuer: self.public_url.as_str().to_owned(),
             authorization_code_lifetime: secs(self.lifetimes.authorization_code_secs.get()),
             access_token_lifetime: secs(self.lifetimes.access_token_secs.get()),
-            refresh_token_lifetime: secs(self.lifetimes.refresh_token_secs.get()),
+            refresh_token_lifetime: self.lifetimes.refresh_token_secs.map(|s| secs(s.get())),
             refresh_token_idle_lifetime: secs(self.lifetimes.refresh_token_idle_secs.get()),
             registrations_per_hour: self.rate_limits.registrations_per_hour.get(),
             sign_in_failures_per_ip: self.rate_limits.sign_in_failures_per_ip.get(),

@@ -293,7 +293,7 @@ mod tests {
             issuer: "https://example.com".into(),
             authorization_code_lifetime: Duration::from_secs(60),
             access_token_lifetime: Duration::from_secs(60),
-            refresh_token_lifetime: Duration::from_secs(60),
+            refresh_token_lifetime: None,
             refresh_token_idle_lifetime: Duration::from_secs(60),
             registrations_per_hour: 10,
             sign_in_failures_per_ip: 20,

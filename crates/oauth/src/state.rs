@@ -42,7 +42,9 @@ pub struct OAuthSettings {
     pub issuer: String,
     pub authorization_code_lifetime: Duration,
     pub access_token_lifetime: Duration,
-    pub refresh_token_lifetime: Duration,
+    /// The absolute end of a refresh-token family, from its consent; `None` (the default): only
+    /// the idle timeout bounds it.
+    pub refresh_token_lifetime: Option<Duration>,
     pub refresh_token_idle_lifetime: Duration,
     pub registrations_per_hour: u32,
     pub sign_in_failures_per_ip: u32,

@@ -333,9 +333,10 @@ async fn insert_refresh_token(
     token: &str,
     grant_id: Uuid,
     now: DateTime<Utc>,
-    family_expires_at: DateTime<Utc>,
+    family_expires_at: Option<DateTime<Utc>>,
 ) -> Result<(), OAuthError> {
-    let idle = (now + delta(state.settings().refresh_token_idle_lifetime)).min(family_expires_at);
+    let idle = now + delta(state.settings().refresh_token_idle_lifetime);
+    let idle = family_expires_at.map_or(idle, |end| idle.min(end));
     db::refresh_tokens::insert(
         tx,
         &sha256(token.as_bytes()),

@@ -10,7 +10,7 @@ pub async fn insert(
     grant_id: Uuid,
     now: DateTime<Utc>,
     idle_expires_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, idle_expires_at, expires_at)
@@ -31,7 +31,8 @@ pub async fn insert(
 pub struct Presented {
     pub grant_id: Uuid,
     pub idle_expires_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// The family's absolute end, when one is configured.
+    pub expires_at: Option<DateTime<Utc>>,
     pub rotated_at: Option<DateTime<Utc>>,
     pub successor_hash: Option<Vec<u8>>,
     pub client_id: String,
@@ -109,11 +110,12 @@ pub async fn grant_of(
     Ok(row.map(|row| (row.grant_id, row.client_id, row.user_id)))
 }
 
-/// Past their family's absolute end, refresh tokens can only be refused; a day's margin keeps a
-/// late replay answered as a replay.
+/// Past their idle timeout (never later than their family's end), refresh tokens can only be refused; a day's
+/// margin keeps a late replay answered as a replay.
 pub async fn purge_expired(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "DELETE FROM refresh_tokens WHERE expires_at < $1::timestamptz - interval '1 day'",
+        "DELETE FROM refresh_tokens
+         WHERE idle_expires_at < $1::timestamptz - interval '1 day'",
         now
     )
     .execute(db)

@@ -78,7 +78,10 @@ pub(super) async fn exchange_code(
             &token,
             grant_id,
             now,
-            now + delta(state.settings().refresh_token_lifetime),
+            state
+                .settings()
+                .refresh_token_lifetime
+                .map(|lifetime| now + delta(lifetime)),
         )
         .await?;
         Some(token)

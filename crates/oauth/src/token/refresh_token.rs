@@ -92,7 +92,7 @@ pub(super) async fn refresh(
     let successor = successor_of(state, presented);
     match (rotated_at, successor_hash) {
         (None, _) => {
-            if idle_expires_at <= now || expires_at <= now {
+            if idle_expires_at <= now || expires_at.is_some_and(|end| end <= now) {
                 return Err(invalid());
             }
             let successor_hash = sha256(successor.as_bytes());

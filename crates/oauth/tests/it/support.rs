@@ -44,7 +44,7 @@ pub fn settings(issuer: &str) -> OAuthSettings {
         issuer: issuer.to_owned(),
         authorization_code_lifetime: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(3600),
-        refresh_token_lifetime: Duration::from_secs(30 * 86400),
+        refresh_token_lifetime: None,
         refresh_token_idle_lifetime: Duration::from_secs(14 * 86400),
         registrations_per_hour: 10,
         sign_in_failures_per_ip: 20,

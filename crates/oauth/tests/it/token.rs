@@ -464,22 +464,22 @@ async fn e6_idle_and_absolute_lifetimes_and_user_revocation() {
     )
     .await;
 
+    // A rolling window (product doc 003): used every 10 days, a refresh chain outlives any
+    // 30-day mark, and the connector never has to ask for consent again.
     let mut flow = Flow::new(&server, "t@example.com").await;
     let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
     let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
-    // Used every 10 days it stays alive until the 30-day absolute end.
-    for _ in 0..2 {
+    for _ in 0..6 {
         server.clock.advance(chrono::TimeDelta::days(10));
-        let body: Value = flow.refresh(&server, &rt).await.json().await.unwrap();
+        let refreshed = flow.refresh(&server, &rt).await;
+        assert_eq!(
+            refreshed.status(),
+            StatusCode::OK,
+            "a chain in use stays alive"
+        );
+        let body: Value = refreshed.json().await.unwrap();
         rt = body["refresh_token"].as_str().unwrap().to_owned();
     }
-    server.clock.advance(chrono::TimeDelta::days(11));
-    assert_oauth_error(
-        flow.refresh(&server, &rt).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-    )
-    .await;
 
     // Revoked from the AI Clients page.
     let mut flow = Flow::new(&server, "t@example.com").await;
@@ -757,4 +757,31 @@ async fn a_refresh_right_after_insufficient_scope_ends_the_read_grant() {
     )
     .await;
     assert_eq!(later["scope"], "mcp:read");
+}
+
+/// With `refresh_token_secs` configured, every family ends that long after its consent, however
+/// often it is used.
+#[tokio::test]
+async fn an_absolute_refresh_lifetime_is_opt_in_and_ends_a_chain_in_use() {
+    let server = Server::start_with(|settings| {
+        settings.refresh_token_lifetime = Some(std::time::Duration::from_secs(30 * 86400));
+    })
+    .await;
+    server.user("t@example.com", Tier::Elite).await;
+    let mut flow = Flow::new(&server, "t@example.com").await;
+    let tokens = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // Used every 10 days it stays alive until the 30-day absolute end.
+    for _ in 0..2 {
+        server.clock.advance(chrono::TimeDelta::days(10));
+        let body: Value = flow.refresh(&server, &rt).await.json().await.unwrap();
+        rt = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+    server.clock.advance(chrono::TimeDelta::days(11));
+    assert_oauth_error(
+        flow.refresh(&server, &rt).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
 }
