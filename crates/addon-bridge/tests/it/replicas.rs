@@ -105,7 +105,6 @@ async fn deadline_and_drop_hold_across_replicas() {
     let b = serve(&db, settings()).await;
     let (user_id, _, key) = user_with_key(&db).await;
     let mut addon = Addon::connect(&a.url, &key).await;
-    let mut changes_b = b.bridge.presence_changes();
 
     let bridge = b.bridge.clone();
     let started = Instant::now();
@@ -137,7 +136,14 @@ async fn deadline_and_drop_hold_across_replicas() {
         "{:?}",
         started.elapsed()
     );
-    changed(&mut changes_b, user_id).await;
+    // The notification of the drop (not a late one of the connect) reached replica B.
+    let b_bridge = b.bridge.clone();
+    testkit::wait::wait_until(
+        "replica B to see the Add-On gone",
+        Duration::from_secs(10),
+        async || !b_bridge.presence(user_id).await.connected,
+    )
+    .await;
     assert_eq!(
         b.bridge
             .call(request(user_id, "GetOrders", json!({})))
