@@ -540,6 +540,14 @@ impl Tool {
             tool.insert("outputSchema".into(), output.clone());
         }
         tool.insert("annotations".into(), Value::Object(annotations));
+        // Each tool's auth policy as ChatGPT's Apps SDK reads it, at the top level and mirrored
+        // in `_meta` for clients that read only that; other clients ignore both.
+        let schemes = json!([{ "type": "oauth2", "scopes": [def.scope.as_str()] }]);
+        tool.insert(
+            "_meta".into(),
+            json!({ "securitySchemes": schemes.clone() }),
+        );
+        tool.insert("securitySchemes".into(), schemes);
         Value::Object(tool)
     }
 }

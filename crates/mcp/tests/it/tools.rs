@@ -412,3 +412,32 @@ async fn a_history_window_that_is_not_rfc_3339_is_told_back_not_ignored() {
         reply.json
     );
 }
+
+/// Each tool names its auth policy for ChatGPT's Apps SDK: OAuth with exactly the scope it
+/// needs, at the top level and mirrored in `_meta`, under every revision.
+#[tokio::test]
+async fn every_tool_declares_its_oauth_scope_for_the_apps_sdk() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let reply = app
+            .legacy("elite-trade", version, "tools/list", json!({}))
+            .await;
+        let tools = reply.json["result"]["tools"].as_array().unwrap();
+        assert!(!tools.is_empty());
+        for tool in tools {
+            let name = tool["name"].as_str().unwrap();
+            let scope = if TRADE_TOOLS.contains(&name) {
+                "mcp:trade"
+            } else {
+                "mcp:read"
+            };
+            let expected = json!([{ "type": "oauth2", "scopes": [scope] }]);
+            assert_eq!(tool["securitySchemes"], expected, "{version} {name}");
+            assert_eq!(
+                tool["_meta"]["securitySchemes"], expected,
+                "{version} {name}"
+            );
+        }
+    }
+}
