@@ -12,15 +12,9 @@ use serde_json::{Value, json};
 use testkit::oauth::{Endpoint, Flow};
 use testkit::wait::{eventually, wait_for};
 
-use crate::support::{ServerProcess, server_with_user, tools_call};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{
+    DevWithAddonSim, ServerProcess, dev_with_addon_sim, server_with_user, tools_call,
+};
 
 fn structured(result: &CallToolResult) -> Value {
     assert_ne!(result.is_error, Some(true), "{result:?}");
@@ -50,32 +44,11 @@ async fn call(
 async fn rmcp_through_the_server_to_the_addon_simulator() {
     let scratch = testkit::scratch_dir("addon-path");
     let data_dir = scratch.join("postgres").display().to_string();
-    let port = free_port();
-    let public_url = format!("http://127.0.0.1:{port}");
-    let server = ServerProcess::start_with_args(
-        &["dev", "--with-addon-sim"],
-        &[
-            ("CROSSTRADE_DATA_DIR", data_dir.as_str()),
-            ("CROSSTRADE_PUBLIC_URL", public_url.as_str()),
-        ],
-        &format!("127.0.0.1:{port}"),
-    );
-    assert!(
-        eventually(Duration::from_secs(10), async || server
-            .stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("Add-On simulator")))
-        .await
-    );
-    let banner = server.stdout.lock().unwrap().join("\n");
-    let password = banner
-        .lines()
-        .find(|line| line.contains("elite@demo.crosstrade.test"))
-        .and_then(|line| line.split("password: ").nth(1))
-        .unwrap()
-        .to_owned();
+    let DevWithAddonSim {
+        server,
+        public_url,
+        elite_password: password,
+    } = dev_with_addon_sim(&data_dir).await;
 
     let endpoint = Endpoint::new(&public_url);
     let mut flow =

@@ -13,10 +13,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::wait::eventually;
 
 use crate::browser::{CHROMIUM, browser_dir, ensure_playwright};
-use crate::support::{ServerProcess, http};
+use crate::support::{DevWithAddonSim, ServerProcess, dev_with_addon_sim, http};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sdk {
@@ -248,39 +247,11 @@ async fn step_up(sdk: Sdk, choice: Choice) -> Run {
     let name = format!("step-up-{sdk:?}-{choice:?}").to_lowercase();
     let scratch = testkit::scratch_dir(&name);
     let data_dir = scratch.join("data").display().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let public_url = format!("http://127.0.0.1:{port}");
-    let server = ServerProcess::start_with_args(
-        &["dev", "--with-addon-sim"],
-        &[
-            ("CROSSTRADE_DATA_DIR", data_dir.as_str()),
-            ("CROSSTRADE_PUBLIC_URL", public_url.as_str()),
-        ],
-        &format!("127.0.0.1:{port}"),
-    );
-    assert!(
-        eventually(Duration::from_secs(10), async || server
-            .stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("Add-On simulator")))
-        .await
-    );
-    let password = server
-        .stdout
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|line| line.contains("elite@demo.crosstrade.test"))
-        .and_then(|line| line.split("password: ").nth(1))
-        .expect("the banner prints the Elite demo account's password")
-        .trim()
-        .to_owned();
+    let DevWithAddonSim {
+        server,
+        public_url,
+        elite_password: password,
+    } = dev_with_addon_sim(&data_dir).await;
 
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
     let mut harness = tokio::process::Command::new(program);

@@ -355,3 +355,54 @@ pub async fn tools_call(
         .await
         .unwrap()
 }
+
+/// `crosstrade dev --with-addon-sim` on a free loopback port, once its simulator is up.
+pub struct DevWithAddonSim {
+    pub server: ServerProcess,
+    pub public_url: String,
+    /// The Elite demo account's password, from the banner.
+    pub elite_password: String,
+}
+
+pub async fn dev_with_addon_sim(data_dir: &str) -> DevWithAddonSim {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let server = ServerProcess::start_with_args(
+        &["dev", "--with-addon-sim"],
+        &[
+            ("CROSSTRADE_DATA_DIR", data_dir),
+            ("CROSSTRADE_PUBLIC_URL", public_url.as_str()),
+        ],
+        &format!("127.0.0.1:{port}"),
+    );
+    assert!(
+        testkit::wait::eventually(Duration::from_secs(10), async || server
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Add-On simulator")))
+        .await,
+        "the Add-On simulator never started: {}",
+        server.logs()
+    );
+    let elite_password = server
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|line| line.contains("elite@demo.crosstrade.test"))
+        .and_then(|line| line.split("password: ").nth(1))
+        .expect("the banner prints the Elite demo account's password")
+        .trim()
+        .to_owned();
+    DevWithAddonSim {
+        server,
+        public_url,
+        elite_password,
+    }
+}
