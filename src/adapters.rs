@@ -4,7 +4,6 @@
 //! `vocabulary` (principal, scope, presence, call outcomes), so these pass values through; the
 //! only translations left are between genuinely different views (token errors, history queries).
 
-use addon_bridge::data::{HistoryFilter, HistoryQuery};
 use mcp::auth::{BoxFuture, TokenRejection, TokenVerifier};
 use mcp::relay::{HistoryRequest, ToolRelay};
 use oauth::account::{AddonAccounts, AddonKey};
@@ -73,20 +72,9 @@ impl ToolRelay for AddonRelay {
         &self,
         user_id: Uuid,
         request: HistoryRequest,
-    ) -> BoxFuture<'_, Result<serde_json::Value, CallError>> {
+    ) -> BoxFuture<'_, Result<CallOutcome, CallError>> {
         Box::pin(async move {
-            let query = match request {
-                HistoryRequest::Journal(filter) => HistoryQuery::Journal(HistoryFilter {
-                    account: filter.account,
-                    instrument: filter.instrument,
-                    since: filter.since,
-                    until: filter.until,
-                    limit: Some(filter.limit),
-                }),
-                HistoryRequest::Activity { limit } => HistoryQuery::Activity { limit },
-                HistoryRequest::Watermarks { account } => HistoryQuery::Watermarks { account },
-            };
-            addon_bridge::data::history(&self.db, user_id, &query)
+            addon_bridge::data::history(&self.db, user_id, &request)
                 .await
                 .map_err(|err| {
                     tracing::warn!(error = %err, "reading Add-On history failed");

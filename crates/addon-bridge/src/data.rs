@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::connection::Handle;
 use crate::protocol::{AccountSnapshotEvent, ExecutionEvent};
 use crate::{CallError, CallOutcome};
+pub use vocabulary::{HistoryFilter, HistoryRequest};
 
 /// How a call ended, as stored for idempotent replays and cross-replica results.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -646,31 +647,23 @@ pub(crate) async fn store_snapshot(
     Ok(())
 }
 
-/// A question about what was stored from the Add-On.
-#[derive(Debug, Clone)]
-pub enum HistoryQuery {
-    Journal(HistoryFilter),
-    Activity { limit: u32 },
-    Watermarks { account: Option<String> },
-}
-
-/// Answers a history query with the tool's structured result.
+/// Answers a history request with the tool's structured result.
 pub async fn history(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
-    query: &HistoryQuery,
-) -> Result<Value, sqlx::Error> {
-    Ok(match query {
-        HistoryQuery::Journal(filter) => {
+    request: &HistoryRequest,
+) -> Result<CallOutcome, sqlx::Error> {
+    Ok(CallOutcome::Ok(match request {
+        HistoryRequest::Journal(filter) => {
             serde_json::json!({ "trades": journal(db, user_id, filter).await? })
         }
-        HistoryQuery::Activity { limit } => {
+        HistoryRequest::Activity { limit } => {
             serde_json::json!({ "entries": activity(db, user_id, *limit).await? })
         }
-        HistoryQuery::Watermarks { account } => {
+        HistoryRequest::Watermarks { account } => {
             serde_json::json!({ "watermarks": watermarks(db, user_id, account.as_deref()).await? })
         }
-    })
+    }))
 }
 
 /// The key of the Add-On socket connected for `user_id` now, on any replica.
@@ -681,17 +674,6 @@ pub async fn live_key(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Option<U
     )
     .fetch_optional(db)
     .await
-}
-
-/// Filters for executions and the journal.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryFilter {
-    pub account: Option<String>,
-    pub instrument: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    /// At most this many entries (default 100).
-    pub limit: Option<u32>,
 }
 
 /// An execution reported by the Add-On.

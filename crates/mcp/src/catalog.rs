@@ -53,7 +53,7 @@ impl StoredTool {
                     instrument: query.instrument,
                     since: rfc3339("since", query.since.as_deref())?,
                     until: rfc3339("until", query.until.as_deref())?,
-                    limit: query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT),
+                    limit: Some(query.limit.unwrap_or(DEFAULT_HISTORY_LIMIT)),
                 }))
             }
             StoredTool::Activity => {
@@ -95,11 +95,27 @@ pub enum BackendTool {
 pub enum Effect {
     /// Reads state only.
     Read,
-    /// Changes orders, files, strategies or alerts. `idempotent` is true only where repeating
-    /// the same call leaves the world as one call did; the other trade tools are made safe to
-    /// retry by the `idempotency_key` argument, which the hint cannot promise for calls
-    /// without one.
-    Trade { idempotent: bool },
+    /// Changes something. `destructive` where it may remove or overwrite (orders, positions,
+    /// files, chart objects); `idempotent` only where repeating the same call leaves the world as
+    /// one call did (the others are made safe to retry by the `idempotency_key` argument, which
+    /// the hint cannot promise for calls without one); `open_world` where it reaches beyond the
+    /// user's own NinjaTrader 8 (a broker, a market).
+    Write {
+        destructive: bool,
+        idempotent: bool,
+        open_world: bool,
+    },
+}
+
+impl Effect {
+    /// A trade: it reaches the market and may close or replace what is there.
+    pub const fn trade(idempotent: bool) -> Self {
+        Effect::Write {
+            destructive: true,
+            idempotent,
+            open_world: true,
+        }
+    }
 }
 
 /// The default Add-On deadline (DESIGN.md, "Deadlines").
@@ -166,7 +182,7 @@ fn trade<A: Args>(
         description,
         scope: Scope::Trade,
         route: Route::Addon { deadline },
-        effect: Effect::Trade { idempotent },
+        effect: Effect::trade(idempotent),
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: None,
@@ -517,11 +533,15 @@ impl Tool {
                 annotations.insert("readOnlyHint".into(), json!(true));
                 annotations.insert("openWorldHint".into(), json!(false));
             }
-            Effect::Trade { idempotent } => {
+            Effect::Write {
+                destructive,
+                idempotent,
+                open_world,
+            } => {
                 annotations.insert("readOnlyHint".into(), json!(false));
-                annotations.insert("destructiveHint".into(), json!(true));
+                annotations.insert("destructiveHint".into(), json!(destructive));
                 annotations.insert("idempotentHint".into(), json!(idempotent));
-                annotations.insert("openWorldHint".into(), json!(true));
+                annotations.insert("openWorldHint".into(), json!(open_world));
             }
         }
         let mut tool = Map::new();
@@ -1149,7 +1169,6 @@ mod tests {
             assert!(!schema.to_string().contains("$ref"), "{name}: {schema}");
             assert!(schema.get("$schema").is_none());
             if tool.def.scope == Scope::Trade {
-                assert_eq!(tool.def.output_schema, None);
                 assert!(
                     schema["properties"]["idempotency_key"]["description"]
                         .as_str()
@@ -1157,7 +1176,6 @@ mod tests {
                         .contains("24 hours"),
                     "{name}: {schema}"
                 );
-                assert!(matches!(tool.def.route, Route::Addon { .. }));
             } else {
                 assert!(tool.def.output_schema.is_some(), "{name}");
             }

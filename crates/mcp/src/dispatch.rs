@@ -618,11 +618,7 @@ async fn call_tool(
                 Ok(request) => request,
                 Err(message) => return Ok(tool_error(&message)),
             };
-            let outcome = state
-                .relay()
-                .history(principal.user_id, request)
-                .await
-                .map(CallOutcome::Ok);
+            let outcome = state.relay().history(principal.user_id, request).await;
             count_call(tool.def.name, &outcome);
             match outcome {
                 Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),

@@ -6,28 +6,9 @@ use tokio::sync::broadcast;
 
 use crate::auth::BoxFuture;
 
-pub use vocabulary::{CallError, CallOutcome, CallRequest, Presence};
-
-/// A question about what was stored from the Add-On, answered whether or not it is connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryRequest {
-    /// Completed round-trip trades, newest first.
-    Journal(HistoryFilter),
-    /// The Add-On's recent activity, newest first.
-    Activity { limit: u32 },
-    /// Per-account watermarks, for one account or all.
-    Watermarks { account: Option<String> },
-}
-
-/// Which stored entries a history request covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryFilter {
-    pub account: Option<String>,
-    pub instrument: Option<String>,
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
-    pub until: Option<chrono::DateTime<chrono::Utc>>,
-    pub limit: u32,
-}
+pub use vocabulary::{
+    CallError, CallOutcome, CallRequest, HistoryFilter, HistoryRequest, Presence,
+};
 
 /// Relays tool calls to the Add-On of a user and reports its presence.
 #[expect(
@@ -41,13 +22,13 @@ pub trait ToolRelay: Send + Sync + 'static {
     fn presence_changes(&self) -> broadcast::Receiver<uuid::Uuid>;
 
     /// Answers from what was stored from the Add-On (journal, activity, watermarks), whether
-    /// or not it is connected now: the tool's structured result. A relay that stores nothing is
-    /// unavailable.
+    /// or not it is connected now: the tool's structured result, or a tool error the model can
+    /// correct (a stale cursor, an unknown id). A relay that stores nothing is unavailable.
     fn history<'a>(
         &'a self,
         user_id: uuid::Uuid,
         request: HistoryRequest,
-    ) -> BoxFuture<'a, Result<serde_json::Value, CallError>> {
+    ) -> BoxFuture<'a, Result<CallOutcome, CallError>> {
         let _ = (user_id, request);
         Box::pin(async { Err(CallError::Unavailable) })
     }

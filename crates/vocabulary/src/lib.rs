@@ -8,12 +8,14 @@
 
 pub mod addon;
 pub mod envelope;
+pub mod history;
 pub mod principal;
 pub mod scope;
 pub mod tier;
 
 pub use addon::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 pub use envelope::{ErrorBody, ErrorCodeTable, code_table_markdown};
+pub use history::{HistoryFilter, HistoryRequest};
 pub use principal::Principal;
 pub use scope::Scope;
 pub use tier::{Tier, UnknownTier};

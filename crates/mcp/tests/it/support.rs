@@ -367,6 +367,16 @@ pub fn server_info() -> Value {
     json!({"name":"crosstrade-mcp","title":"CrossTrade MCP","version":"9.9.9-test"})
 }
 
+/// The tool called `name` in a `tools/list` reply.
+pub fn tool_named<'a>(reply: &'a Reply, name: &str) -> &'a serde_json::Value {
+    reply.json["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tool| tool["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not listed"))
+}
+
 pub fn tool_names(reply: &Reply) -> Vec<String> {
     reply.json["result"]["tools"]
         .as_array()

@@ -6,7 +6,7 @@ use mcp::CallOutcome;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Behaviour, spawn, tool_names};
+use crate::support::{Behaviour, spawn, tool_named, tool_names};
 
 const READ_ADDON_TOOLS: [&str; 12] = [
     "GetAccounts",
@@ -99,8 +99,7 @@ async fn tools_list_follows_scope_and_addon_presence() {
     let reply = app
         .legacy("elite-trade", "2025-03-26", "tools/list", json!({}))
         .await;
-    let place = &reply.json["result"]["tools"][13];
-    assert_eq!(place["name"], "PlaceOrder");
+    let place = tool_named(&reply, "PlaceOrder");
     assert_eq!(place.get("title"), None);
     assert_eq!(
         place["annotations"],
@@ -109,7 +108,7 @@ async fn tools_list_follows_scope_and_addon_presence() {
     let reply = app
         .legacy("elite-trade", "2025-06-18", "tools/list", json!({}))
         .await;
-    let accounts = &reply.json["result"]["tools"][1];
+    let accounts = tool_named(&reply, "GetAccounts");
     assert_eq!(accounts["title"], "List trading accounts");
     assert_eq!(
         accounts["annotations"],
@@ -120,7 +119,7 @@ async fn tools_list_follows_scope_and_addon_presence() {
         json!({"type":"object","additionalProperties":false})
     );
     assert_eq!(accounts["outputSchema"]["required"], json!(["accounts"]));
-    let place = &reply.json["result"]["tools"][13];
+    let place = tool_named(&reply, "PlaceOrder");
     assert!(
         place["inputSchema"]["properties"]["idempotency_key"]["description"]
             .as_str()
