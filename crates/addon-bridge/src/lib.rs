@@ -16,6 +16,7 @@
 
 mod connection;
 pub mod data;
+pub mod jobs;
 pub mod keys;
 mod listener;
 mod presence;
@@ -422,16 +423,26 @@ impl AddonBridge {
             if let Err(err) = self.beat().await {
                 tracing::warn!(error = %err, "add-on bridge heartbeat failed");
             }
+            match jobs::expire(&self.inner.db).await {
+                Ok(0) => {}
+                Ok(expired) => tracing::info!(expired, "add-on jobs expired without a result"),
+                Err(err) => tracing::warn!(error = %err, "add-on job expiry failed"),
+            }
             ticks += 1;
             // Old routing rows and expired idempotency keys, about once a minute.
             let every = u64::try_from(60_000 / period.as_millis().max(1)).unwrap_or(1);
             if ticks.is_multiple_of(every.max(1))
-                && let Err(err) = data::purge_old(&self.inner.db).await
+                && let Err(err) = purge(&self.inner.db).await
             {
                 tracing::warn!(error = %err, "add-on bridge purge failed");
             }
         }
     }
+}
+
+async fn purge(db: &PgPool) -> Result<(), sqlx::Error> {
+    data::purge_old(db).await?;
+    jobs::purge(db).await
 }
 
 /// `GET /v1/addon/ws`, the Add-On's WebSocket.

@@ -12,13 +12,14 @@ use uuid::Uuid;
 use crate::protocol::close;
 use crate::{AddonBridge, data, keys};
 
-const CHANNELS: [&str; 6] = [
+const CHANNELS: [&str; 7] = [
     "addon_call",
     "addon_result",
     "addon_idem",
     "addon_presence",
     "addon_refused",
     "addon_key_revoked",
+    "addon_job",
 ];
 
 /// Starts the listener under the supervisor; the receiver fires once the first re-check after
@@ -91,7 +92,7 @@ fn on_notification(bridge: &AddonBridge, channel: &str, id: Uuid) {
                 }
             });
         }
-        "addon_result" | "addon_idem" => bridge.inner.waiters.wake(id),
+        "addon_result" | "addon_idem" | "addon_job" => bridge.inner.waiters.wake(id),
         "addon_presence" => {
             bridge.inner.remote_presence.changed(id);
             let _ = bridge.inner.changes.send(id);

@@ -111,6 +111,52 @@ pub(crate) struct AccountSnapshotEvent {
     pub time: Option<DateTime<Utc>>,
 }
 
+/// Progress of a job the Add-On runs (`event` of kind `job_progress`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobProgressEvent {
+    pub job_id: Uuid,
+    /// From 0 to 1.
+    pub progress: f64,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// The final state of a job the Add-On ran (`event` of kind `job_result`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobResultEvent {
+    pub job_id: Uuid,
+    pub state: JobEnd,
+    #[serde(default)]
+    pub result: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JobEnd {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobEnd::Completed => "completed",
+            JobEnd::Failed => "failed",
+            JobEnd::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Checks the envelope's `"v"` (absent means 1) and decodes a frame.
 pub(crate) fn parse_envelope(text: &str) -> Result<(Value, Option<u64>), String> {
     let value: Value = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
@@ -228,6 +274,8 @@ pub(crate) fn decode_frame(
 pub(crate) enum Event {
     Execution(ExecutionEvent),
     Snapshot(AccountSnapshotEvent),
+    JobProgress(JobProgressEvent),
+    JobResult(JobResultEvent),
 }
 
 /// Decodes an `event` frame's `kind` and `data`; `Err` is the error frame to send back.
@@ -244,15 +292,30 @@ pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
     let parsed = match kind {
         "execution" => serde_json::from_value(data).map(Event::Execution),
         "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
+        "job_progress" => serde_json::from_value(data).map(Event::JobProgress),
+        "job_result" => serde_json::from_value(data).map(Event::JobResult),
         _ => {
             return Err(error(
                 "unknown_event",
-                "event kinds are execution and account_snapshot",
+                "event kinds are execution, account_snapshot, job_progress and job_result",
                 None,
             ));
         }
     };
-    parsed.map_err(|err| error("invalid_event", &err.to_string(), None))
+    let event = parsed.map_err(|err| error("invalid_event", &err.to_string(), None))?;
+    match &event {
+        Event::JobProgress(p) if !(0.0..=1.0).contains(&p.progress) => Err(error(
+            "invalid_event",
+            "job_progress.progress must be between 0 and 1",
+            None,
+        )),
+        Event::JobResult(r) if r.state == JobEnd::Failed && r.error.is_none() => Err(error(
+            "invalid_event",
+            "a failed job_result needs an error saying why",
+            None,
+        )),
+        _ => Ok(event),
+    }
 }
 
 fn has_nul(value: &Value) -> bool {

@@ -78,7 +78,7 @@ impl Waiters {
 
 impl Waiter<'_> {
     /// Returns on a wake-up or after [`RECHECK_EVERY`].
-    async fn changed(&mut self) {
+    pub(crate) async fn changed(&mut self) {
         let _ = tokio::time::timeout(RECHECK_EVERY, self.rx.changed()).await;
     }
 }

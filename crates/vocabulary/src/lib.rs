@@ -9,6 +9,7 @@
 pub mod addon;
 pub mod envelope;
 pub mod history;
+pub mod job;
 pub mod principal;
 pub mod scope;
 pub mod tier;
@@ -16,6 +17,7 @@ pub mod tier;
 pub use addon::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 pub use envelope::{ErrorBody, ErrorCodeTable, code_table_markdown};
 pub use history::{HistoryFilter, HistoryRequest};
+pub use job::{Job, JobError, JobFilter, JobKind, JobStart, JobState};
 pub use principal::Principal;
 pub use scope::Scope;
 pub use tier::{Tier, UnknownTier};
