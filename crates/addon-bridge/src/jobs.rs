@@ -234,26 +234,25 @@ pub(crate) async fn record_progress(
     user_id: Uuid,
     event: &JobProgressEvent,
 ) -> Result<(), sqlx::Error> {
-    let at = event.time.unwrap_or_else(Utc::now);
     sqlx::query!(
         "WITH a AS (SELECT set_config('synchronous_commit', 'off', true))
          UPDATE addon_jobs SET
            progress = GREATEST(coalesce(progress, 0), $3),
            message = coalesce($4, message),
-           progress_at = $5,
+           progress_at = coalesce($5::timestamptz, now()),
            expires_at = CASE WHEN state = 'starting'
              THEN created_at + max_secs * interval '1 second' ELSE expires_at END,
            state = CASE WHEN state = 'starting' THEN 'running' ELSE state END,
            updated_at = now(), version = version + 1
          FROM a
          WHERE job_id = $1 AND user_id = $2 AND finished_at IS NULL
-           AND (progress_at IS NULL OR progress_at <= $5)
+           AND (progress_at IS NULL OR progress_at <= coalesce($5::timestamptz, now()))
            AND (progress IS NULL OR progress < $3 OR message IS DISTINCT FROM coalesce($4, message))",
         event.job_id,
         user_id,
         event.progress,
         event.message,
-        at,
+        event.time,
     )
     .execute(db)
     .await?;
