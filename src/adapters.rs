@@ -11,7 +11,9 @@ use oauth::error::Internal;
 use oauth::{AccessError, OAuthState};
 use tokio::sync::broadcast;
 use uuid::Uuid;
-use vocabulary::{CallError, CallOutcome, CallRequest, Presence, Principal};
+use vocabulary::{
+    CallError, CallOutcome, CallRequest, Job, JobError, JobFilter, JobStart, Presence, Principal,
+};
 
 /// Verifies MCP bearer tokens with the OAuth service.
 #[derive(Debug, Clone)]
@@ -81,6 +83,32 @@ impl ToolRelay for AddonRelay {
                     CallError::Unavailable
                 })
         })
+    }
+
+    fn start_job(&self, start: JobStart) -> BoxFuture<'_, Result<Job, JobError>> {
+        Box::pin(self.bridge.start_job(start))
+    }
+
+    fn job(&self, user_id: Uuid, job_id: Uuid) -> BoxFuture<'_, Result<Option<Job>, CallError>> {
+        Box::pin(self.bridge.job(user_id, job_id))
+    }
+
+    fn jobs(&self, user_id: Uuid, filter: JobFilter) -> BoxFuture<'_, Result<Vec<Job>, CallError>> {
+        Box::pin(async move { self.bridge.jobs(user_id, &filter).await })
+    }
+
+    fn cancel_job(&self, user_id: Uuid, job_id: Uuid) -> BoxFuture<'_, Result<Job, JobError>> {
+        Box::pin(self.bridge.cancel_job(user_id, job_id))
+    }
+
+    fn wait_job(
+        &self,
+        user_id: Uuid,
+        job_id: Uuid,
+        after_version: i64,
+        until: std::time::Instant,
+    ) -> BoxFuture<'_, Result<Option<Job>, CallError>> {
+        Box::pin(self.bridge.wait_job(user_id, job_id, after_version, until))
     }
 }
 

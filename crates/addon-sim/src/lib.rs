@@ -4,6 +4,7 @@
 //! fault injection (latency, never answer, drop mid-call, old version), and a record of the
 //! calls received for tests to await.
 
+mod jobs;
 mod sim;
 
 use std::path::PathBuf;
@@ -164,6 +165,7 @@ async fn serve(
         match frame["type"].as_str() {
             Some("welcome") => {
                 tracing::info!("connected");
+                lock(&sim).events = Some(out_tx.clone());
                 let snapshots = lock(&sim).snapshots();
                 for event in snapshots {
                     let _ = out_tx.send(event.to_string());
@@ -183,6 +185,10 @@ async fn serve(
                 }
                 if matches(&options.never_answer, &tool) {
                     tracing::warn!(%tool, "fault: never answering");
+                    continue;
+                }
+                if let Some(reply) = job_call(&sim, &tool, &frame) {
+                    let _ = out_tx.send(reply.to_string());
                     continue;
                 }
                 let sim = Arc::clone(&sim);
@@ -216,6 +222,25 @@ async fn serve(
     }
     writer.abort();
     Ok(code)
+}
+
+/// Answers a job's start or cancel at once (the work reports by events); `None` for other
+/// calls.
+fn job_call(sim: &Arc<Mutex<Sim>>, tool: &str, frame: &Value) -> Option<Value> {
+    let arguments = &frame["arguments"];
+    let job_id = arguments["job_id"].as_str()?;
+    let outcome = if jobs::JOB_TOOLS.contains(&tool) {
+        Ok(jobs::start(sim, tool, job_id, arguments))
+    } else if tool == "CancelJob" {
+        jobs::cancel(sim, job_id)
+    } else {
+        return None;
+    };
+    let id = &frame["id"];
+    Some(match outcome {
+        Ok(content) => json!({"v": 1, "type": "result", "id": id, "ok": true, "content": content}),
+        Err(error) => json!({"v": 1, "type": "result", "id": id, "ok": false, "error": error}),
+    })
 }
 
 pub(crate) fn lock(sim: &Mutex<Sim>) -> std::sync::MutexGuard<'_, Sim> {

@@ -47,6 +47,10 @@ pub struct Sim {
     scripts: PathBuf,
     backtest_wait: Duration,
     counter: u64,
+    /// Jobs running now, by id, with their cancel flags.
+    pub(crate) jobs: BTreeMap<String, std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The current connection's frames out, for events sent outside a call.
+    pub(crate) events: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 const EXAMPLE: &str = "namespace NinjaTrader.NinjaScript.Strategies\n{\n    public class SampleMaCross : Strategy\n    {\n        protected override void OnBarUpdate() { }\n    }\n}\n";
@@ -88,10 +92,16 @@ impl Sim {
             scripts,
             backtest_wait: backtest_time,
             counter: 0,
+            jobs: BTreeMap::new(),
+            events: None,
         })
     }
 
-    fn next_id(&mut self, prefix: &str) -> String {
+    pub(crate) fn backtest_wait(&self) -> Duration {
+        self.backtest_wait
+    }
+
+    pub(crate) fn next_id(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}{}", self.counter)
     }
@@ -323,7 +333,8 @@ impl Sim {
     }
 
     /// Compile errors: unbalanced braces or a missing namespace, per file.
-    fn compile(&self) -> Answer {
+    /// The compiler's report on every script: `success` and the errors (file, line, code).
+    pub(crate) fn compile_report(&self) -> Value {
         let mut files = vec![];
         Self::list_scripts(&self.scripts, &self.scripts, &mut files);
         let mut errors = vec![];
@@ -345,13 +356,18 @@ impl Sim {
                 errors.push(json!({"file": path, "line": 1, "code": "CS0116", "message": "A namespace cannot directly contain members such as fields or methods"}));
             }
         }
-        if errors.is_empty() {
-            Ok(json!({"success": true, "files": files.len(), "errors": []}))
+        json!({"success": errors.is_empty(), "files": files.len(), "errors": errors})
+    }
+
+    fn compile(&self) -> Answer {
+        let report = self.compile_report();
+        if report["success"] == true {
+            Ok(report)
         } else {
+            let errors = &report["errors"];
             Err(format!(
-                "Compilation failed with {} error(s): {}",
-                errors.len(),
-                Value::Array(errors)
+                "Compilation failed with {} error(s): {errors}",
+                errors.as_array().map_or(0, Vec::len),
             ))
         }
     }
@@ -366,7 +382,7 @@ impl Sim {
     }
 
     #[expect(clippy::too_many_lines, reason = "one arm per tool")]
-    fn answer(&mut self, tool: &str, args: &Value) -> (Answer, Vec<Value>) {
+    pub(crate) fn answer(&mut self, tool: &str, args: &Value) -> (Answer, Vec<Value>) {
         let account = args["account"].as_str();
         let instrument = args["instrument"].as_str();
         let result: Answer = match tool {

@@ -13,9 +13,19 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use vocabulary::JobKind;
+
 use crate::auth::Scope;
 use crate::protocol::Revision;
+
+mod jobs;
+
 use crate::relay::{HistoryFilter, HistoryRequest};
+pub use jobs::JobRoute;
+pub(crate) use jobs::{
+    POLL_HINT, backtest_args, backtest_result, cancel_args, filter_of, get_args, job_json,
+    summary_of,
+};
 
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +37,18 @@ pub enum Route {
     /// Served from what the backend stored from the Add-On's events and calls (through the
     /// relay's `history`); works while NinjaTrader 8 is closed.
     Stored(StoredTool),
+    /// A long job NinjaTrader 8 runs, recorded by the backend (see [`JobRoute`]).
+    Job(JobRoute),
+}
+
+impl Route {
+    /// Whether the tool needs the Add-On connected now (so `tools/list` hides it otherwise).
+    pub fn needs_addon(self) -> bool {
+        matches!(
+            self,
+            Route::Addon { .. } | Route::Job(JobRoute::Start(_) | JobRoute::Cancel)
+        )
+    }
 }
 
 /// The tools served from stored Add-On history.
@@ -120,9 +142,6 @@ impl Effect {
 
 /// The default Add-On deadline (DESIGN.md, "Deadlines").
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
-const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
-const BACKTEST_DEADLINE: Duration = Duration::from_secs(300);
-const DEPLOY_DEADLINE: Duration = Duration::from_secs(60);
 const ADDON: Route = Route::Addon {
     deadline: DEFAULT_DEADLINE,
 };
@@ -190,8 +209,14 @@ fn trade<A: Args>(
 }
 
 /// The catalog, in the order `tools/list` shows it.
-#[expect(clippy::too_many_lines, reason = "one declarative table")]
 pub fn definitions() -> Vec<ToolDef> {
+    let mut tools = core_definitions();
+    tools.extend(jobs::definitions());
+    tools
+}
+
+#[expect(clippy::too_many_lines, reason = "one declarative table")]
+fn core_definitions() -> Vec<ToolDef> {
     vec![
         read::<NoArgs, Capabilities>(
             "GetMcpCapabilities",
@@ -295,11 +320,12 @@ pub fn definitions() -> Vec<ToolDef> {
         read::<BacktestQuery, BacktestResultsOutput>(
             "GetBacktestResults",
             "Read backtest results",
-            "Read the results of backtests that already ran (net profit, drawdown, trade count, \
-             win rate, profit factor, and the trades when `include_trades` is true): one job by \
-             `job_id`, or the most recent jobs. Does not start a backtest; RunStrategyBacktest \
-             does.",
-            ADDON,
+            "Read backtest jobs and their results (net profit, max drawdown, trade count, win \
+             rate, profit factor, and the trades when `include_trades` is true): one job by \
+             `job_id`, or the most recent backtests. Running backtests are listed with their \
+             progress. Results are kept 30 days and are readable while NinjaTrader 8 is closed. \
+             Does not start a backtest; RunStrategyBacktest does.",
+            Route::Job(JobRoute::BacktestResults),
         ),
         trade::<PlaceOrderArgs>(
             "PlaceOrder",
@@ -359,12 +385,15 @@ pub fn definitions() -> Vec<ToolDef> {
             DEFAULT_DEADLINE,
             false,
         ),
-        trade::<CompileArgs>(
+        jobs::start::<CompileArgs>(
+            JobKind::Compile,
             "CompileNinjaScript",
             "Compile NinjaScript",
-            "Compile all NinjaScript in NinjaTrader 8 and return the compiler errors and \
-             warnings (file, line, message). Takes up to two minutes.",
-            COMPILE_DEADLINE,
+            "Start compiling all NinjaScript in NinjaTrader 8. Returns at once with a compile \
+             job (`job_id`); compiling takes up to a few minutes. Follow it with GetJob: once \
+             completed its result says whether the compile succeeded and lists the compiler \
+             errors and warnings (file, line, code, message). Pass an `idempotency_key` so a \
+             retry does not compile twice.",
             true,
         ),
         trade::<WriteScriptArgs>(
@@ -376,22 +405,28 @@ pub fn definitions() -> Vec<ToolDef> {
             DEFAULT_DEADLINE,
             true,
         ),
-        trade::<BacktestArgs>(
+        jobs::start::<BacktestArgs>(
+            JobKind::Backtest,
             "RunStrategyBacktest",
             "Run a strategy backtest",
             "Start a Strategy Analyzer backtest of a compiled NinjaScript strategy on one \
-             instrument over a date range and wait for its summary (up to five minutes). The \
-             full results stay available through GetBacktestResults.",
-            BACKTEST_DEADLINE,
+             instrument over a date range. Returns at once with a `job_id`; the backtest runs \
+             inside NinjaTrader 8 (up to four hours) and keeps running if you disconnect. Poll \
+             GetJob with the job_id every 10-30 seconds, or call it with `wait_seconds` (up to \
+             50) to wait and receive progress; when it is completed read the full results with \
+             GetBacktestResults. Cancel with CancelJob. Pass an `idempotency_key` so a retry \
+             does not start a second backtest.",
             false,
         ),
-        trade::<DeployArgs>(
+        jobs::start::<DeployArgs>(
+            JobKind::Deploy,
             "DeployStrategy",
             "Deploy a strategy",
             "Enable a compiled NinjaScript strategy on a live or simulation account for one \
              instrument. It will trade by itself until StopStrategy: confirm with the user \
-             first. Returns the `strategy_id` of the running instance.",
-            DEPLOY_DEADLINE,
+             first. Returns at once with a deployment job (`job_id`); follow it with GetJob: \
+             once completed its result holds the `strategy_id` of the running instance, for \
+             StopStrategy. Pass an `idempotency_key` so a retry does not deploy twice.",
             false,
         ),
         trade::<StopStrategyArgs>(
@@ -581,6 +616,8 @@ pub fn tool_table_markdown() -> String {
             Route::Backend(_) => "backend".to_owned(),
             Route::Addon { deadline } => format!("Add-On ({} s)", deadline.as_secs()),
             Route::Stored(_) => "backend (Add-On history)".to_owned(),
+            Route::Job(JobRoute::Start(_) | JobRoute::Cancel) => "Add-On (job)".to_owned(),
+            Route::Job(_) => "backend (jobs)".to_owned(),
         };
         let _ = writeln!(
             out,
@@ -1201,11 +1238,38 @@ mod tests {
     }
 
     #[test]
-    fn long_running_tools_get_longer_deadlines() {
+    fn long_running_tools_start_jobs_and_every_job_is_followed() {
+        for (name, kind) in [
+            ("CompileNinjaScript", JobKind::Compile),
+            ("RunStrategyBacktest", JobKind::Backtest),
+            ("DeployStrategy", JobKind::Deploy),
+        ] {
+            let tool = catalog().get(name).unwrap();
+            assert_eq!(tool.def.route, Route::Job(JobRoute::Start(kind)), "{name}");
+            assert!(tool.def.route.needs_addon());
+            assert!(tool.def.description.contains("GetJob"), "{name}");
+            assert!(tool.def.description.contains("idempotency_key"), "{name}");
+            let output = &tool.def.output_schema.as_ref().unwrap()["properties"];
+            assert!(output["job"]["properties"]["job_id"].is_object(), "{name}");
+            assert!(output["poll"].is_object(), "{name}");
+        }
+        for (name, needs_addon) in [
+            ("GetJob", false),
+            ("ListJobs", false),
+            ("GetBacktestResults", false),
+            ("CancelJob", true),
+        ] {
+            let tool = catalog().get(name).unwrap();
+            assert!(matches!(tool.def.route, Route::Job(_)), "{name}");
+            assert_eq!(tool.def.route.needs_addon(), needs_addon, "{name}");
+        }
+        let get = catalog().get("GetJob").unwrap();
+        assert!(get.def.description.contains("wait_seconds"));
+        assert_eq!(
+            get.def.input_schema["properties"]["wait_seconds"]["maximum"],
+            json!(jobs::MAX_WAIT_SECONDS)
+        );
         for (name, deadline) in [
-            ("CompileNinjaScript", COMPILE_DEADLINE),
-            ("RunStrategyBacktest", BACKTEST_DEADLINE),
-            ("DeployStrategy", DEPLOY_DEADLINE),
             ("PlaceOrder", DEFAULT_DEADLINE),
             ("GetAccounts", DEFAULT_DEADLINE),
         ] {
@@ -1215,7 +1279,6 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(DEFAULT_DEADLINE < COMPILE_DEADLINE);
     }
 
     #[test]
@@ -1300,7 +1363,8 @@ mod tests {
         let table = tool_table_markdown();
         assert!(table.starts_with("| Tool | Scope | Route | Description |\n"));
         assert!(table.contains("| `GetMcpCapabilities` | `mcp:read` | backend | Report what"));
-        assert!(table.contains("| `RunStrategyBacktest` | `mcp:trade` | Add-On (300 s) |"));
+        assert!(table.contains("| `RunStrategyBacktest` | `mcp:trade` | Add-On (job) |"));
+        assert!(table.contains("| `GetJob` | `mcp:read` | backend (jobs) |"));
         assert_eq!(table.lines().count(), catalog().tools().count() + 2);
     }
 }

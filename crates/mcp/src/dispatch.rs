@@ -10,13 +10,16 @@ use store::users::Tier;
 
 use crate::McpState;
 use crate::auth::Principal;
-use crate::catalog::{BackendTool, Capabilities, Route, Tool, catalog};
+use crate::catalog::{
+    self, BackendTool, Capabilities, DEFAULT_DEADLINE, JobRoute, Route, Tool, catalog,
+};
 use crate::error::HttpError;
 use crate::protocol::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO, Message, Request, Revision,
     RpcError, classify, decode_header_value, result_response,
 };
-use crate::relay::{CallError, CallOutcome, CallRequest};
+use crate::relay::{CallError, CallOutcome, CallRequest, Job, JobError, JobFilter, JobStart};
+use vocabulary::{JobKind, JobState};
 
 /// What the transport sends back.
 #[derive(Debug)]
@@ -66,12 +69,17 @@ const INSTRUCTIONS: &str = "CrossTrade connects you to the user's NinjaTrader 8 
     Add-On is connected. Trade tools act on real accounts: confirm every order action with the \
     user, and pass an idempotency_key so retries never repeat an action.";
 
+/// Where `notifications/progress` for the request being served go, when its client can
+/// receive them (the POST is answered with an event stream).
+pub(crate) type ProgressSink = tokio::sync::mpsc::UnboundedSender<Value>;
+
 /// Handles one POST body.
 pub(crate) async fn handle_body(
     state: &McpState,
     principal: &Principal,
     headers: &HeaderMap,
     body: &[u8],
+    progress: Option<&ProgressSink>,
 ) -> Reply {
     let value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
@@ -86,7 +94,7 @@ pub(crate) async fn handle_body(
         Value::Array(items) => handle_batch(state, principal, headers, items).await,
         single => match classify(single) {
             Ok(Message::Request(request)) => {
-                match handle_request(state, principal, headers, request, None).await {
+                match handle_request(state, principal, headers, request, None, progress).await {
                     RequestReply::Json(status, body) => Reply::Json(status, body),
                     RequestReply::Http(error) => Reply::Http(error),
                 }
@@ -142,6 +150,7 @@ async fn handle_batch(
                     headers,
                     request,
                     Some(Revision::V2025_03_26),
+                    None,
                 )
                 .await
                 {
@@ -172,6 +181,7 @@ async fn handle_request(
     headers: &HeaderMap,
     request: Request,
     batch_revision: Option<Revision>,
+    progress: Option<&ProgressSink>,
 ) -> RequestReply {
     let id = request.id.clone();
     // `initialize` negotiates in its body and is never rejected for its header (CLIENTS.md 15),
@@ -188,7 +198,7 @@ async fn handle_request(
         None => resolve_revision(headers, &request),
     };
     let outcome = match revision {
-        Ok(revision) => serve(state, principal, revision, &request).await,
+        Ok(revision) => serve(state, principal, revision, &request, progress).await,
         Err(error) => Err(Failure::Rpc(error)),
     };
     match outcome {
@@ -397,6 +407,7 @@ async fn serve(
     principal: &Principal,
     revision: Revision,
     request: &Request,
+    progress: Option<&ProgressSink>,
 ) -> Result<(Revision, Value), Failure> {
     // Test harnesses only (the conformance fixtures); the binary's state has no extension.
     let extension = state.extension();
@@ -408,7 +419,7 @@ async fn serve(
         "ping" if !revision.is_modern() => json!({}),
         "server/discover" => discover(),
         "tools/list" => list_tools(state, principal, revision, &request.params).await?,
-        "tools/call" => call_tool(state, principal, revision, &request.params).await?,
+        "tools/call" => call_tool(state, principal, revision, &request.params, progress).await?,
         method => {
             return Err(RpcError::method_not_found(method, revision.is_modern()).into());
         }
@@ -459,7 +470,7 @@ async fn list_tools(
     let tools: Vec<Value> = catalog()
         .tools()
         .filter(|tool| principal.scope.covers(tool.def.scope))
-        .filter(|tool| presence.connected || !matches!(tool.def.route, Route::Addon { .. }))
+        .filter(|tool| presence.connected || !tool.def.route.needs_addon())
         .map(|tool| tool.to_json(revision))
         .collect();
     // Moved in, not copied (`json!` would serialize a copy of every schema).
@@ -485,6 +496,7 @@ async fn call_tool(
     principal: &Principal,
     revision: Revision,
     params: &Map<String, Value>,
+    progress: Option<&ProgressSink>,
 ) -> Result<Value, Failure> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(
@@ -601,16 +613,7 @@ async fn call_tool(
             match outcome {
                 Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
                 Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
-                // Not connected because the Add-On is too old: the 408 says so and names it.
-                Err(CallError::NotConnected) => {
-                    let presence = state.relay().presence(principal.user_id).await;
-                    Err(match presence.too_old {
-                        Some(too_old) if !presence.connected => HttpError::addon_too_old(&too_old),
-                        _ => HttpError::from_relay(&CallError::NotConnected, deadline),
-                    }
-                    .into())
-                }
-                Err(error) => Err(HttpError::from_relay(&error, deadline).into()),
+                Err(error) => Err(relay_failure(state, principal, error, deadline).await),
             }
         }
         Route::Stored(stored) => {
@@ -625,6 +628,209 @@ async fn call_tool(
                 Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
                 Err(error) => Err(HttpError::from_relay(&error, Duration::ZERO).into()),
             }
+        }
+        Route::Job(route) => {
+            let progress = progress.and_then(|sink| {
+                let token = params.get("_meta")?.get("progressToken")?;
+                (token.is_string() || token.is_i64() || token.is_u64())
+                    .then(|| Progress::new(sink.clone(), token.clone()))
+            });
+            let outcome = job_tool(state, principal, tool, route, arguments, progress).await;
+            let counted = match &outcome {
+                Ok(Ok(value)) => Ok(CallOutcome::Ok(value.clone())),
+                Ok(Err(message)) => Ok(CallOutcome::ToolError(message.clone())),
+                Err(error) => Err(*error),
+            };
+            count_call(tool.def.name, &counted);
+            match outcome {
+                Ok(Ok(value)) => Ok(tool_output(tool, revision, value)),
+                Ok(Err(message)) => Ok(tool_error(&message)),
+                Err(error) => Err(relay_failure(state, principal, error, DEFAULT_DEADLINE).await),
+            }
+        }
+    }
+}
+
+/// A relay error as the HTTP outcome of the product's table. Not connected because the
+/// Add-On is too old: the 408 says so and names it.
+async fn relay_failure(
+    state: &McpState,
+    principal: &Principal,
+    error: CallError,
+    deadline: Duration,
+) -> Failure {
+    if error == CallError::NotConnected {
+        let presence = state.relay().presence(principal.user_id).await;
+        if let Some(too_old) = presence.too_old
+            && !presence.connected
+        {
+            return HttpError::addon_too_old(&too_old).into();
+        }
+    }
+    HttpError::from_relay(&error, deadline).into()
+}
+
+/// `notifications/progress` for one request: sent only when progress grows (2025-11-25
+/// basic/utilities/progress: "The progress value MUST increase with each notification").
+struct Progress {
+    sink: ProgressSink,
+    token: Value,
+    last: Option<f64>,
+}
+
+impl Progress {
+    fn new(sink: ProgressSink, token: Value) -> Self {
+        Self {
+            sink,
+            token,
+            last: None,
+        }
+    }
+
+    fn report(&mut self, job: &Job) {
+        let Some(fraction) = job.progress else {
+            return;
+        };
+        let percent = (fraction * 100.0).clamp(0.0, 100.0);
+        if self.last.is_some_and(|last| percent <= last) {
+            return;
+        }
+        self.last = Some(percent);
+        let mut params = json!({
+            "progressToken": self.token,
+            "progress": percent,
+            "total": 100,
+        });
+        if let Some(message) = &job.message {
+            params["message"] = json!(message);
+        }
+        let _ = self.sink.send(json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": params,
+        }));
+    }
+}
+
+/// A job tool: the structured result, a tool error the model can correct, or a relay error.
+async fn job_tool(
+    state: &McpState,
+    principal: &Principal,
+    tool: &Tool,
+    route: JobRoute,
+    mut arguments: Value,
+    mut progress: Option<Progress>,
+) -> Result<Result<Value, String>, CallError> {
+    let relay = state.relay();
+    let user_id = principal.user_id;
+    let refused = |error: JobError| match error {
+        JobError::Refused(message) => Ok(Err(message)),
+        JobError::Call(error) => Err(error),
+    };
+    match route {
+        JobRoute::Start(kind) => {
+            let idempotency_key = arguments
+                .as_object_mut()
+                .and_then(|arguments| arguments.remove("idempotency_key"))
+                .and_then(|key| key.as_str().map(str::to_owned));
+            let start = JobStart {
+                user_id,
+                kind,
+                tool: tool.def.name.to_owned(),
+                summary: catalog::summary_of(&arguments),
+                arguments,
+                idempotency_key,
+            };
+            match relay.start_job(start).await {
+                Ok(job) if job.state == JobState::Failed => Ok(Err(format!(
+                    "{} failed: {} (job {})",
+                    tool.def.name,
+                    job.error.as_deref().unwrap_or("no reason given"),
+                    job.job_id
+                ))),
+                Ok(job) => Ok(Ok(
+                    json!({ "job": catalog::job_json(&job), "poll": catalog::POLL_HINT }),
+                )),
+                Err(error) => refused(error),
+            }
+        }
+        JobRoute::Get => {
+            let (job_id, wait) = match catalog::get_args(arguments) {
+                Ok(args) => args,
+                Err(message) => return Ok(Err(message)),
+            };
+            let until = std::time::Instant::now() + wait;
+            let mut job = relay.job(user_id, job_id).await?;
+            while let Some(current) = &job {
+                if let Some(progress) = progress.as_mut() {
+                    progress.report(current);
+                }
+                if current.state.is_final() || std::time::Instant::now() >= until {
+                    break;
+                }
+                job = relay
+                    .wait_job(user_id, job_id, current.version, until)
+                    .await?;
+            }
+            match job {
+                Some(job) => Ok(Ok(json!({ "job": catalog::job_json(&job) }))),
+                None => Ok(Err(format!(
+                    "no job {job_id}: list this account's jobs with ListJobs"
+                ))),
+            }
+        }
+        JobRoute::List => {
+            let filter = match catalog::filter_of(arguments) {
+                Ok(filter) => filter,
+                Err(message) => return Ok(Err(message)),
+            };
+            let jobs = relay.jobs(user_id, filter).await?;
+            let jobs: Vec<Value> = jobs.iter().map(catalog::job_json).collect();
+            Ok(Ok(json!({ "jobs": jobs })))
+        }
+        JobRoute::Cancel => {
+            let job_id = match catalog::cancel_args(arguments) {
+                Ok(job_id) => job_id,
+                Err(message) => return Ok(Err(message)),
+            };
+            match relay.cancel_job(user_id, job_id).await {
+                Ok(job) => Ok(Ok(json!({ "job": catalog::job_json(&job) }))),
+                Err(error) => refused(error),
+            }
+        }
+        JobRoute::BacktestResults => {
+            let (job_id, include_trades, limit) = match catalog::backtest_args(arguments) {
+                Ok(args) => args,
+                Err(message) => return Ok(Err(message)),
+            };
+            let jobs = if let Some(job_id) = job_id {
+                match relay.job(user_id, job_id).await? {
+                    Some(job) if job.kind == JobKind::Backtest => vec![job],
+                    Some(job) => {
+                        return Ok(Err(format!(
+                            "job {job_id} is a {} job, not a backtest: read it with GetJob",
+                            job.kind.as_str()
+                        )));
+                    }
+                    None => {
+                        return Ok(Err(format!(
+                            "no backtest job {job_id}: list backtests with ListJobs"
+                        )));
+                    }
+                }
+            } else {
+                let filter = JobFilter {
+                    kind: Some(JobKind::Backtest),
+                    limit,
+                    ..JobFilter::default()
+                };
+                relay.jobs(user_id, filter).await?
+            };
+            let results: Vec<Value> = jobs
+                .iter()
+                .map(|job| catalog::backtest_result(job, include_trades))
+                .collect();
+            Ok(Ok(json!({ "results": results })))
         }
     }
 }

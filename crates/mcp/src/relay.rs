@@ -7,7 +7,8 @@ use tokio::sync::broadcast;
 use crate::auth::BoxFuture;
 
 pub use vocabulary::{
-    CallError, CallOutcome, CallRequest, HistoryFilter, HistoryRequest, Presence,
+    CallError, CallOutcome, CallRequest, HistoryFilter, HistoryRequest, Job, JobError, JobFilter,
+    JobStart, Presence,
 };
 
 /// Relays tool calls to the Add-On of a user and reports its presence.
@@ -31,6 +32,55 @@ pub trait ToolRelay: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<CallOutcome, CallError>> {
         let _ = (user_id, request);
         Box::pin(async { Err(CallError::Unavailable) })
+    }
+
+    /// Starts a job in NinjaTrader 8 and answers at once with it. `Err` only when the start
+    /// certainly never reached the Add-On, or the request is refused (a tool error).
+    fn start_job<'a>(&'a self, start: JobStart) -> BoxFuture<'a, Result<Job, JobError>> {
+        let _ = start;
+        Box::pin(async { Err(JobError::Call(CallError::Unavailable)) })
+    }
+
+    /// One job of the user; `None` when there is none (or it is another user's).
+    fn job<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+        job_id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<Option<Job>, CallError>> {
+        let _ = (user_id, job_id);
+        Box::pin(async { Err(CallError::Unavailable) })
+    }
+
+    /// The user's jobs, newest first.
+    fn jobs<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+        filter: JobFilter,
+    ) -> BoxFuture<'a, Result<Vec<Job>, CallError>> {
+        let _ = (user_id, filter);
+        Box::pin(async { Err(CallError::Unavailable) })
+    }
+
+    /// Asks the Add-On to cancel a job; the job as it then stands.
+    fn cancel_job<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+        job_id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<Job, JobError>> {
+        let _ = (user_id, job_id);
+        Box::pin(async { Err(JobError::Call(CallError::Unavailable)) })
+    }
+
+    /// The job once it changed past `after_version` or is final, or as it stands at `until`.
+    fn wait_job<'a>(
+        &'a self,
+        user_id: uuid::Uuid,
+        job_id: uuid::Uuid,
+        after_version: i64,
+        until: std::time::Instant,
+    ) -> BoxFuture<'a, Result<Option<Job>, CallError>> {
+        let _ = (after_version, until);
+        self.job(user_id, job_id)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP face of the endpoint: Origin check, CORS, bearer authentication, and the four
 //! methods of Streamable HTTP (MCP 2025-11-25 basic/transports; 2026-07-28
-//! transports/streamable-http). Replies are always `application/json`: clients must accept it
-//! whatever their `Accept` says (CLIENTS.md row 14), and no response here needs a stream.
+//! transports/streamable-http). Replies are `application/json` (clients must accept it whatever
+//! their `Accept` says, CLIENTS.md row 14), except a request that carries a `progressToken`
+//! from a client accepting `text/event-stream`: once it reports progress, its POST is answered
+//! with an event stream of `notifications/progress` ending with the response.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -84,14 +86,131 @@ pub(crate) async fn post_mcp(
     let response = match auth {
         Err(rejection) => rejection.into_response(),
         Ok(Authenticated(principal)) => {
-            match handle_body(&state, &principal, &headers, &body).await {
-                Reply::Json(status, body) => (status, Json(body)).into_response(),
-                Reply::Accepted => StatusCode::ACCEPTED.into_response(),
-                Reply::Http(error) => state.reject(error).into_response(),
+            let slot = wants_progress(&headers, &body)
+                .then(|| state.stream_slot(principal.user_id).ok())
+                .flatten();
+            if let Some(slot) = slot {
+                with_progress(state, principal, headers, body, slot).await
+            } else {
+                let reply = handle_body(&state, &principal, &headers, &body, None).await;
+                reply_response(&state, reply)
             }
         }
     };
     origin.decorate(response)
+}
+
+fn reply_response(state: &McpState, reply: Reply) -> Response {
+    match reply {
+        Reply::Json(status, body) => (status, Json(body)).into_response(),
+        Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+        Reply::Http(error) => state.reject(error).into_response(),
+    }
+}
+
+/// A request that may report progress: its client reads event streams and it names a
+/// `progressToken` (a byte search; a false match only costs a task).
+fn wants_progress(headers: &HeaderMap, body: &[u8]) -> bool {
+    const TOKEN: &[u8] = b"\"progressToken\"";
+    headers.get_all(header::ACCEPT).iter().any(|accept| {
+        accept
+            .to_str()
+            .is_ok_and(|a| a.contains("text/event-stream"))
+    }) && body.windows(TOKEN.len()).any(|window| window == TOKEN)
+}
+
+/// Aborts the request's task when its stream is dropped: a client closing the stream cancels
+/// the request (a GetJob wait), never the job it follows.
+struct AbortOnDrop(tokio::task::JoinHandle<Reply>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the request in a task. Answered as JSON unless a progress notification comes first;
+/// then as an event stream: the notifications, then the response. Every HTTP-level outcome
+/// (401, 403, 408, 429) is decided before any progress, so it keeps its status code.
+async fn with_progress(
+    state: McpState,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+    slot: crate::StreamSlot,
+) -> Response {
+    let (sink, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    let request_id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|request| request.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let task_state = state.clone();
+    let mut task = AbortOnDrop(tokio::spawn(async move {
+        handle_body(&task_state, &principal, &headers, &body, Some(&sink)).await
+    }));
+    let first = tokio::select! {
+        biased;
+        reply = &mut task.0 => {
+            let reply = reply.unwrap_or(Reply::Http(HttpError::ServerError(
+                "The request ended unexpectedly; retry it",
+            )));
+            return reply_response(&state, reply);
+        }
+        Some(first) = notifications.recv() => first,
+    };
+    let open = Streaming {
+        pending: Some(first),
+        notifications,
+        task: Some(task),
+        request_id,
+        _slot: slot,
+    };
+    let stream = futures_util::stream::unfold(open, |mut open| async move {
+        let message = open.next().await?;
+        let event = Event::default().event("message").data(message.to_string());
+        Some((Ok::<_, Infallible>(event), open))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The event stream answering a POST: its request's notifications, then its response.
+struct Streaming {
+    pending: Option<serde_json::Value>,
+    notifications: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    task: Option<AbortOnDrop>,
+    request_id: serde_json::Value,
+    /// Counted against the stream caps while open.
+    _slot: crate::StreamSlot,
+}
+
+impl Streaming {
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        if let Some(pending) = self.pending.take() {
+            return Some(pending);
+        }
+        // The task holds the sender: the channel closes once it has answered.
+        if let Some(notification) = self.notifications.recv().await {
+            return Some(notification);
+        }
+        let mut task = self.task.take()?;
+        let reply = (&mut task.0).await.ok()?;
+        match reply {
+            Reply::Json(_, body) => Some(body),
+            // Too late for a status code: the error as the request's JSON-RPC error.
+            Reply::Http(error) => Some(serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": self.request_id,
+                "error": { "code": -32603, "message": error.to_string() },
+            })),
+            Reply::Accepted => None,
+        }
+    }
 }
 
 /// GET: the server-to-client SSE stream of the legacy revisions, carrying

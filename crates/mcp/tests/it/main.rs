@@ -8,6 +8,7 @@
     reason = "tests fail by panicking"
 )]
 
+mod jobs;
 mod negotiation;
 mod outcomes;
 mod streams;

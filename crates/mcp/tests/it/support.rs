@@ -14,7 +14,7 @@ use store::users::{Email, Tier};
 use testkit::TestDb;
 use tokio::sync::broadcast;
 use uuid::Uuid;
-use vocabulary::TooOld;
+use vocabulary::{Job, JobError, JobFilter, JobStart, JobState, TooOld};
 
 pub const PUBLIC_URL: &str = "https://app.crosstrade.example";
 pub const BROWSER_ORIGIN: &str = "http://localhost:6274";
@@ -50,6 +50,10 @@ pub enum Behaviour {
 pub struct TestRelay {
     presence: Mutex<HashMap<Uuid, Presence>>,
     behaviour: Mutex<Behaviour>,
+    /// Jobs started through the relay, by id, and a counter bumped on every change.
+    pub jobs: Mutex<HashMap<Uuid, (Uuid, Job)>>,
+    job_changed: tokio::sync::watch::Sender<u64>,
+    pub job_starts: Mutex<Vec<JobStart>>,
     changes: broadcast::Sender<Uuid>,
     pub calls: Mutex<Vec<CallRequest>>,
 }
@@ -61,7 +65,41 @@ impl TestRelay {
             behaviour: Mutex::new(Behaviour::Answer(CallOutcome::Ok(json!({})))),
             changes: broadcast::channel(16).0,
             calls: Mutex::new(Vec::new()),
+            jobs: Mutex::new(HashMap::new()),
+            job_changed: tokio::sync::watch::channel(0).0,
+            job_starts: Mutex::new(Vec::new()),
         }
+    }
+
+    fn connected(&self, user: Uuid) -> bool {
+        self.presence
+            .lock()
+            .unwrap()
+            .get(&user)
+            .is_some_and(|p| p.connected)
+    }
+
+    /// Moves a job on as the Add-On's events would.
+    pub fn advance(&self, job_id: Uuid, progress: f64, state: JobState) {
+        let mut jobs = self.jobs.lock().unwrap();
+        let (_, job) = jobs.get_mut(&job_id).unwrap();
+        job.progress = Some(progress);
+        job.message = Some(format!("step {progress}"));
+        job.state = state;
+        job.version += 1;
+        if state.is_final() {
+            job.finished_at = Some(job.updated_at);
+            job.result = Some(json!({"net_profit": 1250.5}));
+        }
+        drop(jobs);
+        self.job_changed.send_modify(|n| *n += 1);
+    }
+
+    /// The id of the only job started so far.
+    pub fn only_job(&self) -> Uuid {
+        let jobs = self.jobs.lock().unwrap();
+        assert_eq!(jobs.len(), 1);
+        *jobs.keys().next().unwrap()
     }
 
     pub fn connect(&self, user: Uuid) {
@@ -147,6 +185,86 @@ impl ToolRelay for TestRelay {
 
     fn presence_changes(&self) -> broadcast::Receiver<Uuid> {
         self.changes.subscribe()
+    }
+
+    fn start_job(&self, start: JobStart) -> BoxFuture<'_, Result<Job, JobError>> {
+        let connected = self.connected(start.user_id);
+        Box::pin(async move {
+            if !connected {
+                return Err(JobError::Call(CallError::NotConnected));
+            }
+            let now = "2026-12-01T10:00:00Z".parse().unwrap();
+            let job = Job {
+                job_id: Uuid::now_v7(),
+                kind: start.kind,
+                tool: start.tool.clone(),
+                state: JobState::Running,
+                progress: None,
+                message: None,
+                summary: start.summary.clone(),
+                result: None,
+                error: None,
+                created_at: now,
+                updated_at: now,
+                finished_at: None,
+                version: 1,
+            };
+            self.jobs
+                .lock()
+                .unwrap()
+                .insert(job.job_id, (start.user_id, job.clone()));
+            self.job_starts.lock().unwrap().push(start);
+            Ok(job)
+        })
+    }
+
+    fn job(&self, user_id: Uuid, job_id: Uuid) -> BoxFuture<'_, Result<Option<Job>, CallError>> {
+        let job = self
+            .jobs
+            .lock()
+            .unwrap()
+            .get(&job_id)
+            .filter(|(owner, _)| *owner == user_id)
+            .map(|(_, job)| job.clone());
+        Box::pin(async move { Ok(job) })
+    }
+
+    fn jobs(&self, user_id: Uuid, filter: JobFilter) -> BoxFuture<'_, Result<Vec<Job>, CallError>> {
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(owner, job)| *owner == user_id && filter.kind.is_none_or(|k| k == job.kind))
+            .map(|(_, job)| job.clone())
+            .collect();
+        Box::pin(async move { Ok(jobs) })
+    }
+
+    fn wait_job(
+        &self,
+        user_id: Uuid,
+        job_id: Uuid,
+        after_version: i64,
+        until: std::time::Instant,
+    ) -> BoxFuture<'_, Result<Option<Job>, CallError>> {
+        Box::pin(async move {
+            let mut changed = self.job_changed.subscribe();
+            loop {
+                let job = self.job(user_id, job_id).await?;
+                match &job {
+                    Some(current)
+                        if current.version <= after_version
+                            && !current.state.is_final()
+                            && std::time::Instant::now() < until => {}
+                    _ => return Ok(job),
+                }
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    () = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+        })
     }
 }
 

@@ -22,6 +22,8 @@ const READ_ADDON_TOOLS: [&str; 12] = [
     "ReadNinjaScriptFile",
     "GetBacktestResults",
 ];
+/// Listed after the others, visible without the Add-On.
+const READ_JOB_TOOLS: [&str; 2] = ["GetJob", "ListJobs"];
 const TRADE_TOOLS: [&str; 13] = [
     "PlaceOrder",
     "ModifyOrder",
@@ -48,6 +50,9 @@ async fn tools_list_follows_scope_and_addon_presence() {
         "GetJournal",
         "GetAddonActivity",
         "GetWatermarks",
+        "GetBacktestResults",
+        "GetJob",
+        "ListJobs",
     ];
     for token in ["elite-read", "elite-trade"] {
         let reply = app
@@ -66,6 +71,9 @@ async fn tools_list_follows_scope_and_addon_presence() {
     read.extend(READ_ADDON_TOOLS);
     let mut all = read.clone();
     all.extend(TRADE_TOOLS);
+    read.extend(READ_JOB_TOOLS);
+    all.extend(READ_JOB_TOOLS);
+    all.push("CancelJob");
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let reply = app
             .legacy("elite-read", version, "tools/list", json!({}))
@@ -299,15 +307,17 @@ async fn trade_calls_are_relayed_with_the_idempotency_key_lifted_out() {
         json!({"account":"Sim101","instrument":"ES 12-26","action":"Buy","order_type":"Market","quantity":2})
     );
 
+    // Long work starts a job instead of holding the request.
     let reply = app
         .call("elite-trade", "CompileNinjaScript", json!({}))
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(
-        app.relay.calls.lock().unwrap()[1].deadline,
-        Duration::from_secs(120)
-    );
-    assert_eq!(app.relay.calls.lock().unwrap()[1].idempotency_key, None);
+    assert_eq!(reply.json["result"]["isError"], false, "{}", reply.text);
+    let starts = app.relay.job_starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].tool, "CompileNinjaScript");
+    assert_eq!(starts[0].idempotency_key, None);
+    assert_eq!(app.relay.call_count(), 1);
 
     app.relay.behave(Behaviour::Answer(CallOutcome::ToolError(
         "Order rejected: insufficient margin".into(),
@@ -426,7 +436,7 @@ async fn every_tool_declares_its_oauth_scope_for_the_apps_sdk() {
         assert!(!tools.is_empty());
         for tool in tools {
             let name = tool["name"].as_str().unwrap();
-            let scope = if TRADE_TOOLS.contains(&name) {
+            let scope = if TRADE_TOOLS.contains(&name) || name == "CancelJob" {
                 "mcp:trade"
             } else {
                 "mcp:read"
