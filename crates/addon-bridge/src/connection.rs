@@ -22,7 +22,7 @@ use vocabulary::ErrorBody;
 
 use crate::keys::{self, KeyOwner};
 use crate::protocol::{self, Event, Hello, Inbound, close};
-use crate::{AddonBridge, CallError, CallOutcome, Presence, data};
+use crate::{AddonBridge, CallError, CallOutcome, Presence, data, signals};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Retry-After` of a refused upgrade (full or shutting down): the Add-On reconnects soon.
@@ -667,6 +667,8 @@ impl Conn {
             let stored = match &event {
                 Event::Execution(e) => data::store_execution(&db, user_id, e).await,
                 Event::Snapshot(s) => data::store_snapshot(&db, user_id, s).await,
+                Event::WebhookSignal(s) => signals::store_webhook_signal(&db, user_id, s).await,
+                Event::CopierAction(a) => signals::store_copier_action(&db, user_id, a).await,
             };
             let reply = match (stored, event_id) {
                 (Ok(()), Some(id)) => protocol::event_ack(&id),

@@ -228,7 +228,17 @@ pub(crate) fn decode_frame(
 pub(crate) enum Event {
     Execution(ExecutionEvent),
     Snapshot(AccountSnapshotEvent),
+    WebhookSignal(crate::signals::WebhookSignal),
+    CopierAction(crate::signals::CopierAction),
 }
+
+/// The event kinds this server stores.
+pub const EVENT_KINDS: [&str; 4] = [
+    "execution",
+    "account_snapshot",
+    "webhook_signal",
+    "copier_action",
+];
 
 /// Decodes an `event` frame's `kind` and `data`; `Err` is the error frame to send back.
 pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
@@ -242,17 +252,23 @@ pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
         ));
     }
     let parsed = match kind {
-        "execution" => serde_json::from_value(data).map(Event::Execution),
-        "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
+        "execution" => serde_json::from_value(data)
+            .map(Event::Execution)
+            .map_err(|err| err.to_string()),
+        "account_snapshot" => serde_json::from_value(data)
+            .map(Event::Snapshot)
+            .map_err(|err| err.to_string()),
+        "webhook_signal" => crate::signals::WebhookSignal::decode(data).map(Event::WebhookSignal),
+        "copier_action" => crate::signals::CopierAction::decode(data).map(Event::CopierAction),
         _ => {
             return Err(error(
                 "unknown_event",
-                "event kinds are execution and account_snapshot",
+                &format!("event kinds are {}", EVENT_KINDS.join(", ")),
                 None,
             ));
         }
     };
-    parsed.map_err(|err| error("invalid_event", &err.to_string(), None))
+    parsed.map_err(|message| error("invalid_event", &message, None))
 }
 
 fn has_nul(value: &Value) -> bool {
