@@ -17,6 +17,8 @@ use crate::auth::Scope;
 use crate::protocol::Revision;
 use crate::relay::{HistoryFilter, HistoryRequest};
 
+mod signals;
+
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -35,6 +37,8 @@ pub enum StoredTool {
     Journal,
     Activity,
     Watermarks,
+    WebhookHistory,
+    CopierActivity,
 }
 
 /// Entries a history tool returns when `limit` is left out (as its input schema says).
@@ -67,6 +71,9 @@ impl StoredTool {
                 Ok(HistoryRequest::Watermarks {
                     account: query.account,
                 })
+            }
+            StoredTool::WebhookHistory | StoredTool::CopierActivity => {
+                signals::request(self, arguments)
             }
         }
     }
@@ -192,7 +199,7 @@ fn trade<A: Args>(
 /// The catalog, in the order `tools/list` shows it.
 #[expect(clippy::too_many_lines, reason = "one declarative table")]
 pub fn definitions() -> Vec<ToolDef> {
-    vec![
+    let mut tools = vec![
         read::<NoArgs, Capabilities>(
             "GetMcpCapabilities",
             "CrossTrade MCP capabilities",
@@ -257,9 +264,12 @@ pub fn definitions() -> Vec<ToolDef> {
         read::<LimitQuery, ActivityOutput>(
             "GetAddonActivity",
             "Read Add-On activity",
-            "Read the CrossTrade Add-On's recent activity log (orders it relayed, webhook \
-             signals it handled, copier actions, errors), newest first. Useful for diagnosing \
-             webhook and copier behaviour.",
+            "Read the log of tool calls this server relayed to the CrossTrade Add-On, newest \
+             first: tool name, outcome (ok, tool_error, not_connected, disconnected, \
+             deadline_exceeded or unavailable), latency in milliseconds, the server replica \
+             that handled it, whether it was an idempotent repeat answered from the first \
+             call, and when. Arguments are never logged. Webhook signals are in \
+             GetWebhookHistory, copier actions in GetCopierActivity.",
             Route::Stored(StoredTool::Activity),
         ),
         read::<AccountFilter, WatermarksOutput>(
@@ -410,7 +420,9 @@ pub fn definitions() -> Vec<ToolDef> {
             DEFAULT_DEADLINE,
             false,
         ),
-    ]
+    ];
+    tools.extend(signals::definitions());
+    tools
 }
 
 /// A catalog entry with its schemas compiled into validators.
@@ -1114,7 +1126,23 @@ struct JournalOutput {
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]
 struct ActivityOutput {
-    entries: Vec<Record>,
+    /// Newest first.
+    entries: Vec<ActivityEntry>,
+}
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct ActivityEntry {
+    /// The tool relayed.
+    tool: String,
+    /// ok, tool_error, not_connected, disconnected, deadline_exceeded or unavailable.
+    outcome: String,
+    latency_ms: i64,
+    /// The server replica that handled the call.
+    instance_id: String,
+    /// True when an idempotent repeat was answered with the first call's outcome.
+    replayed: bool,
+    /// When the call ended (RFC 3339).
+    created_at: String,
 }
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]

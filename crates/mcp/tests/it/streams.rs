@@ -57,15 +57,15 @@ async fn get_stream_carries_list_changed_when_the_addon_comes_and_goes() {
     let reply = app
         .legacy("elite-read", "2025-11-25", "tools/list", json!({}))
         .await;
-    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 13);
+    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 15);
 
     app.relay.disconnect(app.users.elite);
     assert_eq!(next_event(&mut response, &mut buffer).await, LIST_CHANGED);
     let reply = app
         .legacy("elite-read", "2025-11-25", "tools/list", json!({}))
         .await;
-    // Capabilities and the three tools served from stored Add-On history stay.
-    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 4);
+    // Capabilities and the five tools served from stored Add-On history stay.
+    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 6);
 }
 
 #[tokio::test]

@@ -38,6 +38,9 @@ const TRADE_TOOLS: [&str; 13] = [
     "EmitAlert",
 ];
 
+/// Stored history listed after the trade tools (served with or without the Add-On).
+const STORED_SIGNAL_TOOLS: [&str; 2] = ["GetWebhookHistory", "GetCopierActivity"];
+
 #[tokio::test]
 async fn tools_list_follows_scope_and_addon_presence() {
     let app = spawn().await;
@@ -48,6 +51,8 @@ async fn tools_list_follows_scope_and_addon_presence() {
         "GetJournal",
         "GetAddonActivity",
         "GetWatermarks",
+        "GetWebhookHistory",
+        "GetCopierActivity",
     ];
     for token in ["elite-read", "elite-trade"] {
         let reply = app
@@ -66,6 +71,8 @@ async fn tools_list_follows_scope_and_addon_presence() {
     read.extend(READ_ADDON_TOOLS);
     let mut all = read.clone();
     all.extend(TRADE_TOOLS);
+    read.extend(STORED_SIGNAL_TOOLS);
+    all.extend(STORED_SIGNAL_TOOLS);
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let reply = app
             .legacy("elite-read", version, "tools/list", json!({}))
