@@ -503,9 +503,9 @@ pub(crate) async fn webhook_history(
     filter: &SignalFilter,
 ) -> Result<CallOutcome, sqlx::Error> {
     Ok(match webhook_signals(db, user_id, filter).await? {
-        Ok(page) => CallOutcome::Ok(
-            json!({ "signals": page.entries, "next_cursor": page.next_cursor }),
-        ),
+        Ok(page) => {
+            CallOutcome::Ok(json!({ "signals": page.entries, "next_cursor": page.next_cursor }))
+        }
         Err(message) => CallOutcome::ToolError(message),
     })
 }
@@ -517,9 +517,9 @@ pub(crate) async fn copier_history(
     filter: &SignalFilter,
 ) -> Result<CallOutcome, sqlx::Error> {
     Ok(match copier_actions(db, user_id, filter).await? {
-        Ok(page) => CallOutcome::Ok(
-            json!({ "actions": page.entries, "next_cursor": page.next_cursor }),
-        ),
+        Ok(page) => {
+            CallOutcome::Ok(json!({ "actions": page.entries, "next_cursor": page.next_cursor }))
+        }
         Err(message) => CallOutcome::ToolError(message),
     })
 }
@@ -571,13 +571,21 @@ mod tests {
     fn reasons_are_required_unless_an_order_was_placed() {
         let rejected = json!({"signal_id": "wh-1", "received_at": "2026-11-20T14:29:59Z",
             "outcome": "rejected"});
-        assert!(WebhookSignal::decode(rejected).unwrap_err().contains("reason"));
+        assert!(
+            WebhookSignal::decode(rejected)
+                .unwrap_err()
+                .contains("reason")
+        );
         let placed = json!({"signal_id": "wh-1", "received_at": "2026-11-20T14:29:59Z",
             "outcome": "order_placed", "order_ids": ["O1"]});
         assert!(WebhookSignal::decode(placed).is_ok());
         let empty_id = json!({"action_id": " ", "time": "2026-11-20T14:29:59Z",
             "leader_account": "Sim101", "follower_account": "Sim102", "outcome": "order_placed"});
-        assert!(CopierAction::decode(empty_id).unwrap_err().contains("action_id"));
+        assert!(
+            CopierAction::decode(empty_id)
+                .unwrap_err()
+                .contains("action_id")
+        );
         let unknown = json!({"action_id": "c", "time": "2026-11-20T14:29:59Z",
             "leader_account": "Sim101", "follower_account": "Sim102", "outcome": "maybe"});
         assert!(CopierAction::decode(unknown).is_err());

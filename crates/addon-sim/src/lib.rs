@@ -4,6 +4,7 @@
 //! fault injection (latency, never answer, drop mid-call, old version), and a record of the
 //! calls received for tests to await.
 
+mod outbox;
 mod sim;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+pub use outbox::Outbox;
 pub use sim::Sim;
 
 /// The Add-On version the simulator announces unless told otherwise.
@@ -129,7 +131,7 @@ async fn serve(
     let hello = json!({
         "v": 1, "type": "hello", "addon_version": options.addon_version,
         "nt8_version": "8.1.4.1",
-        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies"],
+        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies", "webhooks", "copier"],
     });
     sink.send(Message::text(hello.to_string())).await?;
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
@@ -164,9 +166,14 @@ async fn serve(
         match frame["type"].as_str() {
             Some("welcome") => {
                 tracing::info!("connected");
-                let snapshots = lock(&sim).snapshots();
-                for event in snapshots {
-                    let _ = out_tx.send(event.to_string());
+                let frames = lock(&sim).welcome();
+                for frame in frames {
+                    let _ = out_tx.send(frame);
+                }
+            }
+            Some("event_ack") => {
+                if let Some(id) = frame["id"].as_str() {
+                    lock(&sim).acked(id);
                 }
             }
             Some("call") => {
@@ -205,8 +212,8 @@ async fn serve(
                         }
                     };
                     let _ = out.send(reply.to_string());
-                    for event in events {
-                        let _ = out.send(event.to_string());
+                    for frame in lock(&sim).post(&events) {
+                        let _ = out.send(frame);
                     }
                 });
             }

@@ -149,22 +149,43 @@ async fn malformed_signals_and_copier_actions_are_invalid_and_not_stored() {
         changed
     };
     let cases = [
-        ("webhook_signal", with(&good_signal, "outcome", json!("maybe"))),
+        (
+            "webhook_signal",
+            with(&good_signal, "outcome", json!("maybe")),
+        ),
         ("webhook_signal", without(&good_signal, "signal_id")),
         ("webhook_signal", with(&good_signal, "signal_id", json!(""))),
         ("webhook_signal", without(&good_signal, "received_at")),
         ("webhook_signal", without(&good_signal, "outcome")),
-        ("webhook_signal", with(&good_signal, "received_at", json!("yesterday"))),
-        ("webhook_signal", with(&good_signal, "alert", json!("Long\u{0} entry"))),
-        ("webhook_signal", with(&good_signal, "raw_body", json!("{…}"))),
+        (
+            "webhook_signal",
+            with(&good_signal, "received_at", json!("yesterday")),
+        ),
+        (
+            "webhook_signal",
+            with(&good_signal, "alert", json!("Long\u{0} entry")),
+        ),
+        (
+            "webhook_signal",
+            with(&good_signal, "raw_body", json!("{…}")),
+        ),
         // Anything but a placed order says why.
-        ("webhook_signal", with(&good_signal, "outcome", json!("ignored"))),
-        ("copier_action", with(&good_action, "outcome", json!("copied"))),
+        (
+            "webhook_signal",
+            with(&good_signal, "outcome", json!("ignored")),
+        ),
+        (
+            "copier_action",
+            with(&good_action, "outcome", json!("copied")),
+        ),
         ("copier_action", without(&good_action, "action_id")),
         ("copier_action", without(&good_action, "time")),
         ("copier_action", without(&good_action, "follower_account")),
         ("copier_action", with(&good_action, "reason", Value::Null)),
-        ("copier_action", with(&good_action, "copier", json!("Ma\u{0}in"))),
+        (
+            "copier_action",
+            with(&good_action, "copier", json!("Ma\u{0}in")),
+        ),
     ];
     for (n, (kind, data)) in cases.iter().enumerate() {
         addon.send(&event(&format!("bad-{n}"), kind, data)).await;
@@ -273,7 +294,11 @@ async fn history_pages_newest_first_with_filters_and_refuses_a_bad_cursor() {
     };
     assert_eq!(
         pages(&db, user_id, &sim101, false).await,
-        [ids(&["wh-7", "wh-6"]), ids(&["wh-4", "wh-3"]), ids(&["wh-1"])]
+        [
+            ids(&["wh-7", "wh-6"]),
+            ids(&["wh-4", "wh-3"]),
+            ids(&["wh-1"])
+        ]
     );
     let placed_in_window = SignalFilter {
         outcome: Some("order_placed".to_owned()),
@@ -288,7 +313,9 @@ async fn history_pages_newest_first_with_filters_and_refuses_a_bad_cursor() {
     // Exactly `limit` entries left: no further page is promised.
     assert_eq!(
         pages(&db, user_id, &filter(7), false).await,
-        [ids(&["wh-7", "wh-6", "wh-5", "wh-4", "wh-3", "wh-2", "wh-1"])]
+        [ids(&[
+            "wh-7", "wh-6", "wh-5", "wh-4", "wh-3", "wh-2", "wh-1"
+        ])]
     );
 
     // Copier actions match the account as leader or follower.

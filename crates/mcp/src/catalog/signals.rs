@@ -302,9 +302,15 @@ mod tests {
                 cursor: None,
             })
         );
-        let message = request(StoredTool::CopierActivity, json!({"until": "yesterday 5pm"}))
-            .unwrap_err();
-        assert!(message.starts_with("until must be an RFC 3339 time"), "{message}");
+        let message = request(
+            StoredTool::CopierActivity,
+            json!({"until": "yesterday 5pm"}),
+        )
+        .unwrap_err();
+        assert!(
+            message.starts_with("until must be an RFC 3339 time"),
+            "{message}"
+        );
     }
 
     fn request_of(tool: StoredTool, arguments: Value) -> HistoryRequest {
@@ -337,7 +343,10 @@ mod tests {
             copier.def.input_schema["properties"]["outcome"]["enum"],
             json!(["order_placed", "skipped", "rejected", "error", null])
         );
-        assert_eq!(copier.validate_arguments(&json!({"outcome": "skipped"})), Ok(()));
+        assert_eq!(
+            copier.validate_arguments(&json!({"outcome": "skipped"})),
+            Ok(())
+        );
         for tool in [webhooks, copier] {
             assert_eq!(tool.def.scope, crate::auth::Scope::Read);
             assert!(matches!(tool.def.route, Route::Stored(_)));
@@ -414,6 +423,10 @@ mod tests {
         );
         let mut missing = entry;
         missing.as_object_mut().unwrap().remove("latency_ms");
-        assert!(activity.validate_output(&json!({"entries": [missing]})).is_err());
+        assert!(
+            activity
+                .validate_output(&json!({"entries": [missing]}))
+                .is_err()
+        );
     }
 }
