@@ -17,7 +17,9 @@ fn at(start: DateTime<Utc>, minutes_before: i64, millis: i64) -> String {
 }
 
 fn event(kind: &str, id: &str, data: Value) -> Value {
-    json!({"v": 1, "type": "event", "id": format!("ev-{id}"), "kind": kind, "data": data})
+    let mut frame = json!({"v": 1, "type": "event", "id": format!("ev-{id}"), "kind": kind});
+    frame["data"] = data;
+    frame
 }
 
 /// What the Add-On received before this session: two alerts that placed orders, one the

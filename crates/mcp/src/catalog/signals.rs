@@ -46,7 +46,7 @@ pub(super) fn request(tool: StoredTool, arguments: Value) -> Result<HistoryReque
         let query: WebhookHistoryQuery = serde_json::from_value(arguments).map_err(invalid)?;
         Ok(HistoryRequest::WebhookSignals(filter(
             query.account,
-            query.outcome.map(|o| o.as_str()),
+            query.outcome.map(WebhookOutcome::as_str),
             query.since.as_deref(),
             query.until.as_deref(),
             query.limit,
@@ -56,7 +56,7 @@ pub(super) fn request(tool: StoredTool, arguments: Value) -> Result<HistoryReque
         let query: CopierActivityQuery = serde_json::from_value(arguments).map_err(invalid)?;
         Ok(HistoryRequest::CopierActions(filter(
             query.account,
-            query.outcome.map(|o| o.as_str()),
+            query.outcome.map(CopierOutcome::as_str),
             query.since.as_deref(),
             query.until.as_deref(),
             query.limit,
