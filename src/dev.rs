@@ -100,10 +100,9 @@ fn spawn_simulator(config: &Config, addr: std::net::SocketAddr, key: String) -> 
         backtest: std::time::Duration::from_secs(3),
         scripts_dir: scripts_dir.clone(),
     };
-    let sim = std::sync::Arc::new(std::sync::Mutex::new(addon_sim::Sim::new(
-        scripts_dir,
-        options.backtest,
-    )?));
+    let sim = std::sync::Arc::new(std::sync::Mutex::new(
+        addon_sim::Sim::new(scripts_dir, options.backtest)?.with_copier(),
+    ));
     tokio::spawn(async move {
         loop {
             match addon_sim::run_with(&options, std::sync::Arc::clone(&sim)).await {

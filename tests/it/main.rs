@@ -22,5 +22,6 @@ mod oauth_flow;
 mod overload;
 mod readiness;
 mod readme;
+mod signals;
 mod step_up;
 mod support;

@@ -22,7 +22,7 @@ use vocabulary::ErrorBody;
 
 use crate::keys::{self, KeyOwner};
 use crate::protocol::{self, Event, Hello, Inbound, close};
-use crate::{AddonBridge, CallError, CallOutcome, Presence, data, jobs};
+use crate::{AddonBridge, CallError, CallOutcome, Presence, data, jobs, signals};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Retry-After` of a refused upgrade (full or shutting down): the Add-On reconnects soon.
@@ -669,6 +669,8 @@ impl Conn {
                 Event::Snapshot(s) => data::store_snapshot(&db, user_id, s).await,
                 Event::JobProgress(p) => jobs::record_progress(&db, user_id, p).await,
                 Event::JobResult(r) => jobs::record_result(&db, user_id, r).await,
+                Event::WebhookSignal(s) => signals::store_webhook_signal(&db, user_id, s).await,
+                Event::CopierAction(a) => signals::store_copier_action(&db, user_id, a).await,
             };
             let reply = match (stored, event_id) {
                 (Ok(()), Some(id)) => protocol::event_ack(&id),

@@ -294,7 +294,8 @@ pub(crate) async fn retire_instance(
 }
 
 /// Routing rows older than an hour (every deadline is far shorter), idempotency keys older
-/// than 24 h and refusals no longer shown.
+/// than 24 h, refusals no longer shown, and webhook signals and copier actions past their
+/// retention.
 pub(crate) async fn purge_old(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM addon_calls WHERE created_at < now() - interval '1 hour'")
         .execute(db)
@@ -308,7 +309,7 @@ pub(crate) async fn purge_old(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     )
     .execute(db)
     .await?;
-    Ok(())
+    crate::signals::purge_old(db).await
 }
 
 // ---- cross-replica calls ------------------------------------------------------------------
@@ -662,6 +663,12 @@ pub async fn history(
         }
         HistoryRequest::Watermarks { account } => {
             serde_json::json!({ "watermarks": watermarks(db, user_id, account.as_deref()).await? })
+        }
+        HistoryRequest::WebhookSignals(filter) => {
+            return crate::signals::webhook_history(db, user_id, filter).await;
+        }
+        HistoryRequest::CopierActions(filter) => {
+            return crate::signals::copier_history(db, user_id, filter).await;
         }
     }))
 }

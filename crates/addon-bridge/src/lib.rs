@@ -22,6 +22,7 @@ mod listener;
 mod presence;
 pub mod protocol;
 mod relay;
+pub mod signals;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -276,7 +276,19 @@ pub(crate) enum Event {
     Snapshot(AccountSnapshotEvent),
     JobProgress(JobProgressEvent),
     JobResult(JobResultEvent),
+    WebhookSignal(crate::signals::WebhookSignal),
+    CopierAction(crate::signals::CopierAction),
 }
+
+/// The event kinds this server stores.
+pub const EVENT_KINDS: [&str; 6] = [
+    "execution",
+    "account_snapshot",
+    "job_progress",
+    "job_result",
+    "webhook_signal",
+    "copier_action",
+];
 
 /// Decodes an `event` frame's `kind` and `data`; `Err` is the error frame to send back.
 pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
@@ -290,19 +302,29 @@ pub(crate) fn decode_event(kind: &str, data: Value) -> Result<Event, String> {
         ));
     }
     let parsed = match kind {
-        "execution" => serde_json::from_value(data).map(Event::Execution),
-        "account_snapshot" => serde_json::from_value(data).map(Event::Snapshot),
-        "job_progress" => serde_json::from_value(data).map(Event::JobProgress),
-        "job_result" => serde_json::from_value(data).map(Event::JobResult),
+        "execution" => serde_json::from_value(data)
+            .map(Event::Execution)
+            .map_err(|err| err.to_string()),
+        "account_snapshot" => serde_json::from_value(data)
+            .map(Event::Snapshot)
+            .map_err(|err| err.to_string()),
+        "job_progress" => serde_json::from_value(data)
+            .map(Event::JobProgress)
+            .map_err(|err| err.to_string()),
+        "job_result" => serde_json::from_value(data)
+            .map(Event::JobResult)
+            .map_err(|err| err.to_string()),
+        "webhook_signal" => crate::signals::WebhookSignal::decode(data).map(Event::WebhookSignal),
+        "copier_action" => crate::signals::CopierAction::decode(data).map(Event::CopierAction),
         _ => {
             return Err(error(
                 "unknown_event",
-                "event kinds are execution, account_snapshot, job_progress and job_result",
+                &format!("event kinds are {}", EVENT_KINDS.join(", ")),
                 None,
             ));
         }
     };
-    let event = parsed.map_err(|err| error("invalid_event", &err.to_string(), None))?;
+    let event = parsed.map_err(|message| error("invalid_event", &message, None))?;
     match &event {
         Event::JobProgress(p) if !(0.0..=1.0).contains(&p.progress) => Err(error(
             "invalid_event",

@@ -119,7 +119,12 @@ fn emit(sim: &Mutex<Sim>, job_id: &str, kind: &str, data: Value) {
     let id = state.next_id(&format!("ev-{job_id}-"));
     let mut event = json!({"v": 1, "type": "event", "id": id, "kind": kind});
     event["data"] = data;
+    // Kept until acknowledged: a job that ends while the socket is down is reported after the
+    // next welcome.
+    let frames = state.post(&[event]);
     if let Some(events) = &state.events {
-        let _ = events.send(event.to_string());
+        for frame in frames {
+            let _ = events.send(frame);
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! calls received for tests to await.
 
 mod jobs;
+mod outbox;
 mod sim;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+pub use outbox::Outbox;
 pub use sim::Sim;
 
 /// The Add-On version the simulator announces unless told otherwise.
@@ -130,7 +132,7 @@ async fn serve(
     let hello = json!({
         "v": 1, "type": "hello", "addon_version": options.addon_version,
         "nt8_version": "8.1.4.1",
-        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies"],
+        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies", "webhooks", "copier"],
     });
     sink.send(Message::text(hello.to_string())).await?;
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
@@ -166,9 +168,14 @@ async fn serve(
             Some("welcome") => {
                 tracing::info!("connected");
                 lock(&sim).events = Some(out_tx.clone());
-                let snapshots = lock(&sim).snapshots();
-                for event in snapshots {
-                    let _ = out_tx.send(event.to_string());
+                let frames = lock(&sim).welcome();
+                for frame in frames {
+                    let _ = out_tx.send(frame);
+                }
+            }
+            Some("event_ack") => {
+                if let Some(id) = frame["id"].as_str() {
+                    lock(&sim).acked(id);
                 }
             }
             Some("call") => {
@@ -211,8 +218,8 @@ async fn serve(
                         }
                     };
                     let _ = out.send(reply.to_string());
-                    for event in events {
-                        let _ = out.send(event.to_string());
+                    for frame in lock(&sim).post(&events) {
+                        let _ = out.send(frame);
                     }
                 });
             }

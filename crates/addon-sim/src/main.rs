@@ -1,9 +1,10 @@
 //! `addon-sim`: plays the CrossTrade Add-On against a backend (see `docs/addon-protocol.md`).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use addon_sim::{Options, run};
+use addon_sim::{Options, Sim, run_with};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -36,6 +37,9 @@ struct Args {
     /// Connect once and exit instead of reconnecting.
     #[arg(long)]
     once: bool,
+    /// Run the trade copier: every fill in Sim101 is copied to Sim102 and skipped for Sim103.
+    #[arg(long)]
+    copier: bool,
 }
 
 #[tokio::main]
@@ -57,9 +61,20 @@ async fn main() -> std::process::ExitCode {
         backtest: Duration::from_millis(args.backtest_ms),
         scripts_dir: args.scripts_dir,
     };
+    // One simulated NinjaTrader 8 across reconnects: positions stay, and events the backend
+    // has not acknowledged are sent again.
+    let sim = match Sim::new(options.scripts_dir.clone(), options.backtest) {
+        Ok(sim) if args.copier => sim.with_copier(),
+        Ok(sim) => sim,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot prepare the scripts folder");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let sim = Arc::new(Mutex::new(sim));
     let mut backoff = Duration::from_secs(1);
     loop {
-        match run(&options).await {
+        match run_with(&options, Arc::clone(&sim)).await {
             Ok(Some(code @ (4000..=4003 | 4006))) => {
                 tracing::error!(code, "the backend refused this Add-On; not reconnecting");
                 return std::process::ExitCode::FAILURE;

@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::lock;
+use crate::outbox::Outbox;
+
+mod signals;
 
 type Answer = Result<Value, String>;
 
@@ -51,6 +54,12 @@ pub struct Sim {
     pub(crate) jobs: BTreeMap<String, std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The current connection's frames out, for events sent outside a call.
     pub(crate) events: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Events awaiting the backend's acknowledgement, kept across reconnects.
+    outbox: Outbox,
+    /// Whether the trade copier mirrors Sim101's fills (see [`Sim::with_copier`]).
+    copier: bool,
+    /// When the simulation began: the webhook backlog's times are fixed relative to it.
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 const EXAMPLE: &str = "namespace NinjaTrader.NinjaScript.Strategies\n{\n    public class SampleMaCross : Strategy\n    {\n        protected override void OnBarUpdate() { }\n    }\n}\n";
@@ -65,6 +74,7 @@ impl Sim {
             std::fs::write(sample, EXAMPLE)?;
         }
         let accounts = [("Sim101", 100_000.0), ("Sim102", 50_000.0)];
+        let clock = store::clock::Clock::system();
         Ok(Self {
             cash: accounts
                 .iter()
@@ -88,13 +98,51 @@ impl Sim {
             .collect(),
             backtests: Vec::new(),
             strategies: BTreeMap::new(),
-            clock: store::clock::Clock::system(),
+            started: clock.now(),
+            clock,
             scripts,
             backtest_wait: backtest_time,
             counter: 0,
             jobs: BTreeMap::new(),
             events: None,
+            outbox: Outbox::default(),
+            copier: false,
         })
+    }
+
+    /// Turns the trade copier on: every fill in Sim101 (not itself a copy) is copied to Sim102
+    /// and skipped for Sim103, which is never connected, each reported as a `copier_action`.
+    #[must_use]
+    pub fn with_copier(mut self) -> Self {
+        self.copier = true;
+        self
+    }
+
+    /// The frames to send after a welcome: a snapshot per account, then every event not yet
+    /// acknowledged, the webhook and copier backlog included (same ids every time).
+    pub fn welcome(&mut self) -> Vec<String> {
+        let mut frames: Vec<String> = self.snapshots().iter().map(Value::to_string).collect();
+        for event in signals::backlog(self.started) {
+            self.outbox.hold(&event);
+        }
+        frames.extend(self.outbox.pending());
+        frames
+    }
+
+    /// The frames of events to send now; those with an `id` are kept until acknowledged and
+    /// sent again after the next welcome.
+    pub fn post(&mut self, events: &[Value]) -> Vec<String> {
+        events.iter().map(|event| self.outbox.post(event)).collect()
+    }
+
+    /// The backend stored the event with this id.
+    pub fn acked(&mut self, id: &str) {
+        self.outbox.acked(id);
+    }
+
+    /// How many events the backend has not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.outbox.len()
     }
 
     pub(crate) fn backtest_wait(&self) -> Duration {
@@ -165,8 +213,84 @@ impl Sim {
                "stop_price": o.stop_price, "state": o.state, "fill_price": o.fill_price})
     }
 
-    /// Fills `quantity` (signed) at `price`: position, cash, an execution and a snapshot event.
+    /// Fills `quantity` (signed) at `price` as [`Sim::fill_one`] does; with the copier on, a
+    /// fill in the leader account is then copied to its followers.
     fn fill(
+        &mut self,
+        account: &str,
+        instrument: &str,
+        signed: i64,
+        price: f64,
+        order_id: &str,
+    ) -> Vec<Value> {
+        let mut events = self.fill_one(account, instrument, signed, price, order_id);
+        if self.copier && account == signals::LEADER {
+            events.extend(self.copy(instrument, signed, price, order_id));
+        }
+        events
+    }
+
+    /// The copier's answer to the leader fill just made: the follower's order, filled at the
+    /// leader's price, and one `copier_action` per follower.
+    fn copy(
+        &mut self,
+        instrument: &str,
+        signed: i64,
+        price: f64,
+        leader_order: &str,
+    ) -> Vec<Value> {
+        let execution_id = self
+            .executions
+            .last()
+            .and_then(|e| e["execution_id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let follower_order = self.next_id("O");
+        let action = if signed > 0 { "Buy" } else { "Sell" };
+        self.orders.push(Order {
+            id: follower_order.clone(),
+            account: signals::FOLLOWER.to_owned(),
+            instrument: instrument.to_owned(),
+            action: action.to_owned(),
+            order_type: "Market".to_owned(),
+            quantity: signed.abs(),
+            limit_price: None,
+            stop_price: None,
+            state: "Filled",
+            fill_price: Some(price),
+        });
+        let mut events = self.fill_one(
+            signals::FOLLOWER,
+            instrument,
+            signed,
+            price,
+            &follower_order,
+        );
+        let fill = signals::Fill {
+            execution_id: &execution_id,
+            order_id: leader_order,
+            instrument,
+            action,
+            quantity: signed.abs(),
+            price,
+        };
+        let time = self.now();
+        events.push(signals::placed(
+            &format!("cp-{execution_id}-{}", signals::FOLLOWER),
+            &time,
+            &fill,
+            &follower_order,
+        ));
+        events.push(signals::skipped(
+            &format!("cp-{execution_id}-{}", signals::ABSENT),
+            &time,
+            &fill,
+        ));
+        events
+    }
+
+    /// Fills `quantity` (signed) at `price`: position, cash, an execution and a snapshot event.
+    fn fill_one(
         &mut self,
         account: &str,
         instrument: &str,

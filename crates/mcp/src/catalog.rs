@@ -27,6 +27,8 @@ pub(crate) use jobs::{
     summary_of,
 };
 
+mod signals;
+
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -57,6 +59,8 @@ pub enum StoredTool {
     Journal,
     Activity,
     Watermarks,
+    WebhookHistory,
+    CopierActivity,
 }
 
 /// Entries a history tool returns when `limit` is left out (as its input schema says).
@@ -89,6 +93,9 @@ impl StoredTool {
                 Ok(HistoryRequest::Watermarks {
                     account: query.account,
                 })
+            }
+            StoredTool::WebhookHistory | StoredTool::CopierActivity => {
+                signals::request(self, arguments)
             }
         }
     }
@@ -211,6 +218,7 @@ fn trade<A: Args>(
 /// The catalog, in the order `tools/list` shows it.
 pub fn definitions() -> Vec<ToolDef> {
     let mut tools = core_definitions();
+    tools.extend(signals::definitions());
     tools.extend(jobs::definitions());
     tools
 }
@@ -282,9 +290,12 @@ fn core_definitions() -> Vec<ToolDef> {
         read::<LimitQuery, ActivityOutput>(
             "GetAddonActivity",
             "Read Add-On activity",
-            "Read the CrossTrade Add-On's recent activity log (orders it relayed, webhook \
-             signals it handled, copier actions, errors), newest first. Useful for diagnosing \
-             webhook and copier behaviour.",
+            "Read the log of tool calls this server relayed to the CrossTrade Add-On, newest \
+             first: tool name, outcome (ok, tool_error, not_connected, disconnected, \
+             deadline_exceeded or unavailable), latency in milliseconds, the server replica \
+             that handled it, whether it was an idempotent repeat answered from the first \
+             call, and when. Arguments are never logged. Webhook signals are in \
+             GetWebhookHistory, copier actions in GetCopierActivity.",
             Route::Stored(StoredTool::Activity),
         ),
         read::<AccountFilter, WatermarksOutput>(
@@ -1151,7 +1162,23 @@ struct JournalOutput {
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]
 struct ActivityOutput {
-    entries: Vec<Record>,
+    /// Newest first.
+    entries: Vec<ActivityEntry>,
+}
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct ActivityEntry {
+    /// The tool relayed.
+    tool: String,
+    /// ok, tool_error, not_connected, disconnected, deadline_exceeded or unavailable.
+    outcome: String,
+    latency_ms: i64,
+    /// The server replica that handled the call.
+    instance_id: String,
+    /// True when an idempotent repeat was answered with the first call's outcome.
+    replayed: bool,
+    /// When the call ended (RFC 3339).
+    created_at: String,
 }
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]

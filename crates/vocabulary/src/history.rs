@@ -13,6 +13,10 @@ pub enum HistoryRequest {
     Activity { limit: u32 },
     /// Per-account watermarks, for one account or all.
     Watermarks { account: Option<String> },
+    /// Webhook signals the Add-On received, newest first, one page.
+    WebhookSignals(SignalFilter),
+    /// What the trade copier did per leader fill and follower, newest first, one page.
+    CopierActions(SignalFilter),
 }
 
 /// Which stored entries a history request covers.
@@ -24,4 +28,19 @@ pub struct HistoryFilter {
     pub until: Option<DateTime<Utc>>,
     /// At most this many entries (the reader's default when absent).
     pub limit: Option<u32>,
+}
+
+/// Which webhook signals or copier actions a request covers, and where its page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalFilter {
+    /// Only this account (for copier actions: as leader or follower).
+    pub account: Option<String>,
+    /// Only this outcome (one of the kind's outcomes, as the Add-On reports them).
+    pub outcome: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many entries on the page.
+    pub limit: u32,
+    /// The `next_cursor` of the previous page, as the reader returned it (opaque here).
+    pub cursor: Option<String>,
 }

@@ -17,5 +17,6 @@ mod keys;
 mod relay;
 mod replicas;
 mod revocation;
+mod signals;
 mod socket;
 mod support;

@@ -57,15 +57,15 @@ async fn get_stream_carries_list_changed_when_the_addon_comes_and_goes() {
     let reply = app
         .legacy("elite-read", "2025-11-25", "tools/list", json!({}))
         .await;
-    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 15);
+    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 17);
 
     app.relay.disconnect(app.users.elite);
     assert_eq!(next_event(&mut response, &mut buffer).await, LIST_CHANGED);
     let reply = app
         .legacy("elite-read", "2025-11-25", "tools/list", json!({}))
         .await;
-    // Capabilities, the three tools served from stored Add-On history and the job readers stay.
-    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 7);
+    // Capabilities, the tools served from stored Add-On history and the job readers stay.
+    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 9);
 }
 
 #[tokio::test]

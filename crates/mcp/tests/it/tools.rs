@@ -40,6 +40,9 @@ const TRADE_TOOLS: [&str; 13] = [
     "EmitAlert",
 ];
 
+/// Stored history listed after the trade tools (served with or without the Add-On).
+const STORED_SIGNAL_TOOLS: [&str; 2] = ["GetWebhookHistory", "GetCopierActivity"];
+
 #[tokio::test]
 async fn tools_list_follows_scope_and_addon_presence() {
     let app = spawn().await;
@@ -51,6 +54,8 @@ async fn tools_list_follows_scope_and_addon_presence() {
         "GetAddonActivity",
         "GetWatermarks",
         "GetBacktestResults",
+        "GetWebhookHistory",
+        "GetCopierActivity",
         "GetJob",
         "ListJobs",
     ];
@@ -71,6 +76,8 @@ async fn tools_list_follows_scope_and_addon_presence() {
     read.extend(READ_ADDON_TOOLS);
     let mut all = read.clone();
     all.extend(TRADE_TOOLS);
+    read.extend(STORED_SIGNAL_TOOLS);
+    all.extend(STORED_SIGNAL_TOOLS);
     read.extend(READ_JOB_TOOLS);
     all.extend(READ_JOB_TOOLS);
     all.push("CancelJob");
