@@ -21,6 +21,7 @@ mod listener;
 mod presence;
 pub mod protocol;
 mod relay;
+pub mod watermarks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -44,6 +44,8 @@ pub struct Sim {
     backtests: Vec<Value>,
     strategies: BTreeMap<String, Value>,
     clock: store::clock::Clock,
+    /// The simulated trading session begins when the simulator starts.
+    session_start: String,
     scripts: PathBuf,
     backtest_wait: Duration,
     counter: u64,
@@ -61,6 +63,7 @@ impl Sim {
             std::fs::write(sample, EXAMPLE)?;
         }
         let accounts = [("Sim101", 100_000.0), ("Sim102", 50_000.0)];
+        let clock = store::clock::Clock::system();
         Ok(Self {
             cash: accounts
                 .iter()
@@ -84,7 +87,8 @@ impl Sim {
             .collect(),
             backtests: Vec::new(),
             strategies: BTreeMap::new(),
-            clock: store::clock::Clock::system(),
+            session_start: clock.now().to_rfc3339(),
+            clock,
             scripts,
             backtest_wait: backtest_time,
             counter: 0,
@@ -138,6 +142,7 @@ impl Sim {
             "account": account, "cash_value": cash, "net_liquidation": cash + unrealized,
             "realized_pnl": self.realized.get(account).copied().unwrap_or_default(),
             "unrealized_pnl": unrealized, "time": self.now(),
+            "session_start": self.session_start,
         }})
     }
 

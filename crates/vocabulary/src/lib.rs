@@ -15,7 +15,7 @@ pub mod tier;
 
 pub use addon::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 pub use envelope::{ErrorBody, ErrorCodeTable, code_table_markdown};
-pub use history::{HistoryFilter, HistoryRequest};
+pub use history::{HistoryFilter, HistoryRequest, TrailingMode, TrailingRule};
 pub use principal::Principal;
 pub use scope::Scope;
 pub use tier::{Tier, UnknownTier};

@@ -19,3 +19,4 @@ mod replicas;
 mod revocation;
 mod socket;
 mod support;
+mod watermarks;
