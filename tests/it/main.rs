@@ -24,3 +24,4 @@ mod readiness;
 mod readme;
 mod step_up;
 mod support;
+mod watermarks;

@@ -1444,7 +1444,12 @@ mod tests {
             .collect();
         assert_eq!(
             properties,
-            ["account", "trailing_drawdown", "trailing_mode", "trailing_stop_at"]
+            [
+                "account",
+                "trailing_drawdown",
+                "trailing_mode",
+                "trailing_stop_at"
+            ]
         );
         let message = tool
             .validate_arguments(&json!({"account": "Sim101", "instrument": "ES 12-26"}))
@@ -1459,9 +1464,11 @@ mod tests {
         );
         assert_eq!(
             tool.validate_arguments(&json!({"trailing_mode": "end_of_day"})),
-            Err("Invalid arguments for GetWatermarks: trailing_drawdown: required when \
+            Err(
+                "Invalid arguments for GetWatermarks: trailing_drawdown: required when \
                  trailing_mode or trailing_stop_at is given (rule: required)"
-                .to_owned())
+                    .to_owned()
+            )
         );
         let full = json!({"account": "Sim101", "trailing_drawdown": 2500,
             "trailing_mode": "end_of_day", "trailing_stop_at": 50000});
@@ -1542,7 +1549,10 @@ mod tests {
         );
         let mut missing = mark;
         missing["session"].as_object_mut().unwrap().remove("open");
-        assert!(tool.validate_output(&json!({"watermarks": [missing]})).is_err());
+        assert!(
+            tool.validate_output(&json!({"watermarks": [missing]}))
+                .is_err()
+        );
     }
 
     #[test]

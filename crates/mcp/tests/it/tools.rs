@@ -475,5 +475,10 @@ async fn watermarks_refuse_an_instrument_and_trailing_options_without_an_amount(
             json!({"account": "Sim101", "trailing_drawdown": 2500, "trailing_mode": "end_of_day", "trailing_stop_at": 50_000}),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.json);
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.json
+    );
 }
