@@ -359,12 +359,14 @@ mod tests {
             .collect()
     }
 
+    /// A rule as the catalog builds one: only for a positive amount.
     fn rule(amount: f64, mode: TrailingMode, stop_at: Option<f64>) -> Option<TrailingRule> {
-        Some(TrailingRule {
+        let rule = TrailingRule {
             amount,
             mode,
             stop_at,
-        })
+        };
+        (amount > 0.0).then_some(rule)
     }
 
     #[test]

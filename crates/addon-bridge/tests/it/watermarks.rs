@@ -65,7 +65,7 @@ async fn answer(db: &PgPool, user_id: Uuid, trailing: Option<TrailingRule>) -> V
     };
     match data::history(db, user_id, &request).await.unwrap() {
         CallOutcome::Ok(value) => value,
-        other => panic!("{other:?}"),
+        CallOutcome::ToolError(message) => panic!("{message}"),
     }
 }
 
