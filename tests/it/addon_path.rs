@@ -16,7 +16,7 @@ use crate::support::{
     DevWithAddonSim, ServerProcess, dev_with_addon_sim, server_with_user, tools_call,
 };
 
-fn structured(result: &CallToolResult) -> Value {
+pub(crate) fn structured(result: &CallToolResult) -> Value {
     assert_ne!(result.is_error, Some(true), "{result:?}");
     result.structured_content.clone().unwrap_or_else(|| {
         let text = result
@@ -30,7 +30,7 @@ fn structured(result: &CallToolResult) -> Value {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &RunningService<rmcp::RoleClient, ClientConfig>,
     tool: &str,
     arguments: Value,

@@ -25,3 +25,4 @@ mod readme;
 mod signals;
 mod step_up;
 mod support;
+mod watermarks;

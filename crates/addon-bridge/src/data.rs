@@ -1,6 +1,6 @@
 //! SQL of the bridge: presence, Add-Ons refused as too old, replica heartbeats, cross-replica
-//! calls, events, and the read models served to backend tools (executions, journal, watermarks,
-//! activity).
+//! calls, events, and the read models served to backend tools (executions, journal, activity;
+//! watermarks are in [`crate::watermarks`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -633,8 +633,9 @@ pub(crate) async fn store_snapshot(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO addon_account_snapshots (user_id, account, cash_value, net_liquidation,
-           realized_pnl, unrealized_pnl, taken_at)
-         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()))",
+           realized_pnl, unrealized_pnl, taken_at, session_start)
+         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), $8)
+         ON CONFLICT (user_id, account, taken_at) DO NOTHING",
         user_id,
         s.account,
         s.cash_value,
@@ -642,6 +643,7 @@ pub(crate) async fn store_snapshot(
         s.realized_pnl,
         s.unrealized_pnl,
         s.time,
+        s.session_start,
     )
     .execute(db)
     .await?;
@@ -661,8 +663,10 @@ pub async fn history(
         HistoryRequest::Activity { limit } => {
             serde_json::json!({ "entries": activity(db, user_id, *limit).await? })
         }
-        HistoryRequest::Watermarks { account } => {
-            serde_json::json!({ "watermarks": watermarks(db, user_id, account.as_deref()).await? })
+        HistoryRequest::Watermarks { account, trailing } => {
+            let marks =
+                crate::watermarks::watermarks(db, user_id, account.as_deref(), *trailing).await?;
+            serde_json::json!({ "watermarks": marks })
         }
         HistoryRequest::WebhookSignals(filter) => {
             return crate::signals::webhook_history(db, user_id, filter).await;
@@ -820,46 +824,4 @@ pub async fn journal(
     trades.reverse();
     trades.truncate(usize::try_from(filter.limit.unwrap_or(100)).unwrap_or(usize::MAX));
     Ok(trades)
-}
-
-/// High and low water marks of an account's net liquidation value, from its snapshots.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Watermark {
-    pub account: String,
-    pub high: f64,
-    pub high_at: DateTime<Utc>,
-    pub low: f64,
-    pub low_at: DateTime<Utc>,
-    pub latest: f64,
-    pub latest_at: DateTime<Utc>,
-    /// Distance of the latest value below the high (0 at a new high).
-    pub drawdown: f64,
-}
-
-/// Watermarks per account (or for one account), by account name.
-pub async fn watermarks(
-    db: impl PgExecutor<'_>,
-    user_id: Uuid,
-    account: Option<&str>,
-) -> Result<Vec<Watermark>, sqlx::Error> {
-    sqlx::query_as!(
-        Watermark,
-        r#"WITH s AS (SELECT * FROM addon_account_snapshots
-                      WHERE user_id = $1 AND ($2::text IS NULL OR account = $2)),
-           hi AS (SELECT DISTINCT ON (account) account, net_liquidation AS high,
-                    taken_at AS high_at
-                  FROM s ORDER BY account, net_liquidation DESC, taken_at),
-           lo AS (SELECT DISTINCT ON (account) account, net_liquidation AS low, taken_at AS low_at
-                  FROM s ORDER BY account, net_liquidation ASC, taken_at),
-           la AS (SELECT DISTINCT ON (account) account, net_liquidation AS latest,
-                  taken_at AS latest_at FROM s ORDER BY account, taken_at DESC, id DESC)
-           SELECT account AS "account!", high AS "high!", high_at AS "high_at!", low AS "low!",
-             low_at AS "low_at!", latest AS "latest!", latest_at AS "latest_at!",
-             high - latest AS "drawdown!"
-           FROM hi JOIN lo USING (account) JOIN la USING (account) ORDER BY account"#,
-        user_id,
-        account,
-    )
-    .fetch_all(db)
-    .await
 }

@@ -23,6 +23,7 @@ mod presence;
 pub mod protocol;
 mod relay;
 pub mod signals;
+pub mod watermarks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

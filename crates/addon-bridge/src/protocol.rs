@@ -109,6 +109,9 @@ pub(crate) struct AccountSnapshotEvent {
     pub unrealized_pnl: f64,
     #[serde(default)]
     pub time: Option<DateTime<Utc>>,
+    /// The start of the trading-hours session the snapshot belongs to, when the Add-On knows it.
+    #[serde(default)]
+    pub session_start: Option<DateTime<Utc>>,
 }
 
 /// Progress of a job the Add-On runs (`event` of kind `job_progress`).

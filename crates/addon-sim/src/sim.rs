@@ -47,6 +47,8 @@ pub struct Sim {
     backtests: Vec<Value>,
     strategies: BTreeMap<String, Value>,
     clock: store::clock::Clock,
+    /// The simulated trading session begins when the simulator starts.
+    session_start: String,
     scripts: PathBuf,
     backtest_wait: Duration,
     counter: u64,
@@ -99,6 +101,7 @@ impl Sim {
             backtests: Vec::new(),
             strategies: BTreeMap::new(),
             started: clock.now(),
+            session_start: clock.now().to_rfc3339(),
             clock,
             scripts,
             backtest_wait: backtest_time,
@@ -196,6 +199,7 @@ impl Sim {
             "account": account, "cash_value": cash, "net_liquidation": cash + unrealized,
             "realized_pnl": self.realized.get(account).copied().unwrap_or_default(),
             "unrealized_pnl": unrealized, "time": self.now(),
+            "session_start": self.session_start,
         }})
     }
 

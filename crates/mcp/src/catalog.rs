@@ -28,6 +28,7 @@ pub(crate) use jobs::{
 };
 
 mod signals;
+use vocabulary::{TrailingMode, TrailingRule};
 
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +90,18 @@ impl StoredTool {
                 })
             }
             StoredTool::Watermarks => {
-                let query: AccountFilter = serde_json::from_value(arguments).map_err(invalid)?;
+                let query: WatermarkQuery = serde_json::from_value(arguments).map_err(invalid)?;
+                let trailing = query.trailing_drawdown.map(|amount| TrailingRule {
+                    amount,
+                    mode: match query.trailing_mode.unwrap_or_default() {
+                        TrailingModeArg::Intraday => TrailingMode::Intraday,
+                        TrailingModeArg::EndOfDay => TrailingMode::EndOfDay,
+                    },
+                    stop_at: query.trailing_stop_at,
+                });
                 Ok(HistoryRequest::Watermarks {
                     account: query.account,
+                    trailing,
                 })
             }
             StoredTool::WebhookHistory | StoredTool::CopierActivity => {
@@ -298,11 +308,18 @@ fn core_definitions() -> Vec<ToolDef> {
              GetWebhookHistory, copier actions in GetCopierActivity.",
             Route::Stored(StoredTool::Activity),
         ),
-        read::<AccountFilter, WatermarksOutput>(
+        read::<WatermarkQuery, WatermarksOutput>(
             "GetWatermarks",
             "Read account watermarks",
-            "Read per-account watermarks: session and all-time high and low of account \
-             balance, and trailing drawdown levels used by funded-account rules.",
+            "Read per-account watermarks of net liquidation value (cash plus open profit) from \
+             the snapshots the Add-On reported: the latest value, the all-time and \
+             current-session high and low with their times (a session starts where the Add-On \
+             says, else at 17:00 America/Chicago), the drawdown from the high and the largest \
+             drawdown with its peak and trough. With `trailing_drawdown` also the trailing \
+             threshold (peak minus that amount, capped at `trailing_stop_at`; the peak follows \
+             every value intraday, or session closes end_of_day), how far the latest value is \
+             above it and when a value first reached it. Funded-account rules differ: give the \
+             amount and mode your firm uses. Works while NinjaTrader 8 is closed.",
             Route::Stored(StoredTool::Watermarks),
         ),
         read::<MarketDataQuery, MarketDataOutput>(
@@ -714,6 +731,49 @@ pub struct AccountFilter {
     pub instrument: Option<String>,
 }
 impl Args for AccountFilter {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkQuery {
+    /// Only this account (a name from GetAccounts).
+    #[schemars(length(min = 1, max = 100))]
+    pub account: Option<String>,
+    /// The trailing drawdown amount in account currency (for example 2500): the threshold
+    /// trails the peak by this much. Without it no trailing threshold is computed.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1e12))]
+    pub trailing_drawdown: Option<f64>,
+    /// What moves the peak: intraday (every value, the default) or end_of_day (the last value
+    /// of each completed session). Needs `trailing_drawdown`.
+    pub trailing_mode: Option<TrailingModeArg>,
+    /// The threshold never rises above this value (often the starting balance). Needs
+    /// `trailing_drawdown`.
+    #[schemars(range(min = -1e12, max = 1e12))]
+    pub trailing_stop_at: Option<f64>,
+}
+
+impl Args for WatermarkQuery {
+    fn rules(&self) -> Result<(), String> {
+        if self.trailing_drawdown.is_none()
+            && (self.trailing_mode.is_some() || self.trailing_stop_at.is_some())
+        {
+            return Err(
+                "trailing_drawdown: required when trailing_mode or trailing_stop_at \
+                        is given (rule: required)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
+pub enum TrailingModeArg {
+    #[default]
+    #[serde(rename = "intraday")]
+    Intraday,
+    #[serde(rename = "end_of_day")]
+    EndOfDay,
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 pub enum OrderStateFilter {
@@ -1183,7 +1243,86 @@ struct ActivityEntry {
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]
 struct WatermarksOutput {
-    watermarks: Vec<Record>,
+    /// One entry per account with snapshots, by account name.
+    watermarks: Vec<AccountWatermarks>,
+}
+
+/// An RFC 3339 time, for example "2026-11-20T14:30:00Z".
+type Time = String;
+
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct AccountWatermarks {
+    account: String,
+    /// What the values measure: "net_liquidation" (cash plus open profit).
+    basis: String,
+    latest: ValueAt,
+    all_time: HighLow,
+    session: SessionMarks,
+    drawdown: DrawdownMarks,
+    /// Present when `trailing_drawdown` was given, else null.
+    trailing: Option<TrailingMarks>,
+}
+
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct ValueAt {
+    value: f64,
+    at: Time,
+}
+
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct HighLow {
+    high: f64,
+    high_at: Time,
+    low: f64,
+    low_at: Time,
+}
+
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct SessionMarks {
+    /// When the current session (the latest snapshot's) started.
+    start: Time,
+    /// "addon" (the Add-On's trading hours) or "cme_globex" (17:00 America/Chicago).
+    source: String,
+    /// The first value at or after the start.
+    open: f64,
+    open_at: Time,
+    high: f64,
+    high_at: Time,
+    low: f64,
+    low_at: Time,
+}
+
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct DrawdownMarks {
+    /// The all-time high minus the latest value.
+    from_high: f64,
+    /// The largest fall from a running peak to a later value.
+    max: f64,
+    /// Null while there was no fall.
+    max_peak_at: Option<Time>,
+    max_trough_at: Option<Time>,
+}
+
+#[derive(JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct TrailingMarks {
+    /// "intraday" or "end_of_day".
+    mode: String,
+    amount: f64,
+    stop_at: Option<f64>,
+    /// The peak the threshold trails now.
+    peak: f64,
+    /// min(peak - amount, stop_at).
+    threshold: f64,
+    /// The latest value minus the threshold (negative below it).
+    remaining: f64,
+    /// The first snapshot at or below the threshold of its time; null if none.
+    breached_at: Option<Time>,
 }
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]
@@ -1383,6 +1522,127 @@ mod tests {
             .unwrap()
             .to_json(Revision::V2026_07_28);
         assert_eq!(cancel["annotations"]["idempotentHint"], true);
+    }
+
+    #[test]
+    fn watermarks_take_trailing_rules_and_no_instrument() {
+        let tool = catalog().get("GetWatermarks").unwrap();
+        let properties: Vec<&String> = tool.def.input_schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            properties,
+            [
+                "account",
+                "trailing_drawdown",
+                "trailing_mode",
+                "trailing_stop_at"
+            ]
+        );
+        let message = tool
+            .validate_arguments(&json!({"account": "Sim101", "instrument": "ES 12-26"}))
+            .unwrap_err();
+        assert!(message.contains("rule: additionalProperties"), "{message}");
+        let message = tool
+            .validate_arguments(&json!({"trailing_drawdown": 0}))
+            .unwrap_err();
+        assert!(
+            message.contains("trailing_drawdown:") && message.contains("rule: exclusiveMinimum"),
+            "{message}"
+        );
+        assert_eq!(
+            tool.validate_arguments(&json!({"trailing_mode": "end_of_day"})),
+            Err(
+                "Invalid arguments for GetWatermarks: trailing_drawdown: required when \
+                 trailing_mode or trailing_stop_at is given (rule: required)"
+                    .to_owned()
+            )
+        );
+        let full = json!({"account": "Sim101", "trailing_drawdown": 2500,
+            "trailing_mode": "end_of_day", "trailing_stop_at": 50000});
+        assert_eq!(tool.validate_arguments(&full), Ok(()));
+        assert_eq!(
+            StoredTool::Watermarks.request(full),
+            Ok(HistoryRequest::Watermarks {
+                account: Some("Sim101".to_owned()),
+                trailing: Some(TrailingRule {
+                    amount: 2500.0,
+                    mode: TrailingMode::EndOfDay,
+                    stop_at: Some(50_000.0),
+                }),
+            })
+        );
+        assert_eq!(
+            StoredTool::Watermarks.request(json!({"trailing_drawdown": 100.5})),
+            Ok(HistoryRequest::Watermarks {
+                account: None,
+                trailing: Some(TrailingRule {
+                    amount: 100.5,
+                    mode: TrailingMode::Intraday,
+                    stop_at: None,
+                }),
+            })
+        );
+        assert_eq!(
+            StoredTool::Watermarks.request(json!({})),
+            Ok(HistoryRequest::Watermarks {
+                account: None,
+                trailing: None,
+            })
+        );
+        assert_eq!(
+            tool.def.description,
+            "Read per-account watermarks of net liquidation value (cash plus open profit) from \
+             the snapshots the Add-On reported: the latest value, the all-time and \
+             current-session high and low with their times (a session starts where the Add-On \
+             says, else at 17:00 America/Chicago), the drawdown from the high and the largest \
+             drawdown with its peak and trough. With `trailing_drawdown` also the trailing \
+             threshold (peak minus that amount, capped at `trailing_stop_at`; the peak follows \
+             every value intraday, or session closes end_of_day), how far the latest value is \
+             above it and when a value first reached it. Funded-account rules differ: give the \
+             amount and mode your firm uses. Works while NinjaTrader 8 is closed."
+        );
+    }
+
+    #[test]
+    fn watermark_output_schema_states_every_field() {
+        let tool = catalog().get("GetWatermarks").unwrap();
+        let mark = json!({
+            "account": "Sim101", "basis": "net_liquidation",
+            "latest": {"value": 50_120.0, "at": "2026-11-20T16:00:00Z"},
+            "all_time": {"high": 50_500.0, "high_at": "2026-11-19T15:00:00Z",
+                         "low": 49_000.0, "low_at": "2026-11-18T15:00:00Z"},
+            "session": {"start": "2026-11-19T23:00:00Z", "source": "cme_globex",
+                        "open": 50_010.0, "open_at": "2026-11-20T00:10:00Z",
+                        "high": 50_200.0, "high_at": "2026-11-20T14:00:00Z",
+                        "low": 49_950.0, "low_at": "2026-11-20T15:00:00Z"},
+            "drawdown": {"from_high": 380.0, "max": 1_500.0,
+                         "max_peak_at": "2026-11-17T15:00:00Z",
+                         "max_trough_at": "2026-11-18T15:00:00Z"},
+            "trailing": {"mode": "intraday", "amount": 2_500.0, "stop_at": null,
+                         "peak": 50_500.0, "threshold": 48_000.0, "remaining": 2_120.0,
+                         "breached_at": null},
+        });
+        assert_eq!(
+            tool.validate_output(&json!({"watermarks": [mark.clone()]})),
+            Ok(())
+        );
+        let mut untrailed = mark.clone();
+        untrailed["trailing"] = Value::Null;
+        untrailed["drawdown"]["max_peak_at"] = Value::Null;
+        untrailed["drawdown"]["max_trough_at"] = Value::Null;
+        assert_eq!(
+            tool.validate_output(&json!({"watermarks": [untrailed]})),
+            Ok(())
+        );
+        let mut missing = mark;
+        missing["session"].as_object_mut().unwrap().remove("open");
+        assert!(
+            tool.validate_output(&json!({"watermarks": [missing]}))
+                .is_err()
+        );
     }
 
     #[test]

@@ -5,18 +5,43 @@
 use chrono::{DateTime, Utc};
 
 /// One stored-history question.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HistoryRequest {
     /// Completed round-trip trades, newest first.
     Journal(HistoryFilter),
     /// The calls this server relayed to the Add-On, newest first.
     Activity { limit: u32 },
-    /// Per-account watermarks, for one account or all.
-    Watermarks { account: Option<String> },
+    /// Per-account watermarks of net liquidation value, for one account or all; with a
+    /// trailing-drawdown rule also its threshold.
+    Watermarks {
+        account: Option<String>,
+        trailing: Option<TrailingRule>,
+    },
     /// Webhook signals the Add-On received, newest first, one page.
     WebhookSignals(SignalFilter),
     /// What the trade copier did per leader fill and follower, newest first, one page.
     CopierActions(SignalFilter),
+}
+
+/// A trailing-drawdown rule as funded-account firms state it: the account fails when its value
+/// falls to `amount` below its peak.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrailingRule {
+    /// How far below the peak the threshold trails (positive).
+    pub amount: f64,
+    pub mode: TrailingMode,
+    /// The threshold never rises above this value (often the starting balance).
+    pub stop_at: Option<f64>,
+}
+
+/// Which values move the peak a trailing threshold follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrailingMode {
+    /// Every snapshot, as it happens.
+    #[default]
+    Intraday,
+    /// The last snapshot of each completed session.
+    EndOfDay,
 }
 
 /// Which stored entries a history request covers.

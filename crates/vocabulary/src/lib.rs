@@ -16,7 +16,7 @@ pub mod tier;
 
 pub use addon::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 pub use envelope::{ErrorBody, ErrorCodeTable, code_table_markdown};
-pub use history::{HistoryFilter, HistoryRequest, SignalFilter};
+pub use history::{HistoryFilter, HistoryRequest, SignalFilter, TrailingMode, TrailingRule};
 pub use job::{Job, JobError, JobFilter, JobKind, JobStart, JobState};
 pub use principal::Principal;
 pub use scope::Scope;

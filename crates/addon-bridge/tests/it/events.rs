@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use addon_bridge::data::{self, HistoryFilter};
+use addon_bridge::watermarks;
 use serde_json::json;
 
 use crate::support::{Addon, serve, settings, user_with_key};
@@ -78,21 +79,21 @@ async fn executions_and_snapshots_are_stored_acknowledged_and_served() {
         ]
     );
 
-    let marks = data::watermarks(&db, user_id, Some("Sim101"))
+    let marks = watermarks::watermarks(&db, user_id, Some("Sim101"), None)
         .await
         .unwrap();
     assert_eq!(marks.len(), 1);
     assert_eq!(
         (
-            marks[0].high,
-            marks[0].low,
-            marks[0].latest,
-            marks[0].drawdown
+            marks[0].all_time.high,
+            marks[0].all_time.low,
+            marks[0].latest.value,
+            marks[0].drawdown.from_high
         ),
         (50_400.0, 50_000.0, 50_100.0, 300.0)
     );
     assert!(
-        data::watermarks(&db, user_id, Some("Other"))
+        watermarks::watermarks(&db, user_id, Some("Other"), None)
             .await
             .unwrap()
             .is_empty()

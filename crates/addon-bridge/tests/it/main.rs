@@ -20,3 +20,4 @@ mod revocation;
 mod signals;
 mod socket;
 mod support;
+mod watermarks;

@@ -457,3 +457,45 @@ async fn every_tool_declares_its_oauth_scope_for_the_apps_sdk() {
         }
     }
 }
+
+/// Watermarks are per account (there is no per-instrument equity): `instrument` is refused as a
+/// tool error the model can read, not silently dropped; trailing options need an amount.
+#[tokio::test]
+async fn watermarks_refuse_an_instrument_and_trailing_options_without_an_amount() {
+    let app = spawn().await;
+    for (arguments, message) in [
+        (
+            json!({"account": "Sim101", "instrument": "ES 12-26"}),
+            "Invalid arguments for GetWatermarks: (arguments): Additional properties are not allowed ('instrument' was unexpected) (rule: additionalProperties)",
+        ),
+        (
+            json!({"trailing_stop_at": 50_000}),
+            "Invalid arguments for GetWatermarks: trailing_drawdown: required when trailing_mode or trailing_stop_at is given (rule: required)",
+        ),
+        (
+            json!({"trailing_drawdown": -100, "trailing_mode": "intraday"}),
+            "Invalid arguments for GetWatermarks: trailing_drawdown: -100 is less than or equal to the minimum of 0 (rule: exclusiveMinimum)",
+        ),
+    ] {
+        let reply = app.call("elite-read", "GetWatermarks", arguments).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.json["result"],
+            json!({"content":[{"type":"text","text":message}],"isError":true})
+        );
+    }
+    // Valid arguments reach the history store; this test's relay stores nothing.
+    let reply = app
+        .call(
+            "elite-read",
+            "GetWatermarks",
+            json!({"account": "Sim101", "trailing_drawdown": 2500, "trailing_mode": "end_of_day", "trailing_stop_at": 50_000}),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.json
+    );
+}
