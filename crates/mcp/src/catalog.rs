@@ -17,6 +17,8 @@ use crate::auth::Scope;
 use crate::protocol::Revision;
 use crate::relay::{HistoryFilter, HistoryRequest};
 
+pub mod charts;
+
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -135,6 +137,9 @@ pub struct ToolDef {
     pub scope: Scope,
     pub route: Route,
     pub effect: Effect,
+    /// The Add-On feature (from its `hello`) the tool needs; `tools/list` hides the tool
+    /// while the connected Add-On does not announce it.
+    pub needs_feature: Option<&'static str>,
     input_schema: Value,
     check: fn(&Value) -> Result<(), String>,
     output_schema: Option<Value>,
@@ -162,6 +167,7 @@ fn read<A: Args, O: JsonSchema>(
         scope: Scope::Read,
         route,
         effect: Effect::Read,
+        needs_feature: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: Some(schema_of::<O>()),
@@ -183,6 +189,7 @@ fn trade<A: Args>(
         scope: Scope::Trade,
         route: Route::Addon { deadline },
         effect: Effect::trade(idempotent),
+        needs_feature: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: None,
@@ -192,7 +199,7 @@ fn trade<A: Args>(
 /// The catalog, in the order `tools/list` shows it.
 #[expect(clippy::too_many_lines, reason = "one declarative table")]
 pub fn definitions() -> Vec<ToolDef> {
-    vec![
+    let mut tools = vec![
         read::<NoArgs, Capabilities>(
             "GetMcpCapabilities",
             "CrossTrade MCP capabilities",
@@ -410,7 +417,9 @@ pub fn definitions() -> Vec<ToolDef> {
             DEFAULT_DEADLINE,
             false,
         ),
-    ]
+    ];
+    tools.extend(charts::definitions());
+    tools
 }
 
 /// A catalog entry with its schemas compiled into validators.
