@@ -505,7 +505,11 @@ mod tests {
         let removed = catalog().get("RemoveIndicator").expect("listed");
         assert_eq!(removed.validate_output(&json!({"removed": true})), Ok(()));
         let saved = catalog().get("SaveWorkspace").expect("listed");
-        assert!(saved.validate_output(&json!({"workspace": "Main"})).is_err());
+        assert!(
+            saved
+                .validate_output(&json!({"workspace": "Main"}))
+                .is_err()
+        );
     }
 
     #[test]
@@ -525,7 +529,8 @@ mod tests {
             bad[field] = value;
             let message = draw.validate_arguments(&bad).unwrap_err();
             assert!(
-                message.contains(&format!("{field}:")) && message.contains(&format!("rule: {rule}")),
+                message.contains(&format!("{field}:"))
+                    && message.contains(&format!("rule: {rule}")),
                 "{message}"
             );
         }
@@ -537,13 +542,18 @@ mod tests {
         let schema = &open.to_json(Revision::V2025_11_25)["inputSchema"];
         assert_eq!(
             schema["properties"]["timeframe"]["properties"]["type"]["enum"],
-            json!(["Tick", "Volume", "Range", "Second", "Minute", "Day", "Week", "Month", "Renko"])
+            json!([
+                "Tick", "Volume", "Range", "Second", "Minute", "Day", "Week", "Month", "Renko"
+            ])
         );
         for (timeframe, rule) in [
             (json!({"type": "Hour", "value": 1}), "enum"),
             (json!({"type": "Minute", "value": 0}), "minimum"),
             (json!({"type": "Minute"}), "required"),
-            (json!({"type": "Minute", "value": 5, "session": "ETH"}), "additionalProperties"),
+            (
+                json!({"type": "Minute", "value": 5, "session": "ETH"}),
+                "additionalProperties",
+            ),
         ] {
             let mut bad = ok.clone();
             bad["timeframe"] = timeframe;
@@ -575,7 +585,10 @@ mod tests {
 
         let save = catalog().get("SaveWorkspace").expect("listed");
         assert_eq!(save.validate_arguments(&json!({})), Ok(()));
-        assert_eq!(save.validate_arguments(&json!({"name": "Morning ES"})), Ok(()));
+        assert_eq!(
+            save.validate_arguments(&json!({"name": "Morning ES"})),
+            Ok(())
+        );
         assert!(
             save.validate_arguments(&json!({"name": "C:/Windows/x"}))
                 .is_err()
