@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use crate::lock;
 
+mod charts;
+
 type Answer = Result<Value, String>;
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,7 @@ pub struct Sim {
     prices: BTreeMap<String, f64>,
     backtests: Vec<Value>,
     strategies: BTreeMap<String, Value>,
+    charts: charts::Charts,
     clock: store::clock::Clock,
     scripts: PathBuf,
     backtest_wait: Duration,
@@ -84,6 +87,7 @@ impl Sim {
             .collect(),
             backtests: Vec::new(),
             strategies: BTreeMap::new(),
+            charts: charts::Charts::new(),
             clock: store::clock::Clock::system(),
             scripts,
             backtest_wait: backtest_time,
@@ -367,6 +371,9 @@ impl Sim {
 
     #[expect(clippy::too_many_lines, reason = "one arm per tool")]
     fn answer(&mut self, tool: &str, args: &Value) -> (Answer, Vec<Value>) {
+        if let Some(answer) = self.charts.answer(tool, args, &self.prices) {
+            return (answer, vec![]);
+        }
         let account = args["account"].as_str();
         let instrument = args["instrument"].as_str();
         let result: Answer = match tool {

@@ -369,6 +369,8 @@ struct ChartOutput {
 #[derive(JsonSchema)]
 #[expect(dead_code, reason = "only its schema is used")]
 struct ChartsOutput {
+    /// The current workspace's name.
+    workspace: Option<String>,
     charts: Vec<ChartOutput>,
 }
 
