@@ -323,7 +323,10 @@ impl Charts {
 mod tests {
     use super::*;
 
-    #[expect(clippy::needless_pass_by_value, reason = "the tests pass json! literals")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the tests pass json! literals"
+    )]
     fn call(charts: &mut Charts, tool: &str, args: Value) -> Answer {
         let instruments = BTreeMap::from([("ES 12-26".to_owned(), 5000.0)]);
         charts

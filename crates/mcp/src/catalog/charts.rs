@@ -412,8 +412,10 @@ mod tests {
     use super::*;
     use crate::protocol::Revision;
 
-    /// (tool, scope, destructive, idempotent, deadline in seconds); `None` = read-only.
-    const TABLE: [(&str, Scope, Option<(bool, bool)>, u64); 8] = [
+    /// (tool, scope, (destructive, idempotent) or `None` for read-only, deadline in seconds).
+    type Row = (&'static str, Scope, Option<(bool, bool)>, u64);
+
+    const TABLE: [Row; 8] = [
         ("GetCharts", Scope::Read, None, 10),
         ("OpenChart", Scope::Trade, Some((false, false)), 30),
         ("ApplyChartTemplate", Scope::Trade, Some((true, true)), 10),

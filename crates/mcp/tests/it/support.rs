@@ -373,7 +373,7 @@ pub fn server_info() -> Value {
 }
 
 /// The tool called `name` in a `tools/list` reply.
-pub fn tool_named<'a>(reply: &'a Reply, name: &str) -> &'a serde_json::Value {
+pub fn tool_named<'a>(reply: &'a Reply, name: &str) -> &'a Value {
     reply.json["result"]["tools"]
         .as_array()
         .unwrap()
