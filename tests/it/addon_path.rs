@@ -30,7 +30,7 @@ fn structured(result: &CallToolResult) -> Value {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &RunningService<rmcp::RoleClient, ClientConfig>,
     tool: &str,
     arguments: Value,
