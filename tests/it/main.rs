@@ -11,6 +11,7 @@ mod addon_path;
 mod addon_revocation;
 mod addon_too_old;
 mod browser;
+mod charts;
 mod cli;
 mod compose;
 mod embedded;

@@ -199,6 +199,24 @@ async fn fail(db: impl PgExecutor<'_>, job_id: Uuid, error: &str) -> Result<(), 
     Ok(())
 }
 
+/// Completes a job with the result an Add-On without jobs answered to the starting call.
+async fn complete(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    result: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE addon_jobs SET state = 'completed', result = $2, progress = 1, finished_at = now(),
+           updated_at = now(), version = version + 1
+         WHERE job_id = $1 AND finished_at IS NULL",
+        job_id,
+        result,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Forgets a job whose start never reached the Add-On.
 async fn forget(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -384,6 +402,10 @@ impl AddonBridge {
     ) -> Result<(), sqlx::Error> {
         let db = &self.inner.db;
         match outcome {
+            // An Add-On without jobs ran the work inside the call and answered its result.
+            Ok(CallOutcome::Ok(content)) if content.get("state").is_none() => {
+                complete(db, job_id, content).await
+            }
             Ok(CallOutcome::Ok(_)) => confirm_started(db, job_id).await,
             Ok(CallOutcome::ToolError(message)) => fail(db, job_id, message).await,
             Err(CallError::NotConnected | CallError::TooManyCalls | CallError::Unavailable) => {

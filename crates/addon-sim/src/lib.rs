@@ -1,6 +1,7 @@
 //! A simulated CrossTrade Add-On: connects to the backend's `/v1/addon/ws` with an Add-On key
 //! and answers every Add-On tool from one consistent simulated NinjaTrader 8 (accounts,
-//! positions, orders, executions, market data, NinjaScript files in a folder, backtests), with
+//! positions, orders, executions, market data, NinjaScript files in a folder, backtests, charts
+//! and the workspace), with
 //! fault injection (latency, never answer, drop mid-call, old version), and a record of the
 //! calls received for tests to await.
 
@@ -132,7 +133,7 @@ async fn serve(
     let hello = json!({
         "v": 1, "type": "hello", "addon_version": options.addon_version,
         "nt8_version": "8.1.4.1",
-        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies", "webhooks", "copier"],
+        "features": ["orders", "marketdata", "ninjascript", "backtest", "strategies", "jobs", "webhooks", "copier", "charts"],
     });
     sink.send(Message::text(hello.to_string())).await?;
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();

@@ -17,6 +17,8 @@ use crate::outbox::Outbox;
 
 mod signals;
 
+mod charts;
+
 type Answer = Result<Value, String>;
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,7 @@ pub struct Sim {
     prices: BTreeMap<String, f64>,
     backtests: Vec<Value>,
     strategies: BTreeMap<String, Value>,
+    charts: charts::Charts,
     clock: store::clock::Clock,
     /// The simulated trading session begins when the simulator starts.
     session_start: String,
@@ -103,6 +106,7 @@ impl Sim {
             started: clock.now(),
             session_start: clock.now().to_rfc3339(),
             clock,
+            charts: charts::Charts::new(),
             scripts,
             backtest_wait: backtest_time,
             counter: 0,
@@ -511,6 +515,9 @@ impl Sim {
 
     #[expect(clippy::too_many_lines, reason = "one arm per tool")]
     pub(crate) fn answer(&mut self, tool: &str, args: &Value) -> (Answer, Vec<Value>) {
+        if let Some(answer) = self.charts.answer(tool, args, &self.prices) {
+            return (answer, vec![]);
+        }
         let account = args["account"].as_str();
         let instrument = args["instrument"].as_str();
         let result: Answer = match tool {

@@ -30,6 +30,8 @@ pub(crate) use jobs::{
 mod signals;
 use vocabulary::{TrailingMode, TrailingRule};
 
+pub mod charts;
+
 /// Where a tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -171,6 +173,9 @@ pub struct ToolDef {
     pub scope: Scope,
     pub route: Route,
     pub effect: Effect,
+    /// The Add-On feature (from its `hello`) the tool needs; `tools/list` hides the tool
+    /// while the connected Add-On does not announce it.
+    pub needs_feature: Option<&'static str>,
     input_schema: Value,
     check: fn(&Value) -> Result<(), String>,
     output_schema: Option<Value>,
@@ -198,6 +203,7 @@ fn read<A: Args, O: JsonSchema>(
         scope: Scope::Read,
         route,
         effect: Effect::Read,
+        needs_feature: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: Some(schema_of::<O>()),
@@ -219,6 +225,7 @@ fn trade<A: Args>(
         scope: Scope::Trade,
         route: Route::Addon { deadline },
         effect: Effect::trade(idempotent),
+        needs_feature: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: None,
@@ -230,6 +237,7 @@ pub fn definitions() -> Vec<ToolDef> {
     let mut tools = core_definitions();
     tools.extend(signals::definitions());
     tools.extend(jobs::definitions());
+    tools.extend(charts::definitions());
     tools
 }
 

@@ -471,6 +471,12 @@ async fn list_tools(
         .tools()
         .filter(|tool| principal.scope.covers(tool.def.scope))
         .filter(|tool| presence.connected || !tool.def.route.needs_addon())
+        // An Add-On that does not announce a tool's feature would only refuse the call.
+        .filter(|tool| {
+            tool.def
+                .needs_feature
+                .is_none_or(|feature| presence.features.iter().any(|f| f == feature))
+        })
         .map(|tool| tool.to_json(revision))
         .collect();
     // Moved in, not copied (`json!` would serialize a copy of every schema).

@@ -53,6 +53,7 @@ pub(super) fn start<A: Args>(
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: Some(schema_of::<StartOutput>()),
+        needs_feature: None,
     }
 }
 

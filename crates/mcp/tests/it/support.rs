@@ -103,13 +103,18 @@ impl TestRelay {
     }
 
     pub fn connect(&self, user: Uuid) {
+        self.connect_offering(user, &["orders", "ninjascript"]);
+    }
+
+    /// The user's Add-On connects announcing `features` in its hello.
+    pub fn connect_offering(&self, user: Uuid, features: &[&str]) {
         self.presence.lock().unwrap().insert(
             user,
             Presence {
                 connected: true,
                 addon_version: Some("1.13.2".into()),
                 nt8_version: Some("8.1.4.1".into()),
-                features: vec!["orders".into(), "ninjascript".into()],
+                features: features.iter().map(|f| (*f).to_owned()).collect(),
                 too_old: None,
             },
         );

@@ -39,6 +39,17 @@ const TRADE_TOOLS: [&str; 13] = [
     "StopStrategy",
     "EmitAlert",
 ];
+/// Listed only while the Add-On announces the "charts" feature.
+const CHART_READ_TOOLS: [&str; 1] = ["GetCharts"];
+const CHART_TRADE_TOOLS: [&str; 7] = [
+    "OpenChart",
+    "ApplyChartTemplate",
+    "AddIndicator",
+    "RemoveIndicator",
+    "DrawPriceLevel",
+    "RemovePriceLevel",
+    "SaveWorkspace",
+];
 
 /// Stored history listed after the trade tools (served with or without the Add-On).
 const STORED_SIGNAL_TOOLS: [&str; 2] = ["GetWebhookHistory", "GetCopierActivity"];
@@ -434,7 +445,8 @@ async fn a_history_window_that_is_not_rfc_3339_is_told_back_not_ignored() {
 #[tokio::test]
 async fn every_tool_declares_its_oauth_scope_for_the_apps_sdk() {
     let app = spawn().await;
-    app.relay.connect(app.users.elite);
+    app.relay
+        .connect_offering(app.users.elite, &["orders", "ninjascript", "charts"]);
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let reply = app
             .legacy("elite-trade", version, "tools/list", json!({}))
@@ -443,7 +455,10 @@ async fn every_tool_declares_its_oauth_scope_for_the_apps_sdk() {
         assert!(!tools.is_empty());
         for tool in tools {
             let name = tool["name"].as_str().unwrap();
-            let scope = if TRADE_TOOLS.contains(&name) || name == "CancelJob" {
+            let scope = if TRADE_TOOLS.contains(&name)
+                || CHART_TRADE_TOOLS.contains(&name)
+                || name == "CancelJob"
+            {
                 "mcp:trade"
             } else {
                 "mcp:read"
@@ -498,4 +513,110 @@ async fn watermarks_refuse_an_instrument_and_trailing_options_without_an_amount(
         "{}",
         reply.json
     );
+}
+
+#[tokio::test]
+async fn chart_tools_are_listed_only_while_the_addon_offers_charts() {
+    let app = spawn().await;
+    let mut read = vec!["GetMcpCapabilities"];
+    read.extend(READ_ADDON_TOOLS);
+    let mut all = read.clone();
+    all.extend(TRADE_TOOLS);
+    read.extend(STORED_SIGNAL_TOOLS);
+    all.extend(STORED_SIGNAL_TOOLS);
+    read.extend(READ_JOB_TOOLS);
+    all.extend(READ_JOB_TOOLS);
+    all.push("CancelJob");
+    let has_chart_tool = |names: &[String]| {
+        names.iter().any(|n| {
+            CHART_READ_TOOLS.contains(&n.as_str()) || CHART_TRADE_TOOLS.contains(&n.as_str())
+        })
+    };
+
+    // No Add-On: hidden, and a call is 408 without reaching any Add-On.
+    for token in ["elite-read", "elite-trade"] {
+        let reply = app.modern(token, "tools/list", json!({})).await;
+        assert!(!has_chart_tool(&tool_names(&reply)), "{token}");
+    }
+    let open = json!({"instrument":"ES 12-26","timeframe":{"type":"Minute","value":5},
+        "idempotency_key":"chart-open-0001"});
+    let reply = app.call("elite-trade", "OpenChart", open.clone()).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.json["error"], "addon_disconnected");
+
+    // An Add-On without the feature: still hidden (it would refuse the call).
+    app.relay.connect(app.users.elite);
+    let reply = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    assert_eq!(tool_names(&reply), all);
+
+    // With it: GetCharts for a read grant, every chart tool for a trade grant, after the rest.
+    app.relay
+        .connect_offering(app.users.elite, &["orders", "ninjascript", "charts"]);
+    read.extend(CHART_READ_TOOLS);
+    all.extend(CHART_READ_TOOLS);
+    all.extend(CHART_TRADE_TOOLS);
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let reply = app
+            .legacy("elite-read", version, "tools/list", json!({}))
+            .await;
+        assert_eq!(tool_names(&reply), read, "{version}");
+        let reply = app
+            .legacy("elite-trade", version, "tools/list", json!({}))
+            .await;
+        assert_eq!(tool_names(&reply), all, "{version}");
+    }
+    let reply = app.modern("elite-trade", "tools/list", json!({})).await;
+    assert_eq!(tool_names(&reply), all);
+    let draw = tool_named(&reply, "DrawPriceLevel");
+    assert_eq!(
+        draw["annotations"],
+        json!({"readOnlyHint":false,"destructiveHint":false,"idempotentHint":false,"openWorldHint":false})
+    );
+    assert_eq!(
+        draw["inputSchema"]["properties"]["color"]["pattern"],
+        "^#[0-9A-Fa-f]{6}$"
+    );
+    assert!(draw["outputSchema"].is_object());
+
+    // A write is relayed with its own deadline and the key lifted out; its answer is checked
+    // against the output schema.
+    let chart = json!({"chart_id":"c-1","instrument":"ES 12-26",
+        "timeframe":{"type":"Minute","value":5},"template":null,"indicators":[],"price_levels":[]});
+    app.relay
+        .behave(Behaviour::Answer(CallOutcome::Ok(chart.clone())));
+    let reply = app.call("elite-trade", "OpenChart", open).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["result"]["structuredContent"], chart);
+    let calls = app.relay.calls.lock().unwrap().clone();
+    let last = calls.last().unwrap();
+    assert_eq!(last.tool, "OpenChart");
+    assert_eq!(last.deadline, Duration::from_secs(30));
+    assert_eq!(last.idempotency_key.as_deref(), Some("chart-open-0001"));
+    assert_eq!(
+        last.arguments,
+        json!({"instrument":"ES 12-26","timeframe":{"type":"Minute","value":5}})
+    );
+
+    // A read grant lists GetCharts and may call it, but no chart write.
+    app.relay.behave(Behaviour::Answer(CallOutcome::Ok(
+        json!({"charts":[chart]}),
+    )));
+    let reply = app.call("elite-read", "GetCharts", json!({})).await;
+    assert_eq!(reply.json["result"]["isError"], false, "{}", reply.json);
+    let before = app.relay.call_count();
+    let reply = app
+        .call(
+            "elite-read",
+            "DrawPriceLevel",
+            json!({"chart_id":"c-1","price":5000.0}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.json,
+        json!({"error":"insufficient_scope","required":"mcp:trade"})
+    );
+    assert_eq!(app.relay.call_count(), before);
 }
