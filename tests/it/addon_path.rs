@@ -30,8 +30,8 @@ pub(crate) fn structured(result: &CallToolResult) -> Value {
     })
 }
 
-pub(crate) async fn call(
-    client: &RunningService<rmcp::RoleClient, ClientConfig>,
+pub(crate) async fn call<H: rmcp::ClientHandler>(
+    client: &RunningService<rmcp::RoleClient, H>,
     tool: &str,
     arguments: Value,
 ) -> Value {
@@ -395,13 +395,13 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
     let on_b = Endpoint::new(&replica_b.url(""));
     let (_, access) = trade_token(&on_b, "kill@example.com").await;
 
-    // The Add-On connects to A and never answers backtests.
+    // The Add-On connects to A and never saves workspaces.
     let scripts = testkit::scratch_dir("kill-scripts");
     let options = sim_options(
         &db,
         replica_a.addr,
         "kill@example.com",
-        &["RunStrategyBacktest"],
+        &["SaveWorkspace"],
         &scripts,
     );
     let received = addon_sim::Received::default();
@@ -414,22 +414,19 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
         "B sees the Add-On connected to A"
     );
 
-    // A backtest (300 s deadline) goes from B to A; then A dies without a word.
+    // A workspace save (30 s deadline) goes from B to A; then A dies without a word.
     let pending = tokio::spawn({
         let on_b = on_b.clone();
         let access = access.clone();
         async move {
-            let args = json!({"strategy": "SampleMA", "instrument": "ES 12-26", "from": "2026-01-01", "to": "2026-06-30"});
-            tools_call(&on_b, &access, "RunStrategyBacktest", args).await
+            let args = json!({"name": "Held"});
+            tools_call(&on_b, &access, "SaveWorkspace", args).await
         }
     });
     // A holds the call once its Add-On has it.
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        received.call("RunStrategyBacktest"),
-    )
-    .await
-    .expect("the backtest reached the Add-On through A");
+    tokio::time::timeout(Duration::from_secs(10), received.call("SaveWorkspace"))
+        .await
+        .expect("the save reached the Add-On through A");
     crate::support::signal(replica_a.pid(), "KILL");
     let killed = std::time::Instant::now();
     let reply = tokio::time::timeout(Duration::from_secs(30), pending)
@@ -446,7 +443,7 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
     );
     assert!(
         waited < Duration::from_secs(15),
-        "answered {waited:?} after the kill, long before the 300 s deadline"
+        "answered {waited:?} after the kill, long before the 30 s deadline"
     );
 
     // The dead replica's presence is gone: Add-On tools answer "not connected" at once.

@@ -67,12 +67,13 @@ async fn an_account_holding_its_addon_call_cap_gets_429_while_others_and_oauth_a
     let (_, busy) = trade_token(&endpoint, "busy@example.com").await;
     let (_, calm) = trade_token(&endpoint, "calm@example.com").await;
     let scripts = testkit::scratch_dir("fair-calls");
-    // The busy account's Add-On never answers backtests (300 s deadline): they stay in flight.
+    // The busy account's Add-On never answers workspace saves (30 s deadline): they stay in
+    // flight while the probes run.
     let busy_sim = sim_options(
         &db,
         server.addr,
         "busy@example.com",
-        &["RunStrategyBacktest"],
+        &["SaveWorkspace"],
         &scripts,
     );
     let calm_sim = sim_options(&db, server.addr, "calm@example.com", &[], &scripts);
@@ -83,20 +84,17 @@ async fn an_account_holding_its_addon_call_cap_gets_429_while_others_and_oauth_a
     assert!(addon_connected(&endpoint, &busy).await);
     assert!(addon_connected(&endpoint, &calm).await);
 
-    let backtest = json!({"strategy": "SampleMA", "instrument": "ES 12-26",
-                          "from": "2026-01-01", "to": "2026-06-30"});
+    let save = json!({"name": "Held"});
     let held: Vec<_> = (0..2)
         .map(|_| {
-            let (endpoint, busy, backtest) = (endpoint.clone(), busy.clone(), backtest.clone());
-            tokio::spawn(async move {
-                tools_call(&endpoint, &busy, "RunStrategyBacktest", backtest).await
-            })
+            let (endpoint, busy, save) = (endpoint.clone(), busy.clone(), save.clone());
+            tokio::spawn(async move { tools_call(&endpoint, &busy, "SaveWorkspace", save).await })
         })
         .collect();
     // Both held calls must be in the bridge before the probes start, so a probe is not what
     // pushes one of them over the cap: wait until the replica reports them live.
     wait_until(
-        "the held backtests in the bridge",
+        "the held saves in the bridge",
         Duration::from_secs(10),
         async || metrics_show(&server, "addon_live_calls 2").await,
     )
@@ -107,7 +105,7 @@ async fn an_account_holding_its_addon_call_cap_gets_429_while_others_and_oauth_a
         async || {
             assert!(
                 held.iter().all(|call| !call.is_finished()),
-                "a held backtest ended early"
+                "a held save ended early"
             );
             let reply = tokio::time::timeout(
                 ANSWERS_WITHIN,
@@ -138,7 +136,7 @@ async fn an_account_holding_its_addon_call_cap_gets_429_while_others_and_oauth_a
         assert_eq!(body["result"]["isError"], false, "{body}");
         oauth_answers(&endpoint).await;
     }
-    // Still saturated (the backtests are still running): still refused.
+    // Still saturated (the saves are still held): still refused.
     assert_too_many(tools_call(&endpoint, &busy, "GetPositions", json!({})).await).await;
     assert!(held.iter().all(|call| !call.is_finished()));
 

@@ -18,6 +18,7 @@ mod embedded;
 mod fairness;
 mod faults;
 mod fuzz_corpus;
+mod jobs;
 mod mcp_client;
 mod oauth_flow;
 mod overload;
