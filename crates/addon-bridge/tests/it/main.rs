@@ -13,6 +13,7 @@ mod events;
 mod fairness;
 mod faults;
 mod idempotency;
+mod jobs;
 mod keys;
 mod relay;
 mod replicas;
