@@ -37,6 +37,9 @@ pub enum Command {
         /// Also run the Add-On simulator for the Elite demo account, so Add-On tools work.
         #[arg(long)]
         with_addon_sim: bool,
+        /// How long the simulator's backtests run, in seconds (a real one takes minutes).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=14_400))]
+        sim_backtest_secs: u64,
     },
     /// Manage Add-On keys (the credentials the CrossTrade Add-On connects with).
     #[command(subcommand)]
@@ -112,7 +115,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&config.log)?;
     match cli.command {
         Command::Serve => server::run(config, shutdown).await,
-        Command::Dev { with_addon_sim } => dev::run(config, shutdown, with_addon_sim).await,
+        Command::Dev {
+            with_addon_sim,
+            sim_backtest_secs,
+        } => {
+            let simulator =
+                with_addon_sim.then(|| std::time::Duration::from_secs(sim_backtest_secs));
+            dev::run(config, shutdown, simulator).await
+        }
         Command::AddonKeys(command) => addon_keys_command(&config, command).await,
         Command::Migrate => {
             let db = Database::open(&config, Role::Tool("migrate")).await?;

@@ -20,7 +20,7 @@ const CREDENTIALS_FILE: &str = "demo-credentials";
 pub async fn run(
     mut config: Config,
     shutdown: crate::server::ShutdownSignal,
-    with_addon_sim: bool,
+    simulator_backtest: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     // Browser-based MCP clients (the MCP Inspector) run on this computer during development.
     config.loopback_origins = true;
@@ -28,7 +28,7 @@ pub async fn run(
     let outcome = async {
         db.migrate().await?;
         let accounts = seed(&config, &db).await?;
-        let simulator = if with_addon_sim {
+        let simulator = if let Some(backtest) = simulator_backtest {
             let elite = Email::parse(DEMO_ACCOUNTS[0].0)?;
             let user = users::find_by_email(&db.pool, &elite)
                 .await?
@@ -44,14 +44,14 @@ pub async fn run(
             let (key_id, key) = addon_bridge::keys::create(&db.pool, user.id).await?;
             write_private(&remembered, &key_id.to_string())
                 .with_context(|| format!("writing {}", remembered.display()))?;
-            Some(key)
+            Some((key, backtest))
         } else {
             None
         };
         serve_on(&config, &db, shutdown, |addr, admin| {
             print_banner(&config, addr, admin, &accounts)?;
-            if let Some(key) = simulator {
-                spawn_simulator(&config, addr, key)?;
+            if let Some((key, backtest)) = simulator {
+                spawn_simulator(&config, addr, key, backtest)?;
             }
             Ok(())
         })
@@ -86,7 +86,12 @@ async fn seed(config: &Config, db: &Database) -> anyhow::Result<Vec<(String, Str
 
 /// Runs the Add-On simulator in-process for the Elite demo account, reconnecting when the
 /// connection ends (its state is kept across reconnects).
-fn spawn_simulator(config: &Config, addr: std::net::SocketAddr, key: String) -> anyhow::Result<()> {
+fn spawn_simulator(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    key: String,
+    backtest: std::time::Duration,
+) -> anyhow::Result<()> {
     let scripts_dir = config.data_dir.join("addon-sim").join("NinjaScript");
     std::fs::create_dir_all(&scripts_dir)
         .with_context(|| format!("creating {}", scripts_dir.display()))?;
@@ -97,7 +102,7 @@ fn spawn_simulator(config: &Config, addr: std::net::SocketAddr, key: String) -> 
         latency: std::time::Duration::ZERO,
         never_answer: Vec::new(),
         drop_on: None,
-        backtest: std::time::Duration::from_secs(3),
+        backtest,
         scripts_dir: scripts_dir.clone(),
     };
     let sim = std::sync::Arc::new(std::sync::Mutex::new(
