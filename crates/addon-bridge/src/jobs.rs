@@ -402,11 +402,11 @@ impl AddonBridge {
     ) -> Result<(), sqlx::Error> {
         let db = &self.inner.db;
         match outcome {
-            // An Add-On without jobs ran the work inside the call and answered its result.
-            Ok(CallOutcome::Ok(content)) if content.get("state").is_none() => {
-                complete(db, job_id, content).await
+            Ok(CallOutcome::Ok(content)) if accepted(content, job_id) => {
+                confirm_started(db, job_id).await
             }
-            Ok(CallOutcome::Ok(_)) => confirm_started(db, job_id).await,
+            // An Add-On without jobs ran the work inside the call and answered its result.
+            Ok(CallOutcome::Ok(content)) => complete(db, job_id, content).await,
             Ok(CallOutcome::ToolError(message)) => fail(db, job_id, message).await,
             Err(CallError::NotConnected | CallError::TooManyCalls | CallError::Unavailable) => {
                 fail(db, job_id, "the start never reached the CrossTrade Add-On").await
@@ -452,7 +452,17 @@ impl AddonBridge {
             CallOutcome::Ok(_) => mark_cancelling(db, user_id, job_id)
                 .await
                 .map_err(|e| unavailable(&e))?,
-            CallOutcome::ToolError(message) => return Err(JobError::Refused(message)),
+            // The Add-On runs no such job (NinjaTrader restarted, or it already ended): no
+            // result will come, so the job ends here instead of at its expiry.
+            CallOutcome::ToolError(message) => {
+                fail(
+                    db,
+                    job_id,
+                    &format!("the CrossTrade Add-On is not running this job: {message}"),
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+            }
         }
         self.job(user_id, job_id)
             .await?
@@ -483,6 +493,16 @@ impl AddonBridge {
             }
         }
     }
+}
+
+/// The Add-On's answer to a start that it runs as a job: `{"job_id": <ours>, "state":
+/// "running"}` (anything else is a finished result).
+fn accepted(content: &Value, job_id: Uuid) -> bool {
+    content.get("job_id").and_then(Value::as_str) == Some(job_id.to_string().as_str())
+        && matches!(
+            content.get("state").and_then(Value::as_str),
+            Some("running" | "starting")
+        )
 }
 
 fn no_such_job(job_id: Uuid) -> JobError {

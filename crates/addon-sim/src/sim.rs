@@ -591,7 +591,11 @@ impl Sim {
             "RunStrategyBacktest" => {
                 let job_id = self.next_id("BT");
                 let result = json!({"job_id": job_id, "strategy": args["strategy"], "instrument": args["instrument"],
-                    "from": args["from"], "to": args["to"], "trades": 42, "net_profit": 1250.5, "win_rate": 0.55,
+                    "from": args["from"], "to": args["to"], "trade_count": 42, "net_profit": 1250.5, "win_rate": 0.55,
+                    "trades": [
+                        {"entry_time": args["from"], "action": "Buy", "quantity": 1, "entry_price": 5000.25, "exit_price": 5004.75, "profit": 225.0},
+                        {"entry_time": args["from"], "action": "Sell", "quantity": 1, "entry_price": 5006.0, "exit_price": 5008.5, "profit": -125.0},
+                    ],
                     "max_drawdown": -612.0, "profit_factor": 1.31});
                 self.backtests.push(result.clone());
                 Ok(result)

@@ -193,6 +193,20 @@ async fn a_start_reaches_the_addon_once_per_key_and_leaves_nothing_when_it_canno
         Some("Strategy 'SampleMaCross' is not compiled")
     );
 
+    // An Add-On that runs the work inside the call answers the result itself: completed.
+    let bridge = server.bridge.clone();
+    let pending = tokio::spawn(async move { bridge.start_job(start(user_id, None)).await });
+    let call = addon.next_call().await;
+    addon
+        .answer(&call, json!({"trade_count": 42, "net_profit": 1250.5}))
+        .await;
+    let finished = pending.await.unwrap().unwrap();
+    assert_eq!(finished.state, JobState::Completed);
+    assert_eq!(
+        finished.result,
+        Some(json!({"trade_count": 42, "net_profit": 1250.5}))
+    );
+
     // Open jobs are capped per account.
     for _ in 1..8 {
         started(&server, &mut addon, user_id, None).await;
@@ -249,6 +263,19 @@ async fn cancel_goes_through_the_addon_and_an_unfinished_job_fails_at_its_expiry
     assert_eq!(ended.state, JobState::Cancelled);
     // Cancelling a finished job changes nothing and asks nobody.
     assert_eq!(server.bridge.cancel_job(user_id, id).await.unwrap(), ended);
+
+    // The Add-On no longer runs a job (NinjaTrader restarted): cancelling ends it at once.
+    let orphan = started(&server, &mut addon, user_id, None).await;
+    let bridge = server.bridge.clone();
+    let orphan_id = orphan.job_id;
+    let cancelling = tokio::spawn(async move { bridge.cancel_job(user_id, orphan_id).await });
+    let call = addon.next_call().await;
+    let refusal = json!({"v": 1, "type": "result", "id": call["id"], "ok": false,
+        "error": format!("no running job {orphan_id}")});
+    addon.send(&refusal.to_string()).await;
+    let ended = cancelling.await.unwrap().unwrap();
+    assert_eq!(ended.state, JobState::Failed);
+    assert!(ended.error.unwrap().contains("not running this job"));
 
     // A job whose Add-On never reports a result fails once its time is up.
     let lost = started(&server, &mut addon, user_id, None).await;
