@@ -228,3 +228,66 @@ async fn a_job_outlives_its_client_and_the_replica_that_started_it() {
     assert!(replica_b.terminate().success());
     std::fs::remove_dir_all(&scripts).ok();
 }
+
+#[tokio::test]
+async fn a_result_finished_while_the_addon_was_away_is_resent_to_another_replica() {
+    let email = "jobs-move@example.com";
+    let (db, replica_a, on_a) = server_with_user(email).await;
+    let replica_b = ServerProcess::start("serve", &[("DATABASE_URL", db.url().as_str())]);
+    let on_b = Endpoint::new(&replica_b.url(""));
+    let (_, access_a) = trade_token(&on_a, email).await;
+    let (_, access_b) = trade_token(&on_b, email).await;
+
+    // One simulated NinjaTrader: connected to A first, to B once A is gone.
+    let scripts = testkit::scratch_dir("jobs-move-scripts");
+    let mut options = sim_options(&db, replica_a.addr, email, &[], &scripts);
+    options.backtest = Duration::from_secs(3);
+    let sim_state = Arc::new(Mutex::new(
+        addon_sim::Sim::new(scripts.clone(), options.backtest).unwrap(),
+    ));
+    let mut on_replica_b = options.clone();
+    on_replica_b.url = format!("ws://{}/v1/addon/ws", replica_b.addr);
+    let sim = tokio::spawn({
+        let sim_state = Arc::clone(&sim_state);
+        async move {
+            let _ = addon_sim::run_with(&options, Arc::clone(&sim_state)).await;
+            loop {
+                let _ = addon_sim::run_with(&on_replica_b, Arc::clone(&sim_state)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    assert!(addon_connected(&on_a, &access_a).await);
+
+    let args = json!({"strategy": "SampleMaCross", "instrument": "ES 12-26",
+        "from": "2026-01-02", "to": "2026-03-31"});
+    let reply = tools_call(&on_a, &access_a, "RunStrategyBacktest", args).await;
+    let body: Value = reply.json().await.unwrap();
+    let job_id = body["result"]["structuredContent"]["job"]["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The replica holding the socket dies mid-backtest; the result comes while the Add-On is
+    // reconnecting, and is delivered to B after its welcome.
+    crate::support::signal(replica_a.pid(), "KILL");
+    let mut last = Value::Null;
+    eventually(Duration::from_secs(40), async || {
+        let reply = tools_call(
+            &on_b,
+            &access_b,
+            "GetJob",
+            json!({"job_id": job_id, "wait_seconds": 10}),
+        )
+        .await;
+        last = reply.json().await.unwrap_or(Value::Null);
+        last["result"]["structuredContent"]["job"]["state"] == "completed"
+    })
+    .await;
+    let job = &last["result"]["structuredContent"]["job"];
+    assert_eq!(job["state"], "completed", "{last}");
+    assert_eq!(job["result"]["net_profit"], 1250.5, "{last}");
+    sim.abort();
+    drop(replica_a);
+    assert!(replica_b.terminate().success());
+    std::fs::remove_dir_all(&scripts).ok();
+}
