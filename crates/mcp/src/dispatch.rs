@@ -538,13 +538,42 @@ async fn call_tool(
         state.verifier().step_up_requested(principal).await;
         return Err(HttpError::InsufficientScope.into());
     }
-    let mut arguments = match params.get("arguments") {
+    let arguments = match params.get("arguments") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(arguments) => arguments.clone(),
     };
     if let Err(message) = tool.validate_arguments(&arguments) {
         return Ok(tool_error(&message));
     }
+    let progress = progress.and_then(|sink| {
+        let token = params.get("_meta")?.get("progressToken")?;
+        (token.is_string() || token.is_i64() || token.is_u64())
+            .then(|| Progress::new(sink.clone(), token.clone()))
+    });
+    let caller = Caller {
+        principal,
+        tier,
+        revision,
+    };
+    run_route(state, &caller, tool, arguments, progress).await
+}
+
+/// Who calls a tool, once the tier and scope gates have let them.
+struct Caller<'a> {
+    principal: &'a Principal,
+    tier: Tier,
+    revision: Revision,
+}
+
+/// Runs a tool whose arguments are valid and whose caller may call it.
+async fn run_route(
+    state: &McpState,
+    caller: &Caller<'_>,
+    tool: &Tool,
+    mut arguments: Value,
+    progress: Option<Progress>,
+) -> Result<Value, Failure> {
+    let (principal, tier, revision) = (caller.principal, caller.tier, caller.revision);
     match tool.def.route {
         Route::Backend(BackendTool::Capabilities) => {
             let presence = state.relay().presence(principal.user_id).await;
@@ -636,11 +665,6 @@ async fn call_tool(
             }
         }
         Route::Job(route) => {
-            let progress = progress.and_then(|sink| {
-                let token = params.get("_meta")?.get("progressToken")?;
-                (token.is_string() || token.is_i64() || token.is_u64())
-                    .then(|| Progress::new(sink.clone(), token.clone()))
-            });
             let outcome = job_tool(state, principal, tool, route, arguments, progress).await;
             let counted = match &outcome {
                 Ok(Ok(value)) => Ok(CallOutcome::Ok(value.clone())),
