@@ -42,6 +42,10 @@ pub enum Command {
         /// How long the simulator's backtests run, in seconds (a real one takes minutes).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=14_400))]
         sim_backtest_secs: u64,
+        /// The demo accounts' trade confirmation: `every` order waits for the person (the
+        /// default, as for every new account) or `never`.
+        #[arg(long, default_value = "every", value_parser = ["every", "never"])]
+        trade_confirmation: String,
     },
     /// Manage Add-On keys (the credentials the CrossTrade Add-On connects with).
     #[command(subcommand)]
@@ -145,10 +149,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev {
             with_addon_sim,
             sim_backtest_secs,
+            trade_confirmation,
         } => {
             let simulator =
                 with_addon_sim.then(|| std::time::Duration::from_secs(sim_backtest_secs));
-            dev::run(config, shutdown, simulator).await
+            let policy = Policy::parse(&trade_confirmation, None, None, false, false)?;
+            dev::run(config, shutdown, simulator, policy).await
         }
         Command::AddonKeys(command) => addon_keys_command(&config, command).await,
         Command::Migrate => {

@@ -21,6 +21,7 @@ pub async fn run(
     mut config: Config,
     shutdown: crate::server::ShutdownSignal,
     simulator_backtest: Option<std::time::Duration>,
+    trade_confirmation: vocabulary::confirm::Policy,
 ) -> anyhow::Result<()> {
     // Browser-based MCP clients (the MCP Inspector) run on this computer during development.
     config.loopback_origins = true;
@@ -28,6 +29,12 @@ pub async fn run(
     let outcome = async {
         db.migrate().await?;
         let accounts = seed(&config, &db).await?;
+        for (address, _) in DEMO_ACCOUNTS {
+            let email = Email::parse(address)?;
+            if let Some(user) = users::find_by_email(&db.pool, &email).await? {
+                store::confirmations::set_policy(&db.pool, user.id, &trade_confirmation).await?;
+            }
+        }
         let simulator = if let Some(backtest) = simulator_backtest {
             let elite = Email::parse(DEMO_ACCOUNTS[0].0)?;
             let user = users::find_by_email(&db.pool, &elite)

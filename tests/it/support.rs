@@ -372,7 +372,8 @@ pub async fn dev_with_addon_sim(data_dir: &str) -> DevWithAddonSim {
         .port();
     let public_url = format!("http://127.0.0.1:{port}");
     let server = ServerProcess::start_with_args(
-        &["dev", "--with-addon-sim"],
+        // Orders are sent at once here; the confirmation tests start their own server.
+        &["dev", "--with-addon-sim", "--trade-confirmation", "never"],
         &[
             ("CROSSTRADE_DATA_DIR", data_dir),
             ("CROSSTRADE_PUBLIC_URL", public_url.as_str()),

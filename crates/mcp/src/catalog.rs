@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use vocabulary::JobKind;
+use vocabulary::confirm::Gate;
 
 use crate::auth::Scope;
 use crate::protocol::Revision;
@@ -21,12 +22,14 @@ use crate::protocol::Revision;
 mod jobs;
 
 use crate::relay::{HistoryFilter, HistoryRequest};
+pub(crate) use confirm::{confirm_args, confirmations_args};
 pub use jobs::JobRoute;
 pub(crate) use jobs::{
     POLL_HINT, backtest_args, backtest_result, cancel_args, filter_of, get_args, job_json,
     summary_of,
 };
 
+mod confirm;
 mod signals;
 use vocabulary::{TrailingMode, TrailingRule};
 
@@ -51,7 +54,9 @@ impl Route {
     pub fn needs_addon(self) -> bool {
         matches!(
             self,
-            Route::Addon { .. } | Route::Job(JobRoute::Start(_) | JobRoute::Cancel)
+            Route::Addon { .. }
+                | Route::Job(JobRoute::Start(_) | JobRoute::Cancel)
+                | Route::Backend(BackendTool::ConfirmTrade)
         )
     }
 }
@@ -129,6 +134,10 @@ fn rfc3339(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, Str
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendTool {
     Capabilities,
+    /// Runs a call the person approved.
+    ConfirmTrade,
+    /// The account's confirmations.
+    TradeConfirmations,
 }
 
 /// What the tool does to the world, for the MCP `annotations` (hints, 2025-03-26 server/tools).
@@ -176,6 +185,8 @@ pub struct ToolDef {
     /// The Add-On feature (from its `hello`) the tool needs; `tools/list` hides the tool
     /// while the connected Add-On does not announce it.
     pub needs_feature: Option<&'static str>,
+    /// Calls the account's confirmation policy may hold for the person's decision.
+    pub confirm: Option<Gate>,
     input_schema: Value,
     check: fn(&Value) -> Result<(), String>,
     output_schema: Option<Value>,
@@ -204,6 +215,7 @@ fn read<A: Args, O: JsonSchema>(
         route,
         effect: Effect::Read,
         needs_feature: None,
+        confirm: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: Some(schema_of::<O>()),
@@ -226,6 +238,7 @@ fn trade<A: Args>(
         route: Route::Addon { deadline },
         effect: Effect::trade(idempotent),
         needs_feature: None,
+        confirm: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: None,
@@ -237,7 +250,11 @@ pub fn definitions() -> Vec<ToolDef> {
     let mut tools = core_definitions();
     tools.extend(signals::definitions());
     tools.extend(jobs::definitions());
+    tools.extend(confirm::definitions());
     tools.extend(charts::definitions());
+    for tool in &mut tools {
+        tool.confirm = confirm::gate_of(tool.name);
+    }
     tools
 }
 
@@ -1380,11 +1397,13 @@ mod tests {
             assert!(!schema.to_string().contains("$ref"), "{name}: {schema}");
             assert!(schema.get("$schema").is_none());
             if tool.def.scope == Scope::Trade {
+                // ConfirmTrade runs a confirmation at most once: the id is its key.
                 assert!(
-                    schema["properties"]["idempotency_key"]["description"]
-                        .as_str()
-                        .unwrap()
-                        .contains("24 hours"),
+                    name == "ConfirmTrade"
+                        || schema["properties"]["idempotency_key"]["description"]
+                            .as_str()
+                            .unwrap()
+                            .contains("24 hours"),
                     "{name}: {schema}"
                 );
             } else {
@@ -1452,6 +1471,24 @@ mod tests {
                 Route::Addon { deadline },
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn order_affecting_tools_are_gated_and_nothing_else_is() {
+        for tool in catalog().tools() {
+            let expected = match tool.def.name {
+                "PlaceOrder" | "ModifyOrder" | "ReversePosition" | "FlattenPosition"
+                | "FlattenAll" => Some(Gate::Order),
+                "DeployStrategy" => Some(Gate::Deploy),
+                "StopStrategy" => Some(Gate::StopFlatten),
+                "CancelOrder" | "CancelAllOrders" => Some(Gate::Cancel),
+                _ => None,
+            };
+            assert_eq!(tool.def.confirm, expected, "{}", tool.def.name);
+            if expected.is_some() {
+                assert_eq!(tool.def.scope, Scope::Trade, "{}", tool.def.name);
+            }
         }
     }
 

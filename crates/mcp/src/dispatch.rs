@@ -13,6 +13,7 @@ use crate::auth::Principal;
 use crate::catalog::{
     self, BackendTool, Capabilities, DEFAULT_DEADLINE, JobRoute, Route, Tool, catalog,
 };
+use crate::confirm;
 use crate::error::HttpError;
 use crate::protocol::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO, Message, Request, Revision,
@@ -555,7 +556,166 @@ async fn call_tool(
         tier,
         revision,
     };
+    if let Some(gate) = tool.def.confirm {
+        let held = confirm::hold(
+            state,
+            principal,
+            revision.as_str(),
+            tool.def.name,
+            gate,
+            &arguments,
+        )
+        .await
+        .map_err(|err| {
+            HttpError::internal(
+                "holding a trade for confirmation",
+                "The service is temporarily unavailable; retry shortly",
+                err,
+            )
+        })?;
+        if let confirm::Held::Answer(answer) = held {
+            count_call(tool.def.name, &Ok(CallOutcome::ToolError(String::new())));
+            return Ok(answer);
+        }
+    }
     run_route(state, &caller, tool, arguments, progress).await
+}
+
+/// ConfirmTrade: waits (up to `wait_seconds`) for the person's approval, takes it once, runs
+/// the recorded call and records what the Add-On answered.
+async fn confirm_trade(
+    state: &McpState,
+    caller: &Caller<'_>,
+    arguments: Value,
+) -> Result<Value, Failure> {
+    let principal = caller.principal;
+    let (confirmation_id, wait) = match catalog::confirm_args(arguments) {
+        Ok(args) => args,
+        Err(message) => return Ok(tool_error(&message)),
+    };
+    let unavailable = |err: sqlx::Error| -> Failure {
+        HttpError::internal(
+            "reading a trade confirmation",
+            "The service is temporarily unavailable; retry shortly",
+            err,
+        )
+        .into()
+    };
+    let db = state.db();
+    let until = std::time::Instant::now() + wait;
+    let claimed = loop {
+        // A call that cannot be sent now keeps its approval: nothing is claimed.
+        let presence = state.relay().presence(principal.user_id).await;
+        if let Some(claimed) =
+            store::confirmations::claim(db, confirmation_id, principal.user_id, principal.grant_id)
+                .await
+                .map_err(unavailable)?
+        {
+            if !presence.connected {
+                store::confirmations::release(db, confirmation_id)
+                    .await
+                    .map_err(unavailable)?;
+                return Err(relay_failure(
+                    state,
+                    principal,
+                    CallError::NotConnected,
+                    DEFAULT_DEADLINE,
+                )
+                .await);
+            }
+            break claimed;
+        }
+        let row = store::confirmations::find(db, confirmation_id, principal.user_id)
+            .await
+            .map_err(unavailable)?;
+        let waiting = row.as_ref().is_some_and(|row| {
+            row.state == vocabulary::confirm::ConfirmationState::Pending
+                && row.grant_id == principal.grant_id
+        });
+        if !waiting || std::time::Instant::now() >= until {
+            return Ok(confirm::not_runnable(state, principal, row.as_ref()));
+        }
+        tokio::time::sleep(CONFIRM_RECHECK.min(until - std::time::Instant::now())).await;
+    };
+    let Some(tool) = catalog().get(&claimed.tool) else {
+        return Ok(tool_error("the confirmed tool no longer exists"));
+    };
+    let mut arguments = claimed.arguments;
+    // Even without the model's key, the confirmed call reaches the Add-On at most once.
+    if let Some(object) = arguments.as_object_mut() {
+        object
+            .entry("idempotency_key")
+            .or_insert_with(|| Value::String(format!("confirmation-{confirmation_id}")));
+    }
+    let outcome = Box::pin(run_route(state, caller, tool, arguments, None)).await;
+    let (code, recorded) = match &outcome {
+        Ok(result) if result["isError"] == true => ("tool_error", result.clone()),
+        Ok(result) => ("ok", result.clone()),
+        Err(_) => (
+            "relay_error",
+            json!({"error": "the call got no answer from the Add-On"}),
+        ),
+    };
+    if let Err(err) = store::confirmations::finish(db, confirmation_id, code, &recorded).await {
+        tracing::warn!(error = %err, "recording a confirmed call's outcome failed");
+    }
+    outcome
+}
+
+/// How often ConfirmTrade re-reads a pending confirmation while it waits.
+const CONFIRM_RECHECK: Duration = Duration::from_secs(1);
+
+/// GetTradeConfirmations.
+async fn trade_confirmations(
+    state: &McpState,
+    principal: &Principal,
+    tool: &Tool,
+    revision: Revision,
+    arguments: Value,
+) -> Result<Value, Failure> {
+    let (wanted, limit) = match catalog::confirmations_args(arguments) {
+        Ok(args) => args,
+        Err(message) => return Ok(tool_error(&message)),
+    };
+    let filter = store::confirmations::ListFilter {
+        state: wanted,
+        grant_id: None,
+    };
+    let rows = store::confirmations::list(state.db(), principal.user_id, filter, limit)
+        .await
+        .map_err(|err| {
+            HttpError::internal(
+                "listing trade confirmations",
+                "The service is temporarily unavailable; retry shortly",
+                err,
+            )
+        })?;
+    let confirmations: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "confirmation_id": row.confirmation_id,
+                "tool": row.tool,
+                "preview": row.preview,
+                "reason": row.reason,
+                "channel": row.channel,
+                "state": row.state,
+                "client_id": row.client_id,
+                "created_at": row.created_at,
+                "expires_at": row.expires_at,
+                "decided_at": row.decided_at,
+                "decided_via": row.decided_via,
+                "decision": row.decision,
+                "used_at": row.used_at,
+                "outcome_code": row.outcome_code,
+            })
+        })
+        .collect();
+    Ok(tool_output(
+        tool,
+        revision,
+        json!({ "confirmations": confirmations }),
+    ))
 }
 
 /// Who calls a tool, once the tier and scope gates have let them.
@@ -575,6 +735,10 @@ async fn run_route(
 ) -> Result<Value, Failure> {
     let (principal, tier, revision) = (caller.principal, caller.tier, caller.revision);
     match tool.def.route {
+        Route::Backend(BackendTool::ConfirmTrade) => confirm_trade(state, caller, arguments).await,
+        Route::Backend(BackendTool::TradeConfirmations) => {
+            trade_confirmations(state, principal, tool, revision, arguments).await
+        }
         Route::Backend(BackendTool::Capabilities) => {
             let presence = state.relay().presence(principal.user_id).await;
             let (addon_state, addon_status) = (presence.state(), presence.status());

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod catalog;
+mod confirm;
 mod dispatch;
 pub mod error;
 pub mod extension;
@@ -263,6 +264,10 @@ impl McpState {
 
     pub(crate) fn verifier(&self) -> &dyn TokenVerifier {
         self.inner.verifier.as_ref()
+    }
+
+    pub(crate) fn db(&self) -> &PgPool {
+        &self.inner.db
     }
 
     pub(crate) fn relay(&self) -> &dyn ToolRelay {

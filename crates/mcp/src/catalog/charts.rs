@@ -42,6 +42,7 @@ fn write<A: Args, O: JsonSchema>(
             open_world: false,
         },
         needs_feature: Some(CHARTS_FEATURE),
+        confirm: None,
         input_schema: schema_of::<A>(),
         check: check_as::<A>,
         output_schema: Some(schema_of::<O>()),
@@ -52,6 +53,7 @@ pub(super) fn definitions() -> Vec<ToolDef> {
     vec![
         ToolDef {
             needs_feature: Some(CHARTS_FEATURE),
+            confirm: None,
             ..read::<NoArgs, ChartsOutput>(
                 "GetCharts",
                 "List open charts",

@@ -54,6 +54,7 @@ pub(super) fn start<A: Args>(
         check: check_as::<A>,
         output_schema: Some(schema_of::<StartOutput>()),
         needs_feature: None,
+        confirm: None,
     }
 }
 

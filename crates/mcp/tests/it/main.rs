@@ -8,6 +8,7 @@
     reason = "tests fail by panicking"
 )]
 
+mod confirm;
 mod jobs;
 mod negotiation;
 mod outcomes;

@@ -57,7 +57,7 @@ async fn get_stream_carries_list_changed_when_the_addon_comes_and_goes() {
     let reply = app
         .legacy("elite-read", "2025-11-25", "tools/list", json!({}))
         .await;
-    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 17);
+    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 18);
 
     app.relay.disconnect(app.users.elite);
     assert_eq!(next_event(&mut response, &mut buffer).await, LIST_CHANGED);
@@ -65,7 +65,7 @@ async fn get_stream_carries_list_changed_when_the_addon_comes_and_goes() {
         .legacy("elite-read", "2025-11-25", "tools/list", json!({}))
         .await;
     // Capabilities, the tools served from stored Add-On history and the job readers stay.
-    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 9);
+    assert_eq!(reply.json["result"]["tools"].as_array().unwrap().len(), 10);
 }
 
 #[tokio::test]

@@ -347,6 +347,16 @@ async fn build(listener: Option<tokio::net::TcpListener>) -> App {
         pro: user(&db, "pro@example.com", Tier::Pro).await,
         standard: user(&db, "standard@example.com", Tier::Standard).await,
     };
+    // Orders relay at once here; the confirmation tests set the policy they exercise.
+    let never = vocabulary::confirm::Policy {
+        mode: vocabulary::confirm::Mode::Never,
+        ..vocabulary::confirm::Policy::default()
+    };
+    for user in [users.elite, users.pro, users.standard] {
+        store::confirmations::set_policy(&db, user, &never)
+            .await
+            .unwrap();
+    }
     let mut tokens = HashMap::new();
     tokens.insert("elite-read".into(), principal(users.elite, Scope::Read));
     tokens.insert("elite-trade".into(), principal(users.elite, Scope::Trade));

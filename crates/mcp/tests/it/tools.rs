@@ -69,6 +69,7 @@ async fn tools_list_follows_scope_and_addon_presence() {
         "GetCopierActivity",
         "GetJob",
         "ListJobs",
+        "GetTradeConfirmations",
     ];
     for token in ["elite-read", "elite-trade"] {
         let reply = app
@@ -92,6 +93,8 @@ async fn tools_list_follows_scope_and_addon_presence() {
     read.extend(READ_JOB_TOOLS);
     all.extend(READ_JOB_TOOLS);
     all.push("CancelJob");
+    read.push("GetTradeConfirmations");
+    all.extend(["ConfirmTrade", "GetTradeConfirmations"]);
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let reply = app
             .legacy("elite-read", version, "tools/list", json!({}))
@@ -458,6 +461,7 @@ async fn every_tool_declares_its_oauth_scope_for_the_apps_sdk() {
             let scope = if TRADE_TOOLS.contains(&name)
                 || CHART_TRADE_TOOLS.contains(&name)
                 || name == "CancelJob"
+                || name == "ConfirmTrade"
             {
                 "mcp:trade"
             } else {
@@ -527,6 +531,8 @@ async fn chart_tools_are_listed_only_while_the_addon_offers_charts() {
     read.extend(READ_JOB_TOOLS);
     all.extend(READ_JOB_TOOLS);
     all.push("CancelJob");
+    read.push("GetTradeConfirmations");
+    all.extend(["ConfirmTrade", "GetTradeConfirmations"]);
     let has_chart_tool = |names: &[String]| {
         names.iter().any(|n| {
             CHART_READ_TOOLS.contains(&n.as_str()) || CHART_TRADE_TOOLS.contains(&n.as_str())

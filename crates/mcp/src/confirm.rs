@@ -1,0 +1,275 @@
+//! Orders a person confirms. A gated tool call (an order, a strategy, per the account's policy)
+//! is not relayed: it is recorded as a pending confirmation and answered with a preview and
+//! the address of a CrossTrade page where the person approves or rejects it. Only after an
+//! approval on that page does `ConfirmTrade` run the recorded call, once. The model holds the
+//! confirmation id, which approves nothing by itself.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use store::confirmations::{self as rows, Confirmation, NewConfirmation};
+use uuid::Uuid;
+use vocabulary::confirm::{Channel, ConfirmationState, Gate, Mode, Policy, Size};
+
+use crate::McpState;
+use crate::auth::Principal;
+use crate::relay::{CallOutcome, CallRequest};
+
+/// How long a person has to decide, and the model to run the approved call.
+pub(crate) const CONFIRMATION_TTL: Duration = Duration::from_secs(300);
+/// Confirmations an account may have waiting at once.
+const MAX_OPEN: u32 = 20;
+/// How long a quote for a notional estimate may take.
+const QUOTE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What the gate decided for a call.
+pub(crate) enum Held {
+    /// Run it now.
+    Proceed,
+    /// Answered without running it: the tool result to send.
+    Answer(Value),
+}
+
+/// The tool's gate for these arguments: StopStrategy closes positions only with `flatten`.
+fn gate_for(tool: &str, gate: Gate, arguments: &Value) -> Gate {
+    if tool == "StopStrategy" && arguments["flatten"] != Value::Bool(true) {
+        return Gate::Cancel;
+    }
+    gate
+}
+
+/// Holds a gated call for the person's decision when the account's policy asks for it.
+pub(crate) async fn hold(
+    state: &McpState,
+    principal: &Principal,
+    revision: &str,
+    tool: &str,
+    gate: Gate,
+    arguments: &Value,
+) -> Result<Held, sqlx::Error> {
+    let db = state.db();
+    let policy = rows::policy(db, principal.user_id).await?;
+    if policy.mode == Mode::Never {
+        return Ok(Held::Proceed);
+    }
+    let gate = gate_for(tool, gate, arguments);
+    let size = size_of(state, principal, &policy, gate, tool, arguments).await;
+    let Some(reason) = policy.requires(gate, &size) else {
+        return Ok(Held::Proceed);
+    };
+    let key = arguments["idempotency_key"].as_str().map(str::to_owned);
+    if let Some(key) = &key
+        && let Some(first) = rows::open_by_key(db, principal.user_id, key).await?
+    {
+        if first.args_hash[..] != rows::args_hash(tool, arguments)[..] {
+            return Ok(Held::Answer(refusal(
+                "key_reused",
+                "this idempotency_key was already used for a different request within the last \
+                 24 hours: use a new key",
+            )));
+        }
+        return Ok(Held::Answer(match first.state {
+            ConfirmationState::Used => replay(&first),
+            _ => link_preview(state, &first),
+        }));
+    }
+    let new = NewConfirmation {
+        confirmation_id: Uuid::new_v4(),
+        user_id: principal.user_id,
+        grant_id: principal.grant_id,
+        client_id: principal.client_id.clone(),
+        tool: tool.to_owned(),
+        arguments: arguments.clone(),
+        idempotency_key: key,
+        preview: preview(tool, arguments, &size),
+        reason,
+        channel: Channel::Link,
+        revision: revision.to_owned(),
+        elicitation_id: None,
+        state_hash: None,
+        ttl: CONFIRMATION_TTL,
+        max_open: MAX_OPEN,
+    };
+    Ok(Held::Answer(match rows::insert(db, &new).await? {
+        Some(held) => link_preview(state, &held),
+        None => refusal(
+            "too_many_pending",
+            &format!(
+                "{MAX_OPEN} confirmations are already waiting for this account: ask the person \
+                 to decide them (or let them expire) first"
+            ),
+        ),
+    }))
+}
+
+/// The size the policy compares: the quantity, and the notional when a limit needs it.
+async fn size_of(
+    state: &McpState,
+    principal: &Principal,
+    policy: &Policy,
+    gate: Gate,
+    tool: &str,
+    arguments: &Value,
+) -> Size {
+    if gate != Gate::Order || !matches!(tool, "PlaceOrder" | "ModifyOrder") {
+        return Size::UNKNOWN;
+    }
+    let quantity = arguments["quantity"].as_u64();
+    if policy.mode != Mode::Above || policy.max_notional.is_none() {
+        return Size {
+            quantity,
+            notional: None,
+        };
+    }
+    let price = match own_price(arguments) {
+        Some(price) => Some(price),
+        None if tool == "PlaceOrder" => quote(state, principal, arguments).await,
+        None => None,
+    };
+    let point_value = arguments["instrument"]
+        .as_str()
+        .and_then(vocabulary::confirm::point_value);
+    let notional = match (quantity, price, point_value) {
+        #[expect(clippy::cast_precision_loss, reason = "order quantities are small")]
+        (Some(quantity), Some(price), Some(point_value)) => {
+            Some(quantity as f64 * price * point_value)
+        }
+        _ => None,
+    };
+    Size { quantity, notional }
+}
+
+/// The order's own price: its limit price, else its stop price.
+fn own_price(arguments: &Value) -> Option<f64> {
+    arguments["limit_price"]
+        .as_f64()
+        .or_else(|| arguments["stop_price"].as_f64())
+}
+
+/// The Add-On's quote for a market order: the ask to buy, the bid to sell, else the last.
+async fn quote(state: &McpState, principal: &Principal, arguments: &Value) -> Option<f64> {
+    let instrument = arguments["instrument"].as_str()?;
+    let call = CallRequest {
+        user_id: principal.user_id,
+        tool: "GetMarketData".to_owned(),
+        arguments: json!({ "instrument": instrument }),
+        deadline: QUOTE_DEADLINE,
+        idempotency_key: None,
+    };
+    let Ok(CallOutcome::Ok(quote)) = state.relay().call(call).await else {
+        return None;
+    };
+    let side = if arguments["action"] == "Buy" {
+        "ask"
+    } else {
+        "bid"
+    };
+    quote[side].as_f64().or_else(|| quote["last"].as_f64())
+}
+
+/// What would be sent, as the person and the model see it.
+fn preview(tool: &str, arguments: &Value, size: &Size) -> Value {
+    let mut shown = arguments.clone();
+    if let Some(object) = shown.as_object_mut() {
+        object.remove("idempotency_key");
+    }
+    json!({
+        "tool": tool,
+        "arguments": shown,
+        "quantity": size.quantity,
+        "estimated_notional": size.notional,
+    })
+}
+
+/// The address of the confirmation's page.
+pub(crate) fn confirm_url(state: &McpState, confirmation_id: Uuid) -> String {
+    format!(
+        "{}/account/confirmations/{confirmation_id}",
+        state.settings().public_url.trim_end_matches('/')
+    )
+}
+
+/// The answer to a held call: nothing was sent; the person decides on the page.
+fn link_preview(state: &McpState, held: &Confirmation) -> Value {
+    let body = json!({
+        "status": "confirmation_required",
+        "confirmation_id": held.confirmation_id,
+        "confirm_url": confirm_url(state, held.confirmation_id),
+        "expires_at": held.expires_at,
+        "reason": held.reason,
+        "preview": held.preview,
+        "next": "Nothing was sent to NinjaTrader 8. Show confirm_url to the person and ask them \
+                 to open it in their own browser and approve or reject the order there; then \
+                 call ConfirmTrade with this confirmation_id (wait_seconds up to 50 waits for \
+                 their decision). You cannot approve it yourself.",
+    });
+    tool_error_json(&body)
+}
+
+/// The first outcome of a call already confirmed and run: never sent again.
+fn replay(used: &Confirmation) -> Value {
+    tool_error_json(&json!({
+        "status": "used",
+        "confirmation_id": used.confirmation_id,
+        "message": "this request was already confirmed and sent once; it is not sent again",
+        "outcome_code": used.outcome_code,
+        "outcome": used.outcome,
+    }))
+}
+
+fn refusal(status: &str, message: &str) -> Value {
+    tool_error_json(&json!({ "status": status, "message": message }))
+}
+
+/// A tool result with `isError: true` whose text is `body` (nothing happened; the model reads
+/// why and what to do).
+fn tool_error_json(body: &Value) -> Value {
+    json!({ "content": [{ "type": "text", "text": body.to_string() }], "isError": true })
+}
+
+/// ConfirmTrade's reading of a confirmation it could not claim.
+pub(crate) fn not_runnable(
+    state: &McpState,
+    principal: &Principal,
+    row: Option<&Confirmation>,
+) -> Value {
+    let Some(row) = row else {
+        return refusal(
+            "not_found",
+            "no such confirmation for this account: a gated tool call returns one",
+        );
+    };
+    if row.grant_id != principal.grant_id {
+        return refusal(
+            "other_client",
+            "this confirmation was requested by another connection; only it can run the order",
+        );
+    }
+    match row.state {
+        ConfirmationState::Pending => tool_error_json(&json!({
+            "status": "pending",
+            "confirmation_id": row.confirmation_id,
+            "confirm_url": confirm_url(state, row.confirmation_id),
+            "expires_at": row.expires_at,
+            "message": "the person has not approved it yet: ask them to open confirm_url, then \
+                        call ConfirmTrade again (wait_seconds waits up to 50 seconds)",
+        })),
+        ConfirmationState::Rejected => refusal(
+            "rejected",
+            "the person rejected this order; nothing was sent to NinjaTrader 8",
+        ),
+        ConfirmationState::Expired => refusal(
+            "expired",
+            "no decision in time; nothing was sent. Call the tool again for a new confirmation",
+        ),
+        ConfirmationState::Abandoned => refusal(
+            "abandoned",
+            "the request was abandoned before a decision; nothing was sent",
+        ),
+        ConfirmationState::Used => replay(row),
+        ConfirmationState::Approved => refusal(
+            "in_progress",
+            "this confirmation is being run; read the order's state with GetOrders",
+        ),
+    }
+}

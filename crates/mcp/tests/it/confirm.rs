@@ -1,0 +1,193 @@
+//! Orders a person confirms, at the endpoint: under the default policy an order is held and
+//! answered with a preview and the confirmation page's address, nothing reaches the Add-On, and
+//! ConfirmTrade runs it once — only after the person approved it on the page (here: the store's
+//! page decision), and only for the connection that asked.
+
+use serde_json::{Value, json};
+use store::confirmations as rows;
+use uuid::Uuid;
+use vocabulary::confirm::{ConfirmationState, Mode, Policy};
+
+use crate::support::{App, spawn};
+
+fn policy(mode: Mode, max_quantity: Option<u32>) -> Policy {
+    Policy {
+        mode,
+        max_quantity,
+        max_notional: None,
+        confirm_cancels: false,
+        page_only: false,
+    }
+}
+
+/// The JSON body of a tool result held or refused by the gate.
+fn held(reply: &crate::support::Reply) -> Value {
+    assert_eq!(reply.json["result"]["isError"], true, "{}", reply.text);
+    serde_json::from_str(reply.json["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+}
+
+fn order(key: &str, quantity: u64) -> Value {
+    json!({"account":"Sim101","instrument":"ES 12-26","action":"Buy","order_type":"Limit",
+           "quantity":quantity,"limit_price":5001.25,"idempotency_key":key})
+}
+
+async fn place(app: &App, key: &str, quantity: u64) -> crate::support::Reply {
+    app.call("elite-trade", "PlaceOrder", order(key, quantity))
+        .await
+}
+
+#[tokio::test]
+async fn an_order_waits_for_the_person_and_runs_once_after_approval() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    rows::set_policy(&app.db, app.users.elite, &Policy::default())
+        .await
+        .unwrap();
+
+    let reply = place(&app, "order-key-0001", 2).await;
+    let body = held(&reply);
+    assert_eq!(body["status"], "confirmation_required");
+    assert_eq!(body["reason"], "policy_every");
+    assert_eq!(body["preview"]["tool"], "PlaceOrder");
+    assert_eq!(body["preview"]["arguments"]["quantity"], 2);
+    assert_eq!(body["preview"]["arguments"].get("idempotency_key"), None);
+    let id: Uuid = body["confirmation_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        body["confirm_url"],
+        format!("{}/account/confirmations/{id}", crate::support::PUBLIC_URL)
+    );
+    assert!(body["next"].as_str().unwrap().contains("cannot approve"));
+    assert_eq!(app.relay.call_count(), 0, "nothing reached the Add-On");
+
+    // The same request again (same key) is the same confirmation, not a second one.
+    let again = held(&place(&app, "order-key-0001", 2).await);
+    assert_eq!(again["confirmation_id"], body["confirmation_id"]);
+    // The same key for a different order is refused.
+    let other = held(&place(&app, "order-key-0001", 3).await);
+    assert_eq!(other["status"], "key_reused");
+
+    // The model cannot run it before the person decides.
+    let confirm = json!({"confirmation_id": id});
+    let pending = app
+        .call("elite-trade", "ConfirmTrade", confirm.clone())
+        .await;
+    assert_eq!(held(&pending)["status"], "pending");
+    assert_eq!(app.relay.call_count(), 0);
+
+    // The person approves on the page; the model runs it, once.
+    let decided = rows::decide_on_page(&app.db, id, app.users.elite, true, Some("127.0.0.1"))
+        .await
+        .unwrap();
+    assert_eq!(decided, Some(ConfirmationState::Approved));
+    let sent = app
+        .call("elite-trade", "ConfirmTrade", confirm.clone())
+        .await;
+    assert_eq!(sent.json["result"]["isError"], false, "{}", sent.text);
+    let calls = app.relay.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].tool, "PlaceOrder");
+    assert_eq!(calls[0].idempotency_key.as_deref(), Some("order-key-0001"));
+    assert_eq!(calls[0].arguments["quantity"], 2);
+
+    let twice = app.call("elite-trade", "ConfirmTrade", confirm).await;
+    assert_eq!(held(&twice)["status"], "used");
+    let replayed = held(&place(&app, "order-key-0001", 2).await);
+    assert_eq!(replayed["status"], "used");
+    assert_eq!(app.relay.call_count(), 1, "sent once");
+
+    // The audit: the request, the decision and the outcome.
+    let listed = app
+        .call("elite-read", "GetTradeConfirmations", json!({}))
+        .await;
+    let entry = &listed.json["result"]["structuredContent"]["confirmations"][0];
+    assert_eq!(entry["state"], "used", "{}", listed.text);
+    assert_eq!(entry["decided_via"], "page");
+    assert_eq!(entry["decision"], "approve");
+    assert_eq!(entry["outcome_code"], "ok");
+}
+
+#[tokio::test]
+async fn rejected_forged_and_other_connections_confirmations_send_nothing() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    rows::set_policy(&app.db, app.users.elite, &Policy::default())
+        .await
+        .unwrap();
+    let body = held(&place(&app, "order-key-0002", 1).await);
+    let id: Uuid = body["confirmation_id"].as_str().unwrap().parse().unwrap();
+
+    // A forged id, and a real one from another account, are unknown.
+    for forged in [Uuid::new_v4(), id] {
+        let reply = app
+            .call(
+                "pro-trade",
+                "ConfirmTrade",
+                json!({"confirmation_id": forged}),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "pro is below Elite: {}", reply.text);
+    }
+    let forged = app
+        .call(
+            "elite-trade",
+            "ConfirmTrade",
+            json!({"confirmation_id": Uuid::new_v4()}),
+        )
+        .await;
+    assert_eq!(held(&forged)["status"], "not_found");
+
+    rows::decide_on_page(&app.db, id, app.users.elite, false, None)
+        .await
+        .unwrap();
+    let rejected = app
+        .call(
+            "elite-trade",
+            "ConfirmTrade",
+            json!({"confirmation_id": id}),
+        )
+        .await;
+    assert_eq!(held(&rejected)["status"], "rejected");
+    assert_eq!(app.relay.call_count(), 0);
+}
+
+#[tokio::test]
+async fn the_policy_decides_which_calls_wait() {
+    let app = spawn().await;
+    app.relay.connect(app.users.elite);
+    // Above two contracts only.
+    rows::set_policy(&app.db, app.users.elite, &policy(Mode::Above, Some(2)))
+        .await
+        .unwrap();
+    let small = place(&app, "order-key-0003", 2).await;
+    assert_eq!(small.json["result"]["isError"], false, "{}", small.text);
+    assert_eq!(app.relay.call_count(), 1);
+    let large = held(&place(&app, "order-key-0004", 3).await);
+    assert_eq!(large["reason"], "quantity_above");
+    // A flatten has no known size: held rather than guessed.
+    let flatten = app
+        .call(
+            "elite-trade",
+            "FlattenAll",
+            json!({"idempotency_key": "flatten-key-01"}),
+        )
+        .await;
+    assert_eq!(held(&flatten)["reason"], "size_unknown");
+    // Cancels are not held unless the account asks for it.
+    let cancel = app
+        .call(
+            "elite-trade",
+            "CancelOrder",
+            json!({"order_id": "o-1", "idempotency_key": "cancel-key-01"}),
+        )
+        .await;
+    assert_eq!(cancel.json["result"]["isError"], false, "{}", cancel.text);
+    assert_eq!(app.relay.call_count(), 2);
+
+    // Never: the model trades on its own.
+    rows::set_policy(&app.db, app.users.elite, &policy(Mode::Never, None))
+        .await
+        .unwrap();
+    let free = place(&app, "order-key-0005", 5).await;
+    assert_eq!(free.json["result"]["isError"], false, "{}", free.text);
+    assert_eq!(app.relay.call_count(), 3);
+}
