@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vocabulary::confirm::{Channel, ConfirmationState, InvalidPolicy, Mode, Policy, Reason};
+use vocabulary::confirm::{ConfirmationState, InvalidPolicy, Policy, Reason};
 
 use super::api::{ApiError, ApiSession, api_ok};
 use super::pages::{PageError, PageSession, account_page, when};
@@ -128,17 +128,20 @@ fn notional_words(preview: &Value) -> String {
         .get("currency")
         .and_then(Value::as_str)
         .unwrap_or("USD");
-    let mut text = format!("≈ {notional:.2} {currency}");
     let price = preview.get("price").and_then(Value::as_f64);
     let point = preview.get("point_value").and_then(Value::as_f64);
-    if let (Some(price), Some(point)) = (price, point) {
-        let basis = preview
-            .get("price_basis")
-            .and_then(Value::as_str)
-            .unwrap_or("price");
-        text.push_str(&format!(" ({basis} {price} × point value {point} per contract)"));
+    match (price, point) {
+        (Some(price), Some(point)) => {
+            let basis = preview
+                .get("price_basis")
+                .and_then(Value::as_str)
+                .unwrap_or("price");
+            format!(
+                "≈ {notional:.2} {currency} ({basis} {price} × point value {point} per contract)"
+            )
+        }
+        _ => format!("≈ {notional:.2} {currency}"),
     }
-    text
 }
 
 /// The clients' names (as they described themselves), looked up once each.
@@ -170,14 +173,14 @@ impl<'a> ClientNames<'a> {
 
 /// One row of a list (overview section, history page).
 pub(super) struct ListRow {
-    id: Uuid,
-    action: String,
-    summary: String,
-    client_name: String,
-    state: String,
-    open: bool,
-    created_ago: String,
-    created_exact: String,
+    pub(super) id: Uuid,
+    pub(super) action: String,
+    pub(super) summary: String,
+    pub(super) client_name: String,
+    pub(super) state: String,
+    pub(super) open: bool,
+    pub(super) created_ago: String,
+    pub(super) created_exact: String,
 }
 
 /// The arguments that tell orders apart in a list: account, side, quantity, instrument.
@@ -223,17 +226,17 @@ async fn list_rows(
 /// The "Trade confirmations" section of `/account`: the policy form (as stored, or as just
 /// submitted with its error) and the latest rows.
 pub(super) struct Section {
-    mode: String,
-    max_quantity: String,
-    max_notional: String,
-    confirm_cancels: bool,
-    page_only: bool,
-    error: Option<&'static str>,
-    rows: Vec<ListRow>,
+    pub(super) mode: String,
+    pub(super) max_quantity: String,
+    pub(super) max_notional: String,
+    pub(super) confirm_cancels: bool,
+    pub(super) page_only: bool,
+    pub(super) error: Option<&'static str>,
+    pub(super) rows: Vec<ListRow>,
 }
 
 impl Section {
-    fn mode_is(&self, mode: &str) -> bool {
+    pub(super) fn mode_is(&self, mode: &str) -> bool {
         self.mode == mode
     }
 }
@@ -241,11 +244,19 @@ impl Section {
 /// The section with the stored policy.
 pub(super) async fn section(state: &OAuthState, user_id: Uuid) -> Result<Section, PageError> {
     let policy = store::confirmations::policy(state.db(), user_id).await?;
-    let rows = store::confirmations::list(state.db(), user_id, ListFilter::default(), OVERVIEW_ROWS).await?;
+    let rows =
+        store::confirmations::list(state.db(), user_id, ListFilter::default(), OVERVIEW_ROWS)
+            .await?;
     Ok(Section {
         mode: policy.mode.as_str().to_owned(),
-        max_quantity: policy.max_quantity.map(|q| q.to_string()).unwrap_or_default(),
-        max_notional: policy.max_notional.map(|n| n.to_string()).unwrap_or_default(),
+        max_quantity: policy
+            .max_quantity
+            .map(|q| q.to_string())
+            .unwrap_or_default(),
+        max_notional: policy
+            .max_notional
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         confirm_cancels: policy.confirm_cancels,
         page_only: policy.page_only,
         error: None,
@@ -270,8 +281,12 @@ pub(super) struct PolicyForm {
 /// What the form says is wrong, in the page's words.
 fn policy_error(err: &InvalidPolicy) -> &'static str {
     match err {
-        InvalidPolicy::Mode(_) => "Choose when to be asked: every order, only above a size, or never.",
-        InvalidPolicy::MaxQuantity => "The maximum quantity must be a whole number from 1 to 10000.",
+        InvalidPolicy::Mode(_) => {
+            "Choose when to be asked: every order, only above a size, or never."
+        }
+        InvalidPolicy::MaxQuantity => {
+            "The maximum quantity must be a whole number from 1 to 10000."
+        }
         InvalidPolicy::MaxNotional => "The maximum notional must be a number above 0.",
         InvalidPolicy::AboveWithoutLimit => {
             "“Only above a size” needs a maximum quantity, a maximum notional, or both."
@@ -371,7 +386,7 @@ pub(super) async fn post_confirmation_policy(
                 ListFilter::default(),
                 OVERVIEW_ROWS,
             )
-                .await?;
+            .await?;
             let section = Section {
                 mode: form.mode.clone(),
                 max_quantity: form.max_quantity.clone(),
@@ -478,9 +493,8 @@ async fn confirmation_page(
     let notice = refused
         .map(|refused| refused_words(refused).to_owned())
         .or_else(|| notice(row, effective, &client_name));
-    let decidable = refused.is_none()
-        && effective == ConfirmationState::Pending
-        && row.channel.is_page();
+    let decidable =
+        refused.is_none() && effective == ConfirmationState::Pending && row.channel.is_page();
     Ok(pages::render(
         status,
         &ConfirmationPage {
@@ -506,7 +520,11 @@ async fn confirmation_page(
 
 /// The session's own row, or the same 404 for an unknown id, another account's, or a path
 /// that is no id at all.
-async fn own_row(state: &OAuthState, session: &Session, id: &str) -> Result<Confirmation, PageError> {
+async fn own_row(
+    state: &OAuthState,
+    session: &Session,
+    id: &str,
+) -> Result<Confirmation, PageError> {
     let id = Uuid::parse_str(id).map_err(|_| PageError::UnknownConfirmation)?;
     store::confirmations::find(state.db(), id, session.user_id)
         .await?
@@ -576,8 +594,7 @@ pub(super) async fn post_confirmation(
             ConfirmationState::Expired => Refused::Expired,
             _ => Refused::AlreadyDecided,
         };
-        return confirmation_page(state, &session, &row, StatusCode::CONFLICT, Some(refused))
-            .await;
+        return confirmation_page(state, &session, &row, StatusCode::CONFLICT, Some(refused)).await;
     }
     let kind = if approve {
         Kind::ConfirmationApproved
@@ -615,7 +632,8 @@ pub(super) async fn get_confirmations(
         session.user_id,
         ListFilter::default(),
         HISTORY_ROWS,
-    ).await?;
+    )
+    .await?;
     Ok(pages::render(
         StatusCode::OK,
         &HistoryPage {
@@ -744,8 +762,8 @@ pub(super) async fn get_confirmations_json(
         ListFilter::default(),
         HISTORY_ROWS,
     )
-        .await
-        .map_err(Internal::from)?;
+    .await
+    .map_err(Internal::from)?;
     let mut names = ClientNames::new(state);
     let mut list = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -761,6 +779,8 @@ pub(super) async fn get_confirmations_json(
 
 #[cfg(test)]
 mod tests {
+    use vocabulary::confirm::Mode;
+
     use super::*;
 
     fn form(mode: &str, quantity: &str, notional: &str) -> PolicyForm {
@@ -797,7 +817,10 @@ mod tests {
             parse_policy_form(&form("sometimes", "", "")),
             Err(policy_error(&InvalidPolicy::Mode(String::new())))
         );
-        assert_eq!(parse_policy_form(&form("never", "", "")).map(|p| p.mode), Ok(Mode::Never));
+        assert_eq!(
+            parse_policy_form(&form("never", "", "")).map(|p| p.mode),
+            Ok(Mode::Never)
+        );
     }
 
     #[test]
