@@ -81,6 +81,20 @@ fn state_words(state: ConfirmationState) -> &'static str {
     }
 }
 
+/// The order a person reads an order in; other arguments follow as they come.
+const FIELD_ORDER: &[&str] = &[
+    "account",
+    "action",
+    "quantity",
+    "instrument",
+    "order_type",
+    "limit_price",
+    "stop_price",
+    "time_in_force",
+    "order_id",
+    "strategy",
+];
+
 /// A field's label: the known argument names in words, any other as it is.
 fn label(key: &str) -> String {
     let known = match key {
@@ -135,7 +149,8 @@ fn notional_words(preview: &Value) -> String {
             let basis = preview
                 .get("price_basis")
                 .and_then(Value::as_str)
-                .unwrap_or("price");
+                .unwrap_or("price")
+                .replace('_', " ");
             format!(
                 "≈ {notional:.2} {currency} ({basis} {price} × point value {point} per contract)"
             )
@@ -478,13 +493,22 @@ async fn confirmation_page(
     let effective = row.state;
     let client_name = ClientNames::new(state).name(&row.client_id).await?;
     let fields = match &row.arguments {
-        Value::Object(map) => map
-            .iter()
-            .map(|(key, value)| Field {
-                label: label(key),
-                value: display(value),
-            })
-            .collect(),
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by_key(|(key, _)| {
+                FIELD_ORDER
+                    .iter()
+                    .position(|known| known == key)
+                    .unwrap_or(FIELD_ORDER.len())
+            });
+            entries
+                .into_iter()
+                .map(|(key, value)| Field {
+                    label: label(key),
+                    value: display(value),
+                })
+                .collect()
+        }
         other => vec![Field {
             label: "Arguments".to_owned(),
             value: display(other),
@@ -841,7 +865,7 @@ mod tests {
                              "price_basis": "limit_price", "point_value": 50.0});
         assert_eq!(
             notional_words(&preview),
-            "≈ 500125.00 USD (limit_price 5001.25 × point value 50 per contract)"
+            "≈ 500125.00 USD (limit price 5001.25 × point value 50 per contract)"
         );
         assert_eq!(notional_words(&json!({})), "unknown");
     }
