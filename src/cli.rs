@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use store::clock::Clock;
+use store::confirmations;
 use store::users::{self, Email, Tier};
+use vocabulary::confirm::Policy;
 
 use crate::config::{Config, Sources};
 use crate::database::{Database, Role};
@@ -83,6 +85,9 @@ pub enum UsersCommand {
         #[arg(long)]
         tier: Tier,
     },
+    /// Choose which order-affecting tool calls of an account wait for the person's confirmation
+    /// (an account that never chose confirms every one).
+    SetTradeConfirmation(SetTradeConfirmation),
     /// List accounts.
     List,
     /// Incident response: end every AI client grant (refresh tokens stop working at once, access
@@ -104,6 +109,28 @@ pub struct AddUser {
     /// the process list or shell history).
     #[arg(long, required = true)]
     password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetTradeConfirmation {
+    #[arg(long)]
+    email: String,
+    /// `every` order-affecting call, only those `above` a limit, or `never`.
+    #[arg(long, value_parser = ["every", "above", "never"])]
+    mode: String,
+    /// Confirm an order of more than N contracts or shares (1 to 10000; used by `above`).
+    #[arg(long, value_name = "N")]
+    max_quantity: Option<u32>,
+    /// Confirm an order whose estimated notional is above X in the account currency (used by
+    /// `above`).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    max_notional: Option<f64>,
+    /// Also confirm cancels (cancelling a protective stop leaves a position unprotected).
+    #[arg(long)]
+    confirm_cancels: bool,
+    /// Accept a decision only on the CrossTrade page, never one given inside the AI client.
+    #[arg(long)]
+    page_only: bool,
 }
 
 /// Minimum password length for accounts created from the CLI.
@@ -232,6 +259,35 @@ async fn users_command(config: &Config, command: UsersCommand) -> anyhow::Result
                     ended.grants,
                     ended.sessions,
                     keys
+                )?;
+                Ok(())
+            })
+            .await
+        }
+        UsersCommand::SetTradeConfirmation(set) => {
+            let email = Email::parse(&set.email)?;
+            let policy = Policy::parse(
+                &set.mode,
+                set.max_quantity,
+                set.max_notional,
+                set.confirm_cancels,
+                set.page_only,
+            )?;
+            with_database(config, Role::Tool("users set-trade-confirmation"), async |db| {
+                let user = users::find_by_email(&db.pool, &email)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no user with email {}", email.as_str()))?;
+                confirmations::set_policy(&db.pool, user.id, &policy).await?;
+                let limit = |value: Option<String>| value.unwrap_or_else(|| "none".to_owned());
+                writeln!(
+                    std::io::stdout(),
+                    "{}\t{}\tmax_quantity={}\tmax_notional={}\tconfirm_cancels={}\tpage_only={}",
+                    user.email,
+                    policy.mode,
+                    limit(policy.max_quantity.map(|n| n.to_string())),
+                    limit(policy.max_notional.map(|x| x.to_string())),
+                    policy.confirm_cancels,
+                    policy.page_only,
                 )?;
                 Ok(())
             })

@@ -440,3 +440,117 @@ async fn the_master_secret_can_be_replaced_as_security_md_says() {
     assert_eq!(live_keys, 1);
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn users_set_trade_confirmation_stores_a_valid_policy_only() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let added = run(
+        &env,
+        &[
+            "users",
+            "add",
+            "--email",
+            "trader@example.com",
+            "--tier",
+            "pro",
+            "--password-stdin",
+        ],
+        "correct horse battery staple\n",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let set = |args: &[&str]| {
+        let mut full = vec![
+            "users",
+            "set-trade-confirmation",
+            "--email",
+            "Trader@Example.com",
+        ];
+        full.extend_from_slice(args);
+        run(&env, &full, "")
+    };
+    let pool = db.pool().await;
+    let user = store::users::find_by_email(
+        &pool,
+        &store::users::Email::parse("trader@example.com").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let policy = async || store::confirmations::policy(&pool, user.id).await.unwrap();
+    assert_eq!(policy().await, vocabulary::confirm::Policy::default());
+
+    let above = set(&[
+        "--mode",
+        "above",
+        "--max-quantity",
+        "2",
+        "--max-notional",
+        "25000.5",
+        "--confirm-cancels",
+        "--page-only",
+    ]);
+    assert!(above.status.success(), "{}", stderr(&above));
+    assert_eq!(
+        stdout(&above).trim_end(),
+        "trader@example.com\tabove\tmax_quantity=2\tmax_notional=25000.5\tconfirm_cancels=true\tpage_only=true"
+    );
+    let expected =
+        vocabulary::confirm::Policy::parse("above", Some(2), Some(25_000.5), true, true).unwrap();
+    assert_eq!(policy().await, expected);
+
+    let never = set(&["--mode", "never"]);
+    assert!(never.status.success(), "{}", stderr(&never));
+    assert_eq!(
+        stdout(&never).trim_end(),
+        "trader@example.com\tnever\tmax_quantity=none\tmax_notional=none\tconfirm_cancels=false\tpage_only=false"
+    );
+    assert_eq!(policy().await.mode, vocabulary::confirm::Mode::Never);
+
+    // Refused before anything is stored.
+    for (args, message) in [
+        (
+            &["--mode", "above"][..],
+            "mode above needs max_quantity or max_notional",
+        ),
+        (
+            &["--mode", "above", "--max-quantity", "0"][..],
+            "max_quantity must be between 1 and 10000",
+        ),
+        (
+            &["--mode", "above", "--max-notional", "-1"][..],
+            "max_notional must be a number above 0",
+        ),
+    ] {
+        let refused = set(args);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&refused).trim(), format!("error: {message}"));
+    }
+    let bad_mode = set(&["--mode", "sometimes"]);
+    assert!(!bad_mode.status.success());
+    assert!(
+        stderr(&bad_mode).contains("invalid value 'sometimes'"),
+        "{}",
+        stderr(&bad_mode)
+    );
+    assert_eq!(policy().await.mode, vocabulary::confirm::Mode::Never);
+
+    let missing = run(
+        &env,
+        &[
+            "users",
+            "set-trade-confirmation",
+            "--email",
+            "nobody@example.com",
+            "--mode",
+            "every",
+        ],
+        "",
+    );
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr(&missing).trim(),
+        "error: no user with email nobody@example.com"
+    );
+}

@@ -1,10 +1,11 @@
 //! Shared persistence for the CrossTrade backend.
 //!
 //! Owns the one migration stream (`MIGRATOR`), the pool options every crate uses, the embedded
-//! PostgreSQL cluster that serves `cargo run` and the tests, the clock, and the accounts (users)
-//! that the OAuth and MCP crates both read, and what runs a replica in the background: the
+//! PostgreSQL cluster that serves `cargo run` and the tests, the clock, the accounts (users)
+//! that the OAuth and MCP crates both read, the trade confirmations (`confirmations`) the MCP
+//! tools and the account pages both move on, and what runs a replica in the background: the
 //! supervisor of its services (`tasks`) and its one `LISTEN` connection (`hub`). It depends on
-//! no feature crate, only on `vocabulary` (the `Tier` of an account).
+//! no feature crate, only on `vocabulary` (the `Tier` of an account, the confirmation policy).
 
 /// A boxed, sendable future: the one shape of the cross-crate traits' methods (object-safe
 /// without `async-trait`).
@@ -12,6 +13,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a
 
 pub mod clock;
 pub mod cluster;
+pub mod confirmations;
 pub mod credentials;
 pub mod hub;
 pub mod lock;

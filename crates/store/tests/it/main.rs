@@ -6,4 +6,5 @@
     reason = "tests fail by panicking"
 )]
 
+mod confirmations;
 mod hub;
