@@ -466,6 +466,11 @@ fn notice(row: &Confirmation, effective: ConfirmationState, client: &str) -> Opt
         ConfirmationState::Rejected => Some(format!(
             "Rejected. Nothing was sent to NinjaTrader 8; {client} is told you declined."
         )),
+        ConfirmationState::Used => Some(match (row.used_at, row.outcome_code.as_deref()) {
+            (Some(at), Some(code)) => format!("Sent to NinjaTrader 8 at {}: {code}.", clock(at)),
+            (Some(at), None) => format!("Sent to NinjaTrader 8 at {}.", clock(at)),
+            (None, _) => "Sent to NinjaTrader 8.".to_owned(),
+        }),
         ConfirmationState::Pending if !row.channel.is_page() => Some(format!(
             "{client} asks you about this order inside the application itself; answer it there."
         )),

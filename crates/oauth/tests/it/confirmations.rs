@@ -449,6 +449,19 @@ async fn a_decision_needs_the_session_its_token_and_this_site() {
     assert!(!html.contains("value=\"reject\""));
     assert_eq!(site.state_of(id, user).await, ConfirmationState::Approved);
     assert!(site.events("confirmation_rejected").await.is_empty());
+
+    // The client's confirm call uses it: the page says what was sent.
+    let claimed = confirmations::claim(&site.pool, id, user, row.grant_id)
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    confirmations::finish(&site.pool, id, "ok", &json!({"order_id": "1"}))
+        .await
+        .unwrap();
+    let (_, html) = page(&site, &mut browser, &page_path(id)).await;
+    assert!(html.contains("Sent to NinjaTrader 8 at "), "{html}");
+    assert!(html.contains(": ok."), "{html}");
+    assert!(!html.contains("value=\"approve\""));
 }
 
 #[tokio::test]
