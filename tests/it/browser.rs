@@ -331,3 +331,113 @@ async fn account_pages_in_chromium() {
     assert_eq!(after.status(), 401);
     assert!(server.terminate().success());
 }
+
+/// A held order (as the MCP side records one) opened signed out, signed in, and approved with
+/// a click.
+#[tokio::test]
+async fn a_trade_confirmation_approved_in_chromium() {
+    use store::confirmations::{self, NewConfirmation};
+    use vocabulary::confirm::{Channel, ConfirmationState, Reason};
+
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
+    );
+    ensure_playwright();
+    let (db, server, endpoint) = server_with_user("confirm@example.com").await;
+    let pool = db.pool().await;
+    let email = store::users::Email::parse("confirm@example.com").unwrap();
+    let user_id = store::users::find_by_email(&pool, &email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let client_id = endpoint.client("http://127.0.0.1:45678/callback").await;
+    let arguments = serde_json::json!({
+        "account": "Sim101", "instrument": "ES 12-26", "action": "Buy",
+        "order_type": "Limit", "quantity": 2, "limit_price": 5001.25,
+    });
+    let held = confirmations::insert(
+        &pool,
+        &NewConfirmation {
+            confirmation_id: uuid::Uuid::new_v4(),
+            user_id,
+            grant_id: uuid::Uuid::new_v4(),
+            client_id,
+            tool: "PlaceOrder".to_owned(),
+            preview: serde_json::json!({"tool": "PlaceOrder", "arguments": arguments,
+                "estimated_notional": 500_125.0, "currency": "USD", "price": 5001.25,
+                "price_basis": "limit_price", "point_value": 50}),
+            arguments,
+            idempotency_key: None,
+            reason: Reason::PolicyEvery,
+            channel: Channel::Link,
+            revision: "2025-11-25".to_owned(),
+            elicitation_id: None,
+            state_hash: None,
+            ttl: std::time::Duration::from_secs(300),
+            max_open: 20,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let id = held.confirmation_id;
+    let path = format!("/account/confirmations/{id}");
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
+    let base = server.url("");
+    let confirm_path = path.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("confirm-page.mjs")
+            .current_dir(browser_dir())
+            .env("BASE_URL", base)
+            .env("CONFIRM_PATH", confirm_path)
+            .env("EMAIL", "confirm@example.com")
+            .env("PASSWORD", PASSWORD)
+            .env("ARTIFACTS", &artifacts)
+            .env("CHROMIUM", CHROMIUM)
+            .output()
+            .expect("node")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["consoleErrors"], serde_json::json!([]));
+    assert_eq!(seen["signInUrl"], "/account/sign-in");
+    assert_eq!(seen["pageUrl"], path.as_str(), "back to the confirmation");
+    assert_eq!(seen["title"], "Confirm: Place an order · CrossTrade");
+    let before = seen["before"].as_str().unwrap();
+    for shown in [
+        "Test Client",
+        "confirm@example.com",
+        "ES 12-26",
+        "Sim101",
+        "≈ 500125.00 USD",
+    ] {
+        assert!(before.contains(shown), "{shown} in {before}");
+    }
+    assert_eq!(seen["overflows"], false, "readable at a phone's width");
+    assert_eq!(seen["afterUrl"], path.as_str());
+    assert!(
+        seen["after"]
+            .as_str()
+            .unwrap()
+            .contains("Approved. Go back to Test Client"),
+        "{}",
+        seen["after"]
+    );
+    assert_eq!(seen["buttonsAfter"], 0);
+    let row = confirmations::find(&pool, id, user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, ConfirmationState::Approved);
+    assert_eq!(row.decided_via, Some(vocabulary::confirm::DecidedVia::Page));
+    assert!(server.terminate().success());
+}

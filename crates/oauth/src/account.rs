@@ -1,5 +1,5 @@
 //! The trader's account pages — overview, AI Clients (see and revoke every authorized client),
-//! Add-On keys — and the same data as JSON for the product's own front end.
+//! Add-On keys, trade confirmations (approve or reject a held order, the policy) — and the same data as JSON for the product's own front end.
 //!
 //! Two wire contracts, one module each: [`pages`] answers HTML (errors as the error page),
 //! [`api`] answers JSON under `/v1/account/` (errors as `{error, message}`, codes in
@@ -13,6 +13,7 @@
 //! implemented by the server over the Add-On bridge.
 
 pub mod api;
+mod confirmations;
 pub mod pages;
 
 use std::sync::Arc;
@@ -114,6 +115,18 @@ where
             "/account/addon-keys/{key_id}/revoke",
             post(pages::post_revoke_addon_key),
         )
+        .route(
+            "/account/confirmations",
+            get(confirmations::get_confirmations),
+        )
+        .route(
+            "/account/confirmations/{id}",
+            get(confirmations::get_confirmation).post(confirmations::post_confirmation),
+        )
+        .route(
+            "/account/confirmation-policy",
+            post(confirmations::post_confirmation_policy),
+        )
         .route("/v1/account", get(api::get_account))
         .route("/v1/account/ai-clients", get(api::get_ai_clients))
         .route(
@@ -127,6 +140,16 @@ where
         .route(
             "/v1/account/addon-keys/{key_id}",
             delete(api::delete_addon_key),
+        )
+        // Read and set the policy, read the rows: approving is the page's form only.
+        .route(
+            "/v1/account/confirmation-policy",
+            get(confirmations::get_confirmation_policy_json)
+                .put(confirmations::put_confirmation_policy_json),
+        )
+        .route(
+            "/v1/account/confirmations",
+            get(confirmations::get_confirmations_json),
         )
         .route(
             crate::state::paths::COPY_SCRIPT,

@@ -19,6 +19,9 @@ pub enum Kind {
     Revoked,
     ClientDeleted,
     StepUp,
+    ConfirmationApproved,
+    ConfirmationRejected,
+    ConfirmationPolicyChanged,
 }
 
 impl Kind {
@@ -36,6 +39,9 @@ impl Kind {
             Kind::Revoked => "revoked",
             Kind::ClientDeleted => "client_deleted",
             Kind::StepUp => "step_up",
+            Kind::ConfirmationApproved => "confirmation_approved",
+            Kind::ConfirmationRejected => "confirmation_rejected",
+            Kind::ConfirmationPolicyChanged => "confirmation_policy_changed",
         }
     }
 }

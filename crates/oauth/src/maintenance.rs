@@ -1,6 +1,6 @@
 //! Periodic clean-up: clients that never completed an authorization within 24 hours (with
-//! everything they own), expired codes, refresh tokens, consent transactions, sessions and
-//! counters.
+//! everything they own), expired codes, refresh tokens, consent transactions, sessions,
+//! counters, and trade confirmations past their deadline or their retention.
 
 use std::time::Duration;
 
@@ -53,5 +53,7 @@ pub async fn reap(state: &OAuthState) -> Result<u64, sqlx::Error> {
     db::sessions::purge_expired(db, now).await?;
     db::registrations::purge_old(db, now).await?;
     db::sign_in_failures::purge_old(db, now).await?;
+    // Trade confirmations are read by the account pages; their deadlines never wait for this.
+    store::confirmations::expire_and_purge(db).await?;
     Ok(removed.len() as u64)
 }

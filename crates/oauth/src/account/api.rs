@@ -21,6 +21,7 @@ use crate::state::OAuthState;
 /// contract (and the README's table) is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiCode {
+    InvalidRequest,
     Unauthorized,
     CsrfFailed,
     NotFound,
@@ -28,7 +29,8 @@ pub enum ApiCode {
 }
 
 impl ApiCode {
-    pub const ALL: [ApiCode; 4] = [
+    pub const ALL: [ApiCode; 5] = [
+        ApiCode::InvalidRequest,
         ApiCode::Unauthorized,
         ApiCode::CsrfFailed,
         ApiCode::NotFound,
@@ -37,6 +39,7 @@ impl ApiCode {
 
     pub const fn as_str(self) -> &'static str {
         match self {
+            ApiCode::InvalidRequest => "invalid_request",
             ApiCode::Unauthorized => "unauthorized",
             ApiCode::CsrfFailed => "csrf_failed",
             ApiCode::NotFound => "not_found",
@@ -46,6 +49,7 @@ impl ApiCode {
 
     pub const fn status(self) -> StatusCode {
         match self {
+            ApiCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ApiCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiCode::CsrfFailed => StatusCode::FORBIDDEN,
             ApiCode::NotFound => StatusCode::NOT_FOUND,
@@ -56,6 +60,9 @@ impl ApiCode {
     /// What the code means, for the README's table.
     pub const fn meaning(self) -> &'static str {
         match self {
+            ApiCode::InvalidRequest => {
+                "a body that is not valid for the endpoint (the message says what is wrong)"
+            }
             ApiCode::Unauthorized => "no browser session: sign in to CrossTrade first",
             ApiCode::CsrfFailed => "a mutation without the session's `X-CSRF-Token` header",
             ApiCode::NotFound => "no such AI client or Add-On key on this account",
@@ -88,6 +95,9 @@ pub fn code_table_markdown() -> String {
 /// Why an account API request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The body is not what the endpoint takes; the message says why.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
     #[error("no browser session")]
     Unauthorized,
     #[error("missing or wrong X-CSRF-Token header")]
@@ -106,6 +116,7 @@ impl ApiError {
     /// The code and message of the body.
     pub fn code_and_message(&self) -> (ApiCode, &'static str) {
         match self {
+            ApiError::InvalidRequest(message) => (ApiCode::InvalidRequest, message),
             ApiError::Unauthorized => (
                 ApiCode::Unauthorized,
                 "sign in to CrossTrade in this browser first",
@@ -136,7 +147,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn api_ok(status: StatusCode, body: serde_json::Value, csrf: Option<&str>) -> Response {
+pub(super) fn api_ok(status: StatusCode, body: serde_json::Value, csrf: Option<&str>) -> Response {
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -148,7 +159,7 @@ fn api_ok(status: StatusCode, body: serde_json::Value, csrf: Option<&str>) -> Re
 
 /// The session of a JSON request; for a mutation (`ApiSession<true>`) its `X-CSRF-Token` is
 /// checked too.
-pub(super) struct ApiSession<const MUTATION: bool = false>(Session);
+pub(super) struct ApiSession<const MUTATION: bool = false>(pub(super) Session);
 
 impl<S, const MUTATION: bool> FromRequestParts<S> for ApiSession<MUTATION>
 where

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AccountState, csrf_ok, csrf_token};
+use super::{AccountState, confirmations, csrf_ok, csrf_token};
 use crate::client_ip::client_ip;
 use crate::crypto::secure_eq;
 use crate::error::Internal;
@@ -43,6 +43,15 @@ pub enum PageError {
     UnknownAiClient,
     #[error("no such Add-On key on this account")]
     UnknownAddonKey,
+    /// Not one of the user's confirmations, or no id at all: the same answer for each.
+    #[error("no such trade confirmation on this account")]
+    UnknownConfirmation,
+    /// A form post whose `Sec-Fetch-Site` says it came from another site.
+    #[error("a form post from another site")]
+    CrossSite,
+    /// A form field outside its values.
+    #[error("the form was not filled in as expected")]
+    InvalidForm,
     /// Logged once when rendered; the page says only that it failed.
     #[error("the account request failed")]
     Internal(#[from] Internal),
@@ -76,6 +85,21 @@ impl PageError {
                 StatusCode::NOT_FOUND,
                 "Not found",
                 "This Add-On key does not exist on your account.",
+            ),
+            PageError::UnknownConfirmation => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "This trade confirmation does not exist on your account. Check that you are signed in with the account the application trades on.",
+            ),
+            PageError::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This form was sent from another site. Open the page on CrossTrade itself and try again.",
+            ),
+            PageError::InvalidForm => (
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "This form was not filled in as expected. Reload the page and try again.",
             ),
             PageError::Internal(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -125,7 +149,7 @@ async fn page_session(
 
 /// The session of an account page. Without one, the browser is sent to sign in and back to
 /// the page (a form post goes back to the overview).
-pub(super) struct PageSession(Session);
+pub(super) struct PageSession(pub(super) Session);
 
 impl<S> FromRequestParts<S> for PageSession
 where
@@ -168,7 +192,7 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// "3 minutes ago", and the exact UTC time for the `title`.
-fn when(now: DateTime<Utc>, at: DateTime<Utc>) -> (String, String) {
+pub(super) fn when(now: DateTime<Utc>, at: DateTime<Utc>) -> (String, String) {
     let seconds = (now - at).num_seconds().max(0);
     let ago = match seconds {
         0..60 => "just now".to_owned(),
@@ -200,11 +224,23 @@ struct AccountPage<'a> {
     /// exact UTC time).
     too_old: Option<(String, String, String)>,
     csrf: &'a str,
+    confirmations: confirmations::Section,
 }
 
 pub(super) async fn get_account(
     State(account): State<AccountState>,
     PageSession(session): PageSession,
+) -> Result<Response, PageError> {
+    let section = confirmations::section(&account.oauth, session.user_id).await?;
+    account_page(&account, &session, StatusCode::OK, section).await
+}
+
+/// The overview, with its trade confirmations section as given (stored, or a form to correct).
+pub(super) async fn account_page(
+    account: &AccountState,
+    session: &Session,
+    status: StatusCode,
+    confirmations: confirmations::Section,
 ) -> Result<Response, PageError> {
     let state = &account.oauth;
     let user = store::users::find_by_id(state.db(), session.user_id)
@@ -219,7 +255,7 @@ pub(super) async fn get_account(
         _ => None,
     };
     Ok(pages::render(
-        StatusCode::OK,
+        status,
         &AccountPage {
             email: &user.email,
             tier: user.tier.as_str(),
@@ -228,7 +264,8 @@ pub(super) async fn get_account(
             addon_version: presence.addon_version.as_deref(),
             nt8_version: presence.nt8_version.as_deref(),
             too_old,
-            csrf: &csrf_token(state, &session),
+            csrf: &csrf_token(state, session),
+            confirmations,
         },
     ))
 }

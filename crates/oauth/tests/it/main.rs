@@ -11,6 +11,7 @@
 mod authorize;
 mod boundaries;
 mod cimd;
+mod confirmations;
 mod discovery;
 mod hostile;
 mod registration;
