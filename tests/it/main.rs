@@ -14,6 +14,7 @@ mod browser;
 mod charts;
 mod cli;
 mod compose;
+mod confirm;
 mod embedded;
 mod fairness;
 mod faults;

@@ -68,7 +68,10 @@ const INSTRUCTIONS: &str = "CrossTrade connects you to the user's NinjaTrader 8 
     CrossTrade Add-On. Call GetMcpCapabilities first to see whether the Add-On is connected and \
     which scope you were granted. Tools that need NinjaTrader 8 are listed only while the \
     Add-On is connected. Trade tools act on real accounts: confirm every order action with the \
-    user, and pass an idempotency_key so retries never repeat an action.";
+    user, and pass an idempotency_key so retries never repeat an action. The account's policy may \
+    hold an order for the person's own approval: the tool then answers with status \
+    confirmation_required and a confirm_url. Show that URL to the person (never open or approve \
+    it yourself) and call ConfirmTrade with the confirmation_id once they approved.";
 
 /// Where `notifications/progress` for the request being served go, when its client can
 /// receive them (the POST is answered with an event stream).
