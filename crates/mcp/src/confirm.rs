@@ -57,6 +57,11 @@ pub(crate) async fn hold(
     let Some(reason) = policy.requires(gate, &size) else {
         return Ok(Held::Proceed);
     };
+    // An order that cannot be sent now is not held for a decision: the call answers 408 as
+    // any Add-On call does, and nothing waits on the person.
+    if !state.relay().presence(principal.user_id).await.connected {
+        return Ok(Held::Proceed);
+    }
     let key = arguments["idempotency_key"].as_str().map(str::to_owned);
     if let Some(key) = &key
         && let Some(first) = rows::open_by_key(db, principal.user_id, key).await?

@@ -183,11 +183,31 @@ async fn the_policy_decides_which_calls_wait() {
     assert_eq!(cancel.json["result"]["isError"], false, "{}", cancel.text);
     assert_eq!(app.relay.call_count(), 2);
 
+    // Without the Add-On nothing is held: the order is the usual 408 and no row waits.
+    rows::set_policy(&app.db, app.users.elite, &Policy::default())
+        .await
+        .unwrap();
+    app.relay.disconnect(app.users.elite);
+    let before = app.relay.call_count();
+    let absent = place(&app, "order-key-0006", 1).await;
+    assert_eq!(absent.status, 408, "{}", absent.text);
+    assert_eq!(
+        app.relay.call_count(),
+        before + 1,
+        "offered to the relay, which refused it"
+    );
+    let open = rows::open_by_key(&app.db, app.users.elite, "order-key-0006")
+        .await
+        .unwrap();
+    assert_eq!(open, None);
+    app.relay.connect(app.users.elite);
+
     // Never: the model trades on its own.
     rows::set_policy(&app.db, app.users.elite, &policy(Mode::Never, None))
         .await
         .unwrap();
     let free = place(&app, "order-key-0005", 5).await;
     assert_eq!(free.json["result"]["isError"], false, "{}", free.text);
-    assert_eq!(app.relay.call_count(), 3);
+    // Two sent, the refused one offered while the Add-On was away, and this one.
+    assert_eq!(app.relay.call_count(), 4);
 }
