@@ -53,8 +53,8 @@ pub(crate) async fn hold(
         return Ok(Held::Proceed);
     }
     let gate = gate_for(tool, gate, arguments);
-    let size = size_of(state, principal, &policy, gate, tool, arguments).await;
-    let Some(reason) = policy.requires(gate, &size) else {
+    let estimate = size_of(state, principal, &policy, gate, tool, arguments).await;
+    let Some(reason) = policy.requires(gate, &estimate.size) else {
         return Ok(Held::Proceed);
     };
     // An order that cannot be sent now is not held for a decision: the call answers 408 as
@@ -86,7 +86,7 @@ pub(crate) async fn hold(
         tool: tool.to_owned(),
         arguments: arguments.clone(),
         idempotency_key: key,
-        preview: preview(tool, arguments, &size),
+        preview: preview(tool, arguments, &estimate),
         reason,
         channel: Channel::Link,
         revision: revision.to_owned(),
@@ -107,7 +107,18 @@ pub(crate) async fn hold(
     }))
 }
 
-/// The size the policy compares: the quantity, and the notional when a limit needs it.
+/// How a call's size was estimated, shown with the notional.
+#[derive(Debug, Default)]
+struct Estimate {
+    size: Size,
+    /// The price used and where it came from (`limit_price`, `stop_price`, `ask`, `bid`,
+    /// `last`).
+    price: Option<(f64, &'static str)>,
+    point_value: Option<f64>,
+}
+
+/// The size the policy compares: the quantity, and the notional when the order names a price
+/// (or, when a notional limit needs it, from the Add-On's quote).
 async fn size_of(
     state: &McpState,
     principal: &Principal,
@@ -115,20 +126,18 @@ async fn size_of(
     gate: Gate,
     tool: &str,
     arguments: &Value,
-) -> Size {
+) -> Estimate {
     if gate != Gate::Order || !matches!(tool, "PlaceOrder" | "ModifyOrder") {
-        return Size::UNKNOWN;
-    }
-    let quantity = arguments["quantity"].as_u64();
-    if policy.mode != Mode::Above || policy.max_notional.is_none() {
-        return Size {
-            quantity,
-            notional: None,
+        return Estimate {
+            size: Size::UNKNOWN,
+            ..Estimate::default()
         };
     }
+    let quantity = arguments["quantity"].as_u64();
+    let needs_notional = policy.mode == Mode::Above && policy.max_notional.is_some();
     let price = match own_price(arguments) {
         Some(price) => Some(price),
-        None if tool == "PlaceOrder" => quote(state, principal, arguments).await,
+        None if needs_notional && tool == "PlaceOrder" => quote(state, principal, arguments).await,
         None => None,
     };
     let point_value = arguments["instrument"]
@@ -136,23 +145,36 @@ async fn size_of(
         .and_then(vocabulary::confirm::point_value);
     let notional = match (quantity, price, point_value) {
         #[expect(clippy::cast_precision_loss, reason = "order quantities are small")]
-        (Some(quantity), Some(price), Some(point_value)) => {
+        (Some(quantity), Some((price, _)), Some(point_value)) => {
             Some(quantity as f64 * price * point_value)
         }
         _ => None,
     };
-    Size { quantity, notional }
+    Estimate {
+        size: Size { quantity, notional },
+        price,
+        point_value,
+    }
 }
 
 /// The order's own price: its limit price, else its stop price.
-fn own_price(arguments: &Value) -> Option<f64> {
+fn own_price(arguments: &Value) -> Option<(f64, &'static str)> {
     arguments["limit_price"]
         .as_f64()
-        .or_else(|| arguments["stop_price"].as_f64())
+        .map(|price| (price, "limit_price"))
+        .or_else(|| {
+            arguments["stop_price"]
+                .as_f64()
+                .map(|price| (price, "stop_price"))
+        })
 }
 
 /// The Add-On's quote for a market order: the ask to buy, the bid to sell, else the last.
-async fn quote(state: &McpState, principal: &Principal, arguments: &Value) -> Option<f64> {
+async fn quote(
+    state: &McpState,
+    principal: &Principal,
+    arguments: &Value,
+) -> Option<(f64, &'static str)> {
     let instrument = arguments["instrument"].as_str()?;
     let call = CallRequest {
         user_id: principal.user_id,
@@ -169,11 +191,15 @@ async fn quote(state: &McpState, principal: &Principal, arguments: &Value) -> Op
     } else {
         "bid"
     };
-    quote[side].as_f64().or_else(|| quote["last"].as_f64())
+    quote[side]
+        .as_f64()
+        .map(|price| (price, side))
+        .or_else(|| quote["last"].as_f64().map(|price| (price, "last")))
 }
 
-/// What would be sent, as the person and the model see it.
-fn preview(tool: &str, arguments: &Value, size: &Size) -> Value {
+/// What would be sent, as the person and the model see it, with how its notional was
+/// estimated.
+fn preview(tool: &str, arguments: &Value, estimate: &Estimate) -> Value {
     let mut shown = arguments.clone();
     if let Some(object) = shown.as_object_mut() {
         object.remove("idempotency_key");
@@ -181,8 +207,11 @@ fn preview(tool: &str, arguments: &Value, size: &Size) -> Value {
     json!({
         "tool": tool,
         "arguments": shown,
-        "quantity": size.quantity,
-        "estimated_notional": size.notional,
+        "quantity": estimate.size.quantity,
+        "estimated_notional": estimate.size.notional,
+        "price": estimate.price.map(|(price, _)| price),
+        "price_basis": estimate.price.map(|(_, basis)| basis),
+        "point_value": estimate.point_value,
     })
 }
 

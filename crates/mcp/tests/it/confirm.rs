@@ -51,6 +51,10 @@ async fn an_order_waits_for_the_person_and_runs_once_after_approval() {
     assert_eq!(body["preview"]["tool"], "PlaceOrder");
     assert_eq!(body["preview"]["arguments"]["quantity"], 2);
     assert_eq!(body["preview"]["arguments"].get("idempotency_key"), None);
+    // 2 × 5001.25 (its limit price) × 50 (ES point value).
+    assert_eq!(body["preview"]["estimated_notional"], 500_125.0);
+    assert_eq!(body["preview"]["price_basis"], "limit_price");
+    assert_eq!(body["preview"]["point_value"], 50.0);
     let id: Uuid = body["confirmation_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(
         body["confirm_url"],

@@ -107,7 +107,7 @@ fn label(key: &str) -> String {
         "stop_price" => "Stop price",
         "time_in_force" => "Time in force",
         "order_id" => "Order",
-        "oco" => "OCO group",
+        "oco_id" => "OCO group",
         "strategy" => "Strategy",
         "parameters" => "Parameters",
         "flatten" => "Also close its positions",
