@@ -193,7 +193,10 @@ async fn handle_request(
     // exists: it is then answered like any unknown method (404, -32601).
     if request.method == "initialize" && !names_per_request_revision(&request) {
         return match initialize(state, &request.params) {
-            Ok(result) => RequestReply::Json(StatusCode::OK, result_response(&id, result)),
+            Ok(result) => {
+                record_capabilities(state, principal, &request.params, &result).await;
+                RequestReply::Json(StatusCode::OK, result_response(&id, result))
+            }
             Err(error) => RequestReply::Json(error.status, error.to_response(&id)),
         };
     }
@@ -404,6 +407,52 @@ fn initialize(state: &McpState, params: &Map<String, Value>) -> Result<Value, Rp
         extension.extend_capabilities(false, &mut result["capabilities"]);
     }
     Ok(result)
+}
+
+/// Remembers whether the grant's client can show a form (elicitation), for its later calls:
+/// the legacy revisions declare capabilities only here. A failure only means the link is used.
+async fn record_capabilities(
+    state: &McpState,
+    principal: &Principal,
+    params: &Map<String, Value>,
+    result: &Value,
+) {
+    let revision = result["protocolVersion"].as_str().unwrap_or_default();
+    let (form, url) = elicitation_modes(revision, params);
+    let client_info = params
+        .get("clientInfo")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Err(err) = store::confirmations::record_capabilities(
+        state.db(),
+        principal.grant_id,
+        principal.user_id,
+        revision,
+        form,
+        url,
+        &client_info,
+    )
+    .await
+    {
+        tracing::warn!(error = %err, "recording the client's capabilities failed");
+    }
+}
+
+/// The elicitation modes (form, url) a client declared: 2025-06-18 has only the form;
+/// 2025-11-25 names them, an empty object meaning form only; 2025-03-26 has none.
+fn elicitation_modes(revision: &str, params: &Map<String, Value>) -> (bool, bool) {
+    let declared = params
+        .get("capabilities")
+        .and_then(|capabilities| capabilities.get("elicitation"))
+        .and_then(Value::as_object);
+    match (Revision::parse(revision), declared) {
+        (Some(Revision::V2025_06_18), Some(_)) => (true, false),
+        (Some(Revision::V2025_11_25), Some(modes)) if modes.is_empty() => (true, false),
+        (Some(Revision::V2025_11_25), Some(modes)) => {
+            (modes.contains_key("form"), modes.contains_key("url"))
+        }
+        _ => (false, false),
+    }
 }
 
 async fn serve(

@@ -215,3 +215,51 @@ async fn the_policy_decides_which_calls_wait() {
     // Two sent, the refused one offered while the Add-On was away, and this one.
     assert_eq!(app.relay.call_count(), 4);
 }
+
+/// `initialize` params declaring `elicitation` as the revision spells it.
+fn initialize_with(version: &str, elicitation: Option<Value>) -> Value {
+    let mut capabilities = json!({});
+    if let Some(elicitation) = elicitation {
+        capabilities["elicitation"] = elicitation;
+    }
+    json!({"protocolVersion": version, "capabilities": capabilities,
+           "clientInfo": {"name": "test-client", "version": "1.0.0"}})
+}
+
+async fn declared(app: &App) -> (bool, bool) {
+    sqlx::query_as(
+        "SELECT elicitation_form, elicitation_url FROM mcp_client_capabilities WHERE user_id = $1",
+    )
+    .bind(app.users.elite)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn initialize_remembers_whether_the_client_shows_forms() {
+    let app = spawn().await;
+    for (version, elicitation, expected) in [
+        ("2025-06-18", Some(json!({})), (true, false)),
+        ("2025-11-25", Some(json!({})), (true, false)),
+        ("2025-11-25", Some(json!({"url": {}})), (false, true)),
+        (
+            "2025-11-25",
+            Some(json!({"form": {}, "url": {}})),
+            (true, true),
+        ),
+        ("2025-11-25", None, (false, false)),
+        ("2025-03-26", Some(json!({})), (false, false)),
+    ] {
+        let reply = app
+            .legacy(
+                "elite-trade",
+                version,
+                "initialize",
+                initialize_with(version, elicitation),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(declared(&app).await, expected, "{version}");
+    }
+}
