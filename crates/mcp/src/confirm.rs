@@ -3,16 +3,22 @@
 //! the address of a CrossTrade page where the person approves or rejects it. Only after an
 //! approval on that page does `ConfirmTrade` run the recorded call, once. The model holds the
 //! confirmation id, which approves nothing by itself.
+//!
+//! A 2025-06-18 or 2025-11-25 client that declared elicitation at `initialize` and reads the
+//! POST's event stream is asked inside the client instead: an `elicitation/create` form on that
+//! stream. Its answer may reach any replica; the request waits on the row in PostgreSQL.
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use store::confirmations::{self as rows, Confirmation, NewConfirmation};
 use uuid::Uuid;
-use vocabulary::confirm::{Channel, ConfirmationState, Gate, Mode, Policy, Size};
+use vocabulary::confirm::{Channel, ConfirmationState, Decision, Gate, Mode, Policy, Size};
 
 use crate::McpState;
 use crate::auth::Principal;
+use crate::dispatch::StreamSink;
+use crate::protocol::Revision;
 use crate::relay::{CallOutcome, CallRequest};
 
 /// How long a person has to decide, and the model to run the approved call.
@@ -21,6 +27,10 @@ pub(crate) const CONFIRMATION_TTL: Duration = Duration::from_secs(300);
 const MAX_OPEN: u32 = 20;
 /// How long a quote for a notional estimate may take.
 const QUOTE_DEADLINE: Duration = Duration::from_secs(3);
+/// How often a request asking inside the client re-reads its confirmation.
+const DECISION_RECHECK: Duration = Duration::from_secs(1);
+/// The JSON-RPC ids of this server's `elicitation/create` requests start with it.
+pub(crate) const ELICITATION_PREFIX: &str = "ct-confirm-";
 
 /// What the gate decided for a call.
 pub(crate) enum Held {
@@ -28,6 +38,18 @@ pub(crate) enum Held {
     Proceed,
     /// Answered without running it: the tool result to send.
     Answer(Value),
+    /// The person approved this confirmation inside the AI client: claim it and run it.
+    Approved(Uuid),
+}
+
+/// A gated call, as the gate sees it.
+pub(crate) struct Asked<'a> {
+    pub revision: Revision,
+    pub tool: &'a str,
+    pub gate: Gate,
+    pub arguments: &'a Value,
+    /// The POST's event stream, when its client reads one.
+    pub stream: Option<&'a StreamSink>,
 }
 
 /// The tool's gate for these arguments: StopStrategy closes positions only with `flatten`.
@@ -42,11 +64,15 @@ fn gate_for(tool: &str, gate: Gate, arguments: &Value) -> Gate {
 pub(crate) async fn hold(
     state: &McpState,
     principal: &Principal,
-    revision: &str,
-    tool: &str,
-    gate: Gate,
-    arguments: &Value,
+    asked: Asked<'_>,
 ) -> Result<Held, sqlx::Error> {
+    let Asked {
+        revision,
+        tool,
+        gate,
+        arguments,
+        stream,
+    } = asked;
     let db = state.db();
     let policy = rows::policy(db, principal.user_id).await?;
     if policy.mode == Mode::Never {
@@ -78,6 +104,13 @@ pub(crate) async fn hold(
             _ => link_preview(state, &first),
         }));
     }
+    let form = match stream {
+        Some(sink) if !policy.page_only && shows_forms(state, principal, revision).await => {
+            Some(sink)
+        }
+        _ => None,
+    };
+    let elicitation_id = form.map(|_| format!("{ELICITATION_PREFIX}{}", Uuid::new_v4()));
     let new = NewConfirmation {
         confirmation_id: Uuid::new_v4(),
         user_id: principal.user_id,
@@ -88,15 +121,25 @@ pub(crate) async fn hold(
         idempotency_key: key,
         preview: preview(tool, arguments, &estimate),
         reason,
-        channel: Channel::Link,
-        revision: revision.to_owned(),
-        elicitation_id: None,
+        channel: if form.is_some() {
+            Channel::ElicitationForm
+        } else {
+            Channel::Link
+        },
+        revision: revision.as_str().to_owned(),
+        elicitation_id: elicitation_id.clone(),
         state_hash: None,
         ttl: CONFIRMATION_TTL,
         max_open: MAX_OPEN,
     };
     Ok(Held::Answer(match rows::insert(db, &new).await? {
-        Some(held) => link_preview(state, &held),
+        Some(held) => match (form, elicitation_id) {
+            (Some(sink), Some(elicitation_id)) => {
+                return ask_in_client(state, principal, revision, sink, &elicitation_id, &held)
+                    .await;
+            }
+            _ => link_preview(state, &held),
+        },
         None => refusal(
             "too_many_pending",
             &format!(
@@ -105,6 +148,224 @@ pub(crate) async fn hold(
             ),
         ),
     }))
+}
+
+/// Whether the grant's client declared, at its last `initialize`, that it shows forms, and the
+/// request's revision can ask it on the POST's stream.
+async fn shows_forms(state: &McpState, principal: &Principal, revision: Revision) -> bool {
+    if !matches!(revision, Revision::V2025_06_18 | Revision::V2025_11_25) {
+        return false;
+    }
+    match rows::capabilities(state.db(), principal.grant_id).await {
+        Ok(declared) => declared.is_some_and(|declared| declared.elicitation_form),
+        Err(err) => {
+            tracing::warn!(error = %err, "reading the client's capabilities failed; using the link");
+            false
+        }
+    }
+}
+
+/// Abandons the confirmation when the request waiting for it goes away (its stream dropped),
+/// so a late answer approves nothing.
+struct AbandonOnDrop {
+    db: sqlx::PgPool,
+    confirmation_id: Option<Uuid>,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let (Some(confirmation_id), Ok(runtime)) = (
+            self.confirmation_id.take(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let db = self.db.clone();
+        runtime.spawn(async move {
+            if let Err(err) = rows::abandon(&db, confirmation_id).await {
+                tracing::warn!(error = %err, "abandoning an unanswered confirmation failed");
+            }
+        });
+    }
+}
+
+/// Asks the person with a form on the POST's stream, then waits for the answer, which any
+/// replica records on the row, until the confirmation expires.
+async fn ask_in_client(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    sink: &StreamSink,
+    elicitation_id: &str,
+    held: &Confirmation,
+) -> Result<Held, sqlx::Error> {
+    let mut guard = AbandonOnDrop {
+        db: state.db().clone(),
+        confirmation_id: Some(held.confirmation_id),
+    };
+    let request = json!({
+        "jsonrpc": "2.0",
+        "id": elicitation_id,
+        "method": "elicitation/create",
+        "params": elicitation_params(revision, held),
+    });
+    if sink.send(request).is_err() {
+        // The stream is gone: nobody can answer; the guard abandons the row.
+        return Ok(Held::Answer(refusal(
+            "abandoned",
+            "the request was abandoned before a decision; nothing was sent",
+        )));
+    }
+    loop {
+        let row = rows::find(state.db(), held.confirmation_id, principal.user_id).await?;
+        let Some(row) = row else {
+            guard.confirmation_id = None;
+            return Ok(Held::Answer(refusal(
+                "not_found",
+                "the confirmation disappeared; nothing was sent",
+            )));
+        };
+        let answer = match row.state {
+            ConfirmationState::Pending => {
+                tokio::time::sleep(DECISION_RECHECK).await;
+                continue;
+            }
+            ConfirmationState::Approved => Held::Approved(row.confirmation_id),
+            ConfirmationState::Rejected => Held::Answer(declined(&row)),
+            _ => Held::Answer(not_runnable(state, principal, Some(&row))),
+        };
+        guard.confirmation_id = None;
+        return Ok(answer);
+    }
+}
+
+/// The client's answer to one of our `elicitation/create` requests, from whichever replica it
+/// reached: recorded on the row, where the waiting request reads it. Approved only when the
+/// person accepted and ticked the approval; an error answer (a client that cannot show the
+/// form after all) rejects it. An answer that matches nothing pending changes nothing.
+pub(crate) async fn answer(
+    state: &McpState,
+    principal: &Principal,
+    elicitation_id: &str,
+    result: Option<Value>,
+    error: Option<Value>,
+) -> Result<(), sqlx::Error> {
+    let (accept, decision) = match (&result, error) {
+        (Some(result), None) => match result["action"].as_str() {
+            Some("accept") if result["content"]["confirm"] == Value::Bool(true) => {
+                (true, Decision::Accept)
+            }
+            Some("cancel") => (false, Decision::Cancel),
+            _ => (false, Decision::Decline),
+        },
+        _ => (false, Decision::Cancel),
+    };
+    let recorded = rows::answer_elicitation(
+        state.db(),
+        elicitation_id,
+        principal.user_id,
+        principal.grant_id,
+        accept,
+        decision,
+    )
+    .await?;
+    if recorded.is_none() {
+        tracing::info!("an elicitation answer matched no pending confirmation");
+    }
+    Ok(())
+}
+
+/// The person said no inside the client (or dismissed the form).
+fn declined(row: &Confirmation) -> Value {
+    let how = if row.decision == Some(Decision::Cancel) {
+        "dismissed the confirmation"
+    } else {
+        "declined this order"
+    };
+    tool_error_json(&json!({
+        "status": "declined",
+        "confirmation_id": row.confirmation_id,
+        "message": format!("the person {how} in the AI client; nothing was sent to NinjaTrader 8"),
+    }))
+}
+
+/// `elicitation/create` params: every detail as a one-value choice the person cannot change,
+/// and an approval that defaults to no, so a client submitting defaults approves nothing.
+fn elicitation_params(revision: Revision, held: &Confirmation) -> Value {
+    let preview = &held.preview;
+    let mut properties = Map::new();
+    let mut summary = Vec::new();
+    if let Some(arguments) = preview["arguments"].as_object() {
+        for (name, value) in arguments {
+            let shown = clean(&match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
+            summary.push(format!("{} \"{shown}\"", title_of(name)));
+            properties.insert(name.clone(), fixed(title_of(name), &shown));
+        }
+    }
+    let mut message = format!(
+        "CrossTrade — an AI client asks to run {} on your NinjaTrader 8: {}.",
+        clean(&held.tool),
+        summary.join(", ")
+    );
+    if let Some(notional) = preview["estimated_notional"].as_f64() {
+        let notional = format!("{notional:.2}");
+        message.push_str(" Estimated notional ≈ ");
+        message.push_str(&notional);
+        message.push_str(" USD.");
+        properties.insert(
+            "estimated_notional".to_owned(),
+            fixed("Estimated notional (USD)", &notional),
+        );
+    }
+    message.push_str(" Nothing is sent to NinjaTrader 8 unless you accept. Expires ");
+    message.push_str(&held.expires_at.format("%H:%M UTC.").to_string());
+    properties.insert(
+        "confirm".to_owned(),
+        json!({"type": "boolean", "title": "I approve this order", "default": false}),
+    );
+    let mut params = json!({
+        "message": message,
+        "requestedSchema": {
+            "type": "object",
+            "properties": properties,
+            "required": ["confirm"],
+        },
+    });
+    // 2025-06-18 has no `mode`.
+    if revision == Revision::V2025_11_25 {
+        params["mode"] = json!("form");
+    }
+    params
+}
+
+/// A field showing one value.
+fn fixed(title: &str, value: &str) -> Value {
+    json!({"type": "string", "title": title, "enum": [value], "default": value})
+}
+
+/// How a form names an argument.
+fn title_of(name: &str) -> &str {
+    match name {
+        "account" => "Account",
+        "instrument" => "Instrument",
+        "action" => "Side",
+        "quantity" => "Quantity",
+        "order_type" => "Type",
+        "limit_price" => "Limit price",
+        "stop_price" => "Stop price",
+        "time_in_force" => "Time in force",
+        "strategy" => "Strategy",
+        "order_id" => "Order",
+        other => other,
+    }
+}
+
+/// A model-supplied string as shown to the person: no control characters, bounded.
+fn clean(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// How a call's size was estimated, shown with the notional.

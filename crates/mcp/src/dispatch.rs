@@ -73,9 +73,10 @@ const INSTRUCTIONS: &str = "CrossTrade connects you to the user's NinjaTrader 8 
     confirmation_required and a confirm_url. Show that URL to the person (never open or approve \
     it yourself) and call ConfirmTrade with the confirmation_id once they approved.";
 
-/// Where `notifications/progress` for the request being served go, when its client can
-/// receive them (the POST is answered with an event stream).
-pub(crate) type ProgressSink = tokio::sync::mpsc::UnboundedSender<Value>;
+/// Where the messages the server sends before a request's response go (`notifications/progress`,
+/// `elicitation/create`), when its client can receive them: the POST is then answered with an
+/// event stream.
+pub(crate) type StreamSink = tokio::sync::mpsc::UnboundedSender<Value>;
 
 /// Handles one POST body.
 pub(crate) async fn handle_body(
@@ -83,7 +84,7 @@ pub(crate) async fn handle_body(
     principal: &Principal,
     headers: &HeaderMap,
     body: &[u8],
-    progress: Option<&ProgressSink>,
+    progress: Option<&StreamSink>,
 ) -> Reply {
     let value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
@@ -103,7 +104,23 @@ pub(crate) async fn handle_body(
                     RequestReply::Http(error) => Reply::Http(error),
                 }
             }
-            Ok(Message::Notification | Message::Response) => Reply::Accepted,
+            Ok(Message::Response { id, result, error }) => {
+                if let Some(elicitation_id) = id
+                    .as_str()
+                    .filter(|id| id.starts_with(confirm::ELICITATION_PREFIX))
+                    && let Err(err) =
+                        confirm::answer(state, principal, elicitation_id, result, error).await
+                {
+                    // Not accepted: the client may send it again.
+                    return Reply::Http(HttpError::internal(
+                        "recording a confirmation answer",
+                        "The service is temporarily unavailable; retry shortly",
+                        err,
+                    ));
+                }
+                Reply::Accepted
+            }
+            Ok(Message::Notification) => Reply::Accepted,
             Err((id, error)) => Reply::Json(error.status, error.to_response(&id)),
         },
     }
@@ -163,7 +180,7 @@ async fn handle_batch(
                     RequestReply::Http(error) => return Reply::Http(error),
                 }
             }
-            Ok(Message::Notification | Message::Response) => {}
+            Ok(Message::Notification | Message::Response { .. }) => {}
             Err((id, error)) => responses.push(error.to_response(&id)),
         }
     }
@@ -185,7 +202,7 @@ async fn handle_request(
     headers: &HeaderMap,
     request: Request,
     batch_revision: Option<Revision>,
-    progress: Option<&ProgressSink>,
+    progress: Option<&StreamSink>,
 ) -> RequestReply {
     let id = request.id.clone();
     // `initialize` negotiates in its body and is never rejected for its header (CLIENTS.md 15),
@@ -460,7 +477,7 @@ async fn serve(
     principal: &Principal,
     revision: Revision,
     request: &Request,
-    progress: Option<&ProgressSink>,
+    progress: Option<&StreamSink>,
 ) -> Result<(Revision, Value), Failure> {
     // Test harnesses only (the conformance fixtures); the binary's state has no extension.
     let extension = state.extension();
@@ -555,7 +572,7 @@ async fn call_tool(
     principal: &Principal,
     revision: Revision,
     params: &Map<String, Value>,
-    progress: Option<&ProgressSink>,
+    stream: Option<&StreamSink>,
 ) -> Result<Value, Failure> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(
@@ -598,7 +615,7 @@ async fn call_tool(
     if let Err(message) = tool.validate_arguments(&arguments) {
         return Ok(tool_error(&message));
     }
-    let progress = progress.and_then(|sink| {
+    let progress = stream.and_then(|sink| {
         let token = params.get("_meta")?.get("progressToken")?;
         (token.is_string() || token.is_i64() || token.is_u64())
             .then(|| Progress::new(sink.clone(), token.clone()))
@@ -609,25 +626,37 @@ async fn call_tool(
         revision,
     };
     if let Some(gate) = tool.def.confirm {
-        let held = confirm::hold(
-            state,
-            principal,
-            revision.as_str(),
-            tool.def.name,
+        let asked = confirm::Asked {
+            revision,
+            tool: tool.def.name,
             gate,
-            &arguments,
-        )
-        .await
-        .map_err(|err| {
-            HttpError::internal(
-                "holding a trade for confirmation",
-                "The service is temporarily unavailable; retry shortly",
-                err,
-            )
-        })?;
-        if let confirm::Held::Answer(answer) = held {
-            count_call(tool.def.name, &Ok(CallOutcome::ToolError(String::new())));
-            return Ok(answer);
+            arguments: &arguments,
+            stream,
+        };
+        let held = confirm::hold(state, principal, asked)
+            .await
+            .map_err(|err| {
+                HttpError::internal(
+                    "holding a trade for confirmation",
+                    "The service is temporarily unavailable; retry shortly",
+                    err,
+                )
+            })?;
+        match held {
+            confirm::Held::Proceed => {}
+            confirm::Held::Answer(answer) => {
+                count_call(tool.def.name, &Ok(CallOutcome::ToolError(String::new())));
+                return Ok(answer);
+            }
+            // Approved inside the AI client while this request waited: run it once.
+            confirm::Held::Approved(confirmation_id) => {
+                let Some(claimed) = take_approved(state, principal, confirmation_id).await? else {
+                    return Ok(tool_error(
+                        "the approval expired before the order could be sent; nothing was sent",
+                    ));
+                };
+                return run_claimed(state, &caller, confirmation_id, claimed).await;
+            }
         }
     }
     run_route(state, &caller, tool, arguments, progress).await
@@ -656,25 +685,7 @@ async fn confirm_trade(
     let db = state.db();
     let until = std::time::Instant::now() + wait;
     let claimed = loop {
-        // A call that cannot be sent now keeps its approval: nothing is claimed.
-        let presence = state.relay().presence(principal.user_id).await;
-        if let Some(claimed) =
-            store::confirmations::claim(db, confirmation_id, principal.user_id, principal.grant_id)
-                .await
-                .map_err(unavailable)?
-        {
-            if !presence.connected {
-                store::confirmations::release(db, confirmation_id)
-                    .await
-                    .map_err(unavailable)?;
-                return Err(relay_failure(
-                    state,
-                    principal,
-                    CallError::NotConnected,
-                    DEFAULT_DEADLINE,
-                )
-                .await);
-            }
+        if let Some(claimed) = take_approved(state, principal, confirmation_id).await? {
             break claimed;
         }
         let row = store::confirmations::find(db, confirmation_id, principal.user_id)
@@ -689,6 +700,51 @@ async fn confirm_trade(
         }
         tokio::time::sleep(CONFIRM_RECHECK.min(until - std::time::Instant::now())).await;
     };
+    run_claimed(state, caller, confirmation_id, claimed).await
+}
+
+/// Takes an approved confirmation for execution, once. A call that cannot be sent now keeps its
+/// approval: nothing is claimed and the usual 408 answers.
+async fn take_approved(
+    state: &McpState,
+    principal: &Principal,
+    confirmation_id: uuid::Uuid,
+) -> Result<Option<store::confirmations::Claimed>, Failure> {
+    let unavailable = |err: sqlx::Error| -> Failure {
+        HttpError::internal(
+            "claiming a trade confirmation",
+            "The service is temporarily unavailable; retry shortly",
+            err,
+        )
+        .into()
+    };
+    let db = state.db();
+    let presence = state.relay().presence(principal.user_id).await;
+    let Some(claimed) =
+        store::confirmations::claim(db, confirmation_id, principal.user_id, principal.grant_id)
+            .await
+            .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    if !presence.connected {
+        store::confirmations::release(db, confirmation_id)
+            .await
+            .map_err(unavailable)?;
+        return Err(
+            relay_failure(state, principal, CallError::NotConnected, DEFAULT_DEADLINE).await,
+        );
+    }
+    Ok(Some(claimed))
+}
+
+/// Runs a claimed confirmation's recorded call and records what the Add-On answered.
+async fn run_claimed(
+    state: &McpState,
+    caller: &Caller<'_>,
+    confirmation_id: uuid::Uuid,
+    claimed: store::confirmations::Claimed,
+) -> Result<Value, Failure> {
     let Some(tool) = catalog().get(&claimed.tool) else {
         return Ok(tool_error("the confirmed tool no longer exists"));
     };
@@ -708,7 +764,9 @@ async fn confirm_trade(
             json!({"error": "the call got no answer from the Add-On"}),
         ),
     };
-    if let Err(err) = store::confirmations::finish(db, confirmation_id, code, &recorded).await {
+    if let Err(err) =
+        store::confirmations::finish(state.db(), confirmation_id, code, &recorded).await
+    {
         tracing::warn!(error = %err, "recording a confirmed call's outcome failed");
     }
     outcome
@@ -919,13 +977,13 @@ async fn relay_failure(
 /// `notifications/progress` for one request: sent only when progress grows (2025-11-25
 /// basic/utilities/progress: "The progress value MUST increase with each notification").
 struct Progress {
-    sink: ProgressSink,
+    sink: StreamSink,
     token: Value,
     last: Option<f64>,
 }
 
 impl Progress {
-    fn new(sink: ProgressSink, token: Value) -> Self {
+    fn new(sink: StreamSink, token: Value) -> Self {
         Self {
             sink,
             token,

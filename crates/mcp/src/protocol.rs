@@ -195,8 +195,13 @@ pub struct Request {
 pub enum Message {
     Request(Request),
     Notification,
-    /// A client's answer to a server request; this server sends none, so it is acknowledged.
-    Response,
+    /// A client's answer to a server request (`elicitation/create`): its id and its result or
+    /// error.
+    Response {
+        id: Value,
+        result: Option<Value>,
+        error: Option<Value>,
+    },
 }
 
 /// Classifies one JSON value as a JSON-RPC message. The error carries the request id when one
@@ -222,7 +227,11 @@ pub fn classify(value: Value) -> Result<Message, (Value, RpcError)> {
     }
     let Some(method) = object.get("method") else {
         return if id.is_some() && (object.contains_key("result") || object.contains_key("error")) {
-            Ok(Message::Response)
+            Ok(Message::Response {
+                id: readable_id,
+                result: object.remove("result"),
+                error: object.remove("error"),
+            })
         } else {
             Err((
                 readable_id,
@@ -313,7 +322,11 @@ mod tests {
         );
         assert_eq!(
             classify(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap(),
-            Message::Response
+            Message::Response {
+                id: json!("a"),
+                result: Some(json!({})),
+                error: None
+            }
         );
         let (id, error) = classify(json!({"jsonrpc":"1.0","id":3,"method":"ping"})).unwrap_err();
         assert_eq!((id, error.code), (json!(3), INVALID_REQUEST));

@@ -1,9 +1,10 @@
 //! The HTTP face of the endpoint: Origin check, CORS, bearer authentication, and the four
 //! methods of Streamable HTTP (MCP 2025-11-25 basic/transports; 2026-07-28
 //! transports/streamable-http). Replies are `application/json` (clients must accept it whatever
-//! their `Accept` says, CLIENTS.md row 14), except a request that carries a `progressToken`
-//! from a client accepting `text/event-stream`: once it reports progress, its POST is answered
-//! with an event stream of `notifications/progress` ending with the response.
+//! their `Accept` says, CLIENTS.md row 14), except a request that carries a `progressToken` or
+//! calls a tool a person may have to confirm, from a client accepting `text/event-stream`: once
+//! it reports progress or asks the person (`elicitation/create`), its POST is answered with an
+//! event stream of those messages ending with the response.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -86,7 +87,7 @@ pub(crate) async fn post_mcp(
     let response = match auth {
         Err(rejection) => rejection.into_response(),
         Ok(Authenticated(principal)) => {
-            let slot = wants_progress(&headers, &body)
+            let slot = wants_stream(&headers, &body)
                 .then(|| state.stream_slot(principal.user_id).ok())
                 .flatten();
             if let Some(slot) = slot {
@@ -108,15 +109,20 @@ fn reply_response(state: &McpState, reply: Reply) -> Response {
     }
 }
 
-/// A request that may report progress: its client reads event streams and it names a
-/// `progressToken` (a byte search; a false match only costs a task).
-fn wants_progress(headers: &HeaderMap, body: &[u8]) -> bool {
-    const TOKEN: &[u8] = b"\"progressToken\"";
+/// A request that may send messages before its response: its client reads event streams and
+/// it names a `progressToken` (progress) or a tool a person may have to confirm (a form asked
+/// inside the client). A byte search; a false match only costs a task.
+fn wants_stream(headers: &HeaderMap, body: &[u8]) -> bool {
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|window| window == needle);
     headers.get_all(header::ACCEPT).iter().any(|accept| {
         accept
             .to_str()
             .is_ok_and(|a| a.contains("text/event-stream"))
-    }) && body.windows(TOKEN.len()).any(|window| window == TOKEN)
+    }) && (contains(b"\"progressToken\"")
+        || crate::catalog::catalog()
+            .tools()
+            .filter(|tool| tool.def.confirm.is_some())
+            .any(|tool| contains(format!("\"{}\"", tool.def.name).as_bytes())))
 }
 
 /// Aborts the request's task when its stream is dropped: a client closing the stream cancels
@@ -129,8 +135,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Serves the request in a task. Answered as JSON unless a progress notification comes first;
-/// then as an event stream: the notifications, then the response. Every HTTP-level outcome
+/// Serves the request in a task. Answered as JSON unless a message (a progress notification, an
+/// `elicitation/create`) comes first; then as an event stream: the messages, then the response. Every HTTP-level outcome
 /// (401, 403, 408, 429) is decided before any progress, so it keeps its status code.
 async fn with_progress(
     state: McpState,

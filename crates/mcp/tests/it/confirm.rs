@@ -3,6 +3,8 @@
 //! ConfirmTrade runs it once — only after the person approved it on the page (here: the store's
 //! page decision), and only for the connection that asked.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use store::confirmations as rows;
 use uuid::Uuid;
@@ -262,4 +264,283 @@ async fn initialize_remembers_whether_the_client_shows_forms() {
         assert_eq!(reply.status, 200, "{}", reply.text);
         assert_eq!(declared(&app).await, expected, "{version}");
     }
+}
+
+/// The event stream answering a POST, read one message at a time.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    /// The next message, or `None` once the stream ended.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) {
+                    return Some(serde_json::from_str(data).unwrap());
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.response.chunk())
+                .await
+                .expect("the stream stalled")
+                .unwrap()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// PlaceOrder from a client reading event streams, under `version`.
+async fn place_streaming(app: &App, version: &str, key: &str) -> reqwest::Response {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                      "params":{"name":"PlaceOrder","arguments":order(key, 2)}});
+    app.client
+        .post(&app.url)
+        .bearer_auth("elite-trade")
+        .header("mcp-protocol-version", version)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client that declared elicitation under `version` places an order: the stream's first
+/// message is the form asking the person.
+async fn asked(app: &App, version: &str, key: &str) -> (Events, Value) {
+    let reply = app
+        .legacy(
+            "elite-trade",
+            version,
+            "initialize",
+            initialize_with(version, Some(json!({}))),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let before = app.relay.call_count();
+    let response = place_streaming(app, version, key).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut events = Events {
+        response,
+        buffer: String::new(),
+    };
+    let request = events.next().await.unwrap();
+    assert_eq!(request["method"], "elicitation/create", "{request}");
+    assert_eq!(
+        app.relay.call_count(),
+        before,
+        "nothing sent before the answer"
+    );
+    (events, request)
+}
+
+fn answer(request: &Value, result: Value) -> Value {
+    let mut message = json!({"jsonrpc":"2.0","id":request["id"]});
+    message["result"] = result;
+    message
+}
+
+async fn elicitation_app() -> App {
+    let app = crate::support::spawn_listening().await;
+    app.relay.connect(app.users.elite);
+    rows::set_policy(&app.db, app.users.elite, &Policy::default())
+        .await
+        .unwrap();
+    app
+}
+
+#[tokio::test]
+async fn a_client_that_shows_forms_asks_the_person_and_sends_on_accept() {
+    let app = elicitation_app().await;
+    let (mut events, request) = asked(&app, "2025-11-25", "form-key-0001").await;
+    let id = request["id"].as_str().unwrap();
+    assert!(id.starts_with("ct-confirm-"), "{request}");
+    let params = &request["params"];
+    assert_eq!(params["mode"], "form");
+    let message = params["message"].as_str().unwrap();
+    assert!(message.contains("PlaceOrder"), "{message}");
+    assert!(message.contains("500125.00"), "{message}");
+    let schema = &params["requestedSchema"];
+    assert_eq!(schema["required"], json!(["confirm"]));
+    assert_eq!(schema["properties"]["confirm"]["type"], "boolean");
+    assert_eq!(schema["properties"]["confirm"]["default"], false);
+    assert_eq!(schema["properties"]["account"]["enum"], json!(["Sim101"]));
+    assert_eq!(schema["properties"]["quantity"]["enum"], json!(["2"]));
+    assert_eq!(
+        schema["properties"]["estimated_notional"]["enum"],
+        json!(["500125.00"])
+    );
+    assert_eq!(schema["properties"].get("idempotency_key"), None);
+
+    let accepted = app
+        .post(
+            Some("elite-trade"),
+            &[("mcp-protocol-version", "2025-11-25")],
+            &answer(
+                &request,
+                json!({"action":"accept","content":{"confirm":true}}),
+            ),
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
+    let response = events.next().await.unwrap();
+    assert_eq!(response["id"], 1);
+    assert_eq!(response["result"]["isError"], false, "{response}");
+    assert_eq!(events.next().await, None, "the response ends the stream");
+    let calls = app.relay.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].tool, "PlaceOrder");
+    assert_eq!(calls[0].idempotency_key.as_deref(), Some("form-key-0001"));
+
+    let listed = app
+        .call("elite-read", "GetTradeConfirmations", json!({}))
+        .await;
+    let entry = &listed.json["result"]["structuredContent"]["confirmations"][0];
+    assert_eq!(entry["channel"], "elicitation_form", "{}", listed.text);
+    assert_eq!(entry["decided_via"], "elicitation");
+    assert_eq!(entry["decision"], "accept");
+    assert_eq!(entry["state"], "used");
+    assert_eq!(entry["outcome_code"], "ok");
+
+    // A late or repeated answer changes nothing.
+    let again = app
+        .post(
+            Some("elite-trade"),
+            &[("mcp-protocol-version", "2025-11-25")],
+            &answer(
+                &request,
+                json!({"action":"accept","content":{"confirm":true}}),
+            ),
+        )
+        .await;
+    assert_eq!(again.status, 202);
+    assert_eq!(app.relay.call_count(), 1, "sent once");
+}
+
+#[tokio::test]
+async fn a_declined_or_unticked_form_sends_nothing() {
+    let app = elicitation_app().await;
+    for (key, result, status) in [
+        ("form-key-0002", json!({"action":"decline"}), "declined"),
+        (
+            "form-key-0003",
+            json!({"action":"accept","content":{"confirm":false}}),
+            "declined",
+        ),
+        ("form-key-0004", json!({"action":"cancel"}), "declined"),
+    ] {
+        let (mut events, request) = asked(&app, "2025-11-25", key).await;
+        let reply = app
+            .post(
+                Some("elite-trade"),
+                &[("mcp-protocol-version", "2025-11-25")],
+                &answer(&request, result),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        let response = events.next().await.unwrap();
+        assert_eq!(response["result"]["isError"], true, "{response}");
+        let body: Value =
+            serde_json::from_str(response["result"]["content"][0]["text"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(body["status"], status);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was sent"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.relay.call_count(), 0);
+}
+
+#[tokio::test]
+async fn the_answer_may_reach_another_replica() {
+    let app = elicitation_app().await;
+    // 2025-06-18 declares `elicitation: {}` and has no `mode`.
+    let (mut events, request) = asked(&app, "2025-06-18", "form-key-0005").await;
+    assert_eq!(request["params"].get("mode"), None, "{request}");
+    let reply = app
+        .post_to_other_replica(
+            "elite-trade",
+            &[("mcp-protocol-version", "2025-06-18")],
+            &answer(
+                &request,
+                json!({"action":"accept","content":{"confirm":true}}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let response = events.next().await.unwrap();
+    assert_eq!(response["result"]["isError"], false, "{response}");
+    assert_eq!(
+        app.relay.call_count(),
+        1,
+        "sent by the replica that was asked"
+    );
+
+    // Another connection of the same person cannot answer for this one.
+    let (events, request) = asked(&app, "2025-11-25", "form-key-0006").await;
+    let foreign = app
+        .post_to_other_replica(
+            "elite-read",
+            &[("mcp-protocol-version", "2025-11-25")],
+            &answer(
+                &request,
+                json!({"action":"accept","content":{"confirm":true}}),
+            ),
+        )
+        .await;
+    assert_eq!(foreign.status, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.relay.call_count(),
+        1,
+        "another grant's answer approves nothing"
+    );
+    // The client goes away before deciding: the confirmation is abandoned.
+    drop(events.response);
+    let mut state = None;
+    for _ in 0..50 {
+        let rows = rows::list(&app.db, app.users.elite, rows::ListFilter::default(), 10)
+            .await
+            .unwrap();
+        state = rows
+            .iter()
+            .find(|row| row.idempotency_key.as_deref() == Some("form-key-0006"))
+            .map(|row| row.state);
+        if state == Some(ConfirmationState::Abandoned) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, Some(ConfirmationState::Abandoned));
+}
+
+#[tokio::test]
+async fn a_client_without_forms_gets_the_link() {
+    let app = elicitation_app().await;
+    let reply = app
+        .legacy(
+            "elite-trade",
+            "2025-11-25",
+            "initialize",
+            initialize_with("2025-11-25", None),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let response = place_streaming(&app, "2025-11-25", "form-key-0007").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let reply: Value = response.json().await.unwrap();
+    let body: Value =
+        serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "confirmation_required", "{reply}");
+    assert!(body["confirm_url"].is_string());
+    assert_eq!(app.relay.call_count(), 0);
 }

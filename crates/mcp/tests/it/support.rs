@@ -289,6 +289,7 @@ pub struct App {
     pub relay: Arc<TestRelay>,
     pub db: PgPool,
     pub users: Users,
+    verifier: Arc<TableVerifier>,
     _db: TestDb,
 }
 
@@ -372,19 +373,8 @@ async fn build(listener: Option<tokio::net::TcpListener>) -> App {
     tokens.insert("audience".into(), Err(TokenRejection::WrongAudience));
     tokens.insert("unavailable".into(), Err(TokenRejection::Unavailable));
     let relay = Arc::new(TestRelay::new());
-    let state = McpState::new(
-        McpSettings {
-            public_url: PUBLIC_URL.into(),
-            allowed_origins: vec![BROWSER_ORIGIN.into()],
-            allow_loopback_origins: false,
-            server_version: "9.9.9-test".into(),
-            streams: mcp::StreamLimits::default(),
-        },
-        db.clone(),
-        Arc::new(TableVerifier(tokens)),
-        relay.clone(),
-    );
-    let router = axum::Router::new().merge(mcp::router()).with_state(state);
+    let verifier = Arc::new(TableVerifier(tokens));
+    let router = replica(&db, &verifier, &relay);
     let base = match listener {
         Some(listener) => {
             let base = format!("http://{}", listener.local_addr().unwrap());
@@ -409,8 +399,26 @@ async fn build(listener: Option<tokio::net::TcpListener>) -> App {
         relay,
         db,
         users,
+        verifier,
         _db: test_db,
     }
+}
+
+/// One server instance on the database: the endpoint's router.
+fn replica(db: &PgPool, verifier: &Arc<TableVerifier>, relay: &Arc<TestRelay>) -> axum::Router {
+    let state = McpState::new(
+        McpSettings {
+            public_url: PUBLIC_URL.into(),
+            allowed_origins: vec![BROWSER_ORIGIN.into()],
+            allow_loopback_origins: false,
+            server_version: "9.9.9-test".into(),
+            streams: mcp::StreamLimits::default(),
+        },
+        db.clone(),
+        verifier.clone(),
+        relay.clone(),
+    );
+    axum::Router::new().merge(mcp::router()).with_state(state)
 }
 
 impl App {
@@ -424,6 +432,35 @@ impl App {
             headers: reply.headers().clone(),
             text,
             json,
+        }
+    }
+
+    /// POST a JSON body to another server instance on the same database (another replica behind
+    /// the load balancer), with its own Add-On relay, which nothing reaches.
+    pub async fn post_to_other_replica(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Reply {
+        let other = replica(&self.db, &self.verifier, &Arc::new(TestRelay::new()));
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .bearer_auth(token)
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let reply = testkit::oneshot::send(&other, request).await;
+        let text = reply.text();
+        Reply {
+            status: reply.status(),
+            headers: reply.headers().clone(),
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
         }
     }
 
