@@ -101,6 +101,12 @@ pub(crate) async fn hold(
         }
         return Ok(Held::Answer(match first.state {
             ConfirmationState::Used => replay(&first),
+            // Being asked inside the client, on the first request's stream: not on the page.
+            _ if first.channel == Channel::ElicitationForm => refusal(
+                "in_progress",
+                "the person is being asked to confirm this request in the AI client; its answer \
+                 ends the first call. Do not send it again",
+            ),
             _ => link_preview(state, &first),
         }));
     }
@@ -216,6 +222,7 @@ async fn ask_in_client(
             "the request was abandoned before a decision; nothing was sent",
         )));
     }
+    let mut closing = state.closing();
     loop {
         let row = rows::find(state.db(), held.confirmation_id, principal.user_id).await?;
         let Some(row) = row else {
@@ -227,7 +234,19 @@ async fn ask_in_client(
         };
         let answer = match row.state {
             ConfirmationState::Pending => {
-                tokio::time::sleep(DECISION_RECHECK).await;
+                // A server shutting down ends the wait; the guard abandons the row, so the
+                // person's late answer approves nothing.
+                if *closing.borrow() {
+                    return Ok(Held::Answer(refusal(
+                        "abandoned",
+                        "the server restarted before the person decided; nothing was sent. Call \
+                         the tool again to ask again",
+                    )));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(DECISION_RECHECK) => {}
+                    _ = closing.changed() => {}
+                }
                 continue;
             }
             ConfirmationState::Approved => Held::Approved(row.confirmation_id),

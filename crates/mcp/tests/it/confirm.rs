@@ -503,6 +503,9 @@ async fn the_answer_may_reach_another_replica() {
         1,
         "another grant's answer approves nothing"
     );
+    // The same request again while the person is being asked is not a second question.
+    let retried = held(&place(&app, "form-key-0006", 2).await);
+    assert_eq!(retried["status"], "in_progress", "{retried}");
     // The client goes away before deciding: the confirmation is abandoned.
     drop(events.response);
     let mut state = None;
