@@ -92,9 +92,12 @@ fn check_message(value: Value) {
             assert_eq!(original["jsonrpc"], "2.0");
             assert!(original.get("id").is_none() && original["method"].is_string());
         }
-        Ok(Message::Response) => {
+        Ok(Message::Response { id, result, error }) => {
             assert!(original.get("id").is_some() && original.get("method").is_none());
             assert!(original.get("result").is_some() || original.get("error").is_some());
+            assert_eq!(id, readable_id.unwrap_or(Value::Null));
+            assert_eq!(result.as_ref(), original.get("result"));
+            assert_eq!(error.as_ref(), original.get("error"));
         }
         Err((id, error)) => check_error_response(&error, &id, readable_id.as_ref()),
     }
