@@ -645,7 +645,8 @@ async fn call_tool(
         match held {
             confirm::Held::Proceed => {}
             confirm::Held::Answer(answer) => {
-                count_call(tool.def.name, &Ok(CallOutcome::ToolError(String::new())));
+                metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "held")
+                    .increment(1);
                 return Ok(answer);
             }
             // Approved inside the AI client while this request waited: run it once.
@@ -719,7 +720,6 @@ async fn take_approved(
         .into()
     };
     let db = state.db();
-    let presence = state.relay().presence(principal.user_id).await;
     let Some(claimed) =
         store::confirmations::claim(db, confirmation_id, principal.user_id, principal.grant_id)
             .await
@@ -727,7 +727,8 @@ async fn take_approved(
     else {
         return Ok(None);
     };
-    if !presence.connected {
+    // A call that cannot be sent now keeps its approval.
+    if !state.relay().presence(principal.user_id).await.connected {
         store::confirmations::release(db, confirmation_id)
             .await
             .map_err(unavailable)?;

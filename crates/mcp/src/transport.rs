@@ -119,11 +119,17 @@ fn wants_stream(headers: &HeaderMap, body: &[u8]) -> bool {
             .to_str()
             .is_ok_and(|a| a.contains("text/event-stream"))
     }) && (contains(b"\"progressToken\"")
-        || crate::catalog::catalog()
-            .tools()
-            .filter(|tool| tool.def.confirm.is_some())
-            .any(|tool| contains(format!("\"{}\"", tool.def.name).as_bytes())))
+        || (contains(b"\"tools/call\"") && GATED_NAMES.iter().any(|name| contains(name))))
 }
+
+/// The quoted names of the tools a confirmation may hold, computed once.
+static GATED_NAMES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+    crate::catalog::catalog()
+        .tools()
+        .filter(|tool| tool.def.confirm.is_some())
+        .map(|tool| format!("\"{}\"", tool.def.name).into_bytes())
+        .collect()
+});
 
 /// Aborts the request's task when its stream is dropped: a client closing the stream cancels
 /// the request (a GetJob wait), never the job it follows.
