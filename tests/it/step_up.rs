@@ -327,7 +327,7 @@ async fn metric(server: &ServerProcess, series: &str) -> u64 {
 
 /// The official Python SDK at the pinned versions of `tests/browser/requirements.txt`, in a
 /// venv under the target directory (rebuilt when the requirements change); returns its Python.
-fn ensure_python_sdk() -> PathBuf {
+pub(crate) fn ensure_python_sdk() -> PathBuf {
     static INSTALLING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = INSTALLING
         .lock()

@@ -365,6 +365,12 @@ pub struct DevWithAddonSim {
 }
 
 pub async fn dev_with_addon_sim(data_dir: &str) -> DevWithAddonSim {
+    // Orders are sent at once here; the confirmation tests ask for `every`.
+    dev_with_addon_sim_confirming(data_dir, "never").await
+}
+
+/// [`dev_with_addon_sim`] with the demo accounts' trade confirmation policy (`every`, `never`).
+pub async fn dev_with_addon_sim_confirming(data_dir: &str, policy: &str) -> DevWithAddonSim {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -372,8 +378,7 @@ pub async fn dev_with_addon_sim(data_dir: &str) -> DevWithAddonSim {
         .port();
     let public_url = format!("http://127.0.0.1:{port}");
     let server = ServerProcess::start_with_args(
-        // Orders are sent at once here; the confirmation tests start their own server.
-        &["dev", "--with-addon-sim", "--trade-confirmation", "never"],
+        &["dev", "--with-addon-sim", "--trade-confirmation", policy],
         &[
             ("CROSSTRADE_DATA_DIR", data_dir),
             ("CROSSTRADE_PUBLIC_URL", public_url.as_str()),

@@ -7,6 +7,11 @@
 //! A 2025-06-18 or 2025-11-25 client that declared elicitation at `initialize` and reads the
 //! POST's event stream is asked inside the client instead: an `elicitation/create` form on that
 //! stream. Its answer may reach any replica; the request waits on the row in PostgreSQL.
+//!
+//! A 2026-07-28 client that declares form elicitation in the request's `_meta` gets an
+//! `input_required` result carrying the form and a `requestState`; its retry, on any replica,
+//! carries the person's answer. The state is the confirmation id and a secret whose hash is on
+//! the row; one statement checks the grant, the call and the secret, and takes the approval once.
 
 use std::time::Duration;
 
@@ -31,6 +36,12 @@ const QUOTE_DEADLINE: Duration = Duration::from_secs(3);
 const DECISION_RECHECK: Duration = Duration::from_secs(1);
 /// The JSON-RPC ids of this server's `elicitation/create` requests start with it.
 pub(crate) const ELICITATION_PREFIX: &str = "ct-confirm-";
+/// The key of the confirmation form in a 2026-07-28 `inputRequests` / `inputResponses`.
+pub(crate) const INPUT_KEY: &str = "crosstrade_confirm";
+/// Starts every `requestState` this server hands out (its format's version).
+const STATE_PREFIX: &str = "ct1.";
+/// Bytes of the secret in a `requestState`.
+const STATE_SECRET_LEN: usize = 32;
 
 /// What the gate decided for a call.
 pub(crate) enum Held {
@@ -40,6 +51,23 @@ pub(crate) enum Held {
     Answer(Value),
     /// The person approved this confirmation inside the AI client: claim it and run it.
     Approved(Uuid),
+    /// A 2026-07-28 retry carried the person's approval, taken in the same statement: run it.
+    Claimed(rows::Claimed),
+    /// The person approved but the Add-On is not connected: answer as any Add-On call does.
+    /// The approval is not taken; the same retry works once NinjaTrader 8 is back.
+    NotConnected,
+    /// A `requestState` this server did not hand to this grant for this call, or garbled.
+    InvalidState,
+}
+
+/// What a 2026-07-28 `tools/call` carries for the confirmation round trip.
+pub(crate) struct ModernInput<'a> {
+    /// `requestState`, on a retry.
+    pub request_state: Option<&'a Value>,
+    /// The person's answer, `inputResponses.crosstrade_confirm`.
+    pub response: Option<&'a Value>,
+    /// The request's `_meta` declares that the client shows forms.
+    pub shows_forms: bool,
 }
 
 /// A gated call, as the gate sees it.
@@ -50,6 +78,16 @@ pub(crate) struct Asked<'a> {
     pub arguments: &'a Value,
     /// The POST's event stream, when its client reads one.
     pub stream: Option<&'a StreamSink>,
+    /// Present for 2026-07-28 requests.
+    pub modern: Option<ModernInput<'a>>,
+}
+
+/// Where the person is asked when not on the page.
+enum Form<'a> {
+    /// On the POST's event stream (2025-06-18, 2025-11-25).
+    Stream(&'a StreamSink),
+    /// In an `input_required` result (2026-07-28).
+    InputRequired,
 }
 
 /// The tool's gate for these arguments: StopStrategy closes positions only with `flatten`.
@@ -72,8 +110,18 @@ pub(crate) async fn hold(
         gate,
         arguments,
         stream,
+        modern,
     } = asked;
     let db = state.db();
+    // A retry answers a confirmation already held, whatever the policy says now.
+    if let Some(ModernInput {
+        request_state: Some(request_state),
+        response,
+        ..
+    }) = &modern
+    {
+        return answered_retry(state, principal, tool, arguments, request_state, *response).await;
+    }
     let policy = rows::policy(db, principal.user_id).await?;
     if policy.mode == Mode::Never {
         return Ok(Held::Proceed);
@@ -110,13 +158,24 @@ pub(crate) async fn hold(
             _ => link_preview(state, &first),
         }));
     }
-    let form = match stream {
-        Some(sink) if !policy.page_only && shows_forms(state, principal, revision).await => {
-            Some(sink)
+    let form = match (&modern, stream) {
+        _ if policy.page_only => None,
+        (Some(modern), _) => modern.shows_forms.then_some(Form::InputRequired),
+        (None, Some(sink)) if shows_forms(state, principal, revision).await => {
+            Some(Form::Stream(sink))
         }
         _ => None,
     };
-    let elicitation_id = form.map(|_| format!("{ELICITATION_PREFIX}{}", Uuid::new_v4()));
+    let elicitation_id = matches!(form, Some(Form::Stream(_)))
+        .then(|| format!("{ELICITATION_PREFIX}{}", Uuid::new_v4()));
+    let secret = match form {
+        Some(Form::InputRequired) => Some(
+            // The OS random source failing is an outage like the database's.
+            store::secret::random_bytes(STATE_SECRET_LEN)
+                .map_err(|err| sqlx::Error::Io(std::io::Error::other(err)))?,
+        ),
+        _ => None,
+    };
     let new = NewConfirmation {
         confirmation_id: Uuid::new_v4(),
         user_id: principal.user_id,
@@ -134,15 +193,18 @@ pub(crate) async fn hold(
         },
         revision: revision.as_str().to_owned(),
         elicitation_id: elicitation_id.clone(),
-        state_hash: None,
+        state_hash: secret.as_deref().map(rows::state_hash),
         ttl: CONFIRMATION_TTL,
         max_open: MAX_OPEN,
     };
     Ok(Held::Answer(match rows::insert(db, &new).await? {
-        Some(held) => match (form, elicitation_id) {
-            (Some(sink), Some(elicitation_id)) => {
+        Some(held) => match (form, elicitation_id, secret) {
+            (Some(Form::Stream(sink)), Some(elicitation_id), _) => {
                 return ask_in_client(state, principal, revision, sink, &elicitation_id, &held)
                     .await;
+            }
+            (Some(Form::InputRequired), _, Some(secret)) => {
+                input_required(&held, &request_state(held.confirmation_id, &secret))
             }
             _ => link_preview(state, &held),
         },
@@ -233,6 +295,10 @@ async fn ask_in_client(
             )));
         };
         let answer = match row.state {
+            // The client could not show the form after all: the person decides on the page.
+            ConfirmationState::Pending if row.channel == Channel::Link => {
+                Held::Answer(link_preview(state, &row))
+            }
             ConfirmationState::Pending => {
                 // A server shutting down ends the wait; the guard abandons the row, so the
                 // person's late answer approves nothing.
@@ -250,7 +316,10 @@ async fn ask_in_client(
                 continue;
             }
             ConfirmationState::Approved => Held::Approved(row.confirmation_id),
-            ConfirmationState::Rejected => Held::Answer(declined(&row)),
+            ConfirmationState::Rejected => Held::Answer(declined(
+                row.confirmation_id,
+                row.decision.unwrap_or(Decision::Decline),
+            )),
             _ => Held::Answer(not_runnable(state, principal, Some(&row))),
         };
         guard.confirmation_id = None;
@@ -259,28 +328,27 @@ async fn ask_in_client(
 }
 
 /// The client's answer to one of our `elicitation/create` requests, from whichever replica it
-/// reached: recorded on the row, where the waiting request reads it. Approved only when the
-/// person accepted and ticked the approval; an error answer (a client that cannot show the
-/// form after all) rejects it. An answer that matches nothing pending changes nothing.
+/// reached: recorded on the row, where the waiting request reads it. An error answer (a client
+/// that cannot show the form after all) moves the decision to the CrossTrade page. `false` when
+/// the answer matches nothing pending for this grant (late, repeated, or not ours).
 pub(crate) async fn answer(
     state: &McpState,
     principal: &Principal,
     elicitation_id: &str,
-    result: Option<Value>,
-    error: Option<Value>,
-) -> Result<(), sqlx::Error> {
-    let (accept, decision) = match (&result, error) {
-        (Some(result), None) => match result["action"].as_str() {
-            Some("accept") if result["content"]["confirm"] == Value::Bool(true) => {
-                (true, Decision::Accept)
-            }
-            Some("cancel") => (false, Decision::Cancel),
-            _ => (false, Decision::Decline),
-        },
-        _ => (false, Decision::Cancel),
+    result: Option<&Value>,
+    error: Option<&Value>,
+) -> Result<bool, sqlx::Error> {
+    let db = state.db();
+    if error.is_some() {
+        return rows::fall_back_to_link(db, elicitation_id, principal.user_id, principal.grant_id)
+            .await;
+    }
+    let Some(row) = rows::find_by_elicitation(db, elicitation_id, principal.user_id).await? else {
+        return Ok(false);
     };
+    let (accept, decision) = decision_of(&row, result);
     let recorded = rows::answer_elicitation(
-        state.db(),
+        db,
         elicitation_id,
         principal.user_id,
         principal.grant_id,
@@ -288,56 +356,206 @@ pub(crate) async fn answer(
         decision,
     )
     .await?;
-    if recorded.is_none() {
-        tracing::info!("an elicitation answer matched no pending confirmation");
+    Ok(recorded.is_some())
+}
+
+/// A 2026-07-28 retry: the `requestState` must be one this server handed to this grant for this
+/// very call. Without an answer the same form is asked again; with one, the approval is taken
+/// (or the rejection recorded) in one statement, so a replayed retry sends nothing twice.
+async fn answered_retry(
+    state: &McpState,
+    principal: &Principal,
+    tool: &str,
+    arguments: &Value,
+    request_state: &Value,
+    response: Option<&Value>,
+) -> Result<Held, sqlx::Error> {
+    let db = state.db();
+    let Some((confirmation_id, secret)) = request_state.as_str().and_then(parse_request_state)
+    else {
+        return Ok(Held::InvalidState);
+    };
+    let Some(row) = rows::find(db, confirmation_id, principal.user_id).await? else {
+        return Ok(Held::InvalidState);
+    };
+    let call_hash = rows::args_hash(tool, arguments);
+    if row.grant_id != principal.grant_id
+        || row.args_hash[..] != call_hash[..]
+        || !rows::state_matches(row.state_hash.as_deref(), &secret)
+    {
+        return Ok(Held::InvalidState);
     }
-    Ok(())
+    if row.state != ConfirmationState::Pending {
+        return Ok(Held::Answer(settled(state, principal, &row)));
+    }
+    let Some(response) = response else {
+        let request_state = request_state.as_str().unwrap_or_default();
+        return Ok(Held::Answer(input_required(&row, request_state)));
+    };
+    let (accept, decision) = decision_of(&row, Some(response));
+    if accept && !state.relay().presence(principal.user_id).await.connected {
+        return Ok(Held::NotConnected);
+    }
+    let answered = rows::claim_answered(
+        db,
+        confirmation_id,
+        principal.user_id,
+        principal.grant_id,
+        &rows::state_hash(&secret),
+        &call_hash,
+        accept,
+        decision,
+    )
+    .await?;
+    Ok(match answered {
+        Some(rows::Answered::Claimed(claimed)) => Held::Claimed(claimed),
+        Some(rows::Answered::Rejected) => Held::Answer(declined(confirmation_id, decision)),
+        // Expired, or another retry answered first: report what happened to it.
+        None => {
+            let row = rows::find(db, confirmation_id, principal.user_id).await?;
+            Held::Answer(not_runnable(state, principal, row.as_ref()))
+        }
+    })
+}
+
+/// A confirmation no longer waiting, as a retry of its call reads it.
+fn settled(state: &McpState, principal: &Principal, row: &Confirmation) -> Value {
+    match row.state {
+        ConfirmationState::Rejected => declined(
+            row.confirmation_id,
+            row.decision.unwrap_or(Decision::Decline),
+        ),
+        _ => not_runnable(state, principal, Some(row)),
+    }
+}
+
+/// The person's answer to the form: an approval only on `accept` with the box ticked and every
+/// detail shown echoed unchanged (a client that let the person edit one approves nothing).
+fn decision_of(row: &Confirmation, result: Option<&Value>) -> (bool, Decision) {
+    let Some(result) = result else {
+        return (false, Decision::Cancel);
+    };
+    match result["action"].as_str() {
+        Some("accept") => {
+            let content = &result["content"];
+            let unchanged = shown_fields(&row.preview).iter().all(|(name, _, shown)| {
+                content
+                    .get(name)
+                    .is_none_or(|echoed| echoed.as_str() == Some(shown.as_str()))
+            });
+            if content["confirm"] == Value::Bool(true) && unchanged {
+                (true, Decision::Accept)
+            } else {
+                (false, Decision::Decline)
+            }
+        }
+        Some("cancel") => (false, Decision::Cancel),
+        _ => (false, Decision::Decline),
+    }
+}
+
+/// The `requestState` for a confirmation: its id and the secret, whose hash is on the row.
+fn request_state(confirmation_id: Uuid, secret: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut bytes = confirmation_id.as_bytes().to_vec();
+    bytes.extend_from_slice(secret);
+    format!(
+        "{STATE_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn parse_request_state(raw: &str) -> Option<(Uuid, Vec<u8>)> {
+    use base64::Engine as _;
+    let encoded = raw.strip_prefix(STATE_PREFIX)?;
+    if encoded.len() > 128 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    if bytes.len() != 16 + STATE_SECRET_LEN {
+        return None;
+    }
+    let (id, secret) = bytes.split_at(16);
+    Some((Uuid::from_slice(id).ok()?, secret.to_vec()))
+}
+
+/// The 2026-07-28 answer asking the person: the form, and the state its retry echoes.
+fn input_required(held: &Confirmation, request_state: &str) -> Value {
+    json!({
+        "resultType": "input_required",
+        "inputRequests": {
+            INPUT_KEY: {
+                "method": "elicitation/create",
+                "params": elicitation_params(Revision::V2026_07_28, held),
+            },
+        },
+        "requestState": request_state,
+    })
 }
 
 /// The person said no inside the client (or dismissed the form).
-fn declined(row: &Confirmation) -> Value {
-    let how = if row.decision == Some(Decision::Cancel) {
+fn declined(confirmation_id: Uuid, decision: Decision) -> Value {
+    let how = if decision == Decision::Cancel {
         "dismissed the confirmation"
     } else {
         "declined this order"
     };
     tool_error_json(&json!({
         "status": "declined",
-        "confirmation_id": row.confirmation_id,
+        "confirmation_id": confirmation_id,
         "message": format!("the person {how} in the AI client; nothing was sent to NinjaTrader 8"),
     }))
 }
 
-/// `elicitation/create` params: every detail as a one-value choice the person cannot change,
-/// and an approval that defaults to no, so a client submitting defaults approves nothing.
-fn elicitation_params(revision: Revision, held: &Confirmation) -> Value {
-    let preview = &held.preview;
-    let mut properties = Map::new();
-    let mut summary = Vec::new();
+/// Every detail the form shows, as (field, title, text): the call's arguments and the
+/// estimated notional.
+fn shown_fields(preview: &Value) -> Vec<(String, String, String)> {
+    let mut fields = Vec::new();
     if let Some(arguments) = preview["arguments"].as_object() {
         for (name, value) in arguments {
             let shown = clean(&match value {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             });
-            summary.push(format!("{} \"{shown}\"", title_of(name)));
-            properties.insert(name.clone(), fixed(title_of(name), &shown));
+            fields.push((name.clone(), title_of(name).to_owned(), shown));
         }
+    }
+    if let Some(notional) = preview["estimated_notional"].as_f64() {
+        fields.push((
+            "estimated_notional".to_owned(),
+            "Estimated notional (USD)".to_owned(),
+            format!("{notional:.2}"),
+        ));
+    }
+    fields
+}
+
+/// `elicitation/create` params: every detail as a one-value choice the person cannot change,
+/// and an approval that defaults to no, so a client submitting defaults approves nothing.
+fn elicitation_params(revision: Revision, held: &Confirmation) -> Value {
+    let fields = shown_fields(&held.preview);
+    let mut properties = Map::new();
+    let mut summary = Vec::new();
+    for (name, title, shown) in &fields {
+        if name != "estimated_notional" {
+            summary.push(format!("{title} \"{shown}\""));
+        }
+        properties.insert(name.clone(), fixed(title, shown));
     }
     let mut message = format!(
         "CrossTrade — an AI client asks to run {} on your NinjaTrader 8: {}.",
         clean(&held.tool),
         summary.join(", ")
     );
-    if let Some(notional) = preview["estimated_notional"].as_f64() {
-        let notional = format!("{notional:.2}");
+    if let Some((_, _, notional)) = fields
+        .iter()
+        .find(|(name, ..)| name == "estimated_notional")
+    {
         message.push_str(" Estimated notional ≈ ");
-        message.push_str(&notional);
+        message.push_str(notional);
         message.push_str(" USD.");
-        properties.insert(
-            "estimated_notional".to_owned(),
-            fixed("Estimated notional (USD)", &notional),
-        );
     }
     message.push_str(" Nothing is sent to NinjaTrader 8 unless you accept. Expires ");
     message.push_str(&held.expires_at.format("%H:%M UTC.").to_string());
@@ -354,7 +572,7 @@ fn elicitation_params(revision: Revision, held: &Confirmation) -> Value {
         },
     });
     // 2025-06-18 has no `mode`.
-    if revision == Revision::V2025_11_25 {
+    if revision != Revision::V2025_06_18 {
         params["mode"] = json!("form");
     }
     params
@@ -539,6 +757,18 @@ fn refusal(status: &str, message: &str) -> Value {
 /// why and what to do).
 fn tool_error_json(body: &Value) -> Value {
     json!({ "content": [{ "type": "text", "text": body.to_string() }], "isError": true })
+}
+
+/// The person approved inside the AI client, but the Add-On went away before the order could
+/// be sent: nothing was sent, and the approval stands until it expires.
+pub(crate) fn approved_but_disconnected(confirmation_id: Uuid) -> Value {
+    tool_error_json(&json!({
+        "status": "addon_disconnected",
+        "confirmation_id": confirmation_id,
+        "message": "the person approved, but the CrossTrade Add-On is not connected, so nothing \
+                    was sent to NinjaTrader 8. Once it is connected again, call ConfirmTrade \
+                    with this confirmation_id before the approval expires",
+    }))
 }
 
 /// ConfirmTrade's reading of a confirmation it could not claim.

@@ -69,9 +69,10 @@ const INSTRUCTIONS: &str = "CrossTrade connects you to the user's NinjaTrader 8 
     which scope you were granted. Tools that need NinjaTrader 8 are listed only while the \
     Add-On is connected. Trade tools act on real accounts: confirm every order action with the \
     user, and pass an idempotency_key so retries never repeat an action. The account's policy may \
-    hold an order for the person's own approval: the tool then answers with status \
-    confirmation_required and a confirm_url. Show that URL to the person (never open or approve \
-    it yourself) and call ConfirmTrade with the confirmation_id once they approved.";
+    hold an order for the person's own approval. A client that shows forms asks them directly; \
+    otherwise the tool answers with status confirmation_required and a confirm_url. Show that \
+    URL to the person (never open or approve it yourself) and call ConfirmTrade with the \
+    confirmation_id once they approved.";
 
 /// Where the messages the server sends before a request's response go (`notifications/progress`,
 /// `elicitation/create`), when its client can receive them: the POST is then answered with an
@@ -105,20 +106,38 @@ pub(crate) async fn handle_body(
                 }
             }
             Ok(Message::Response { id, result, error }) => {
-                if let Some(elicitation_id) = id
+                let Some(elicitation_id) = id
                     .as_str()
                     .filter(|id| id.starts_with(confirm::ELICITATION_PREFIX))
-                    && let Err(err) =
-                        confirm::answer(state, principal, elicitation_id, result, error).await
+                else {
+                    return Reply::Accepted;
+                };
+                match confirm::answer(
+                    state,
+                    principal,
+                    elicitation_id,
+                    result.as_ref(),
+                    error.as_ref(),
+                )
+                .await
                 {
+                    Ok(true) => Reply::Accepted,
+                    // Late, repeated, or for another connection: not accepted (2025-11-25
+                    // basic/transports: an error status, a JSON-RPC error without id).
+                    Ok(false) => Reply::Json(
+                        StatusCode::BAD_REQUEST,
+                        RpcError::invalid_request(
+                            "Invalid Request: no confirmation is waiting for this answer",
+                        )
+                        .to_response(&Value::Null),
+                    ),
                     // Not accepted: the client may send it again.
-                    return Reply::Http(HttpError::internal(
+                    Err(err) => Reply::Http(HttpError::internal(
                         "recording a confirmation answer",
                         "The service is temporarily unavailable; retry shortly",
                         err,
-                    ));
+                    )),
                 }
-                Reply::Accepted
             }
             Ok(Message::Notification) => Reply::Accepted,
             Err((id, error)) => Reply::Json(error.status, error.to_response(&id)),
@@ -632,6 +651,13 @@ async fn call_tool(
             gate,
             arguments: &arguments,
             stream,
+            modern: revision.is_modern().then(|| confirm::ModernInput {
+                request_state: params.get("requestState").filter(|state| !state.is_null()),
+                response: params
+                    .get("inputResponses")
+                    .and_then(|responses| responses.get(confirm::INPUT_KEY)),
+                shows_forms: declares_forms(params),
+            }),
         };
         let held = confirm::hold(state, principal, asked)
             .await
@@ -649,8 +675,30 @@ async fn call_tool(
                     .increment(1);
                 return Ok(answer);
             }
-            // Approved inside the AI client while this request waited: run it once.
+            confirm::Held::Claimed(claimed) => {
+                return run_claimed(state, &caller, claimed.confirmation_id, claimed).await;
+            }
+            confirm::Held::NotConnected => {
+                return Err(relay_failure(
+                    state,
+                    principal,
+                    CallError::NotConnected,
+                    DEFAULT_DEADLINE,
+                )
+                .await);
+            }
+            confirm::Held::InvalidState => {
+                let mut error = RpcError::invalid_params("Invalid or expired requestState");
+                error.data = Some(json!({"reason": "invalid_request_state"}));
+                return Err(error.into());
+            }
+            // Approved inside the AI client while this request waited: run it once. The
+            // response stream has started, so an Add-On gone meanwhile is a tool error; the
+            // approval is kept for ConfirmTrade.
             confirm::Held::Approved(confirmation_id) => {
+                if !state.relay().presence(principal.user_id).await.connected {
+                    return Ok(confirm::approved_but_disconnected(confirmation_id));
+                }
                 let Some(claimed) = take_approved(state, principal, confirmation_id).await? else {
                     return Ok(tool_error(
                         "the approval expired before the order could be sent; nothing was sent",
@@ -661,6 +709,16 @@ async fn call_tool(
         }
     }
     run_route(state, &caller, tool, arguments, progress).await
+}
+
+/// Whether a 2026-07-28 request's `_meta` declares form elicitation (`{}` means form only).
+fn declares_forms(params: &Map<String, Value>) -> bool {
+    params
+        .get("_meta")
+        .and_then(|meta| meta.get(META_CLIENT_CAPABILITIES))
+        .and_then(|capabilities| capabilities.get("elicitation"))
+        .and_then(Value::as_object)
+        .is_some_and(|modes| modes.is_empty() || modes.contains_key("form"))
 }
 
 /// ConfirmTrade: waits (up to `wait_seconds`) for the person's approval, takes it once, runs

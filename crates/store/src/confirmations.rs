@@ -39,6 +39,18 @@ pub fn state_hash(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
+/// Whether `secret` is the one whose hash was stored, compared in constant time.
+pub fn state_matches(stored: Option<&[u8]>, secret: &[u8]) -> bool {
+    let Some(stored) = stored else { return false };
+    let presented = state_hash(secret);
+    stored.len() == presented.len()
+        && stored
+            .iter()
+            .zip(presented)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+}
+
 fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(err))
 }
@@ -193,6 +205,9 @@ pub struct Confirmation {
     pub revision: String,
     #[serde(skip)]
     pub elicitation_id: Option<String>,
+    /// [`state_hash`] of the `requestState` secret of a 2026-07-28 form.
+    #[serde(skip)]
+    pub state_hash: Option<Vec<u8>>,
     pub state: ConfirmationState,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -220,6 +235,7 @@ struct Row {
     channel: String,
     revision: String,
     elicitation_id: Option<String>,
+    state_hash: Option<Vec<u8>>,
     state: String,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -251,6 +267,7 @@ impl TryFrom<Row> for Confirmation {
             channel: parse("channel", &row.channel, Channel::parse)?,
             revision: row.revision,
             elicitation_id: row.elicitation_id,
+            state_hash: row.state_hash,
             state: parse("state", &row.state, ConfirmationState::parse)?,
             created_at: row.created_at,
             expires_at: row.expires_at,
@@ -325,7 +342,7 @@ pub async fn insert(
                   WHERE user_id = $2 AND state IN ('pending', 'approved')
                     AND expires_at > now()) < $16::bigint
            RETURNING confirmation_id, user_id, grant_id, client_id, tool, arguments, args_hash,
-               idempotency_key, preview, reason, channel, revision, elicitation_id,
+               idempotency_key, preview, reason, channel, revision, elicitation_id, state_hash,
                CASE WHEN state IN ('pending', 'approved') AND expires_at <= now()
                     THEN 'expired' ELSE state END AS "state!",
                created_at, expires_at, decided_at, decided_via, decision, decided_ip, used_at,
@@ -362,7 +379,7 @@ pub async fn open_by_key(
     let row = sqlx::query_as!(
         Row,
         r#"SELECT confirmation_id, user_id, grant_id, client_id, tool, arguments, args_hash,
-               idempotency_key, preview, reason, channel, revision, elicitation_id,
+               idempotency_key, preview, reason, channel, revision, elicitation_id, state_hash,
                CASE WHEN state IN ('pending', 'approved') AND expires_at <= now()
                     THEN 'expired' ELSE state END AS "state!",
                created_at, expires_at, decided_at, decided_via, decision, decided_ip, used_at,
@@ -390,7 +407,7 @@ pub async fn find(
     let row = sqlx::query_as!(
         Row,
         r#"SELECT confirmation_id, user_id, grant_id, client_id, tool, arguments, args_hash,
-               idempotency_key, preview, reason, channel, revision, elicitation_id,
+               idempotency_key, preview, reason, channel, revision, elicitation_id, state_hash,
                CASE WHEN state IN ('pending', 'approved') AND expires_at <= now()
                     THEN 'expired' ELSE state END AS "state!",
                created_at, expires_at, decided_at, decided_via, decision, decided_ip, used_at,
@@ -403,6 +420,52 @@ pub async fn find(
     .fetch_optional(db)
     .await?;
     row.map(Confirmation::try_from).transpose()
+}
+
+/// The user's confirmation asked with this `elicitation/create` id.
+pub async fn find_by_elicitation(
+    db: impl PgExecutor<'_>,
+    elicitation_id: &str,
+    user_id: Uuid,
+) -> Result<Option<Confirmation>, sqlx::Error> {
+    let row = sqlx::query_as!(
+        Row,
+        r#"SELECT confirmation_id, user_id, grant_id, client_id, tool, arguments, args_hash,
+               idempotency_key, preview, reason, channel, revision, elicitation_id, state_hash,
+               CASE WHEN state IN ('pending', 'approved') AND expires_at <= now()
+                    THEN 'expired' ELSE state END AS "state!",
+               created_at, expires_at, decided_at, decided_via, decision, decided_ip, used_at,
+               outcome_code, outcome, finished_at
+           FROM trade_confirmations
+           WHERE elicitation_id = $1 AND user_id = $2"#,
+        elicitation_id,
+        user_id,
+    )
+    .fetch_optional(db)
+    .await?;
+    row.map(Confirmation::try_from).transpose()
+}
+
+/// A client that answered our form with an error cannot show it after all: the pending
+/// confirmation is decided on the CrossTrade page instead (`elicitation_form` → `link`).
+/// `false` when the row is not this grant's pending form.
+pub async fn fall_back_to_link(
+    db: impl PgExecutor<'_>,
+    elicitation_id: &str,
+    user_id: Uuid,
+    grant_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query!(
+        "UPDATE trade_confirmations SET channel = 'link'
+         WHERE elicitation_id = $1 AND user_id = $2 AND grant_id = $3
+           AND state = 'pending' AND expires_at > now() AND channel = 'elicitation_form'",
+        elicitation_id,
+        user_id,
+        grant_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(moved.rows_affected() == 1)
 }
 
 /// The client's answer to an `elicitation/create` (2025-06-18, 2025-11-25), from the grant the
@@ -604,7 +667,7 @@ pub async fn list(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT confirmation_id, user_id, grant_id, client_id, tool, arguments, args_hash,
-               idempotency_key, preview, reason, channel, revision, elicitation_id,
+               idempotency_key, preview, reason, channel, revision, elicitation_id, state_hash,
                CASE WHEN state IN ('pending', 'approved') AND expires_at <= now()
                     THEN 'expired' ELSE state END AS "state!",
                created_at, expires_at, decided_at, decided_via, decision, decided_ip, used_at,

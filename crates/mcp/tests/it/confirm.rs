@@ -417,7 +417,7 @@ async fn a_client_that_shows_forms_asks_the_person_and_sends_on_accept() {
             ),
         )
         .await;
-    assert_eq!(again.status, 202);
+    assert_eq!(again.status, 400, "{}", again.text);
     assert_eq!(app.relay.call_count(), 1, "sent once");
 }
 
@@ -496,7 +496,7 @@ async fn the_answer_may_reach_another_replica() {
             ),
         )
         .await;
-    assert_eq!(foreign.status, 202);
+    assert_eq!(foreign.status, 400, "{}", foreign.text);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         app.relay.call_count(),
@@ -545,5 +545,241 @@ async fn a_client_without_forms_gets_the_link() {
         serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(body["status"], "confirmation_required", "{reply}");
     assert!(body["confirm_url"].is_string());
+    assert_eq!(app.relay.call_count(), 0);
+}
+
+/// A 2026-07-28 `tools/call` of PlaceOrder declaring `elicitation` as `capabilities`, with
+/// `extra` params (`requestState`, `inputResponses`).
+async fn place_modern(
+    app: &App,
+    arguments: Value,
+    elicitation: Option<Value>,
+    extra: Value,
+) -> crate::support::Reply {
+    place_modern_at(app, false, arguments, elicitation, extra).await
+}
+
+/// [`place_modern`], sent to this replica or to another one on the same database.
+async fn place_modern_at(
+    app: &App,
+    other_replica: bool,
+    arguments: Value,
+    elicitation: Option<Value>,
+    extra: Value,
+) -> crate::support::Reply {
+    let mut params = json!({"name": "PlaceOrder", "arguments": arguments});
+    if let Some(extra) = extra.as_object() {
+        for (name, value) in extra {
+            params[name] = value.clone();
+        }
+    }
+    let (headers, mut body) = crate::support::modern_request("tools/call", params);
+    if let Some(elicitation) = elicitation {
+        body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+            json!({ "elicitation": elicitation });
+    }
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if other_replica {
+        return app
+            .post_to_other_replica("elite-trade", &headers, &body)
+            .await;
+    }
+    app.post(Some("elite-trade"), &headers, &body).await
+}
+
+fn accepted_form() -> Value {
+    json!({"crosstrade_confirm": {"action": "accept", "content": {"confirm": true}}})
+}
+
+#[tokio::test]
+async fn a_2026_client_that_shows_forms_answers_in_a_retry_that_sends_once() {
+    let app = elicitation_app().await;
+    let forms = Some(json!({"form": {}}));
+    let first = place_modern(&app, order("mrtr-key-0001", 2), forms.clone(), json!({})).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let result = &first.json["result"];
+    assert_eq!(result["resultType"], "input_required", "{}", first.text);
+    let request = &result["inputRequests"]["crosstrade_confirm"];
+    assert_eq!(request["method"], "elicitation/create");
+    assert_eq!(
+        request.get("id"),
+        None,
+        "input requests carry no JSON-RPC id"
+    );
+    assert_eq!(request["params"]["mode"], "form");
+    assert_eq!(
+        request["params"]["requestedSchema"]["properties"]["confirm"]["default"],
+        false
+    );
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    assert!(state.starts_with("ct1."), "{state}");
+    assert_eq!(app.relay.call_count(), 0, "nothing sent before the answer");
+
+    // A retry without the answer is asked the same form again, with the same state.
+    let again = place_modern(
+        &app,
+        order("mrtr-key-0001", 2),
+        forms.clone(),
+        json!({"requestState": state}),
+    )
+    .await;
+    assert_eq!(again.json["result"]["resultType"], "input_required");
+    assert_eq!(again.json["result"]["requestState"], state.as_str());
+
+    // State that is garbled, forged, or presented for another call is refused.
+    let mut forged = state.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    for (arguments, request_state) in [
+        (order("mrtr-key-0001", 2), "ct1.garbled".to_owned()),
+        (order("mrtr-key-0001", 2), forged),
+        (order("mrtr-key-0001", 3), state.clone()),
+    ] {
+        let refused = place_modern(
+            &app,
+            arguments,
+            forms.clone(),
+            json!({"requestState": request_state, "inputResponses": accepted_form()}),
+        )
+        .await;
+        assert_eq!(refused.status, 200, "{}", refused.text);
+        assert_eq!(refused.json["error"]["code"], -32602, "{}", refused.text);
+        assert_eq!(
+            refused.json["error"]["data"]["reason"],
+            "invalid_request_state"
+        );
+    }
+    assert_eq!(app.relay.call_count(), 0);
+
+    // The person accepts: the retry sends it, once; a replayed retry sends nothing more.
+    let sent = place_modern(
+        &app,
+        order("mrtr-key-0001", 2),
+        forms.clone(),
+        json!({"requestState": state, "inputResponses": accepted_form()}),
+    )
+    .await;
+    assert_eq!(
+        sent.json["result"]["resultType"], "complete",
+        "{}",
+        sent.text
+    );
+    assert_eq!(sent.json["result"]["isError"], false, "{}", sent.text);
+    assert_eq!(app.relay.call_count(), 1);
+    let replayed = place_modern(
+        &app,
+        order("mrtr-key-0001", 2),
+        forms,
+        json!({"requestState": state, "inputResponses": accepted_form()}),
+    )
+    .await;
+    assert_eq!(held(&replayed)["status"], "used", "{}", replayed.text);
+    assert_eq!(app.relay.call_count(), 1, "sent once");
+
+    let listed = app
+        .call("elite-read", "GetTradeConfirmations", json!({}))
+        .await;
+    let entry = &listed.json["result"]["structuredContent"]["confirmations"][0];
+    assert_eq!(entry["channel"], "elicitation_form", "{}", listed.text);
+    assert_eq!(entry["decided_via"], "elicitation");
+    assert_eq!(entry["decision"], "accept");
+    assert_eq!(entry["outcome_code"], "ok");
+}
+
+#[tokio::test]
+async fn a_2026_decline_a_changed_field_or_no_forms_send_nothing() {
+    let app = elicitation_app().await;
+    let forms = Some(json!({}));
+    for (key, response) in [
+        ("mrtr-key-0002", json!({"action": "decline"})),
+        ("mrtr-key-0003", json!({"action": "cancel"})),
+        // A client that let the person edit a shown detail approves nothing.
+        (
+            "mrtr-key-0004",
+            json!({"action": "accept", "content": {"confirm": true, "quantity": "20"}}),
+        ),
+    ] {
+        let first = place_modern(&app, order(key, 2), forms.clone(), json!({})).await;
+        let state = first.json["result"]["requestState"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let retry =
+            json!({"requestState": state, "inputResponses": {"crosstrade_confirm": response}});
+        // Any replica takes the retry: the state is checked against the row in PostgreSQL.
+        let other_replica = key.ends_with('2');
+        let answered = place_modern_at(
+            &app,
+            other_replica,
+            order(key, 2),
+            forms.clone(),
+            retry.clone(),
+        )
+        .await;
+        assert_eq!(held(&answered)["status"], "declined", "{}", answered.text);
+        let replayed = place_modern(&app, order(key, 2), forms.clone(), retry).await;
+        assert_eq!(held(&replayed)["status"], "declined", "{}", replayed.text);
+    }
+    // Without form elicitation in `_meta`, the person decides on the page.
+    let linked = place_modern(&app, order("mrtr-key-0005", 2), None, json!({})).await;
+    assert_eq!(
+        held(&linked)["status"],
+        "confirmation_required",
+        "{}",
+        linked.text
+    );
+    let url_only = place_modern(
+        &app,
+        order("mrtr-key-0006", 2),
+        Some(json!({"url": {}})),
+        json!({}),
+    )
+    .await;
+    assert_eq!(held(&url_only)["status"], "confirmation_required");
+    assert_eq!(app.relay.call_count(), 0);
+}
+
+#[tokio::test]
+async fn an_error_answer_moves_the_decision_to_the_page_and_unmatched_answers_are_refused() {
+    let app = elicitation_app().await;
+    let (mut events, request) = asked(&app, "2025-11-25", "form-key-0008").await;
+    let refused = json!({"jsonrpc": "2.0", "id": request["id"],
+        "error": {"code": -32600, "message": "Elicitation not supported"}});
+    let reply = app
+        .post(
+            Some("elite-trade"),
+            &[("mcp-protocol-version", "2025-11-25")],
+            &refused,
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let response = events.next().await.unwrap();
+    let body: Value =
+        serde_json::from_str(response["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "confirmation_required", "{response}");
+    let id: Uuid = body["confirmation_id"].as_str().unwrap().parse().unwrap();
+    // The client going away does not abandon it: the page decides now.
+    drop(events);
+    let decided = rows::decide_on_page(&app.db, id, app.users.elite, true, None)
+        .await
+        .unwrap();
+    assert_eq!(decided, Some(ConfirmationState::Approved));
+
+    // An answer that matches nothing waiting is not accepted.
+    let stray = app
+        .post(
+            Some("elite-trade"),
+            &[("mcp-protocol-version", "2025-11-25")],
+            &answer(
+                &json!({"id": "ct-confirm-00000000-0000-0000-0000-000000000000"}),
+                json!({"action": "accept", "content": {"confirm": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(stray.status, 400, "{}", stray.text);
+    assert_eq!(stray.json["error"]["code"], -32600);
+    assert!(stray.json["id"].is_null());
     assert_eq!(app.relay.call_count(), 0);
 }
