@@ -760,6 +760,24 @@ async fn the_json_api_reads_and_sets_the_policy_and_never_decides() {
         }
         request.send()
     };
+    // A trade token of the same person cannot turn the policy off: the API needs the session.
+    let mut flow = Flow::new(&site, "j@example.com").await;
+    let tokens = flow.tokens(&site, "mcp:read mcp:trade", "mcp:trade").await;
+    let response = site
+        .http
+        .put(site.url("/v1/account/confirmation-policy"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"mode": "never"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        confirmations::policy(&site.pool, user).await.unwrap(),
+        Policy::default()
+    );
+
     let wanted = json!({"mode": "above", "max_notional": 10000.0, "page_only": true});
     let response = put(wanted.clone(), None).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
