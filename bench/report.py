@@ -13,8 +13,10 @@ LABELS = {
     "a-tools-call-c1": "(a) tools/call GetMcpCapabilities, 1 connection",
     "b-relay-same": "(b) tools/call GetAccounts relayed, same replica",
     "b-relay-same-c1": "(b) relayed, same replica, 1 connection",
-    "b-relay-cross": "(b) relayed across two replicas",
-    "b-relay-cross-c1": "(b) relayed across replicas, 1 connection",
+    "b-relay-cross": "(b) relayed across replicas, over the link",
+    "b-relay-cross-c1": "(b) relayed across replicas, over the link, 1 connection",
+    "b-relay-cross-db": "(b) relayed across replicas, through PostgreSQL",
+    "b-relay-cross-db-c1": "(b) relayed across replicas, through PostgreSQL, 1 connection",
     "c-probe-401": "(c) 401 discovery probe (no token)",
     "c-tools-list": "(c) tools/list",
     "d-code-exchange": "(d) token: authorization-code exchange",
@@ -100,6 +102,16 @@ def main() -> None:
                 r["p50_ms"] < limit,
                 f"whole round trip p50 {r['p50_ms']:.2f} ms at 1 connection "
                 "(includes HTTP, auth and the simulator's own time, so the relay's share is less)",
+            )
+    same = by.get(("b-relay-same", "crosstrade"))
+    for key, path in (("b-relay-cross", "over the link"), ("b-relay-cross-db", "through PostgreSQL")):
+        cross = by.get((key, "crosstrade"))
+        if same and cross:
+            target(
+                f"(b) across replicas ≥ 50% of same replica at 50 connections, {path}",
+                cross["rps"] >= 0.5 * same["rps"],
+                f"{cross['rps']:,.0f}/s = {cross['rps'] / same['rps']:.0%} of {same['rps']:,.0f}/s "
+                f"(p50 {cross['p50_ms']:.2f} ms, p99 {cross['p99_ms']:.2f} ms)",
             )
     for key, name in (
         ("d-code-exchange", "(d) ≥ 1,000 code exchanges/s, durable"),

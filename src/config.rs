@@ -31,6 +31,9 @@ pub struct Config {
     /// `None` (configured as `""`) disables the admin listener.
     #[serde(deserialize_with = "optional_address")]
     pub admin_listen: Option<SocketAddr>,
+    /// Where the other replicas reach this one's admin listener; "" derives it from
+    /// `admin_listen`.
+    pub relay_advertise: String,
     pub data_dir: PathBuf,
     pub master_secret: Secret,
     pub trusted_proxies: Vec<Network>,
@@ -374,11 +377,28 @@ impl Config {
     }
 
     /// The Add-On bridge's settings; each process is its own replica.
-    pub fn bridge_settings(&self) -> addon_bridge::BridgeSettings {
+    pub fn bridge_settings(
+        &self,
+        master_secret: &[u8],
+        admin_addr: Option<SocketAddr>,
+    ) -> addon_bridge::BridgeSettings {
+        let advertise = match self.relay_advertise.trim() {
+            "" => admin_addr
+                .filter(|addr| !addr.ip().is_unspecified())
+                .map(|addr| addr.to_string()),
+            configured => Some(configured.to_owned()),
+        };
         addon_bridge::BridgeSettings {
             instance_id: uuid::Uuid::new_v4(),
             max_sockets: self.http.max_addon_sockets.get(),
             max_calls_per_account: self.http.max_addon_calls_per_account.get(),
+            // The links are served on the admin listener.
+            peer: admin_addr
+                .and(advertise)
+                .map(|advertise| addon_bridge::peer::PeerSettings {
+                    advertise,
+                    key: addon_bridge::peer::PeerSettings::key_for(master_secret),
+                }),
             ..addon_bridge::BridgeSettings::new()
         }
     }
@@ -581,7 +601,14 @@ mod tests {
         assert!(config.uses_embedded_database());
         assert_eq!(config.lifetimes.authorization_code_secs.get(), 60);
         assert_eq!(config.log.format, LogFormat::Human);
-        let bridge = config.bridge_settings();
+        let bridge = config.bridge_settings(b"0123456789abcdef0123456789abcdef", None);
+        assert!(bridge.peer.is_none());
+        let admin = Some("127.0.0.1:9090".parse().unwrap());
+        let bridge = config.bridge_settings(b"0123456789abcdef0123456789abcdef", admin);
+        assert_eq!(bridge.peer.unwrap().advertise, "127.0.0.1:9090");
+        let unspecified = Some("0.0.0.0:9090".parse().unwrap());
+        let bridge = config.bridge_settings(b"0123456789abcdef0123456789abcdef", unspecified);
+        assert!(bridge.peer.is_none());
         assert_eq!(
             (bridge.max_sockets, bridge.max_calls_per_account),
             (4096, 16)

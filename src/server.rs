@@ -129,7 +129,16 @@ pub fn app(state: AppState) -> Router {
 pub fn admin_app(state: AppState) -> Router {
     probes()
         .route("/metrics", get(get_metrics))
+        .route(addon_bridge::peer::PATH, get(get_replica_link))
         .with_state(state)
+}
+
+/// Another replica's link for Add-On calls to sockets this one holds.
+async fn get_replica_link(
+    State(addon): State<addon_bridge::AddonBridge>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    addon.accept_peer(upgrade)
 }
 
 fn probes() -> Router<AppState> {
@@ -367,10 +376,10 @@ async fn compose_and_serve(
     }
     tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
     ready(addr, admin_addr)?;
-    let addon =
-        addon_bridge::AddonBridge::start(db.pool.clone(), config.bridge_settings(), background)
-            .await
-            .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
+    let bridge_settings = config.bridge_settings(master_secret.expose().as_bytes(), admin_addr);
+    let addon = addon_bridge::AddonBridge::start(db.pool.clone(), bridge_settings, background)
+        .await
+        .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
     let mcp = mcp::McpState::new(
         config.mcp_settings(),
         db.pool.clone(),

@@ -446,7 +446,17 @@ async fn a_killed_replica_fails_calls_routed_to_it_promptly_and_loses_presence()
         "answered {waited:?} after the kill, long before the 30 s deadline"
     );
 
-    // The dead replica's presence is gone: Add-On tools answer "not connected" at once.
+    // The call on the link ended with the link, before B's sweep of the dead replica; within
+    // a few heartbeats its presence is gone too: Add-On tools answer "not connected" at once.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let reply = tools_call(&on_b, &access, "GetMcpCapabilities", json!({})).await;
+            let body: Value = reply.json().await.unwrap();
+            body["result"]["structuredContent"]["addon_connected"] == false
+        })
+        .await,
+        "B forgets the dead replica's Add-On"
+    );
     let reply = tools_call(&on_b, &access, "GetAccounts", json!({})).await;
     assert_eq!(reply.status(), 408);
     let body: Value = reply.json().await.unwrap();

@@ -58,6 +58,8 @@ pub(crate) struct PresenceRow {
     pub addon_version: String,
     pub nt8_version: String,
     pub features: Json<Vec<String>>,
+    /// Where the replica holding it takes calls over a link, if it does.
+    pub relay_addr: Option<String>,
 }
 
 /// The user's presence on a live replica.
@@ -69,7 +71,7 @@ pub(crate) async fn presence_of(
     sqlx::query_as!(
         PresenceRow,
         r#"SELECT p.instance_id, p.connection_id, p.addon_version, p.nt8_version,
-             p.features AS "features: Json<Vec<String>>"
+             p.features AS "features: Json<Vec<String>>", i.relay_addr
            FROM addon_presence p JOIN addon_instances i USING (instance_id)
            WHERE p.user_id = $1
              AND i.heartbeat_at > now() - $2::bigint * interval '1 millisecond'"#,
@@ -227,12 +229,14 @@ pub(crate) async fn refusal_of(
 pub(crate) async fn instance_heartbeat(
     db: &sqlx::PgPool,
     instance_id: Uuid,
+    relay_addr: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let created = sqlx::query_scalar!(
-        r#"INSERT INTO addon_instances (instance_id) VALUES ($1)
-           ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now()
+        r#"INSERT INTO addon_instances (instance_id, relay_addr) VALUES ($1, $2)
+           ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now(), relay_addr = $2
            RETURNING (xmax = 0) AS "created!""#,
         instance_id,
+        relay_addr,
     )
     .fetch_one(db)
     .await?;

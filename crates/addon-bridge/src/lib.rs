@@ -19,6 +19,7 @@ pub mod data;
 pub mod jobs;
 pub mod keys;
 mod listener;
+pub mod peer;
 mod presence;
 pub mod protocol;
 mod relay;
@@ -69,6 +70,9 @@ pub struct BridgeSettings {
     /// at once with [`CallError::TooManyCalls`], so one account cannot hold every task and
     /// database connection of the replica.
     pub max_calls_per_account: usize,
+    /// Links between replicas (see [`peer`]); without it every routed call goes through
+    /// PostgreSQL.
+    pub peer: Option<peer::PeerSettings>,
 }
 
 impl BridgeSettings {
@@ -82,6 +86,7 @@ impl BridgeSettings {
             instance_id: Uuid::new_v4(),
             max_sockets: 4096,
             max_calls_per_account: 16,
+            peer: None,
         }
     }
 
@@ -143,6 +148,8 @@ struct Inner {
     live_calls: Arc<AtomicUsize>,
     /// Calls in flight per account on this replica, against `max_calls_per_account`.
     account_calls: Mutex<HashMap<Uuid, usize>>,
+    /// Links to the other replicas, for calls to sockets they hold.
+    peers: peer::Peers,
 }
 
 /// One of an account's in-flight calls, released when the call's task ends (not when its
@@ -221,6 +228,7 @@ impl AddonBridge {
                 tasks: watch::channel(0).0,
                 live_calls: Arc::new(AtomicUsize::new(0)),
                 account_calls: Mutex::new(HashMap::new()),
+                peers: peer::Peers::default(),
             }),
         };
         if let Err(err) = bridge.beat().await {
@@ -389,7 +397,13 @@ impl AddonBridge {
     /// dead replicas. If our row had been swept (we stalled), re-announce our sockets.
     async fn beat(&self) -> Result<(), sqlx::Error> {
         let me = self.instance_id();
-        let recreated = data::instance_heartbeat(&self.inner.db, me).await?;
+        let advertised = self
+            .inner
+            .settings
+            .peer
+            .as_ref()
+            .map(|p| p.advertise.as_str());
+        let recreated = data::instance_heartbeat(&self.inner.db, me, advertised).await?;
         if recreated {
             let handles: Vec<_> = self.conns().values().cloned().collect();
             for handle in handles {

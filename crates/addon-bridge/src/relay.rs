@@ -289,6 +289,20 @@ impl AddonBridge {
                     return Err(CallError::Unavailable);
                 }
             };
+        if let Some(advertised) = target.relay_addr.as_deref()
+            && let Some(result) = self
+                .relay_direct(
+                    target.instance_id,
+                    advertised,
+                    call,
+                    target.connection_id,
+                    deadline,
+                )
+                .await
+        {
+            return result;
+        }
+        metrics::counter!("addon_routed_calls_total", "path" => "database").increment(1);
         let call_id = Uuid::new_v4();
         let mut waiter = self.inner.waiters.register(call_id);
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -15,6 +15,7 @@ mod faults;
 mod idempotency;
 mod jobs;
 mod keys;
+mod links;
 mod relay;
 mod replicas;
 mod revocation;

@@ -29,6 +29,8 @@ pub fn settings() -> BridgeSettings {
         instance_id: Uuid::new_v4(),
         max_sockets: 4096,
         max_calls_per_account: 16,
+        // The database path; `replicas::linked` serves links.
+        peer: None,
     }
 }
 
@@ -46,6 +48,41 @@ pub async fn serve(db: &PgPool, settings: BridgeSettings) -> Server {
     let app = addon_bridge::router::<AddonBridge>().with_state(bridge.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        bridge,
+        url: format!("ws://{addr}/v1/addon/ws"),
+    }
+}
+
+/// A replica that also takes the other replicas' links (on the same listener), proving itself
+/// with `master_secret`.
+pub async fn serve_linked(
+    db: &PgPool,
+    mut settings: BridgeSettings,
+    master_secret: &[u8],
+) -> Server {
+    let background = store::Background::start(db);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    settings.peer = Some(addon_bridge::peer::PeerSettings {
+        advertise: addr.to_string(),
+        key: addon_bridge::peer::PeerSettings::key_for(master_secret),
+    });
+    let bridge = AddonBridge::start(db.clone(), settings, &background)
+        .await
+        .unwrap();
+    let app = addon_bridge::router::<AddonBridge>()
+        .route(
+            addon_bridge::peer::PATH,
+            axum::routing::get(
+                async |axum::extract::State(bridge): axum::extract::State<AddonBridge>,
+                       upgrade: axum::extract::ws::WebSocketUpgrade| {
+                    bridge.accept_peer(upgrade)
+                },
+            ),
+        )
+        .with_state(bridge.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     Server {
         bridge,
