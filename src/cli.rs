@@ -143,8 +143,19 @@ pub const MIN_PASSWORD_LEN: usize = 10;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = server::ShutdownSignal::install()?;
     let config = Config::load(&Sources::from_process(cli.config))?;
-    telemetry::init(&config.log)?;
-    match cli.command {
+    telemetry::init(&config.log, &config.traces)?;
+    let outcome = run_command(cli.command, config, shutdown).await;
+    // Spans still queued reach the collector before the process ends.
+    crate::otel::flush(std::time::Duration::from_secs(2));
+    outcome
+}
+
+async fn run_command(
+    command: Command,
+    config: Config,
+    shutdown: server::ShutdownSignal,
+) -> anyhow::Result<()> {
+    match command {
         Command::Serve => server::run(config, shutdown).await,
         Command::Dev {
             with_addon_sim,

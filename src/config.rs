@@ -44,6 +44,7 @@ pub struct Config {
     pub loopback_origins: bool,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    pub traces: TracesConfig,
     pub http: HttpConfig,
     pub lifetimes: Lifetimes,
     pub rate_limits: RateLimits,
@@ -63,6 +64,16 @@ pub struct DatabaseConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// OpenTelemetry traces (`[traces]`): off while `otlp_endpoint` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// `http://host:port` of an OTLP/HTTP collector; spans go to `/v1/traces`.
+    pub otlp_endpoint: String,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -155,11 +155,18 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(&REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    // W3C trace context: the trace this request continues, when traces are exported.
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| vocabulary::trace::parse(value).is_some());
     tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         request_id,
+        traceparent,
     )
 }
 

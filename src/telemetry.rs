@@ -1,25 +1,40 @@
-//! Logging. Logs go to stderr (stdout carries the CLI's answers); JSON in production, human
-//! readable in a terminal. Request headers are never logged; `Authorization`, `Cookie` and
-//! `Set-Cookie` are also marked sensitive by the HTTP middleware.
+//! Logging, and traces when configured. Logs go to stderr (stdout carries the CLI's answers);
+//! JSON in production, human readable in a terminal. Request headers are never logged;
+//! `Authorization`, `Cookie` and `Set-Cookie` are also marked sensitive by the HTTP middleware.
+//! Traces: [`crate::otel`].
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, TracesConfig};
 
-pub fn init(config: &LogConfig) -> anyhow::Result<()> {
+pub fn init(config: &LogConfig, traces: &TracesConfig) -> anyhow::Result<()> {
     // sqlx reports server notices ("relation already exists, skipping") at info.
     let filter = EnvFilter::try_new(format!("sqlx::postgres::notice=warn,{}", config.level))
         .map_err(|err| anyhow::anyhow!("key `log.level`: {err}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match config.format {
-        LogFormat::Json => builder
+    let spans = match traces.otlp_endpoint.trim() {
+        "" => None,
+        endpoint => Some(crate::otel::layer(
+            crate::otel::Endpoint::parse(endpoint)?,
+            &traces.service_name,
+        )?),
+    };
+    let logs = match config.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Human => builder.try_init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    result.map_err(|err| anyhow::anyhow!("installing the log subscriber: {err}"))
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(spans)
+        .with(logs)
+        .try_init()
+        .map_err(|err| anyhow::anyhow!("installing the log subscriber: {err}"))
 }

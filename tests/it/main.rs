@@ -28,4 +28,5 @@ mod readme;
 mod signals;
 mod step_up;
 mod support;
+mod traces;
 mod watermarks;

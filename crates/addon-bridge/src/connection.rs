@@ -51,6 +51,8 @@ pub(crate) struct PendingCall {
     pub arguments: Value,
     pub deadline: Instant,
     pub responder: Responder,
+    /// The trace the call belongs to, passed on to the Add-On when traces are exported.
+    pub traceparent: Option<String>,
     /// Counts the call among the bridge's live calls until it is dropped, however it ends.
     #[expect(dead_code, reason = "held for its Drop")]
     pub tracked: crate::Tracked,
@@ -596,8 +598,13 @@ impl Conn {
                     return true;
                 }
                 let remaining = call.deadline - now;
-                let frame =
-                    protocol::call(call.id, &call.tool, &call.arguments, remaining.as_millis());
+                let frame = protocol::call(
+                    call.id,
+                    &call.tool,
+                    &call.arguments,
+                    remaining.as_millis(),
+                    call.traceparent.as_deref(),
+                );
                 let id = call.id;
                 self.pending.insert(id, call);
                 if socket.send(Message::Text(frame.into())).await.is_err() {

@@ -24,9 +24,9 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::connection::{Command, PendingCall, Responder};
 use crate::data::Stored;
 use crate::{AddonBridge, CallError, CallOutcome};
 
@@ -97,6 +97,9 @@ enum Frame {
         tool: String,
         arguments: Value,
         remaining_ms: u64,
+        /// The caller's trace, continued here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     Result {
         id: Uuid,
@@ -206,6 +209,7 @@ impl AddonBridge {
             tool,
             arguments,
             remaining_ms,
+            traceparent,
         }) = serde_json::from_str::<Frame>(text)
         else {
             tracing::warn!("unexpected frame on a replica link");
@@ -213,16 +217,24 @@ impl AddonBridge {
         };
         let bridge = self.clone();
         let results = results.clone();
-        tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_millis(remaining_ms);
-            let result = bridge
-                .call_from_peer(id, user_id, connection_id, tool, arguments, deadline)
-                .await;
-            let _ = results.send(Frame::Result {
-                id,
-                outcome: Stored::from(&result),
-            });
-        });
+        let span = vocabulary::trace_span!(
+            "addon.call.linked",
+            tool = %tool,
+            traceparent = traceparent.as_deref()
+        );
+        tokio::spawn(
+            async move {
+                let deadline = Instant::now() + Duration::from_millis(remaining_ms);
+                let result = bridge
+                    .call_from_peer(id, user_id, connection_id, tool, arguments, deadline)
+                    .await;
+                let _ = results.send(Frame::Result {
+                    id,
+                    outcome: Stored::from(&result),
+                });
+            }
+            .instrument(span),
+        );
     }
 
     /// A call another replica sent over a link: to the local socket it was meant for only.
@@ -243,25 +255,7 @@ impl AddonBridge {
         else {
             return Err(CallError::Disconnected);
         };
-        let (tx, rx) = oneshot::channel();
-        let pending = PendingCall {
-            id,
-            tool,
-            arguments,
-            deadline,
-            responder: Responder::Local(tx),
-            tracked: self.track_call(),
-        };
-        match tokio::time::timeout_at(deadline, handle.tx.send(Command::Call(pending))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(CallError::Disconnected),
-            Err(_) => return Err(CallError::DeadlineExceeded),
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::Disconnected),
-            Err(_) => Err(CallError::DeadlineExceeded),
-        }
+        self.deliver(&handle, id, tool, arguments, deadline).await
     }
 }
 
@@ -332,6 +326,7 @@ impl AddonBridge {
             tool: call.tool.clone(),
             arguments: call.arguments.clone(),
             remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            traceparent: vocabulary::trace::current(),
         };
         let text = serde_json::to_string(&frame).ok()?;
         if open.frames.send(text).is_err() {
@@ -339,6 +334,7 @@ impl AddonBridge {
             return None;
         }
         metrics::counter!("addon_routed_calls_total", "path" => "link").increment(1);
+        tracing::Span::current().record("path", "link");
         let result = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             // The link broke with the call on it.

@@ -405,16 +405,25 @@ pub(crate) fn welcome(connection_id: Uuid, heartbeat_ms: u128, max_frame_bytes: 
     .to_string()
 }
 
-pub(crate) fn call(id: Uuid, tool: &str, arguments: &Value, deadline_ms: u128) -> String {
-    json!({
+pub(crate) fn call(
+    id: Uuid,
+    tool: &str,
+    arguments: &Value,
+    deadline_ms: u128,
+    traceparent: Option<&str>,
+) -> String {
+    let mut frame = json!({
         "v": PROTOCOL_VERSION,
         "type": "call",
         "id": id,
         "tool": tool,
         "arguments": arguments,
         "deadline_ms": deadline_ms,
-    })
-    .to_string()
+    });
+    if let (Some(traceparent), Some(map)) = (traceparent, frame.as_object_mut()) {
+        map.insert("traceparent".to_owned(), Value::from(traceparent));
+    }
+    frame.to_string()
 }
 
 pub(crate) fn error(code: &str, message: &str, id: Option<&Value>) -> String {

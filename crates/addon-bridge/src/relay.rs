@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::connection::{Command, PendingCall, Responder};
@@ -108,11 +109,19 @@ impl AddonBridge {
             return Err(CallError::TooManyCalls);
         };
         let this = self.clone();
+        let span = vocabulary::trace_span!(
+            "addon.call",
+            tool = %call.tool,
+            path = tracing::field::Empty,
+        );
         // The slot lives as long as the call's task, which outlives an impatient caller.
-        tokio::spawn(async move {
-            let _slot = slot;
-            this.run_call(call).await
-        })
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                this.run_call(call).await
+            }
+            .instrument(span),
+        )
         .await
         .unwrap_or(Err(CallError::Unavailable))
     }
@@ -245,32 +254,49 @@ impl AddonBridge {
 
     async fn relay(&self, call: &CallRequest, deadline: Instant) -> CallResult {
         if let Some(handle) = self.local(call.user_id) {
+            tracing::Span::current().record("path", "local");
             if handle.is_closing() {
                 // Revoked, replaced or shutting down: the call must not reach that socket.
                 return Err(CallError::NotConnected);
             }
-            let (tx, rx) = oneshot::channel();
-            let pending = PendingCall {
-                id: Uuid::new_v4(),
-                tool: call.tool.clone(),
-                arguments: call.arguments.clone(),
-                deadline,
-                responder: Responder::Local(tx),
-                tracked: self.track_call(),
-            };
-            match tokio::time::timeout_at(deadline, handle.tx.send(Command::Call(pending))).await {
-                Ok(Ok(())) => {}
-                // The socket ended before the call left: it never reached the Add-On.
-                Ok(Err(_)) => return Err(CallError::NotConnected),
-                Err(_) => return Err(CallError::DeadlineExceeded),
-            }
-            return match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(CallError::Disconnected),
-                Err(_) => Err(CallError::DeadlineExceeded),
-            };
+            let (tool, arguments) = (call.tool.clone(), call.arguments.clone());
+            return self
+                .deliver(&handle, Uuid::new_v4(), tool, arguments, deadline)
+                .await;
         }
         self.relay_remote(call, deadline).await
+    }
+
+    /// Hands a call to a socket on this replica and waits for the Add-On's answer.
+    pub(crate) async fn deliver(
+        &self,
+        handle: &crate::connection::Handle,
+        id: Uuid,
+        tool: String,
+        arguments: serde_json::Value,
+        deadline: Instant,
+    ) -> CallResult {
+        let (tx, rx) = oneshot::channel();
+        let pending = PendingCall {
+            id,
+            tool,
+            arguments,
+            deadline,
+            responder: Responder::Local(tx),
+            traceparent: vocabulary::trace::current(),
+            tracked: self.track_call(),
+        };
+        match tokio::time::timeout_at(deadline, handle.tx.send(Command::Call(pending))).await {
+            Ok(Ok(())) => {}
+            // The socket ended before the call left: it never reached the Add-On.
+            Ok(Err(_)) => return Err(CallError::NotConnected),
+            Err(_) => return Err(CallError::DeadlineExceeded),
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Disconnected),
+            Err(_) => Err(CallError::DeadlineExceeded),
+        }
     }
 
     /// The socket is on another replica (or nowhere): route through Postgres.
@@ -303,6 +329,7 @@ impl AddonBridge {
             return result;
         }
         metrics::counter!("addon_routed_calls_total", "path" => "database").increment(1);
+        tracing::Span::current().record("path", "database");
         let call_id = Uuid::new_v4();
         let mut waiter = self.inner.waiters.register(call_id);
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -364,6 +391,7 @@ impl AddonBridge {
                     arguments: claimed.arguments.0,
                     deadline: Instant::now() + remaining,
                     responder: Responder::Remote(call_id),
+                    traceparent: None,
                     tracked: self.track_call(),
                 }))
                 .await

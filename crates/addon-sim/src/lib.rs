@@ -68,7 +68,10 @@ fn matches(list: &[String], tool: &str) -> bool {
 /// The tools of the calls the simulator has received, in order of arrival, whether or not it
 /// answers them: a test awaits a call reaching the Add-On instead of guessing how long it takes.
 #[derive(Debug, Clone)]
-pub struct Received(Arc<watch::Sender<Vec<String>>>);
+pub struct Received(Arc<watch::Sender<Vec<ReceivedCall>>>);
+
+/// A call's tool and the `traceparent` its frame carried.
+type ReceivedCall = (String, Option<String>);
 
 impl Default for Received {
     fn default() -> Self {
@@ -82,17 +85,28 @@ impl Received {
         let mut calls = self.0.subscribe();
         // The sender lives in `self`, so the channel cannot close while waiting.
         let _ = calls
-            .wait_for(|calls| calls.iter().any(|t| t == tool))
+            .wait_for(|calls| calls.iter().any(|(t, _)| t == tool))
             .await;
     }
 
     /// Every call received so far.
     pub fn tools(&self) -> Vec<String> {
-        self.0.borrow().clone()
+        self.0
+            .borrow()
+            .iter()
+            .map(|(tool, _)| tool.clone())
+            .collect()
     }
 
-    fn record(&self, tool: &str) {
-        self.0.send_modify(|calls| calls.push(tool.to_owned()));
+    /// The `traceparent` of every call received so far, in order (`None` without one).
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.0.borrow().iter().map(|(_, tp)| tp.clone()).collect()
+    }
+
+    fn record(&self, tool: &str, traceparent: Option<&str>) {
+        self.0.send_modify(|calls| {
+            calls.push((tool.to_owned(), traceparent.map(str::to_owned)));
+        });
     }
 }
 
@@ -181,7 +195,7 @@ async fn serve(
             }
             Some("call") => {
                 let tool = frame["tool"].as_str().unwrap_or_default().to_owned();
-                received.record(&tool);
+                received.record(&tool, frame["traceparent"].as_str());
                 if options
                     .drop_on
                     .as_deref()

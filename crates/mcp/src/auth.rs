@@ -5,6 +5,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use store::credentials::{self, Flaw};
+use tracing::Instrument as _;
 
 use crate::McpState;
 use crate::error::{HttpError, HttpRejection};
@@ -94,13 +95,20 @@ pub(crate) async fn authenticate(
     match presented(query, headers) {
         Presented::Nothing => Err(HttpError::NoToken),
         Presented::Invalid(message) => Err(HttpError::InvalidToken(message)),
-        Presented::Bearer(token) => match state.verifier().verify(token).await {
-            Ok(principal) => Ok(principal),
-            Err(TokenRejection::Unavailable) => Err(HttpError::ServerError(
-                TokenRejection::Unavailable.message(),
-            )),
-            Err(rejection) => Err(HttpError::InvalidToken(rejection.message())),
-        },
+        Presented::Bearer(token) => {
+            let verified = state
+                .verifier()
+                .verify(token)
+                .instrument(vocabulary::trace_span!("auth"))
+                .await;
+            match verified {
+                Ok(principal) => Ok(principal),
+                Err(TokenRejection::Unavailable) => Err(HttpError::ServerError(
+                    TokenRejection::Unavailable.message(),
+                )),
+                Err(rejection) => Err(HttpError::InvalidToken(rejection.message())),
+            }
+        }
     }
 }
 

@@ -508,7 +508,30 @@ async fn serve(
         "ping" if !revision.is_modern() => json!({}),
         "server/discover" => discover(),
         "tools/list" => list_tools(state, principal, revision, &request.params).await?,
-        "tools/call" => call_tool(state, principal, revision, &request.params, progress).await?,
+        "tools/call" => {
+            use tracing::Instrument as _;
+            let tool = request
+                .params
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            // A client may carry its trace in `_meta` instead of the header.
+            let traceparent = request
+                .params
+                .get("_meta")
+                .and_then(|meta| meta.get("traceparent"))
+                .and_then(Value::as_str)
+                .filter(|value| vocabulary::trace::parse(value).is_some());
+            let span = vocabulary::trace_span!(
+                "tools/call",
+                tool,
+                revision = revision.as_str(),
+                traceparent
+            );
+            call_tool(state, principal, revision, &request.params, progress)
+                .instrument(span)
+                .await?
+        }
         method => {
             return Err(RpcError::method_not_found(method, revision.is_modern()).into());
         }

@@ -14,6 +14,7 @@ pub mod job;
 pub mod principal;
 pub mod scope;
 pub mod tier;
+pub mod trace;
 
 pub use addon::{AddonState, CallError, CallOutcome, CallRequest, Presence, TooOld};
 pub use confirm::{
