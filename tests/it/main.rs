@@ -20,6 +20,7 @@ mod fairness;
 mod faults;
 mod fuzz_corpus;
 mod jobs;
+mod load_balancer;
 mod mcp_client;
 mod oauth_flow;
 mod overload;
