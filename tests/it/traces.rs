@@ -1,7 +1,8 @@
 //! Traces over OTLP/HTTP: two replicas export to a collector stand-in on loopback that accepts
 //! OTLP/HTTP JSON as a collector does; a tool call made on B to the Add-On on A is one trace
 //! from B's request (continuing the caller's `traceparent`) through auth, dispatch and the
-//! relay, across the link to A, and into the Add-On's call frame. No secret is in any span.
+//! relay, across the link to A, and into the Add-On's call frame; one made on C, which has no
+//! link, continues on A through PostgreSQL. No secret is in any span.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,6 +98,16 @@ async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
             ("CROSSTRADE_TRACES__OTLP_ENDPOINT", otlp.as_str()),
         ],
     );
+    // C advertises no link (its admin listener is on every address): its calls to A's socket
+    // go through PostgreSQL.
+    let replica_c = ServerProcess::start(
+        "serve",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("CROSSTRADE_TRACES__OTLP_ENDPOINT", otlp.as_str()),
+            ("CROSSTRADE_ADMIN_LISTEN", "0.0.0.0:0"),
+        ],
+    );
     let on_b = Endpoint::new(&replica_b.url(""));
     let (_, access) = trade_token(&on_b, "traced@example.com").await;
     let scripts = testkit::scratch_dir("traces-scripts");
@@ -170,6 +181,51 @@ async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
         format!("00-{trace_id}-{}-01", linked["spanId"].as_str().unwrap())
     );
 
+    // Through PostgreSQL (from C), the trace continues on A too.
+    let routed_trace = "5ce0e9a56015fec5aadfa328ae398115";
+    let reply = on_b
+        .http
+        .post(Endpoint::new(&replica_c.url("")).resource())
+        .bearer_auth(&access)
+        .header("traceparent", format!("00-{routed_trace}-{caller_span}-01"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(
+            json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+                   "params":{"name":"GetAccounts","arguments":{}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert!(reply.text().await.unwrap().contains("Sim101"));
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            !collector
+                .named(routed_trace, "addon.call.claimed")
+                .is_empty()
+                && !collector.named(routed_trace, "addon.call").is_empty()
+        })
+        .await
+    );
+    let (c_instance, routed) = collector.named(routed_trace, "addon.call")[0].clone();
+    assert_eq!(attribute(&routed, "path"), "database");
+    let (claimed_instance, claimed) =
+        collector.named(routed_trace, "addon.call.claimed")[0].clone();
+    assert_eq!(claimed_instance, a_instance);
+    assert_ne!(c_instance, a_instance);
+    assert_eq!(claimed["parentSpanId"], routed["spanId"]);
+    assert!(
+        received.traceparents().into_iter().flatten().any(|tp| tp
+            == format!(
+                "00-{routed_trace}-{}-01",
+                claimed["spanId"].as_str().unwrap()
+            )),
+        "the routed call's frame carries A's span"
+    );
+
     // A client without the header may carry its trace in `_meta`.
     let meta_trace = "0af7651916cd43dd8448eb211c80319c";
     let reply = on_b
@@ -211,6 +267,7 @@ async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
 
     sim.abort();
     assert!(replica_b.terminate().success());
+    assert!(replica_c.terminate().success());
     drop(replica_a);
     std::fs::remove_dir_all(&scripts).ok();
 }

@@ -331,13 +331,14 @@ pub(crate) async fn insert_call(
     tool: &str,
     arguments: &Value,
     remaining: Duration,
+    traceparent: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)),
          c AS (
            INSERT INTO addon_calls (call_id, user_id, origin_instance, target_instance,
-             connection_id, tool, arguments, deadline_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::bigint * interval '1 millisecond')
+             connection_id, tool, arguments, deadline_at, traceparent)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::bigint * interval '1 millisecond', $9)
            RETURNING call_id)
          SELECT pg_notify('addon_call', call_id::text) FROM c, a",
         call_id,
@@ -348,6 +349,7 @@ pub(crate) async fn insert_call(
         tool,
         arguments,
         millis(remaining),
+        traceparent,
     )
     .execute(db)
     .await?;
@@ -365,6 +367,8 @@ pub(crate) struct ClaimedCall {
     /// The target connection still has presence under a live key. False once its key is
     /// revoked (the revocation deletes the presence), even before this replica hears of it.
     pub key_live: bool,
+    /// The caller's trace, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// Takes a call routed to this replica, once. A durable commit, unlike the rest of a routed
@@ -384,7 +388,7 @@ pub(crate) async fn claim_call(
              (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS "remaining_ms!",
              EXISTS (SELECT 1 FROM addon_presence p JOIN addon_keys k USING (key_id)
                      WHERE p.connection_id = addon_calls.connection_id
-                       AND k.revoked_at IS NULL) AS "key_live!""#,
+                       AND k.revoked_at IS NULL) AS "key_live!", traceparent"#,
         call_id,
         instance_id,
     )
@@ -407,7 +411,7 @@ pub(crate) async fn claim_unclaimed(
              (extract(epoch FROM deadline_at - now()) * 1000)::bigint AS "remaining_ms!",
              EXISTS (SELECT 1 FROM addon_presence p JOIN addon_keys k USING (key_id)
                      WHERE p.connection_id = addon_calls.connection_id
-                       AND k.revoked_at IS NULL) AS "key_live!""#,
+                       AND k.revoked_at IS NULL) AS "key_live!", traceparent"#,
         instance_id,
     )
     .fetch_all(db)

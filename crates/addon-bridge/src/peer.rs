@@ -269,13 +269,35 @@ async fn send_frame(socket: &mut WebSocket, frame: &Frame) -> Result<(), ()> {
 /// Open links to other replicas, by instance id.
 #[derive(Default)]
 pub(crate) struct Peers {
-    links: tokio::sync::Mutex<HashMap<Uuid, Link>>,
+    /// One entry per replica called; its own lock, so opening a link to one replica never
+    /// holds up calls to another.
+    links: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Link>>>>,
+}
+
+impl Peers {
+    fn entry(&self, instance_id: Uuid) -> Arc<tokio::sync::Mutex<Link>> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        // Replicas that are gone leave their entry behind: forget ended links now and then.
+        if links.len() > 64 {
+            links.retain(|_, link| {
+                link.try_lock().map_or(
+                    true,
+                    |link| matches!(&*link, Link::Open(open) if !open.frames.is_closed()),
+                )
+            });
+        }
+        Arc::clone(
+            links
+                .entry(instance_id)
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Link::Failed(None)))),
+        )
+    }
 }
 
 enum Link {
     Open(Arc<Open>),
-    /// The last attempt failed at this time.
-    Failed(Instant),
+    /// The last attempt failed at this time (`None`: never tried).
+    Failed(Option<Instant>),
 }
 
 struct Open {
@@ -348,10 +370,11 @@ impl AddonBridge {
     /// The open link to `instance_id`, opening one when there is none (at most one attempt
     /// per [`RETRY_AFTER`] after a failure).
     async fn link(&self, instance_id: Uuid, advertised: &str, key: [u8; 32]) -> Option<Arc<Open>> {
-        let mut links = self.inner.peers.links.lock().await;
-        match links.get(&instance_id) {
-            Some(Link::Open(open)) if !open.frames.is_closed() => return Some(Arc::clone(open)),
-            Some(Link::Failed(at)) if at.elapsed() < RETRY_AFTER => return None,
+        let entry = self.inner.peers.entry(instance_id);
+        let mut link = entry.lock().await;
+        match &*link {
+            Link::Open(open) if !open.frames.is_closed() => return Some(Arc::clone(open)),
+            Link::Failed(Some(at)) if at.elapsed() < RETRY_AFTER => return None,
             _ => {}
         }
         let opened = tokio::time::timeout(
@@ -362,11 +385,11 @@ impl AddonBridge {
         .ok()
         .flatten();
         if let Some(open) = opened {
-            links.insert(instance_id, Link::Open(Arc::clone(&open)));
+            *link = Link::Open(Arc::clone(&open));
             return Some(open);
         }
         tracing::info!(%instance_id, advertised, "no link to the replica; routing its calls through the database");
-        links.insert(instance_id, Link::Failed(Instant::now()));
+        *link = Link::Failed(Some(Instant::now()));
         None
     }
 

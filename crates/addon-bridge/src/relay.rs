@@ -342,6 +342,7 @@ impl AddonBridge {
             &call.tool,
             &call.arguments,
             remaining,
+            vocabulary::trace::current().as_deref(),
         )
         .await
         {
@@ -375,6 +376,15 @@ impl AddonBridge {
 
     /// A call routed to this replica by another: hand it to the local socket.
     pub(crate) async fn take_remote_call(&self, claimed: data::ClaimedCall) {
+        let span = vocabulary::trace_span!(
+            "addon.call.claimed",
+            tool = %claimed.tool,
+            traceparent = claimed.traceparent.as_deref()
+        );
+        self.hand_over_remote_call(claimed).instrument(span).await;
+    }
+
+    async fn hand_over_remote_call(&self, claimed: data::ClaimedCall) {
         let call_id = claimed.call_id;
         // Never to a socket whose key was revoked, even before its close is under way here.
         let handle = self
@@ -391,7 +401,7 @@ impl AddonBridge {
                     arguments: claimed.arguments.0,
                     deadline: Instant::now() + remaining,
                     responder: Responder::Remote(call_id),
-                    traceparent: None,
+                    traceparent: vocabulary::trace::current(),
                     tracked: self.track_call(),
                 }))
                 .await
