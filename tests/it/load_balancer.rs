@@ -21,7 +21,7 @@ use testkit::wait::{eventually, wait_for, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::addon_path::{sim_options, structured};
-use crate::support::{ServerProcess, add_elite_user, http, signal, try_tools_call};
+use crate::support::{ServerProcess, add_elite_user, signal, try_tools_call};
 
 /// The backend's name in `deploy/haproxy.cfg`.
 const BACKEND: &str = "crosstrade";
@@ -388,14 +388,8 @@ impl Drop for Cluster {
 /// The sum of a metric's samples whose line starts with `prefix` (name and labels) on a
 /// replica's admin listener.
 async fn metric(server: &ServerProcess, prefix: &str) -> f64 {
-    http()
-        .get(server.admin_url("/metrics"))
-        .send()
+    crate::support::metrics_text(server)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
         .lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| line.rsplit_once(' '))

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::browser::{CHROMIUM, browser_dir, ensure_playwright};
-use crate::support::{DevWithAddonSim, ServerProcess, dev_with_addon_sim, http};
+use crate::support::{DevWithAddonSim, ServerProcess, dev_with_addon_sim};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sdk {
@@ -312,14 +312,7 @@ async fn step_up(sdk: Sdk, choice: Choice) -> Run {
 
 /// A counter on the admin listener's `/metrics` (0 when the series is absent).
 async fn metric(server: &ServerProcess, series: &str) -> u64 {
-    let text = http()
-        .get(server.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::metrics_text(server).await;
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)

@@ -226,8 +226,8 @@ fn collect_lines(
     });
 }
 
-/// Whether the admin listener's `/metrics` has exactly `line` (a metric and its value).
-pub async fn metrics_show(server: &ServerProcess, line: &str) -> bool {
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(server: &ServerProcess) -> String {
     http()
         .get(server.admin_url("/metrics"))
         .send()
@@ -236,8 +236,11 @@ pub async fn metrics_show(server: &ServerProcess, line: &str) -> bool {
         .text()
         .await
         .unwrap()
-        .lines()
-        .any(|l| l == line)
+}
+
+/// Whether the admin listener's `/metrics` has exactly `line` (a metric and its value).
+pub async fn metrics_show(server: &ServerProcess, line: &str) -> bool {
+    metrics_text(server).await.lines().any(|l| l == line)
 }
 
 /// Whether the server has logged `message` (its JSON log lines' `message` field).

@@ -84,6 +84,35 @@ fn attribute(holder: &Value, key: &str) -> String {
         .to_owned()
 }
 
+/// A `tools/call` with `params` (arguments empty) and an optional `traceparent` header; its
+/// body once answered 200.
+async fn call(
+    endpoint: &Endpoint,
+    access: &str,
+    traceparent: Option<&str>,
+    params: Value,
+) -> String {
+    let mut params = params;
+    params["arguments"] = json!({});
+    let mut request = endpoint
+        .http
+        .post(endpoint.resource())
+        .bearer_auth(access)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+                .to_string(),
+        );
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let reply = request.send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    reply.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
     let collector = Collector::default();
@@ -123,24 +152,15 @@ async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
     // The caller's trace, in the W3C header.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let reply = on_b
-        .http
-        .post(on_b.resource())
-        .bearer_auth(&access)
-        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(
-            json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
-                   "params":{"name":"GetAccounts","arguments":{}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    assert!(reply.text().await.unwrap().contains("Sim101"));
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let answer = call(
+        &on_b,
+        &access,
+        Some(&traceparent),
+        json!({"name": "GetAccounts"}),
+    )
+    .await;
+    assert!(answer.contains("Sim101"), "{answer}");
 
     assert!(
         eventually(Duration::from_secs(10), async || {
@@ -183,24 +203,16 @@ async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
 
     // Through PostgreSQL (from C), the trace continues on A too.
     let routed_trace = "5ce0e9a56015fec5aadfa328ae398115";
-    let reply = on_b
-        .http
-        .post(Endpoint::new(&replica_c.url("")).resource())
-        .bearer_auth(&access)
-        .header("traceparent", format!("00-{routed_trace}-{caller_span}-01"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(
-            json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
-                   "params":{"name":"GetAccounts","arguments":{}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    assert!(reply.text().await.unwrap().contains("Sim101"));
+    let on_c = Endpoint::new(&replica_c.url(""));
+    let traceparent = format!("00-{routed_trace}-{caller_span}-01");
+    let answer = call(
+        &on_c,
+        &access,
+        Some(&traceparent),
+        json!({"name": "GetAccounts"}),
+    )
+    .await;
+    assert!(answer.contains("Sim101"), "{answer}");
     assert!(
         eventually(Duration::from_secs(10), async || {
             !collector
@@ -228,24 +240,9 @@ async fn a_relayed_call_is_one_trace_across_replicas_and_into_the_addon() {
 
     // A client without the header may carry its trace in `_meta`.
     let meta_trace = "0af7651916cd43dd8448eb211c80319c";
-    let reply = on_b
-        .http
-        .post(on_b.resource())
-        .bearer_auth(&access)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(
-            json!({"jsonrpc":"2.0","id":2,"method":"tools/call",
-                   "params":{"name":"GetMcpCapabilities","arguments":{},
-                             "_meta":{"traceparent":format!("00-{meta_trace}-b7ad6b7169203331-01")}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    reply.text().await.unwrap();
+    let meta = json!({"name": "GetMcpCapabilities",
+        "_meta": {"traceparent": format!("00-{meta_trace}-b7ad6b7169203331-01")}});
+    call(&on_b, &access, None, meta).await;
     assert!(
         eventually(Duration::from_secs(10), async || {
             !collector.named(meta_trace, "tools/call").is_empty()
