@@ -118,7 +118,10 @@ pub fn scratch_dir(purpose: &str) -> PathBuf {
 
 /// Starts PostgreSQL under a `sh` that waits on a pipe: when every write end is closed (this
 /// process exited, however it exited, or the guard was dropped), it stops the cluster at once,
-/// reaps it, and deletes `dir`. Being PostgreSQL's parent, it leaves no zombie behind.
+/// reaps it, and deletes `dir`. Being PostgreSQL's parent, it leaves no zombie behind. `runuser`
+/// stops itself when its child is stopped (a test freezing PostgreSQL with SIGSTOP); a group
+/// with a stopped member that loses its parent is sent SIGHUP by the kernel, so the `sh`
+/// ignores it, and continues `runuser` before the wait.
 fn spawn_watchdog(cluster: &Cluster, dir: &std::path::Path) -> Result<ChildStdin, String> {
     let quote_all = |argv: Vec<String>| {
         argv.iter()
@@ -127,8 +130,8 @@ fn spawn_watchdog(cluster: &Cluster, dir: &std::path::Path) -> Result<ChildStdin
             .join(" ")
     };
     let script = format!(
-        "{launch} >>{log} 2>&1 & pid=$!; cat >/dev/null; {stop} >/dev/null 2>&1; wait $pid; \
-         rm -rf {dir} {data}",
+        "trap '' HUP; {launch} >>{log} 2>&1 & pid=$!; cat >/dev/null; {stop} >/dev/null 2>&1; \
+         kill -CONT $pid 2>/dev/null; wait $pid; rm -rf {dir} {data}",
         launch = quote_all(cluster.foreground_command()),
         log = shell_quote(&cluster.log_path().display().to_string()),
         stop = quote_all(cluster.immediate_stop_command()),
