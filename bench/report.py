@@ -25,6 +25,11 @@ LABELS = {
 }
 
 
+def cpu_per_request(r) -> float:
+    """Server CPU time per request, in µs (CPU % is of one core, over the run)."""
+    return r["cpu_percent"] * 1e4 / r["rps"] if r.get("rps") else float("nan")
+
+
 def main() -> None:
     runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     duration = sys.argv[2]
@@ -53,9 +58,9 @@ def main() -> None:
     )
     out.append(
         "| scenario | server | conns | req/s | p50 ms | p99 ms | max ms | errors | server CPU % "
-        "| peak RSS MiB | × ceiling | × faster SDK |"
+        "| CPU µs/req | peak RSS MiB | × ceiling | × faster SDK |"
     )
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         if r["scenario"] not in LABELS:
             continue
@@ -73,7 +78,8 @@ def main() -> None:
         out.append(
             f"| {LABELS[r['scenario']]} | {r['server']} | {r['connections']} | {rps:,.0f}{spread} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {errors} "
-            f"| {r['cpu_percent']:.0f} | {r['peak_rss_mib']:.0f} | {vs_ceiling} | {vs_peer} |"
+            f"| {r['cpu_percent']:.0f} | {cpu_per_request(r):.1f} | {r['peak_rss_mib']:.0f} "
+            f"| {vs_ceiling} | {vs_peer} |"
         )
 
     out.append("")
@@ -83,6 +89,14 @@ def main() -> None:
         targets.append((name, "met" if ok else "MISSED", detail))
 
     a = by.get(("a-tools-call", "crosstrade"))
+    hello = by.get(("ceiling", "hello-world"))
+    if a and hello:
+        ratio = cpu_per_request(a) / cpu_per_request(hello)
+        target(
+            "(a) CPU per request ≤ 2× the ceiling's",
+            ratio <= 2,
+            f"{cpu_per_request(a):.1f} µs against {cpu_per_request(hello):.1f} µs: {ratio:.1f}×",
+        )
     best = peer_best("a-tools-call")
     if a and ceiling and best:
         target(
