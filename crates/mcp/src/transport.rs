@@ -113,22 +113,36 @@ fn reply_response(state: &McpState, reply: Reply) -> Response {
 /// it names a `progressToken` (progress) or a tool a person may have to confirm (a form asked
 /// inside the client). A byte search; a false match only costs a task.
 fn wants_stream(headers: &HeaderMap, body: &[u8]) -> bool {
-    let contains = |needle: &[u8]| body.windows(needle.len()).any(|window| window == needle);
+    let needles = &*STREAM_NEEDLES;
+    let contains = |needle: &memchr::memmem::Finder<'static>| needle.find(body).is_some();
     headers.get_all(header::ACCEPT).iter().any(|accept| {
         accept
             .to_str()
             .is_ok_and(|a| a.contains("text/event-stream"))
-    }) && (contains(b"\"progressToken\"")
-        || (contains(b"\"tools/call\"") && GATED_NAMES.iter().any(|name| contains(name))))
+    }) && (contains(&needles.progress)
+        || (contains(&needles.tools_call) && needles.gated.iter().any(contains)))
 }
 
-/// The quoted names of the tools a confirmation may hold, computed once.
-static GATED_NAMES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
-    crate::catalog::catalog()
-        .tools()
-        .filter(|tool| tool.def.confirm.is_some())
-        .map(|tool| format!("\"{}\"", tool.def.name).into_bytes())
-        .collect()
+/// What [`wants_stream`] looks for, each searched with a prepared SIMD finder: a search per
+/// needle over the body, not a comparison per byte.
+struct StreamNeedles {
+    progress: memchr::memmem::Finder<'static>,
+    tools_call: memchr::memmem::Finder<'static>,
+    /// The quoted names of the tools a confirmation may hold.
+    gated: Vec<memchr::memmem::Finder<'static>>,
+}
+
+static STREAM_NEEDLES: std::sync::LazyLock<StreamNeedles> = std::sync::LazyLock::new(|| {
+    let finder = |needle: &[u8]| memchr::memmem::Finder::new(needle).into_owned();
+    StreamNeedles {
+        progress: finder(b"\"progressToken\""),
+        tools_call: finder(b"\"tools/call\""),
+        gated: crate::catalog::catalog()
+            .tools()
+            .filter(|tool| tool.def.confirm.is_some())
+            .map(|tool| finder(format!("\"{}\"", tool.def.name).as_bytes()))
+            .collect(),
+    }
 });
 
 /// Aborts the request's task when its stream is dropped: a client closing the stream cancels
