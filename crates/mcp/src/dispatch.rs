@@ -27,6 +27,8 @@ use vocabulary::{JobKind, JobState};
 pub(crate) enum Reply {
     /// A JSON-RPC response (or batch of them) with its HTTP status.
     Json(StatusCode, Value),
+    /// A JSON-RPC response already serialized (a cached `tools/list`), with its HTTP status.
+    Raw(StatusCode, axum::body::Bytes),
     /// Notifications and client responses: 202, no body.
     Accepted,
     /// An HTTP-level outcome of the product's error table.
@@ -102,6 +104,7 @@ pub(crate) async fn handle_body(
             Ok(Message::Request(request)) => {
                 match handle_request(state, principal, headers, request, None, progress).await {
                     RequestReply::Json(status, body) => Reply::Json(status, body),
+                    RequestReply::Raw(status, body) => Reply::Raw(status, body),
                     RequestReply::Http(error) => Reply::Http(error),
                 }
             }
@@ -195,6 +198,8 @@ async fn handle_batch(
                 .await
                 {
                     RequestReply::Json(_, body) => responses.push(body),
+                    // Not produced for batch items.
+                    RequestReply::Raw(..) => {}
                     // One HTTP-level outcome (403, 408, 503) answers the whole POST.
                     RequestReply::Http(error) => return Reply::Http(error),
                 }
@@ -212,6 +217,7 @@ async fn handle_batch(
 
 enum RequestReply {
     Json(StatusCode, Value),
+    Raw(StatusCode, axum::body::Bytes),
     Http(HttpError),
 }
 
@@ -240,6 +246,19 @@ async fn handle_request(
         Some(revision) => Ok(revision),
         None => resolve_revision(headers, &request),
     };
+    // A single `tools/list` (not in a batch, no test harness) is answered from its serialized
+    // variant.
+    if let Ok(revision) = revision
+        && batch_revision.is_none()
+        && request.method == "tools/list"
+        && state.extension().is_none()
+    {
+        return match cached_tool_list(state, principal, revision, &request.params).await {
+            Ok(result) => RequestReply::Raw(StatusCode::OK, raw_result_response(&id, &result)),
+            Err(Failure::Rpc(error)) => RequestReply::Json(error.status, error.to_response(&id)),
+            Err(Failure::Http(error)) => RequestReply::Http(error),
+        };
+    }
     let outcome = match revision {
         Ok(revision) => serve(state, principal, revision, &request, progress).await,
         Err(error) => Err(Failure::Rpc(error)),
@@ -564,19 +583,77 @@ fn discover() -> Value {
     })
 }
 
-async fn list_tools(
+/// The `tools/list` result, serialized (modern envelope included): built once per revision,
+/// scope, Add-On presence and announced features, since nothing else changes it.
+async fn cached_tool_list(
     state: &McpState,
     principal: &Principal,
     revision: Revision,
     params: &Map<String, Value>,
-) -> Result<Value, Failure> {
+) -> Result<axum::body::Bytes, Failure> {
+    check_list_params(params)?;
+    let presence = state.relay().presence(principal.user_id).await;
+    let mut features = presence.features.clone();
+    features.sort_unstable();
+    let key = format!(
+        "{}|{:?}|{}|{}",
+        revision.as_str(),
+        principal.scope,
+        presence.connected,
+        features.join(",")
+    );
+    state.tool_list(key, || {
+        let mut result = tool_list(principal, revision, &presence);
+        if revision.is_modern() {
+            result = modern_envelope(state, result);
+        }
+        serde_json::to_vec(&result)
+            .map(axum::body::Bytes::from)
+            .map_err(|err| {
+                Failure::from(HttpError::internal(
+                    "serializing the tool list",
+                    "The service is temporarily unavailable; retry shortly",
+                    err,
+                ))
+            })
+    })
+}
+
+/// `{"jsonrpc":"2.0","id":…,"result":…}` around an already serialized result.
+fn raw_result_response(id: &Value, result: &[u8]) -> axum::body::Bytes {
+    let id = serde_json::to_vec(id).unwrap_or_else(|_| b"null".to_vec());
+    let mut body = Vec::with_capacity(result.len() + id.len() + 32);
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    body.extend_from_slice(&id);
+    body.extend_from_slice(b",\"result\":");
+    body.extend_from_slice(result);
+    body.push(b'}');
+    body.into()
+}
+
+fn check_list_params(params: &Map<String, Value>) -> Result<(), Failure> {
     if params.get("cursor").is_some_and(|cursor| !cursor.is_null()) {
         return Err(RpcError::invalid_params(
             "Invalid params: unknown cursor (tools/list is not paginated)",
         )
         .into());
     }
+    Ok(())
+}
+
+async fn list_tools(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    params: &Map<String, Value>,
+) -> Result<Value, Failure> {
+    check_list_params(params)?;
     let presence = state.relay().presence(principal.user_id).await;
+    Ok(tool_list(principal, revision, &presence))
+}
+
+/// The tools this principal may call while the Add-On is as `presence` says.
+fn tool_list(principal: &Principal, revision: Revision, presence: &vocabulary::Presence) -> Value {
     // Scope filter (2026-07-28 server/tools "Capabilities": the set may vary by authorization)
     // and presence filter (product doc 001: Add-On tools hidden while NT8 is not connected).
     let tools: Vec<Value> = catalog()
@@ -605,7 +682,7 @@ async fn list_tools(
         // Filtered per grant and per Add-On presence.
         object.insert("cacheScope".to_owned(), json!("private"));
     }
-    Ok(result)
+    result
 }
 
 /// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.

@@ -125,6 +125,8 @@ struct Inner {
     streams: Arc<Mutex<StreamCounts>>,
     /// A test harness's additions (none in the binary).
     extension: Option<Arc<dyn extension::Extension>>,
+    /// `tools/list` results, serialized once per variant (see `dispatch::cached_tool_list`).
+    tool_lists: Arc<Mutex<std::collections::HashMap<String, axum::body::Bytes>>>,
 }
 
 impl fmt::Debug for McpState {
@@ -162,6 +164,7 @@ impl McpState {
                 closing: tokio::sync::watch::channel(false).0,
                 streams: Arc::default(),
                 extension: None,
+                tool_lists: Arc::default(),
             }),
         }
     }
@@ -170,6 +173,36 @@ impl McpState {
     /// a shutting-down server's connections can drain.
     pub fn close_streams(&self) {
         self.inner.closing.send_replace(true);
+    }
+
+    /// A serialized `tools/list` result for `key`, built by `build` the first time.
+    pub(crate) fn tool_list<E>(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<axum::body::Bytes, E>,
+    ) -> Result<axum::body::Bytes, E> {
+        let cached = self
+            .inner
+            .tool_lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(cached) = cached {
+            return Ok(cached);
+        }
+        let built = build()?;
+        let mut lists = self
+            .inner
+            .tool_lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Revisions × scopes × presence × announced features: a handful; bounded all the same.
+        if lists.len() >= 256 {
+            lists.clear();
+        }
+        lists.insert(key, built.clone());
+        Ok(built)
     }
 
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {

@@ -104,6 +104,15 @@ pub(crate) async fn post_mcp(
 fn reply_response(state: &McpState, reply: Reply) -> Response {
     match reply {
         Reply::Json(status, body) => (status, Json(body)).into_response(),
+        Reply::Raw(status, body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
         Reply::Http(error) => state.reject(error).into_response(),
     }
@@ -228,6 +237,7 @@ impl Streaming {
         let reply = (&mut task.0).await.ok()?;
         match reply {
             Reply::Json(_, body) => Some(body),
+            Reply::Raw(_, body) => serde_json::from_slice(&body).ok(),
             // Too late for a status code: the error as the request's JSON-RPC error.
             Reply::Http(error) => Some(serde_json::json!({
                 "jsonrpc": "2.0",

@@ -164,6 +164,48 @@ async fn tools_list_follows_scope_and_addon_presence() {
 }
 
 #[tokio::test]
+async fn a_served_tool_list_is_the_one_built_for_its_variant() {
+    let app = spawn().await;
+    // A single `tools/list` is answered from its serialized variant; a batch item is built.
+    for token in ["elite-read", "elite-trade"] {
+        let mut lists = Vec::new();
+        for _ in 0..2 {
+            let single = app
+                .post(
+                    Some(token),
+                    &[],
+                    &json!({"jsonrpc": "2.0", "id": "s", "method": "tools/list"}),
+                )
+                .await;
+            assert_eq!(single.status, StatusCode::OK, "{}", single.text);
+            assert_eq!(single.headers["content-type"], "application/json");
+            assert_eq!(single.json["jsonrpc"], "2.0");
+            assert_eq!(single.json["id"], "s");
+            lists.push(single.json["result"].clone());
+        }
+        let batch = app
+            .post(
+                Some(token),
+                &[],
+                &json!([{"jsonrpc": "2.0", "id": 7, "method": "tools/list"}]),
+            )
+            .await;
+        assert_eq!(batch.json[0]["id"], 7, "{}", batch.text);
+        assert_eq!(lists[0], lists[1]);
+        assert_eq!(lists[0], batch.json[0]["result"], "{token}");
+    }
+    // The variant follows the Add-On's presence.
+    let before = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    app.relay.connect(app.users.elite);
+    let after = app
+        .legacy("elite-trade", "2025-11-25", "tools/list", json!({}))
+        .await;
+    assert!(tool_names(&after).len() > tool_names(&before).len());
+}
+
+#[tokio::test]
 async fn get_mcp_capabilities_works_without_nt8() {
     let app = spawn().await;
     for (version, structured) in [("2025-03-26", false), ("2025-11-25", true)] {
