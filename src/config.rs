@@ -408,7 +408,7 @@ impl Config {
                 .and(advertise)
                 .map(|advertise| addon_bridge::peer::PeerSettings {
                     advertise,
-                    key: addon_bridge::peer::PeerSettings::key_for(master_secret),
+                    key: oauth::crypto::derive_key(master_secret, "crosstrade replica relay v1"),
                 }),
             ..addon_bridge::BridgeSettings::new()
         }

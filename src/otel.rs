@@ -254,9 +254,9 @@ where
             .map(|(key, value)| attribute(key, value))
             .collect();
         let record = json!({
-            "traceId": vocabulary::trace::hex(&data.trace_id),
-            "spanId": vocabulary::trace::hex(&data.span_id),
-            "parentSpanId": data.parent.map(|p| vocabulary::trace::hex(&p)).unwrap_or_default(),
+            "traceId": hex::encode(data.trace_id),
+            "spanId": hex::encode(data.span_id),
+            "parentSpanId": data.parent.map(hex::encode).unwrap_or_default(),
             "name": span.name(),
             "kind": kind,
             "startTimeUnixNano": data.start_unix_nanos.to_string(),
@@ -281,11 +281,26 @@ fn attribute(key: &str, value: &Value) -> Value {
     json!({ "key": key, "value": value })
 }
 
+/// Trace and span ids: unique, not secret, so a per-thread generator (SplitMix64) seeded once,
+/// instead of a system call per span.
 fn random<const N: usize>() -> [u8; N] {
+    thread_local! {
+        // std seeds each RandomState from the OS (with its own fallback).
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8),
+        );
+    }
     let mut bytes = [0u8; N];
-    // The OS source failing leaves a zero id, which the collector drops: tracing never fails
-    // a request.
-    let _ = getrandom::fill(&mut bytes);
+    for chunk in bytes.chunks_mut(8) {
+        let next = STATE.with(|state| {
+            let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        });
+        chunk.copy_from_slice(&next.to_le_bytes()[..chunk.len()]);
+    }
     bytes
 }
 

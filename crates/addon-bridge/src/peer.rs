@@ -46,7 +46,7 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 pub struct PeerSettings {
     /// `host:port` of this replica's admin listener as the other replicas reach it.
     pub advertise: String,
-    /// HMAC key derived from `master_secret`.
+    /// HMAC key derived from `master_secret` (the same on every replica).
     pub key: [u8; 32],
 }
 
@@ -56,16 +56,6 @@ impl std::fmt::Debug for PeerSettings {
             .field("advertise", &self.advertise)
             .field("key", &"[redacted]")
             .finish()
-    }
-}
-
-impl PeerSettings {
-    /// The link key for `master_secret`.
-    pub fn key_for(master_secret: &[u8]) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256>>::new_from_slice(master_secret).unwrap_or_else(|_| unreachable_key());
-        mac.update(b"crosstrade replica relay v1");
-        mac.finalize().into_bytes().into()
     }
 }
 
@@ -115,24 +105,6 @@ fn proof(key: &[u8; 32], nonce: &str, from: Uuid, to: Uuid) -> Hmac<Sha256> {
     mac
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 // ---- the accepting side ------------------------------------------------------------------
 
 impl AddonBridge {
@@ -151,7 +123,7 @@ impl AddonBridge {
 
     async fn serve_peer(self, mut socket: WebSocket, key: [u8; 32]) {
         let me = self.instance_id();
-        let Some(nonce) = store::secret::random_bytes(32).ok().map(|b| hex(&b)) else {
+        let Some(nonce) = store::secret::random_bytes(32).ok().map(hex::encode) else {
             return;
         };
         if send_frame(
@@ -172,8 +144,8 @@ impl AddonBridge {
         let Ok(Frame::Hello { from, to, mac }) = serde_json::from_str(text.as_str()) else {
             return;
         };
-        let genuine =
-            unhex(&mac).is_some_and(|mac| proof(&key, &nonce, from, to).verify_slice(&mac).is_ok());
+        let genuine = hex::decode(&mac)
+            .is_ok_and(|mac| proof(&key, &nonce, from, to).verify_slice(&mac).is_ok());
         if !genuine || to != me {
             tracing::warn!(%from, "replica link refused: wrong proof or not meant for this replica");
             return;
@@ -416,7 +388,7 @@ impl AddonBridge {
             return None;
         };
         let me = self.instance_id();
-        let mac = hex(&proof(&key, &nonce, me, instance_id).finalize().into_bytes());
+        let mac = hex::encode(proof(&key, &nonce, me, instance_id).finalize().into_bytes());
         let hello = serde_json::to_string(&Frame::Hello {
             from: me,
             to: instance_id,

@@ -796,15 +796,19 @@ async fn call_tool(
             // response stream has started, so an Add-On gone meanwhile is a tool error; the
             // approval is kept for ConfirmTrade.
             confirm::Held::Approved(confirmation_id) => {
-                if !state.relay().presence(principal.user_id).await.connected {
-                    return Ok(confirm::approved_but_disconnected(confirmation_id));
-                }
-                let Some(claimed) = take_approved(state, principal, confirmation_id).await? else {
-                    return Ok(tool_error(
+                return match take_approved(state, principal, confirmation_id).await {
+                    Ok(Some(claimed)) => {
+                        run_claimed(state, &caller, confirmation_id, claimed).await
+                    }
+                    Ok(None) => Ok(tool_error(
                         "the approval expired before the order could be sent; nothing was sent",
-                    ));
+                    )),
+                    // The claim was given back: ConfirmTrade can send it once the Add-On is back.
+                    Err(Failure::Http(HttpError::AddonDisconnected(_))) => {
+                        Ok(confirm::approved_but_disconnected(confirmation_id))
+                    }
+                    Err(failure) => Err(failure),
                 };
-                return run_claimed(state, &caller, confirmation_id, claimed).await;
             }
         }
     }

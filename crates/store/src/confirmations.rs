@@ -41,14 +41,8 @@ pub fn state_hash(secret: &[u8]) -> [u8; 32] {
 
 /// Whether `secret` is the one whose hash was stored, compared in constant time.
 pub fn state_matches(stored: Option<&[u8]>, secret: &[u8]) -> bool {
-    let Some(stored) = stored else { return false };
-    let presented = state_hash(secret);
-    stored.len() == presented.len()
-        && stored
-            .iter()
-            .zip(presented)
-            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq as _;
+    stored.is_some_and(|stored| bool::from(stored.ct_eq(&state_hash(secret))))
 }
 
 fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {

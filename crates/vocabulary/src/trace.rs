@@ -44,8 +44,10 @@ pub fn parse(traceparent: &str) -> Option<([u8; 16], [u8; 8])> {
         return None;
     }
     u8::from_str_radix(flags, 16).ok()?;
-    let trace_id: [u8; 16] = unhex(trace)?.try_into().ok()?;
-    let span_id: [u8; 8] = unhex(span)?.try_into().ok()?;
+    let mut trace_id = [0u8; 16];
+    let mut span_id = [0u8; 8];
+    hex::decode_to_slice(trace, &mut trace_id).ok()?;
+    hex::decode_to_slice(span, &mut span_id).ok()?;
     if trace_id == [0; 16] || span_id == [0; 8] {
         return None;
     }
@@ -54,27 +56,7 @@ pub fn parse(traceparent: &str) -> Option<([u8; 16], [u8; 8])> {
 
 /// A sampled version-00 `traceparent`.
 pub fn format(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
-    format!("00-{}-{}-01", hex(trace_id), hex(span_id))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    format!("00-{}-{}-01", hex::encode(trace_id), hex::encode(span_id))
 }
 
 #[cfg(test)]

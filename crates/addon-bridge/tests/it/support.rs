@@ -67,7 +67,7 @@ pub async fn serve_linked(
     let addr = listener.local_addr().unwrap();
     settings.peer = Some(addon_bridge::peer::PeerSettings {
         advertise: addr.to_string(),
-        key: addon_bridge::peer::PeerSettings::key_for(master_secret),
+        key: link_key(master_secret),
     });
     let bridge = AddonBridge::start(db.clone(), settings, &background)
         .await
@@ -88,6 +88,13 @@ pub async fn serve_linked(
         bridge,
         url: format!("ws://{addr}/v1/addon/ws"),
     }
+}
+
+/// A link key per master secret: linked replicas only need to share it (the binary derives it
+/// from `master_secret` with HMAC-SHA256, `oauth::crypto::derive_key`).
+fn link_key(master_secret: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(master_secret).into()
 }
 
 pub async fn user(db: &PgPool) -> Uuid {

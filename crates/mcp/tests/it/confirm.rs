@@ -783,3 +783,40 @@ async fn an_error_answer_moves_the_decision_to_the_page_and_unmatched_answers_ar
     assert!(stray.json["id"].is_null());
     assert_eq!(app.relay.call_count(), 0);
 }
+
+#[tokio::test]
+async fn an_addon_gone_after_the_person_accepted_is_a_tool_result_and_the_approval_stands() {
+    let app = elicitation_app().await;
+    let (mut events, request) = asked(&app, "2025-11-25", "form-key-0009").await;
+    app.relay.disconnect(app.users.elite);
+    let reply = app
+        .post(
+            Some("elite-trade"),
+            &[("mcp-protocol-version", "2025-11-25")],
+            &answer(
+                &request,
+                json!({"action": "accept", "content": {"confirm": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    // The stream has started: a tool result, not a JSON-RPC error.
+    let response = events.next().await.unwrap();
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    let body: Value =
+        serde_json::from_str(response["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "addon_disconnected", "{body}");
+    assert_eq!(app.relay.call_count(), 0, "nothing sent");
+    // The approval was given back, so ConfirmTrade sends it once the Add-On is back.
+    let id = body["confirmation_id"].as_str().unwrap().to_owned();
+    app.relay.connect(app.users.elite);
+    let sent = app
+        .call(
+            "elite-trade",
+            "ConfirmTrade",
+            json!({"confirmation_id": id}),
+        )
+        .await;
+    assert_eq!(sent.json["result"]["isError"], false, "{}", sent.text);
+    assert_eq!(app.relay.call_count(), 1);
+}
