@@ -8,6 +8,7 @@ pub mod config;
 pub mod database;
 pub mod dev;
 pub mod http;
+pub mod json_log;
 pub mod otel;
 pub mod readiness;
 pub mod server;

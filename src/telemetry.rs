@@ -10,6 +10,14 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 use crate::config::{LogConfig, LogFormat, TracesConfig};
 
 pub fn init(config: &LogConfig, traces: &TracesConfig) -> anyhow::Result<()> {
+    init_writing_to(config, traces, std::io::stderr)
+}
+
+/// [`init`] with the log lines written to `writer` instead of stderr.
+pub fn init_writing_to<W>(config: &LogConfig, traces: &TracesConfig, writer: W) -> anyhow::Result<()>
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
     // sqlx reports server notices ("relation already exists, skipping") at info.
     let filter = EnvFilter::try_new(format!("sqlx::postgres::notice=warn,{}", config.level))
         .map_err(|err| anyhow::anyhow!("key `log.level`: {err}"))?;
@@ -22,13 +30,12 @@ pub fn init(config: &LogConfig, traces: &TracesConfig) -> anyhow::Result<()> {
     };
     let logs = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_writer(std::io::stderr)
+            .fmt_fields(crate::json_log::JsonMembers)
+            .event_format(crate::json_log::JsonLines)
+            .with_writer(writer)
             .boxed(),
         LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
     tracing_subscriber::registry()
