@@ -30,9 +30,9 @@ pub fn bearer<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Presented<'a> {
     if values.next().is_some() {
         return Presented::Invalid(Flaw::MoreThanOne);
     }
-    let Some(value) = std::str::from_utf8(value)
-        .ok()
+    let Some(value) = Some(value)
         .filter(|value| value.is_ascii())
+        .and_then(|value| std::str::from_utf8(value).ok())
     else {
         return Presented::Invalid(Flaw::NotAscii);
     };
@@ -41,7 +41,8 @@ pub fn bearer<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Presented<'a> {
         return Presented::Invalid(Flaw::NotBearer);
     }
     let token = token.trim();
-    if token.is_empty() || token.contains(char::is_whitespace) {
+    // The token is ASCII: Unicode's whitespace within it is tab to carriage return and space.
+    if token.is_empty() || token.bytes().any(|byte| matches!(byte, b'\t'..=b'\r' | b' ')) {
         return Presented::Invalid(Flaw::Malformed);
     }
     Presented::Bearer(token)
@@ -62,7 +63,14 @@ mod tests {
         assert_eq!(parse(&["bEaReR abc"]), Presented::Bearer("abc"));
         assert_eq!(parse(&["Basic abc"]), Presented::Invalid(Flaw::NotBearer));
         assert_eq!(parse(&["abc"]), Presented::Invalid(Flaw::NotBearer));
-        for malformed in ["Bearer", "Bearer ", "Bearer a b"] {
+        for malformed in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a\tb",
+            "Bearer a\x0bb",
+            "Bearer a\rb",
+        ] {
             assert_eq!(
                 parse(&[malformed]),
                 Presented::Invalid(Flaw::Malformed),
