@@ -80,6 +80,11 @@ pub async fn record(
     if let Err(err) = result {
         tracing::warn!(kind = kind.as_str(), error = %err, "could not record a security event");
     }
+    log(kind, client_id, user_id);
+}
+
+/// The log line of an event recorded with [`insert`], once its transaction has committed.
+pub fn log(kind: Kind, client_id: Option<&str>, user_id: Option<Uuid>) {
     tracing::info!(event = kind.as_str(), client_id, user_id = ?user_id, "security event");
 }
 

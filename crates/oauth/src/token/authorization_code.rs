@@ -89,16 +89,18 @@ pub(super) async fn exchange_code(
         None
     };
     let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
-    tx.commit().await?;
-    events::record(
-        state.db(),
+    // Recorded with the grant: one durable commit per exchange, not two.
+    events::insert(
+        &mut *tx,
         Kind::TokenIssued,
         Some(client_id),
         Some(user_id),
         origin,
         json!({ "grant_id": grant_id, "scope": token_scope.as_str() }),
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    events::log(Kind::TokenIssued, Some(client_id), Some(user_id));
     Ok(token_response(
         &access_token,
         state.settings().access_token_lifetime,

@@ -126,16 +126,18 @@ pub(super) async fn refresh(
     }
     db::grants::touch(&mut *tx, grant_id, now).await?;
     let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
-    tx.commit().await?;
-    events::record(
-        state.db(),
+    // Recorded with the rotation: one durable commit per refresh, not two.
+    events::insert(
+        &mut *tx,
         Kind::TokenRefreshed,
         Some(client_id),
         Some(user_id),
         origin,
         json!({ "grant_id": grant_id }),
     )
-    .await;
+    .await?;
+    tx.commit().await?;
+    events::log(Kind::TokenRefreshed, Some(client_id), Some(user_id));
     Ok(token_response(
         &access_token,
         state.settings().access_token_lifetime,
