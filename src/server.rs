@@ -5,13 +5,15 @@
 //! (`/metrics` and the probes), so operational data never reaches the internet through the
 //! public port.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{FromRef, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,7 +27,9 @@ use store::tasks::Supervisor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
@@ -66,7 +70,7 @@ pub fn app(state: AppState) -> Router {
     // Outermost first: every request gets an id, then a span that carries it; secrets in
     // headers are marked before anything could record them.
     let middleware = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .layer(
@@ -124,6 +128,45 @@ pub fn app(state: AppState) -> Router {
     router.layer(middleware).with_state(state)
 }
 
+/// Request ids for requests that bring none: UUIDv8 (RFC 9562 §5.8) made of a random per-process
+/// prefix and a counter, unique across replicas without a system call per request. They name
+/// requests in logs and traces; they guard nothing, so they need not be unpredictable.
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    prefix: [u8; 8],
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let (prefix, _) = uuid::Uuid::new_v4().as_u64_pair();
+        Self {
+            prefix: prefix.to_be_bytes(),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let counter = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.prefix);
+        bytes[8..].copy_from_slice(&counter.to_be_bytes());
+        let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
 /// The admin listener's routes: metrics and the probes, no middleware (nothing here reads a
 /// body or a credential, and scrapes would only add noise to the request log and counters).
 pub fn admin_app(state: AppState) -> Router {
@@ -149,7 +192,7 @@ fn probes() -> Router<AppState> {
 
 /// The span of one request: method, path (never the query string, which may carry secrets) and
 /// the request id.
-fn request_span(request: &Request) -> tracing::Span {
+pub fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -198,17 +241,66 @@ pub fn install_metrics(tasks: &Supervisor) -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Requests by route (the pattern, never the concrete path), method and status.
-async fn count_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+pub async fn count_request(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    REQUEST_COUNTERS.increment(route, &method, response.status());
     response
+}
+
+/// `http_requests_total`'s handles by route, then method and status.
+type CountersByRoute = HashMap<String, Vec<(&'static str, StatusCode, metrics::Counter)>>;
+
+/// `http_requests_total`'s handles, registered once per route, method and status: a request
+/// then costs a read lock and an atomic increment, not a registry lookup with three owned labels.
+static REQUEST_COUNTERS: RequestCounters = RequestCounters(RwLock::new(None));
+
+struct RequestCounters(RwLock<Option<CountersByRoute>>);
+
+impl RequestCounters {
+    fn increment(&self, route: &str, method: &Method, status: StatusCode) {
+        // Methods outside the standard set share one label, so a client cannot grow the series.
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            Method::DELETE => "DELETE",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            _ => "other",
+        };
+        let find = |routes: &CountersByRoute| {
+            routes
+                .get(route)?
+                .iter()
+                .find(|(m, s, _)| *m == method && *s == status)
+                .map(|(_, _, counter)| counter.increment(1))
+        };
+        let read = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if read.as_ref().and_then(find).is_some() {
+            return;
+        }
+        drop(read);
+        let mut write = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let routes = write.get_or_insert_with(HashMap::new);
+        if find(routes).is_some() {
+            return;
+        }
+        let counter = metrics::counter!(
+            "http_requests_total",
+            "route" => route.to_owned(),
+            "method" => method,
+            "status" => status.as_str().to_owned(),
+        );
+        counter.increment(1);
+        routes
+            .entry(route.to_owned())
+            .or_default()
+            .push((method, status, counter));
+    }
 }
 
 async fn get_metrics(State(metrics): State<PrometheusHandle>) -> Response {
@@ -348,22 +440,7 @@ async fn compose_and_serve(
     shutdown: ShutdownSignal,
     ready: impl FnOnce(SocketAddr, Option<SocketAddr>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let master_secret = config.load_master_secret()?;
-    let oauth = oauth::OAuthState::start(
-        config.oauth_settings(),
-        db.pool.clone(),
-        master_secret.expose().as_bytes(),
-        Clock::system(),
-        background,
-    )
-    .await
-    .context("starting the OAuth service")?;
     let metrics = install_metrics(&background.tasks)?;
-    let revocations = oauth.clone();
-    let readiness = crate::readiness::start(&db.pool, &background.tasks, move || {
-        revocations.revocations_live()
-    })
-    .await;
     let admin = match config.admin_listen {
         Some(admin) => Some(
             TcpListener::bind(admin)
@@ -376,29 +453,59 @@ async fn compose_and_serve(
         .await
         .with_context(|| format!("binding {} (key `listen`)", config.listen))?;
     let addr = listener.local_addr()?;
-    // Announced before the public address, so whoever waits for "listening" knows both.
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    let state = compose(config, &db.pool, background, metrics, admin_addr).await?;
+    // Announced before the public address, so whoever waits for "listening" knows both.
     if let Some(addr) = admin_addr {
         tracing::info!(%addr, "admin listening");
     }
     tracing::info!(%addr, migrations_applied = applied, public_url = config.public_url.as_str(), "listening");
     ready(addr, admin_addr)?;
+    serve(listener, admin, state, shutdown).await;
+    Ok(())
+}
+
+/// The application's state on a migrated database: the OAuth service, the readiness probe, the
+/// Add-On bridge (advertising `admin_addr` to the other replicas) and the MCP endpoint, their
+/// background work under `background`. Nothing is listening yet.
+pub async fn compose(
+    config: &Config,
+    db: &PgPool,
+    background: &Background,
+    metrics: PrometheusHandle,
+    admin_addr: Option<SocketAddr>,
+) -> anyhow::Result<AppState> {
+    let master_secret = config.load_master_secret()?;
+    let oauth = oauth::OAuthState::start(
+        config.oauth_settings(),
+        db.clone(),
+        master_secret.expose().as_bytes(),
+        Clock::system(),
+        background,
+    )
+    .await
+    .context("starting the OAuth service")?;
+    let revocations = oauth.clone();
+    let readiness = crate::readiness::start(db, &background.tasks, move || {
+        revocations.revocations_live()
+    })
+    .await;
     let bridge_settings = config.bridge_settings(master_secret.expose().as_bytes(), admin_addr);
-    let addon = addon_bridge::AddonBridge::start(db.pool.clone(), bridge_settings, background)
+    let addon = addon_bridge::AddonBridge::start(db.clone(), bridge_settings, background)
         .await
         .map_err(|err| anyhow::anyhow!("starting the Add-On bridge: {err}"))?;
     let mcp = mcp::McpState::new(
         config.mcp_settings(),
-        db.pool.clone(),
+        db.clone(),
         Arc::new(OAuthTokenVerifier(oauth.clone())),
         Arc::new(AddonRelay {
             bridge: addon.clone(),
-            db: db.pool.clone(),
+            db: db.clone(),
         }),
     )
     .with_tier_cache(store::tiers::TierCache::start(background));
-    let state = AppState {
-        db: db.pool.clone(),
+    Ok(AppState {
+        db: db.clone(),
         config: Arc::new(config.clone()),
         oauth: oauth.clone(),
         mcp,
@@ -406,13 +513,40 @@ async fn compose_and_serve(
             oauth,
             addon: Arc::new(AddonAccountsAdapter {
                 bridge: addon.clone(),
-                db: db.pool.clone(),
+                db: db.clone(),
             }),
         },
         addon,
         metrics,
         readiness,
-    };
-    serve(listener, admin, state, shutdown).await;
-    Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_http::request_id::MakeRequestId as _;
+
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_version_8_uuids_sharing_the_process_prefix() {
+        let mut ids = RequestIds::new();
+        let request = axum::http::Request::new(());
+        let mut seen = std::collections::HashSet::new();
+        let mut prefixes = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = ids.make_request_id(&request).unwrap();
+            let text = id.header_value().to_str().unwrap().to_owned();
+            let uuid = uuid::Uuid::parse_str(&text).unwrap();
+            assert_eq!(uuid.get_version_num(), 8, "{text}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{text}");
+            prefixes.insert(uuid.as_u64_pair().0);
+            assert!(seen.insert(text), "a request id repeated");
+        }
+        assert_eq!(prefixes.len(), 1);
+        // Another process (here: another generator) starts from another random prefix.
+        let other = RequestIds::new().make_request_id(&request).unwrap();
+        let other = uuid::Uuid::parse_str(other.header_value().to_str().unwrap()).unwrap();
+        assert!(!prefixes.contains(&other.as_u64_pair().0));
+    }
 }

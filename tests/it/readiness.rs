@@ -205,6 +205,16 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     assert_eq!(public.status(), 404);
     let body = public.text().await.unwrap();
     assert!(!body.contains("http_requests_total"), "{body}");
+    // Methods outside the standard set share one label: a client cannot grow the series.
+    for method in ["BREW", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method, server.url("/nowhere"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+    }
 
     let metrics = client
         .get(server.admin_url("/metrics"))
@@ -219,6 +229,7 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     let text = metrics.text().await.unwrap();
     for expected in [
         r#"http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"http_requests_total{route="unmatched",method="other",status="404"} 2"#,
         "readiness_database_up 1",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
@@ -278,4 +289,35 @@ async fn metrics_are_served_on_the_admin_listener_only() {
         404
     );
     assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_client_sent_one_is_kept() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let server = ServerProcess::start("serve", &[("DATABASE_URL", url.as_str())]);
+    let client = http();
+    let mut ids = Vec::new();
+    for path in ["/healthz", "/nowhere", "/.well-known/oauth-authorization-server"] {
+        let response = client.get(server.url(path)).send().await.unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(uuid.get_version_num(), 8, "{id}");
+        ids.push(id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let response = client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "client-chosen-id-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-chosen-id-7");
+    // The log line of that request names it.
+    let logged = testkit::wait::eventually(Duration::from_secs(5), async || {
+        server.logs().contains("\"request_id\":\"client-chosen-id-7\"")
+    })
+    .await;
+    assert!(logged, "{}", server.logs());
 }
