@@ -396,7 +396,12 @@ async fn compose_and_serve(
             db: db.pool.clone(),
         }),
     )
-    .with_tier_cache(store::tiers::TierCache::start(background));
+    .with_tier_cache(store::tiers::TierCache::start(background))
+    .with_activity(store::activity::Recorder::start(
+        db.pool.clone(),
+        Clock::system(),
+        background,
+    ));
     let state = AppState {
         db: db.pool.clone(),
         config: Arc::new(config.clone()),

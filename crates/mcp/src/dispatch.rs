@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
+use store::activity::Outcome;
 use store::users::Tier;
 
 use crate::McpState;
@@ -685,13 +686,60 @@ fn tool_list(principal: &Principal, revision: Revision, presence: &vocabulary::P
     result
 }
 
-/// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.
+/// `tools/call`, recorded for the AI Clients page once it has ended, whatever the outcome, when
+/// the tool is one of the catalog's.
 async fn call_tool(
     state: &McpState,
     principal: &Principal,
     revision: Revision,
     params: &Map<String, Value>,
     stream: Option<&StreamSink>,
+) -> Result<Value, Failure> {
+    let Some(recorder) = state.activity() else {
+        return gate_and_run(state, principal, revision, params, stream, &mut false).await;
+    };
+    let mut held = false;
+    let outcome = gate_and_run(state, principal, revision, params, stream, &mut held).await;
+    if let Some(tool) = params
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(|name| catalog().get(name))
+    {
+        recorder.record(
+            principal.grant_id,
+            tool.def.name,
+            tool.def.scope == crate::Scope::Trade,
+            activity_outcome(&outcome, held),
+        );
+    }
+    outcome
+}
+
+/// How a `tools/call` ended, in the AI Clients page's words.
+fn activity_outcome(outcome: &Result<Value, Failure>, held: bool) -> Outcome {
+    match outcome {
+        Ok(_) if held => Outcome::Held,
+        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => Outcome::ToolError,
+        Ok(_) => Outcome::Ok,
+        Err(Failure::Http(
+            HttpError::SubscriptionRequired
+            | HttpError::InsufficientScope
+            | HttpError::InvalidToken(_),
+        )) => Outcome::Refused,
+        Err(Failure::Http(HttpError::AddonDisconnected(_))) => Outcome::AddonUnavailable,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.
+/// `was_held` is set when the account's confirmation policy answered instead of the tool.
+async fn gate_and_run(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    params: &Map<String, Value>,
+    stream: Option<&StreamSink>,
+    was_held: &mut bool,
 ) -> Result<Value, Failure> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(
@@ -771,6 +819,7 @@ async fn call_tool(
         match held {
             confirm::Held::Proceed => {}
             confirm::Held::Answer(answer) => {
+                *was_held = true;
                 metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "held")
                     .increment(1);
                 return Ok(answer);
