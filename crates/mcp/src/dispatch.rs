@@ -1399,3 +1399,44 @@ fn structured_output(revision: Revision, value: Value) -> Value {
 fn tool_error(message: &str) -> Value {
     json!({ "content": [{ "type": "text", "text": message }], "isError": true })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_of_a_tool_call_has_its_activity_outcome() {
+        let answered = Ok(json!({"content": [], "isError": false}));
+        assert_eq!(activity_outcome(&answered, false), Outcome::Ok);
+        assert_eq!(activity_outcome(&answered, true), Outcome::Held);
+        assert_eq!(
+            activity_outcome(&Ok(tool_error("bad arguments")), false),
+            Outcome::ToolError
+        );
+        for refused in [
+            HttpError::SubscriptionRequired,
+            HttpError::InsufficientScope,
+            HttpError::InvalidToken("gone"),
+        ] {
+            assert_eq!(
+                activity_outcome(&Err(Failure::Http(refused)), false),
+                Outcome::Refused
+            );
+        }
+        let offline = HttpError::from_relay(&CallError::NotConnected, DEFAULT_DEADLINE);
+        assert_eq!(
+            activity_outcome(&Err(Failure::Http(offline)), false),
+            Outcome::AddonUnavailable
+        );
+        for failed in [
+            Failure::Rpc(RpcError::invalid_params("Invalid or expired requestState")),
+            Failure::Http(HttpError::internal(
+                "reading",
+                "unavailable",
+                std::io::Error::other("down"),
+            )),
+        ] {
+            assert_eq!(activity_outcome(&Err(failed), false), Outcome::Failed);
+        }
+    }
+}
