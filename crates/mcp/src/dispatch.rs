@@ -695,24 +695,26 @@ async fn call_tool(
     params: &Map<String, Value>,
     stream: Option<&StreamSink>,
 ) -> Result<Value, Failure> {
-    let Some(recorder) = state.activity() else {
-        return gate_and_run(state, principal, revision, params, stream, &mut false).await;
-    };
-    let mut held = false;
-    let outcome = gate_and_run(state, principal, revision, params, stream, &mut held).await;
-    if let Some(tool) = params
-        .get("name")
-        .and_then(Value::as_str)
-        .and_then(|name| catalog().get(name))
-    {
+    let mut seen = Seen::default();
+    let outcome = gate_and_run(state, principal, revision, params, stream, &mut seen).await;
+    if let (Some(recorder), Some(tool)) = (state.activity(), seen.tool) {
         recorder.record(
             principal.grant_id,
             tool.def.name,
             tool.def.scope == crate::Scope::Trade,
-            activity_outcome(&outcome, held),
+            activity_outcome(&outcome, seen.held),
         );
     }
     outcome
+}
+
+/// What [`gate_and_run`] found out on the way, for the activity record.
+#[derive(Default)]
+struct Seen {
+    /// The catalog's tool of that name.
+    tool: Option<&'static Tool>,
+    /// The account's confirmation policy answered instead of the tool.
+    held: bool,
 }
 
 /// How a `tools/call` ended, in the AI Clients page's words.
@@ -732,20 +734,22 @@ fn activity_outcome(outcome: &Result<Value, Failure>, held: bool) -> Outcome {
 }
 
 /// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.
-/// `was_held` is set when the account's confirmation policy answered instead of the tool.
 async fn gate_and_run(
     state: &McpState,
     principal: &Principal,
     revision: Revision,
     params: &Map<String, Value>,
     stream: Option<&StreamSink>,
-    was_held: &mut bool,
+    seen: &mut Seen,
 ) -> Result<Value, Failure> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(
             RpcError::invalid_params("Invalid params: tools/call needs a string name").into(),
         );
     };
+    // Looked up before the gates so a refused call is recorded under its tool; an unknown
+    // name is still answered after the Elite gate.
+    seen.tool = catalog().get(name);
     // The tier is checked per request, so a downgrade takes effect at once (DESIGN.md): read
     // from PostgreSQL, or from a cache that every tier change invalidates.
     let tier = match state.tier_of(principal.user_id).await {
@@ -768,7 +772,7 @@ async fn gate_and_run(
     if tier != Tier::Elite {
         return Err(HttpError::SubscriptionRequired.into());
     }
-    let Some(tool) = catalog().get(name) else {
+    let Some(tool) = seen.tool else {
         return Err(RpcError::invalid_params(format!("Unknown tool: {name}")).into());
     };
     if !principal.scope.covers(tool.def.scope) {
@@ -819,7 +823,7 @@ async fn gate_and_run(
         match held {
             confirm::Held::Proceed => {}
             confirm::Held::Answer(answer) => {
-                *was_held = true;
+                seen.held = true;
                 metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "held")
                     .increment(1);
                 return Ok(answer);
