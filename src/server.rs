@@ -503,7 +503,12 @@ pub async fn compose(
             db: db.clone(),
         }),
     )
-    .with_tier_cache(store::tiers::TierCache::start(background));
+    .with_tier_cache(store::tiers::TierCache::start(background))
+    .with_activity(store::activity::Recorder::start(
+        db.clone(),
+        Clock::system(),
+        background,
+    ));
     Ok(AppState {
         db: db.clone(),
         config: Arc::new(config.clone()),

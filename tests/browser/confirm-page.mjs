@@ -1,34 +1,11 @@
 // Drives Debian's Chromium through a trade confirmation: open its page signed out, sign in,
 // come back to it, click Approve. Input (environment): BASE_URL, CONFIRM_PATH, EMAIL, PASSWORD,
 // ARTIFACTS, CHROMIUM. Output: one JSON line on stdout with what the browser saw.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { checkPage, env, open, overflow } from './pages.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const base = env('BASE_URL');
 const artifacts = env('ARTIFACTS');
-mkdirSync(artifacts, { recursive: true });
-
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'crosstrade-chromium-')), {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-  viewport: { width: 390, height: 844 },
-});
-const page = browser.pages()[0] ?? await browser.newPage();
-const result = { consoleErrors: [] };
-page.on('console', (message) => { if (message.type() === 'error') result.consoleErrors.push(`${page.url()}: ${message.text()}`); });
-page.on('pageerror', (error) => result.consoleErrors.push(`${page.url()}: ${error.message}`));
-const overflow = () => page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+const { context, page, result } = await open({ artifacts });
 
 await page.goto(`${base}${env('CONFIRM_PATH')}`);
 result.signInUrl = new URL(page.url()).pathname;
@@ -39,14 +16,18 @@ await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'S
 result.pageUrl = new URL(page.url()).pathname;
 result.title = await page.title();
 result.before = await page.locator('main').innerText();
-result.overflows = await overflow();
-await page.screenshot({ path: join(artifacts, 'confirmation-pending.png'), fullPage: true });
+result.phoneOverflows = await overflow(page);
+await checkPage(page, result, artifacts, 'confirmation-pending');
 
 await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Approve' }).click()]);
 result.afterUrl = new URL(page.url()).pathname;
 result.after = await page.locator('main').innerText();
 result.buttonsAfter = await page.getByRole('button', { name: 'Approve' }).count();
-await page.screenshot({ path: join(artifacts, 'confirmation-approved.png'), fullPage: true });
+await checkPage(page, result, artifacts, 'confirmation-approved');
 
-await browser.close();
+await page.goto(`${base}/account/confirmations`);
+result.list = await page.locator('main').innerText();
+await checkPage(page, result, artifacts, 'confirmations');
+
+await context.close();
 process.stdout.write(JSON.stringify(result) + '\n');

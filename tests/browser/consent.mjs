@@ -1,41 +1,14 @@
-// Drives Debian's Chromium through sign-in and consent. Input (environment):
-//   ALLOW_URL, DENY_URL, CSRF_URL  authorization requests of a registered loopback client
+// Drives Debian's Chromium through sign-in and consent, by keyboard alone up to Allow. Input
+// (environment):
+//   ALLOW_URL, DENY_URL, CSRF_URL  authorization requests (trade) of a registered loopback client
+//   READ_URL                       an authorization request for read only
 //   EMAIL, PASSWORD                the account to sign in with
 //   ARTIFACTS                      folder for screenshots
 // Output: one JSON line on stdout with what the browser saw.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { checkPage, env, open, pressAndWait, tabTo } from './pages.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const artifacts = env('ARTIFACTS');
-mkdirSync(artifacts, { recursive: true });
-
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'crosstrade-chromium-')), {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-  viewport: { width: 390, height: 844 },
-});
-const page = browser.pages()[0] ?? await browser.newPage();
-const result = { consoleErrors: [] };
-page.on('console', (message) => { if (message.type() === 'error') result.consoleErrors.push(`${page.url()}: ${message.text()}`); });
-page.on('pageerror', (error) => result.consoleErrors.push(`${page.url()}: ${error.message}`));
-// Each page at a phone's width and at a desktop's.
-const shoot = async (name) => {
-  await page.screenshot({ path: join(artifacts, `${name}-phone.png`), fullPage: true });
-  await page.setViewportSize({ width: 1280, height: 800 });
-  await page.screenshot({ path: join(artifacts, `${name}-desktop.png`), fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-};
+const { context, page, result } = await open({ artifacts });
 
 // Follows the consent form's redirect to the client's loopback callback and records where the
 // browser landed.
@@ -47,34 +20,54 @@ async function decide(button) {
   return { url: page.url(), status: response?.status() ?? null };
 }
 
-// 1. Sign in, choose trade, Allow.
+// 1. Sign in and Allow with the keyboard only: type into the focused email field, Tab to the
+//    password, Enter; on the consent screen Tab to Allow (trade stays preselected), Enter.
 await page.goto(env('ALLOW_URL'));
 result.signInTitle = await page.title();
-await shoot('sign-in');
-await page.getByLabel('Email').fill(env('EMAIL'));
-await page.getByLabel('Password').fill(env('PASSWORD'));
-await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Sign in' }).click()]);
+await checkPage(page, result, artifacts, 'sign-in');
+await page.goto(env('ALLOW_URL'));
+result.emailFocusedFirst = await page.evaluate(() => document.activeElement?.id === 'email');
+if (!result.emailFocusedFirst) {
+  await tabTo(page, result, (f) => f.id === 'email', 'the email field');
+}
+await page.keyboard.type(env('EMAIL'));
+await tabTo(page, result, (f) => f.id === 'password', 'the password field');
+await page.keyboard.type(env('PASSWORD'));
+await pressAndWait(page, 'Enter');
 result.consentTitle = await page.title();
 result.readPreselected = await page.locator('input[value="mcp:read"]').isChecked();
 result.tradePreselected = await page.locator('input[value="mcp:trade"]').isChecked();
-await shoot('consent');
-await page.locator('input[value="mcp:trade"]').check();
-result.allow = await decide('Allow');
-
+result.consentText = await page.locator('main').innerText();
+// What the page says, top to bottom, must read in this order.
+result.consentOrder = await page.locator('.facts dt, legend').allInnerTexts();
+await checkPage(page, result, artifacts, 'consent-trade');
+result.allowFocus = await tabTo(page, result, (f) => f.tag === 'BUTTON' && f.label === 'Allow', 'Allow');
+result.allowStyle = await page.evaluate(() => {
+  const style = (name) => getComputedStyle(document.querySelector(`button[value="${name}"]`)).backgroundColor;
+  return { allow: style('allow'), deny: style('deny') };
+});
+const callback = new URL(env('ALLOW_URL')).searchParams.get('redirect_uri');
+await pressAndWait(page, 'Enter', () => page.waitForURL((landed) => landed.href.startsWith(callback)));
+result.allow = { url: page.url() };
 
 // 2. Deny.
 await page.goto(env('DENY_URL'));
 result.deny = await decide('Deny');
 
-// 3. A tampered CSRF token is refused (the browser logs that 403; nothing else may be logged).
+// 3. A request for read only: no trade choice.
+await page.goto(env('READ_URL'));
+result.readOnlyOffers = await page.locator('input[name="scope"]').evaluateAll((inputs) => inputs.map((i) => i.value));
+await checkPage(page, result, artifacts, 'consent-read');
+
+// 4. A tampered CSRF token is refused (the browser logs that 403; nothing else may be logged).
 const honest = result.consoleErrors.splice(0);
 await page.goto(env('CSRF_URL'));
 await page.locator('input[name="csrf"]').evaluate((input) => { input.value = 'forged'; });
 result.csrf = await decide('Allow');
 result.csrfText = await page.locator('body').innerText();
-await shoot('csrf-rejected');
+await checkPage(page, result, artifacts, 'error');
 
-await browser.close();
+await context.close();
 result.forgeryErrors = result.consoleErrors;
 result.consoleErrors = honest;
 process.stdout.write(JSON.stringify(result) + '\n');

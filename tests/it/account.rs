@@ -248,6 +248,91 @@ async fn revoking_an_ai_client_is_immediate_everywhere() {
 }
 
 #[tokio::test]
+async fn revoking_all_ai_clients_ends_every_grant_at_once() {
+    let email = "all@example.com";
+    let (_db, server, endpoint) = server_with_user(email).await;
+    let mut flows = Vec::new();
+    for name in ["Desk Assistant", "Night Trader"] {
+        let mut flow = Flow::new_for(&endpoint, name, email, PASSWORD).await;
+        let tokens = flow
+            .tokens(&endpoint, "mcp:read mcp:trade", "mcp:trade")
+            .await;
+        let access = tokens["access_token"].as_str().unwrap().to_owned();
+        let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(mcp_status(&endpoint, &access).await, 200);
+        flows.push((flow, access, refresh));
+    }
+    let mut browser = account_browser(&endpoint, email).await;
+    let list = browser
+        .get(&endpoint, &endpoint.url("/account/ai-clients"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains(r#"href="/account/ai-clients/revoke-all">Revoke all AI clients</a>"#));
+
+    // A confirmation step naming every client.
+    let confirm = browser
+        .get(&endpoint, &endpoint.url("/account/ai-clients/revoke-all"))
+        .await;
+    assert_eq!(confirm.status(), 200);
+    let confirm = confirm.text().await.unwrap();
+    assert!(
+        confirm.contains("Revoke all 2 AI clients?")
+            && confirm.contains("Desk Assistant")
+            && confirm.contains("Night Trader"),
+        "{confirm}"
+    );
+    let forged = browser
+        .post(
+            &endpoint,
+            "/account/ai-clients/revoke-all",
+            &[("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    for (_, access, _) in &flows {
+        assert_eq!(
+            mcp_status(&endpoint, access).await,
+            200,
+            "nothing revoked yet"
+        );
+    }
+    let revoked = browser
+        .post(
+            &endpoint,
+            "/account/ai-clients/revoke-all",
+            &[("csrf", &hidden(&confirm, "csrf"))],
+        )
+        .await;
+    assert_eq!(revoked.status(), 303);
+    assert_eq!(location(&revoked).path(), "/account/ai-clients");
+    for (flow, access, refresh) in &flows {
+        assert_eq!(mcp_status(&endpoint, access).await, 401);
+        let refreshed = flow.refresh(&endpoint, refresh).await;
+        assert_eq!(refreshed.status(), 400);
+        assert_eq!(
+            refreshed.json::<Value>().await.unwrap()["error"],
+            "invalid_grant"
+        );
+    }
+    let empty = browser
+        .get(&endpoint, &endpoint.url("/account/ai-clients"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(empty.contains("No AI application is connected"), "{empty}");
+    assert!(!empty.contains("Revoke all AI clients"));
+    // Nothing left to revoke: back to the list.
+    let again = browser
+        .get(&endpoint, &endpoint.url("/account/ai-clients/revoke-all"))
+        .await;
+    assert_eq!(again.status(), 303);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
 async fn addon_keys_are_shown_once_listed_by_hint_and_revocable() {
     let (db, server, endpoint) = server_with_user("k@example.com").await;
     let mut browser = account_browser(&endpoint, "k@example.com").await;

@@ -1,6 +1,10 @@
-//! Sign-in and consent in a real headless Chromium (Debian's), driven by Playwright: Allow lands
-//! on the client's loopback callback with code, state and iss; Deny returns access_denied; a
-//! tampered CSRF token is refused. Screenshots are kept in `test-artifacts/browser/`.
+//! Sign-in, consent and the account pages in a real headless Chromium (Debian's), driven by
+//! Playwright: Allow lands on the client's loopback callback with code, state and iss; Deny
+//! returns access_denied; a tampered CSRF token is refused. Every page is audited with axe-core
+//! (WCAG 2.1 A and AA) in the light and the dark theme, must not scroll sideways at a phone's
+//! width, and is screenshotted at 390 and 1280 px in both themes into
+//! `test-artifacts/browser/` (`{page}-{phone|desktop}-{light|dark}.png`). Sign-in to Allow, and
+//! revoking AI clients, are driven by the keyboard alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -18,15 +22,16 @@ pub(crate) fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Installs the pinned packages of `tests/browser` (playwright-core, the MCP TypeScript SDK)
-/// from the npm registry on first use; one install at a time, as the tests run in parallel.
+/// Installs the pinned packages of `tests/browser` (playwright-core, axe-core, the MCP
+/// TypeScript SDK) from the npm registry on first use; one install at a time, as the tests run
+/// in parallel.
 pub(crate) fn ensure_playwright() {
     static INSTALLING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = INSTALLING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let modules = browser_dir().join("node_modules");
-    if ["playwright-core", "@modelcontextprotocol/sdk"]
+    if ["playwright-core", "axe-core", "@modelcontextprotocol/sdk"]
         .iter()
         .all(|package| modules.join(package).is_dir())
     {
@@ -38,6 +43,29 @@ pub(crate) fn ensure_playwright() {
         .status()
         .expect("npm is needed for the browser tests (apt-get install nodejs npm)");
     assert!(status.success(), "npm ci in tests/browser failed");
+}
+
+/// What every page must have shown: each of `pages` checked at both widths in both themes, with
+/// no horizontal overflow, no axe-core violation (WCAG 2.1 A and AA) and a focus ring on
+/// everything reached by Tab.
+pub(crate) fn assert_checked(seen: &serde_json::Value, pages: &[&str]) {
+    assert_eq!(seen["checkedPages"], serde_json::json!(pages));
+    assert_eq!(
+        seen["overflows"],
+        serde_json::json!([]),
+        "no page scrolls sideways"
+    );
+    assert_eq!(
+        seen["violations"],
+        serde_json::json!([]),
+        "no accessibility violation:\n{:#}",
+        seen["violations"]
+    );
+    assert_eq!(
+        seen["missingFocusRings"],
+        serde_json::json!([]),
+        "focus is always visible"
+    );
 }
 
 /// A loopback redirect target that records each request's path and query.
@@ -102,6 +130,13 @@ async fn sign_in_and_consent_in_chromium() {
         &pkce().challenge,
         &scope,
     );
+    let read_url = authorize_url(
+        &endpoint,
+        &client_id,
+        &redirect_uri,
+        &pkce().challenge,
+        &[("scope", "mcp:read")],
+    );
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
 
     let output = tokio::task::spawn_blocking(move || {
@@ -111,6 +146,7 @@ async fn sign_in_and_consent_in_chromium() {
             .env("ALLOW_URL", allow_url)
             .env("DENY_URL", deny_url)
             .env("CSRF_URL", csrf_url)
+            .env("READ_URL", read_url)
             .env("EMAIL", "browser@example.com")
             .env("PASSWORD", PASSWORD)
             .env("ARTIFACTS", &artifacts)
@@ -131,6 +167,32 @@ async fn sign_in_and_consent_in_chromium() {
         seen_by_browser["consoleErrors"],
         serde_json::json!([]),
         "no console errors"
+    );
+    assert_checked(
+        &seen_by_browser,
+        &["sign-in", "consent-trade", "consent-read", "error"],
+    );
+    // Who asks, where it sends you back, which account, what you allow: in that order.
+    assert_eq!(
+        seen_by_browser["consentOrder"],
+        serde_json::json!([
+            "Application",
+            "Sends you back to",
+            "CrossTrade account",
+            "Permission to grant"
+        ])
+    );
+    let consent_text = seen_by_browser["consentText"].as_str().unwrap();
+    assert!(
+        consent_text.contains("First time") && consent_text.contains("browser@example.com"),
+        "{consent_text}"
+    );
+    // Allow is the primary action: it does not look like Deny.
+    let styles = &seen_by_browser["allowStyle"];
+    assert_ne!(styles["allow"], styles["deny"], "{styles}");
+    assert_eq!(
+        seen_by_browser["readOnlyOffers"],
+        serde_json::json!(["mcp:read"])
     );
     let forgery = seen_by_browser["forgeryErrors"].as_array().unwrap();
     assert_eq!(forgery.len(), 1, "{forgery:?}");
@@ -218,12 +280,59 @@ async fn account_pages_in_chromium() {
         "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
     );
     ensure_playwright();
-    let (_db, server, endpoint) = server_with_user("pages@example.com").await;
+    let (db, server, endpoint) = server_with_user("pages@example.com").await;
     let mut flow = testkit::oauth::Flow::new(&endpoint, "pages@example.com").await;
     let tokens = flow
-        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:read")
+        .tokens(&endpoint, "mcp:read mcp:trade", "mcp:trade")
         .await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let mut desktop =
+        testkit::oauth::Flow::new_for(&endpoint, "Claude Desktop", "pages@example.com", PASSWORD)
+            .await;
+    let read_access = desktop.tokens(&endpoint, "mcp:read", "mcp:read").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Activity to show: calls answered, refused, failed for want of the Add-On, and one with
+    // invalid arguments, as the server records them.
+    let order = serde_json::json!({"account": "Sim101", "instrument": "ES 12-26",
+        "action": "Buy", "order_type": "Market", "quantity": 1});
+    for (token, tool, arguments, status) in [
+        (&access, "GetMcpCapabilities", serde_json::json!({}), 200),
+        (&access, "GetMcpCapabilities", serde_json::json!({}), 200),
+        (&access, "GetJournal", serde_json::json!({}), 200),
+        (&access, "PlaceOrder", order.clone(), 408),
+        (
+            &access,
+            "PlaceOrder",
+            serde_json::json!({"quantity": "all"}),
+            200,
+        ),
+        (
+            &read_access,
+            "GetMcpCapabilities",
+            serde_json::json!({}),
+            200,
+        ),
+        (&read_access, "PlaceOrder", order, 403),
+    ] {
+        let response = crate::support::tools_call(&endpoint, token, tool, arguments).await;
+        assert_eq!(response.status(), status, "{tool}");
+    }
+    // The days before today: written as the server writes them, for a chart with history.
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO grant_tool_days (grant_id, day, tool, trade, calls, errors)
+         SELECT g.grant_id, (now() AT TIME ZONE 'UTC')::date - d.ago, t.tool, t.trade, (d.ago * t.scale) % 7 + 1, 0
+         FROM grants g
+         CROSS JOIN generate_series(1, 6) AS d (ago)
+         CROSS JOIN (VALUES ('GetPositions', false, 3), ('GetOrders', false, 2),
+                            ('PlaceOrder', true, 1)) AS t (tool, trade, scale)
+         WHERE g.scope = 'mcp:trade' OR NOT t.trade",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/browser");
     let base = server.url("");
     // Another browser signed in to the same account, to be signed out everywhere.
@@ -254,6 +363,18 @@ async fn account_pages_in_chromium() {
             .status(),
         200
     );
+    // Today's calls are written within about a second.
+    let written = testkit::wait::eventually(std::time::Duration::from_secs(10), async || {
+        let html = elsewhere
+            .get(&endpoint, &endpoint.url("/account/ai-clients"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        html.contains("(today): 5 (2 trade)") && html.contains("(today): 2 (1 trade)")
+    })
+    .await;
+    assert!(written, "today's calls never showed");
 
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -281,12 +402,75 @@ async fn account_pages_in_chromium() {
         serde_json::json!([]),
         "no console errors on any page"
     );
+    assert_checked(
+        &seen,
+        &[
+            "account-sign-in",
+            "ai-clients",
+            "ai-client-revoke",
+            "ai-clients-revoke-all",
+            "ai-clients-empty",
+            "account",
+            "addon-key-created",
+            "addon-keys",
+        ],
+    );
     assert_eq!(seen["signInUrl"], "/account/sign-in");
     assert_eq!(seen["listUrl"], "/account/ai-clients");
-    assert_eq!(seen["clientsBefore"], serde_json::json!(["Test Client"]));
+    assert_eq!(
+        seen["clientsBefore"],
+        serde_json::json!(["Claude Desktop", "Test Client"])
+    );
     assert!(seen["exactTimeOnHover"].as_str().unwrap().ends_with(" UTC"));
     assert_eq!(seen["listOverflows"], false, "readable at a phone's width");
+    // What each did, as the browser shows it.
+    assert_eq!(seen["chartBars"], serde_json::json!([7, 7]));
+    let charts = seen["charts"].as_array().unwrap();
+    assert!(
+        charts[0]
+            .as_str()
+            .unwrap()
+            .starts_with("Calls per day, last 7 days: ")
+            && charts[0]
+                .as_str()
+                .unwrap()
+                .ends_with("(today): 2 (1 trade)")
+            && charts[1]
+                .as_str()
+                .unwrap()
+                .ends_with("(today): 5 (2 trade)"),
+        "{charts:?}"
+    );
+    let test_client = &seen["tools"][1];
+    assert_eq!(test_client["client"], "Test Client");
+    let rows: Vec<&str> = test_client["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.as_str().unwrap())
+        .collect();
+    // PlaceOrder: 27 calls on the six days before, 2 today (both failed); trade marked.
+    assert!(rows.contains(&"PlaceOrder Trade 29 2"), "{rows:?}");
+    assert!(rows.contains(&"GetMcpCapabilities 2 0"), "{rows:?}");
+    assert_eq!(
+        test_client["calls"][0]
+            .as_str()
+            .unwrap()
+            .split(" just now")
+            .next(),
+        Some("PlaceOrder Trade Tool error"),
+        "{test_client}"
+    );
+    assert_ne!(
+        seen["barLight"], seen["barDark"],
+        "the chart follows the theme"
+    );
     assert_eq!(seen["confirmTitle"], "Revoke Test Client · CrossTrade");
+    assert_eq!(
+        seen["clientsAfterOne"],
+        serde_json::json!(["Claude Desktop"])
+    );
+    assert_eq!(seen["revokeAllTitle"], "Revoke all AI clients · CrossTrade");
     assert_eq!(seen["clientsAfter"], serde_json::json!([]));
     assert!(
         seen["emptyState"]
@@ -318,17 +502,19 @@ async fn account_pages_in_chromium() {
         "every session ended"
     );
 
-    // The revoke clicked in the browser reached the MCP endpoint at once.
-    let after = endpoint
-        .http
-        .post(endpoint.resource())
-        .bearer_auth(&access)
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}))
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), 401);
+    // Both revokes made with the keyboard reached the MCP endpoint at once.
+    for token in [&access, &read_access] {
+        let after = endpoint
+            .http
+            .post(endpoint.resource())
+            .bearer_auth(token)
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}))
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(after.status(), 401);
+    }
     assert!(server.terminate().success());
 }
 
@@ -422,7 +608,20 @@ async fn a_trade_confirmation_approved_in_chromium() {
     ] {
         assert!(before.contains(shown), "{shown} in {before}");
     }
-    assert_eq!(seen["overflows"], false, "readable at a phone's width");
+    assert_eq!(seen["phoneOverflows"], false, "readable at a phone's width");
+    assert_checked(
+        &seen,
+        &[
+            "confirmation-pending",
+            "confirmation-approved",
+            "confirmations",
+        ],
+    );
+    assert!(
+        seen["list"].as_str().unwrap().contains("Place an order"),
+        "{}",
+        seen["list"]
+    );
     assert_eq!(seen["afterUrl"], path.as_str());
     assert!(
         seen["after"]

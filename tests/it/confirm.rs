@@ -146,6 +146,22 @@ async fn an_order_is_sent_once_after_the_person_approves_it_in_chromium() {
         .filter(|t| *t == "PlaceOrder")
         .count();
     assert_eq!(placed, 1, "{:?}", received.tools());
+    // The AI Clients page tells what the client did: the order held for the person, then sent
+    // through ConfirmTrade.
+    let mut person = crate::account::account_browser(&endpoint, email).await;
+    let mut html = String::new();
+    let shown = testkit::wait::eventually(Duration::from_secs(10), async || {
+        html = person
+            .get(&endpoint, &endpoint.url("/account/ai-clients"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        html.contains(r#"<span class="badge held">Held for your confirmation</span>"#)
+            && html.contains(r#"<span class="tool">ConfirmTrade</span>"#)
+    })
+    .await;
+    assert!(shown, "{html}");
 
     client.cancel().await.unwrap();
     sim.abort();

@@ -7,6 +7,7 @@
 )]
 
 mod account;
+mod activity;
 mod addon_path;
 mod addon_revocation;
 mod addon_too_old;

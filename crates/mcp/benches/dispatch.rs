@@ -69,7 +69,14 @@ fn dispatch(c: &mut Criterion) {
         .fetch_one(&db)
         .await
         .unwrap();
-        let tiers = store::tiers::TierCache::start(&store::Background::start(&db));
+        let background = store::Background::start(&db);
+        let tiers = store::tiers::TierCache::start(&background);
+        // Recorded as the server records every call (written in the background).
+        let activity = store::activity::Recorder::start(
+            db.clone(),
+            store::clock::Clock::system(),
+            &background,
+        );
         while !tiers.is_listening() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -91,7 +98,8 @@ fn dispatch(c: &mut Criterion) {
             Arc::new(OneToken(principal)),
             Arc::new(NotConnectedRelay::new()),
         )
-        .with_tier_cache(tiers);
+        .with_tier_cache(tiers)
+        .with_activity(activity);
         axum::Router::new().merge(mcp::router()).with_state(state)
     });
     let post = |body: &'static str| {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
+use store::activity::Outcome;
 use store::users::Tier;
 
 use crate::McpState;
@@ -685,7 +686,8 @@ fn tool_list(principal: &Principal, revision: Revision, presence: &vocabulary::P
     result
 }
 
-/// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.
+/// `tools/call`, recorded for the AI Clients page once it has ended, whatever the outcome, when
+/// the tool is one of the catalog's.
 async fn call_tool(
     state: &McpState,
     principal: &Principal,
@@ -693,11 +695,61 @@ async fn call_tool(
     params: &Map<String, Value>,
     stream: Option<&StreamSink>,
 ) -> Result<Value, Failure> {
+    let mut seen = Seen::default();
+    let outcome = gate_and_run(state, principal, revision, params, stream, &mut seen).await;
+    if let (Some(recorder), Some(tool)) = (state.activity(), seen.tool) {
+        recorder.record(
+            principal.grant_id,
+            tool.def.name,
+            tool.def.scope == crate::Scope::Trade,
+            activity_outcome(&outcome, seen.held),
+        );
+    }
+    outcome
+}
+
+/// What [`gate_and_run`] found out on the way, for the activity record.
+#[derive(Default)]
+struct Seen {
+    /// The catalog's tool of that name.
+    tool: Option<&'static Tool>,
+    /// The account's confirmation policy answered instead of the tool.
+    held: bool,
+}
+
+/// How a `tools/call` ended, in the AI Clients page's words.
+fn activity_outcome(outcome: &Result<Value, Failure>, held: bool) -> Outcome {
+    match outcome {
+        Ok(_) if held => Outcome::Held,
+        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => Outcome::ToolError,
+        Ok(_) => Outcome::Ok,
+        Err(Failure::Http(
+            HttpError::SubscriptionRequired
+            | HttpError::InsufficientScope
+            | HttpError::InvalidToken(_),
+        )) => Outcome::Refused,
+        Err(Failure::Http(HttpError::AddonDisconnected(_))) => Outcome::AddonUnavailable,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// `tools/call`: Elite gate, tool lookup, scope gate, argument validation, then dispatch.
+async fn gate_and_run(
+    state: &McpState,
+    principal: &Principal,
+    revision: Revision,
+    params: &Map<String, Value>,
+    stream: Option<&StreamSink>,
+    seen: &mut Seen,
+) -> Result<Value, Failure> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(
             RpcError::invalid_params("Invalid params: tools/call needs a string name").into(),
         );
     };
+    // Looked up before the gates so a refused call is recorded under its tool; an unknown
+    // name is still answered after the Elite gate.
+    seen.tool = catalog().get(name);
     // The tier is checked per request, so a downgrade takes effect at once (DESIGN.md): read
     // from PostgreSQL, or from a cache that every tier change invalidates.
     let tier = match state.tier_of(principal.user_id).await {
@@ -720,7 +772,7 @@ async fn call_tool(
     if tier != Tier::Elite {
         return Err(HttpError::SubscriptionRequired.into());
     }
-    let Some(tool) = catalog().get(name) else {
+    let Some(tool) = seen.tool else {
         return Err(RpcError::invalid_params(format!("Unknown tool: {name}")).into());
     };
     if !principal.scope.covers(tool.def.scope) {
@@ -771,6 +823,7 @@ async fn call_tool(
         match held {
             confirm::Held::Proceed => {}
             confirm::Held::Answer(answer) => {
+                seen.held = true;
                 metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "held")
                     .increment(1);
                 return Ok(answer);
@@ -1349,4 +1402,45 @@ fn structured_output(revision: Revision, value: Value) -> Value {
 /// Handling": input validation errors are tool execution errors).
 fn tool_error(message: &str) -> Value {
     json!({ "content": [{ "type": "text", "text": message }], "isError": true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_of_a_tool_call_has_its_activity_outcome() {
+        let answered = Ok(json!({"content": [], "isError": false}));
+        assert_eq!(activity_outcome(&answered, false), Outcome::Ok);
+        assert_eq!(activity_outcome(&answered, true), Outcome::Held);
+        assert_eq!(
+            activity_outcome(&Ok(tool_error("bad arguments")), false),
+            Outcome::ToolError
+        );
+        for refused in [
+            HttpError::SubscriptionRequired,
+            HttpError::InsufficientScope,
+            HttpError::InvalidToken("gone"),
+        ] {
+            assert_eq!(
+                activity_outcome(&Err(Failure::Http(refused)), false),
+                Outcome::Refused
+            );
+        }
+        let offline = HttpError::from_relay(&CallError::NotConnected, DEFAULT_DEADLINE);
+        assert_eq!(
+            activity_outcome(&Err(Failure::Http(offline)), false),
+            Outcome::AddonUnavailable
+        );
+        for failed in [
+            Failure::Rpc(RpcError::invalid_params("Invalid or expired requestState")),
+            Failure::Http(HttpError::internal(
+                "reading",
+                "unavailable",
+                std::io::Error::other("down"),
+            )),
+        ] {
+            assert_eq!(activity_outcome(&Err(failed), false), Outcome::Failed);
+        }
+    }
 }

@@ -116,6 +116,8 @@ struct Inner {
     relay: Arc<dyn ToolRelay>,
     /// Tiers cached per replica and dropped on change (none: read per call).
     tiers: Option<Arc<store::tiers::TierCache>>,
+    /// Where every `tools/call` is recorded for the AI Clients page (none: not recorded).
+    activity: Option<Arc<store::activity::Recorder>>,
     resource_metadata: Arc<str>,
     /// Lower-cased allowed origins, the public one included.
     origins: Vec<String>,
@@ -159,6 +161,7 @@ impl McpState {
                 verifier,
                 relay,
                 tiers: None,
+                activity: None,
                 resource_metadata: resource_metadata.into(),
                 origins,
                 closing: tokio::sync::watch::channel(false).0,
@@ -247,6 +250,21 @@ impl McpState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Records every `tools/call` (tool, outcome, per grant) in `recorder`, which writes them
+    /// in the background.
+    #[must_use]
+    pub fn with_activity(self, recorder: Arc<store::activity::Recorder>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.activity = Some(recorder);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub(crate) fn activity(&self) -> Option<&store::activity::Recorder> {
+        self.inner.activity.as_deref()
     }
 
     /// The caller's tier (`None`: the account no longer exists), read per call unless a tier

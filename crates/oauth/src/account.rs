@@ -1,5 +1,6 @@
-//! The trader's account pages — overview, AI Clients (see and revoke every authorized client),
-//! Add-On keys, trade confirmations (approve or reject a held order, the policy) — and the same data as JSON for the product's own front end.
+//! The trader's account pages — overview, AI Clients (what each authorized client did; revoke
+//! one or all), Add-On keys, trade confirmations (approve or reject a held order, the policy) —
+//! and the same data as JSON for the product's own front end.
 //!
 //! Two wire contracts, one module each: [`pages`] answers HTML (errors as the error page),
 //! [`api`] answers JSON under `/v1/account/` (errors as `{error, message}`, codes in
@@ -12,6 +13,7 @@
 //! carry the same token in `X-CSRF-Token`. The Add-On side is reached through [`AddonAccounts`],
 //! implemented by the server over the Add-On bridge.
 
+mod activity;
 pub mod api;
 mod confirmations;
 pub mod pages;
@@ -103,6 +105,10 @@ where
         )
         .route("/account/sign-out", post(pages::post_sign_out))
         .route("/account/ai-clients", get(pages::get_ai_clients))
+        .route(
+            "/account/ai-clients/revoke-all",
+            get(pages::get_revoke_all_ai_clients).post(pages::post_revoke_all_ai_clients),
+        )
         .route(
             "/account/ai-clients/{grant_id}/revoke",
             get(pages::get_revoke_ai_client).post(pages::post_revoke_ai_client),

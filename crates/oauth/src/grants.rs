@@ -1,4 +1,4 @@
-//! A user's grants, for the AI Clients page: list and revoke.
+//! A user's grants, for the AI Clients page: list and revoke (one or all).
 
 use uuid::Uuid;
 
@@ -39,6 +39,18 @@ pub async fn revoke_user_grant(
         .await;
     }
     Ok(revoked)
+}
+
+/// Revokes every live grant of the user, each as [`revoke_user_grant`] does (the grant cache
+/// and every replica told, a security event each); returns how many it ended.
+pub async fn revoke_all_user_grants(state: &OAuthState, user_id: Uuid) -> Result<u64, Internal> {
+    let mut ended = 0;
+    for grant in list_grants(state, user_id).await? {
+        if revoke_user_grant(state, user_id, grant.grant_id).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 impl OAuthState {

@@ -1,6 +1,7 @@
 //! Periodic clean-up: clients that never completed an authorization within 24 hours (with
 //! everything they own), expired codes, refresh tokens, consent transactions, sessions,
-//! counters, and trade confirmations past their deadline or their retention.
+//! counters, trade confirmations past their deadline or their retention, and AI client activity
+//! older than the AI Clients page shows.
 
 use std::time::Duration;
 
@@ -55,5 +56,6 @@ pub async fn reap(state: &OAuthState) -> Result<u64, sqlx::Error> {
     db::sign_in_failures::purge_old(db, now).await?;
     // Trade confirmations are read by the account pages; their deadlines never wait for this.
     store::confirmations::expire_and_purge(db).await?;
+    store::activity::prune(db, now).await?;
     Ok(removed.len() as u64)
 }

@@ -30,6 +30,11 @@ pub(crate) struct SignInPage<'a> {
 #[template(path = "consent.html")]
 pub(crate) struct ConsentPage<'a> {
     pub client_name: &'a str,
+    /// The name's first letter, shown large beside it.
+    pub initial: String,
+    /// When the user last authorized this client ("1 December 2026", the exact UTC time), or
+    /// `None` the first time.
+    pub previously: Option<(String, String)>,
     /// The metadata document URL's host, for clients identified by one.
     pub client_host: Option<&'a str>,
     pub loopback_only: bool,

@@ -3,7 +3,8 @@
 //! Owns the one migration stream (`MIGRATOR`), the pool options every crate uses, the embedded
 //! PostgreSQL cluster that serves `cargo run` and the tests, the clock, the accounts (users)
 //! that the OAuth and MCP crates both read, the trade confirmations (`confirmations`) the MCP
-//! tools and the account pages both move on, and what runs a replica in the background: the
+//! tools and the account pages both move on, what each AI client did (`activity`: recorded by
+//! the MCP endpoint, shown on the AI Clients page), and what runs a replica in the background: the
 //! supervisor of its services (`tasks`) and its one `LISTEN` connection (`hub`). It depends on
 //! no feature crate, only on `vocabulary` (the `Tier` of an account, the confirmation policy).
 
@@ -11,6 +12,7 @@
 /// without `async-trait`).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+pub mod activity;
 pub mod clock;
 pub mod cluster;
 pub mod confirmations;

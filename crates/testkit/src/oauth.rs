@@ -63,8 +63,13 @@ impl Endpoint {
 
     /// Registers a client named "Test Client" and returns its client_id.
     pub async fn client(&self, redirect_uri: &str) -> String {
+        self.named_client("Test Client", redirect_uri).await
+    }
+
+    /// Registers a client named `name` and returns its client_id.
+    pub async fn named_client(&self, name: &str, redirect_uri: &str) -> String {
         let response = self
-            .register(json!({ "client_name": "Test Client", "redirect_uris": [redirect_uri] }))
+            .register(json!({ "client_name": name, "redirect_uris": [redirect_uri] }))
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.unwrap_or_default();
@@ -289,8 +294,18 @@ impl Flow {
 
     /// A flow signed in as `email` with `password`.
     pub async fn new_with_password(server: &Endpoint, email: &str, password: &str) -> Flow {
+        Self::new_for(server, "Test Client", email, password).await
+    }
+
+    /// A flow of a client named `client_name`, signed in as `email` with `password`.
+    pub async fn new_for(
+        server: &Endpoint,
+        client_name: &str,
+        email: &str,
+        password: &str,
+    ) -> Flow {
         let redirect_uri = "http://127.0.0.1:45678/callback".to_owned();
-        let client_id = server.client(&redirect_uri).await;
+        let client_id = server.named_client(client_name, &redirect_uri).await;
         let mut browser = Browser::default();
         let signed_in = browser
             .sign_in(

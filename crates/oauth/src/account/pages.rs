@@ -1,5 +1,5 @@
-//! The account pages (HTML): overview, sign-in and sign-out, AI Clients, Add-On keys. Every
-//! refusal is a [`PageError`], rendered as the error page.
+//! The account pages (HTML): overview, sign-in and sign-out, AI Clients (with what each did,
+//! revoke one or all), Add-On keys. Every refusal is a [`PageError`], rendered as the error page.
 
 use std::net::SocketAddr;
 
@@ -9,10 +9,12 @@ use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
+use store::activity::first_day;
 use uuid::Uuid;
 
+use super::activity::{self, Activity};
 use super::{AccountState, confirmations, csrf_ok, csrf_token};
 use crate::client_ip::client_ip;
 use crate::crypto::secure_eq;
@@ -394,6 +396,7 @@ struct ClientRow {
     created_exact: String,
     last_used_ago: Option<String>,
     last_used_exact: String,
+    activity: Activity,
 }
 
 #[derive(Template)]
@@ -403,7 +406,7 @@ struct AiClientsPage {
     mcp_url: String,
 }
 
-fn client_row(now: DateTime<Utc>, grant: GrantSummary) -> ClientRow {
+fn client_row(now: DateTime<Utc>, grant: GrantSummary, activity: Activity) -> ClientRow {
     let (created_ago, created_exact) = when(now, grant.created_at);
     let last_used = grant.last_used_at.map(|at| when(now, at));
     ClientRow {
@@ -420,6 +423,7 @@ fn client_row(now: DateTime<Utc>, grant: GrantSummary) -> ClientRow {
             .map(|(_, exact)| exact.clone())
             .unwrap_or_default(),
         last_used_ago: last_used.map(|(ago, _)| ago),
+        activity,
     }
 }
 
@@ -430,9 +434,23 @@ pub(super) async fn get_ai_clients(
     let state = &account.oauth;
     let list = grants::list_grants(state, session.user_id).await?;
     let now = state.now();
+    let days = store::activity::days_of_user(state.db(), session.user_id, first_day(now)).await?;
+    let recent = store::activity::recent_of_user(
+        state.db(),
+        session.user_id,
+        now - TimeDelta::days(i64::from(store::activity::DAYS)),
+        activity::RECENT_SHOWN,
+    )
+    .await?;
+    let mut activities = activity::by_grant(now, days, recent);
     let clients = list
         .into_iter()
-        .map(|grant| client_row(now, grant))
+        .map(|grant| {
+            let activity = activities
+                .remove(&grant.grant_id)
+                .unwrap_or_else(|| activity::activity(now, &[], &[]));
+            client_row(now, grant, activity)
+        })
         .collect();
     Ok(pages::render(
         StatusCode::OK,
@@ -490,6 +508,52 @@ pub(super) async fn post_revoke_ai_client(
     } else {
         Err(PageError::UnknownAiClient)
     }
+}
+
+#[derive(Template)]
+#[template(path = "ai_clients_revoke_all.html")]
+struct RevokeAllClientsPage<'a> {
+    names: Vec<String>,
+    csrf: &'a str,
+}
+
+pub(super) async fn get_revoke_all_ai_clients(
+    State(account): State<AccountState>,
+    PageSession(session): PageSession,
+) -> Result<Response, PageError> {
+    let state = &account.oauth;
+    let names: Vec<String> = grants::list_grants(state, session.user_id)
+        .await?
+        .into_iter()
+        .map(|grant| grant.client_name.unwrap_or(grant.client_id))
+        .collect();
+    if names.is_empty() {
+        return Ok(pages::secure(
+            Redirect::to("/account/ai-clients").into_response(),
+        ));
+    }
+    Ok(pages::render(
+        StatusCode::OK,
+        &RevokeAllClientsPage {
+            names,
+            csrf: &csrf_token(state, &session),
+        },
+    ))
+}
+
+pub(super) async fn post_revoke_all_ai_clients(
+    State(account): State<AccountState>,
+    PageSession(session): PageSession,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    let state = &account.oauth;
+    if !csrf_ok(state, &session, &form.csrf) {
+        return Err(PageError::FormExpired);
+    }
+    grants::revoke_all_user_grants(state, session.user_id).await?;
+    Ok(pages::secure(
+        Redirect::to("/account/ai-clients").into_response(),
+    ))
 }
 
 struct KeyRow {
@@ -625,7 +689,7 @@ mod tests {
     #[test]
     fn relative_times() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let ago = |s| when(now, now - chrono::TimeDelta::seconds(s)).0;
+        let ago = |s| when(now, now - TimeDelta::seconds(s)).0;
         assert_eq!(ago(5), "just now");
         assert_eq!(ago(180), "3 minutes ago");
         assert_eq!(ago(3600), "1 hour ago");

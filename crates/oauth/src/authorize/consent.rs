@@ -51,11 +51,24 @@ pub(super) async fn consent_page(
         },
     )
     .await?;
+    let previously =
+        db::grants::last_authorized(state.db(), session.user_id, &request.client_id).await?;
     let transaction = transaction.to_string();
     Ok(pages::render(
         StatusCode::OK,
         &ConsentPage {
             client_name: &request.client_name,
+            initial: request
+                .client_name
+                .chars()
+                .find(|c| c.is_alphanumeric())
+                .map_or_else(|| "?".to_owned(), |c| c.to_uppercase().collect()),
+            previously: previously.map(|at| {
+                (
+                    at.format("%-d %B %Y").to_string(),
+                    at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                )
+            }),
             client_host: request.client_host.as_deref(),
             loopback_only: request.loopback_only,
             redirect_host: &redirect_uri::display_host(&request.redirect_uri),

@@ -64,6 +64,21 @@ pub async fn live_of_user(
     .await
 }
 
+/// When the user last authorized the client (any grant, revoked or not), if ever.
+pub async fn last_authorized(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    client_id: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT max(created_at) FROM grants WHERE user_id = $1 AND client_id = $2",
+        user_id,
+        client_id,
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// The client of one of the user's live grants.
 pub async fn live_client(
     db: impl PgExecutor<'_>,

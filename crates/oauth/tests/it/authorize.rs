@@ -441,9 +441,19 @@ async fn c17_no_remembered_consent_and_read_only_requests_never_offer_trade() {
     let server = Server::start().await;
     server.user("t@example.com", Tier::Elite).await;
     let mut flow = Flow::new(&server, "t@example.com").await;
+    let (_, _, first) = flow.consent_page(&server, "mcp:read").await;
+    assert!(
+        first.contains("First time") && !first.contains("Authorized before"),
+        "{first}"
+    );
     flow.tokens(&server, "mcp:read", "mcp:read").await;
-    // A second authorization shows the screen again (never auto-approved) …
+    // A second authorization shows the screen again (never auto-approved), saying it was
+    // authorized before …
     let (_, _, html) = flow.consent_page(&server, "mcp:read").await;
+    assert!(
+        html.contains("Authorized before") && !html.contains("First time"),
+        "{html}"
+    );
     assert!(
         !html.contains("mcp:trade\">"),
         "read-only request offers no trade choice"
