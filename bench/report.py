@@ -105,6 +105,22 @@ def main() -> None:
             f"{a['rps'] / ceiling:.0%} of ceiling, {a['rps'] / best:.1f}× the faster SDK, "
             f"p99 {a['p99_ms']:.2f} ms",
         )
+    probe = by.get(("c-probe-401", "crosstrade"))
+    if probe and ceiling:
+        target(
+            "(c) 401 probe ≥ 80% of ceiling",
+            probe["rps"] >= 0.8 * ceiling,
+            f"{probe['rps']:,.0f}/s = {probe['rps'] / ceiling:.0%} of ceiling, "
+            f"{cpu_per_request(probe):.1f} µs CPU per request",
+        )
+    listed = by.get(("c-tools-list", "crosstrade"))
+    if listed and a:
+        target(
+            "(c) tools/list ≥ 50% of tools/call",
+            listed["rps"] >= 0.5 * a["rps"],
+            f"{listed['rps']:,.0f}/s = {listed['rps'] / a['rps']:.0%} of {a['rps']:,.0f}/s "
+            "(the Add-On connected: the whole catalog)",
+        )
     for key, limit, name in (
         ("b-relay-same-c1", 1.0, "(b) relay p50 < 1 ms, same replica"),
         ("b-relay-cross-c1", 5.0, "(b) relay p50 < 5 ms, across replicas"),
@@ -146,6 +162,13 @@ def main() -> None:
                 f"{r['rps']:,.0f}/s, {r.get('errors', 0)} errors, security checks "
                 f"{'passed' if checks else 'FAILED'}",
             )
+    r = by.get(("d-refresh", "crosstrade"))
+    if r:
+        target(
+            "(d) ≥ 3,000 durable refreshes/s",
+            r["rps"] >= 3000,
+            f"{r['rps']:,.0f}/s at p50 {r['p50_ms']:.1f} ms (BENCHMARKS.md: what bounds it)",
+        )
     e = by.get(("e-idle-sockets", "crosstrade"))
     if e:
         for step in e["steps"]:

@@ -7,6 +7,7 @@
 //! compiles it.
 #![expect(clippy::unwrap_used, reason = "benchmark set-up")]
 
+use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crosstrade::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load
 use crosstrade::server::{self, count_request, request_span};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
@@ -57,20 +58,28 @@ fn post(path: &str, body: &'static str, token: Option<&str>) -> Request<Body> {
     request
 }
 
-fn run(runtime: &Runtime, router: &Router, request: Request<Body>) -> u16 {
+fn run<S, B>(runtime: &Runtime, service: &S, request: Request<Body>) -> u16
+where
+    S: Service<Request<Body>, Response = axum::http::Response<B>, Error = Infallible> + Clone,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
     runtime.block_on(async {
-        let response = router.clone().oneshot(request).await.unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
         let status = response.status().as_u16();
-        black_box(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap());
+        let body = Body::new(response.into_body());
+        black_box(axum::body::to_bytes(body, usize::MAX).await.unwrap());
         status
     })
 }
 
-/// The hello-world handler under the first `depth` production layers, outermost first, as
-/// `server::app` stacks them.
+/// The hello-world handler under the first `depth` production layers, outermost first, each
+/// layered onto the route (`Router::layer`).
 fn hello_under(depth: usize) -> Router {
-    let mut router =
-        Router::new().route("/", get(|| async { "Hello, World!" }).post(|| async { "Hello, World!" }));
+    let mut router = Router::new().route(
+        "/",
+        get(|| async { "Hello, World!" }).post(|| async { "Hello, World!" }),
+    );
     if depth >= 6 {
         router = router.layer(from_fn_with_state(
             BodyBounds {
@@ -106,9 +115,52 @@ fn hello_under(depth: usize) -> Router {
             ]));
     }
     if depth >= 1 {
-        router = router.layer(SetRequestIdLayer::new(REQUEST_ID, server::RequestIds::new()));
+        router = router.layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            server::RequestIds::new(),
+        ));
     }
     router
+}
+
+/// All the layers of [`hello_under`]`(6)`, the tower-http ones around the router instead of
+/// layered onto its route, as `server::app` composes them.
+fn hello_around()
+-> tower::util::BoxCloneSyncService<Request<Body>, axum::response::Response, Infallible> {
+    let router = Router::new()
+        .route(
+            "/",
+            get(|| async { "Hello, World!" }).post(|| async { "Hello, World!" }),
+        )
+        .layer(from_fn_with_state(
+            BodyBounds {
+                limit: 4 * 1024 * 1024,
+                deadline: Duration::from_secs(30),
+            },
+            read_body_within,
+        ))
+        .layer(from_fn_with_state(InFlight::new(1024), shed_load))
+        .layer(from_fn(count_request));
+    let service = tower::ServiceBuilder::new()
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            server::RequestIds::new(),
+        ))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .service(router);
+    tower::util::BoxCloneSyncService::new(service)
 }
 
 const LAYERS: [&str; 7] = [
@@ -121,14 +173,23 @@ const LAYERS: [&str; 7] = [
     "+ body read within limits",
 ];
 
-/// Production composition on a throw-away database, with one signed-in trader's access token.
-struct Production {
-    router: Router,
-    token: String,
-    _db: testkit::TestDb,
-}
-
-fn production(runtime: &Runtime) -> Production {
+/// Production composition on a throw-away database: the application, one signed-in trader's
+/// access token, and the database (kept until the end).
+fn production(
+    runtime: &Runtime,
+) -> (
+    impl Service<
+        Request<Body>,
+        Response = axum::http::Response<
+            impl axum::body::HttpBody<Data = axum::body::Bytes, Error = impl Into<tower::BoxError>>
+            + Send
+            + 'static,
+        >,
+        Error = Infallible,
+    > + Clone,
+    String,
+    testkit::TestDb,
+) {
     runtime.block_on(async {
         let test_db = testkit::TestDb::new().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -144,7 +205,10 @@ fn production(runtime: &Runtime) -> Production {
         ];
         let sources = Sources {
             file: None,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         };
         let config = Config::load(&sources).unwrap();
         let dev_null = Arc::new(std::fs::File::create("/dev/null").unwrap());
@@ -179,11 +243,7 @@ fn production(runtime: &Runtime) -> Production {
         let tokens = flow.tokens(&endpoint, "mcp:trade", "mcp:trade").await;
         // The grant and tier caches are warm after the first call, as under load.
         let token = tokens["access_token"].as_str().unwrap().to_owned();
-        Production {
-            router,
-            token,
-            _db: test_db,
-        }
+        (router, token, test_db)
     })
 }
 
@@ -193,7 +253,7 @@ fn request_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let production = production(&runtime);
+    let (app, token, _db) = production(&runtime);
 
     for (depth, name) in LAYERS.iter().enumerate() {
         let router = hello_under(depth);
@@ -203,8 +263,14 @@ fn request_path(c: &mut Criterion) {
         });
     }
 
-    let router = &production.router;
-    let token = production.token.as_str();
+    let around = hello_around();
+    assert_eq!(run(&runtime, &around, post("/", CALL, None)), 200);
+    c.bench_function("layers/6 all, tower-http's around the router", |b| {
+        b.iter(|| run(&runtime, &around, post("/", CALL, None)));
+    });
+
+    let router = &app;
+    let token = token.as_str();
     for (name, body, token, status) in [
         ("401 without a token", CALL, None, 401),
         ("tools/call GetMcpCapabilities", CALL, Some(token), 200),

@@ -6,15 +6,15 @@
 //! answers at once (503 with `Retry-After`, 408, 413) instead of queueing.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{self, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use vocabulary::ErrorBody;
 
 /// Seconds a shed client is told to wait before retrying.
@@ -46,13 +46,22 @@ pub struct Limits {
 /// Accepts connections until `stop` resolves, then stops accepting (the listening socket is
 /// closed, so new connections are refused), runs `on_stop`, asks every open connection to finish
 /// its in-flight request and close, and waits for them up to the grace period.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     limits: Limits,
     stop: impl Future<Output = ()>,
     on_stop: impl Future<Output = ()>,
-) {
+) where
+    S: Service<Request, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut stop = pin!(stop);
@@ -74,10 +83,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let service = service.clone();
         let closing = closing_rx.clone();
         tokio::spawn(async move {
-            serve_connection(stream, remote, router, limits.header_read_timeout, closing).await;
+            serve_connection(stream, remote, service, limits.header_read_timeout, closing).await;
             drop(slot);
         });
     }
@@ -98,16 +107,21 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S, B>(
     stream: TcpStream,
     remote: SocketAddr,
-    router: Router,
+    service: S,
     header_read_timeout: Duration,
     mut closing: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
-        router.clone().oneshot(request.map(Body::new))
+        service.clone().oneshot(request.map(Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -6,12 +6,14 @@
 //! public port.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::body::Bytes;
 use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
@@ -26,7 +28,7 @@ use store::clock::Clock;
 use store::tasks::Supervisor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -63,24 +65,21 @@ pub struct AppState {
     pub readiness: Readiness,
 }
 
-/// The whole application: routes and middleware.
-pub fn app(state: AppState) -> Router {
+/// The whole application: routes, and around them the middleware every request passes.
+pub fn app(
+    state: AppState,
+) -> impl Service<
+    Request,
+    Response = axum::http::Response<
+        impl hyper::body::Body<Data = Bytes, Error = impl Into<tower::BoxError>> + Send + 'static,
+    >,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let http = &state.config.http;
-    let sensitive = Arc::<[HeaderName]>::from([header::AUTHORIZATION, header::COOKIE]);
-    // Outermost first: every request gets an id, then a span that carries it; secrets in
-    // headers are marked before anything could record them.
-    let middleware = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
-        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
-        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID));
-
     // Probes answer even at capacity; everything else is shed beyond the in-flight limit. Every
     // handler but the MCP endpoint answers within the request timeout. MCP tool calls are
     // bounded by their own relay deadlines (up to 300 s for a backtest), and carry larger bodies
@@ -117,15 +116,29 @@ pub fn app(state: AppState) -> Router {
         .merge(probes)
         .layer(from_fn(count_request));
     // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
-    let router = if state.config.public_url.is_https() {
-        router.layer(SetResponseHeaderLayer::overriding(
+    let hsts = state.config.public_url.is_https().then(|| {
+        SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        ))
-    } else {
-        router
-    };
-    router.layer(middleware).with_state(state)
+        )
+    });
+    let sensitive = Arc::<[HeaderName]>::from([header::AUTHORIZATION, header::COOKIE]);
+    // Around the router, not layered onto each route: a request clones and boxes these once,
+    // not once per route layer. Outermost first: every request gets an id, then a span that
+    // carries it; secrets in headers are marked before anything could record them.
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
+        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .option_layer(hsts)
+        .service(router.with_state(state))
 }
 
 /// Request ids for requests that bring none: UUIDv8 (RFC 9562 §5.8) made of a random per-process
