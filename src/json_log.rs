@@ -272,7 +272,12 @@ mod tests {
             let inner = tracing::info_span!("relay", path = tracing::field::Empty, calls = 3_u64);
             let _inner = inner.enter();
             tracing::Span::current().record("path", "local");
-            tracing::info!(status = 200, ratio = 0.5, ok = true, "finished processing request");
+            tracing::info!(
+                status = 200,
+                ratio = 0.5,
+                ok = true,
+                "finished processing request"
+            );
         });
         assert_eq!(lines.len(), 1);
         let line = &lines[0];

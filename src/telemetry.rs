@@ -14,7 +14,11 @@ pub fn init(config: &LogConfig, traces: &TracesConfig) -> anyhow::Result<()> {
 }
 
 /// [`init`] with the log lines written to `writer` instead of stderr.
-pub fn init_writing_to<W>(config: &LogConfig, traces: &TracesConfig, writer: W) -> anyhow::Result<()>
+pub fn init_writing_to<W>(
+    config: &LogConfig,
+    traces: &TracesConfig,
+    writer: W,
+) -> anyhow::Result<()>
 where
     W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
 {
@@ -34,9 +38,7 @@ where
             .event_format(crate::json_log::JsonLines)
             .with_writer(writer)
             .boxed(),
-        LogFormat::Human => tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .boxed(),
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)

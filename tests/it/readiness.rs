@@ -298,9 +298,16 @@ async fn every_response_carries_a_request_id_and_a_client_sent_one_is_kept() {
     let server = ServerProcess::start("serve", &[("DATABASE_URL", url.as_str())]);
     let client = http();
     let mut ids = Vec::new();
-    for path in ["/healthz", "/nowhere", "/.well-known/oauth-authorization-server"] {
+    for path in [
+        "/healthz",
+        "/nowhere",
+        "/.well-known/oauth-authorization-server",
+    ] {
         let response = client.get(server.url(path)).send().await.unwrap();
-        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let uuid = uuid::Uuid::parse_str(&id).unwrap();
         assert_eq!(uuid.get_version_num(), 8, "{id}");
         ids.push(id);
@@ -316,7 +323,9 @@ async fn every_response_carries_a_request_id_and_a_client_sent_one_is_kept() {
     assert_eq!(response.headers()["x-request-id"], "client-chosen-id-7");
     // The log line of that request names it.
     let logged = testkit::wait::eventually(Duration::from_secs(5), async || {
-        server.logs().contains("\"request_id\":\"client-chosen-id-7\"")
+        server
+            .logs()
+            .contains("\"request_id\":\"client-chosen-id-7\"")
     })
     .await;
     assert!(logged, "{}", server.logs());

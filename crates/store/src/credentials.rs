@@ -42,7 +42,11 @@ pub fn bearer<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Presented<'a> {
     }
     let token = token.trim();
     // The token is ASCII: Unicode's whitespace within it is tab to carriage return and space.
-    if token.is_empty() || token.bytes().any(|byte| matches!(byte, b'\t'..=b'\r' | b' ')) {
+    if token.is_empty()
+        || token
+            .bytes()
+            .any(|byte| matches!(byte, b'\t'..=b'\r' | b' '))
+    {
         return Presented::Invalid(Flaw::Malformed);
     }
     Presented::Bearer(token)
