@@ -124,7 +124,7 @@ fn hello_under(depth: usize) -> Router {
 }
 
 /// All the layers of [`hello_under`]`(6)`, the tower-http ones around the router instead of
-/// layered onto its route, as `server::app` composes them.
+/// layered onto its route: `server::around_routes`, as `server::app` composes them.
 fn hello_around()
 -> tower::util::BoxCloneSyncService<Request<Body>, axum::response::Response, Infallible> {
     let router = Router::new()
@@ -143,23 +143,7 @@ fn hello_around()
         .layer(from_fn(count_request));
     let service = tower::ServiceBuilder::new()
         .map_response(axum::response::IntoResponse::into_response)
-        .layer(SetRequestIdLayer::new(
-            REQUEST_ID,
-            server::RequestIds::new(),
-        ))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
-        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .service(router);
+        .service(server::around_routes(router, false));
     tower::util::BoxCloneSyncService::new(service)
 }
 

@@ -115,17 +115,40 @@ pub fn app(
         ))
         .merge(probes)
         .layer(from_fn(count_request));
-    // Behind https, browsers must never fall back to http for this host (OAuth 2.1 §1.5).
-    let hsts = state.config.public_url.is_https().then(|| {
+    let https = state.config.public_url.is_https();
+    around_routes(router.with_state(state), https)
+}
+
+/// The middleware every request passes, wrapped once around `routes` (not layered onto each
+/// route: a request then clones and boxes these once, not once per route layer). Outermost
+/// first: every request gets an id, then a span that carries it; secrets in headers are marked
+/// before anything could record them. Behind https, HSTS: browsers must never fall back to
+/// http for this host (OAuth 2.1 §1.5).
+pub fn around_routes<S>(
+    routes: S,
+    https: bool,
+) -> impl Service<
+    Request,
+    Response = axum::http::Response<
+        impl hyper::body::Body<Data = Bytes, Error = impl Into<tower::BoxError>> + Send + 'static,
+    >,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let hsts = https.then(|| {
         SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         )
     });
     let sensitive = Arc::<[HeaderName]>::from([header::AUTHORIZATION, header::COOKIE]);
-    // Around the router, not layered onto each route: a request clones and boxes these once,
-    // not once per route layer. Outermost first: every request gets an id, then a span that
-    // carries it; secrets in headers are marked before anything could record them.
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
@@ -138,7 +161,7 @@ pub fn app(
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .option_layer(hsts)
-        .service(router.with_state(state))
+        .service(routes)
 }
 
 /// Request ids for requests that bring none: UUIDv8 (RFC 9562 §5.8) made of a random per-process
