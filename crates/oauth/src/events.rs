@@ -65,6 +65,18 @@ impl Origin {
                 .map(str::to_owned),
         }
     }
+
+    /// The address as `security_events.ip` holds it.
+    pub fn stored_ip(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+
+    /// The `User-Agent` as `security_events.user_agent` holds it: at most 300 characters.
+    pub fn stored_user_agent(&self) -> Option<String> {
+        self.user_agent
+            .as_deref()
+            .map(|ua| ua.chars().take(300).collect())
+    }
 }
 
 /// Records an event. A failure to record is logged and does not fail the request.
@@ -97,18 +109,14 @@ pub async fn insert(
     origin: &Origin,
     detail: Value,
 ) -> Result<(), sqlx::Error> {
-    let user_agent = origin
-        .user_agent
-        .as_deref()
-        .map(|ua| ua.chars().take(300).collect::<String>());
     sqlx::query!(
         "INSERT INTO security_events (kind, client_id, user_id, ip, user_agent, detail)
          VALUES ($1, $2, $3, $4, $5, $6)",
         kind.as_str(),
         client_id,
         user_id,
-        origin.ip.map(|ip| ip.to_string()),
-        user_agent,
+        origin.stored_ip(),
+        origin.stored_user_agent(),
         detail,
     )
     .execute(db)

@@ -22,7 +22,6 @@ use uuid::Uuid;
 
 use crate::client_ip::{bucket, client_ip};
 use crate::client_metadata::ClientMetadata;
-use crate::crypto::sha256;
 use crate::db;
 use crate::error::{ErrorCode, Internal, OAuthError};
 use crate::events::Origin;
@@ -327,24 +326,13 @@ fn delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 
-async fn insert_refresh_token(
-    tx: impl sqlx::PgExecutor<'_>,
+/// A refresh token issued now stops working after this idle time, and never after its family's
+/// end.
+fn idle_expiry(
     state: &OAuthState,
-    token: &str,
-    grant_id: Uuid,
     now: DateTime<Utc>,
     family_expires_at: Option<DateTime<Utc>>,
-) -> Result<(), OAuthError> {
+) -> DateTime<Utc> {
     let idle = now + delta(state.settings().refresh_token_idle_lifetime);
-    let idle = family_expires_at.map_or(idle, |end| idle.min(end));
-    db::refresh_tokens::insert(
-        tx,
-        &sha256(token.as_bytes()),
-        grant_id,
-        now,
-        idle,
-        family_expires_at,
-    )
-    .await?;
-    Ok(())
+    family_expires_at.map_or(idle, |end| idle.min(end))
 }

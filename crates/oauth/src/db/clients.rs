@@ -59,23 +59,6 @@ pub async fn redirect_uris(
     .await
 }
 
-/// Marks a client as having completed an authorization (it is then never purged as unused).
-pub async fn mark_authorized(
-    db: impl PgExecutor<'_>,
-    client_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE oauth_clients SET first_authorized_at = $2
-         WHERE client_id = $1 AND first_authorized_at IS NULL",
-        client_id,
-        now,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// The client registered earlier with the same metadata from the same address.
 pub async fn by_dedup_key(
     db: impl PgExecutor<'_>,

@@ -77,6 +77,86 @@ pub async fn claim(
     .await
 }
 
+/// A code not used yet, as last committed (no lock). Its claim is [`exchange`] or [`claim`].
+pub async fn unused(
+    db: impl PgExecutor<'_>,
+    code_hash: &[u8],
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as!(
+        Claimed,
+        "SELECT client_id, user_id, redirect_uri, code_challenge, scope, resource, expires_at
+         FROM authorization_codes WHERE code_hash = $1 AND used_at IS NULL",
+        code_hash,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// What an exchanged code becomes: its grant, the grant's first refresh token when the client
+/// registered that grant type, and the security event to record.
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    pub code_hash: &'a [u8],
+    pub grant_id: Uuid,
+    pub now: DateTime<Utc>,
+    /// The granted scope (a token may carry less).
+    pub scope: &'a str,
+    pub refresh_token_hash: Option<&'a [u8]>,
+    pub refresh_idle_expires_at: DateTime<Utc>,
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub event_kind: &'a str,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Exchanges a code in one statement and one commit: claims it, creates its grant (attached to
+/// the code, so a reuse revokes it), the refresh token and the event, and marks the client
+/// authorized (it is then never purged as unused). The claim is the `UPDATE`'s condition: of concurrent exchanges one matches, and
+/// the others change nothing and return false.
+pub async fn exchange(
+    db: impl PgExecutor<'_>,
+    exchange: Exchange<'_>,
+) -> Result<bool, sqlx::Error> {
+    let exchanged = sqlx::query_scalar!(
+        r#"WITH claimed AS (
+            UPDATE authorization_codes SET used_at = $3, grant_id = $2
+            WHERE code_hash = $1 AND used_at IS NULL
+            RETURNING user_id, client_id, resource, redirect_uri
+         ), granted AS (
+            INSERT INTO grants
+                (grant_id, user_id, client_id, scope, resource, redirect_uri, created_at,
+                 last_used_at)
+            SELECT $2, user_id, client_id, $4, resource, redirect_uri, $3, $3 FROM claimed
+         ), refresh AS (
+            INSERT INTO refresh_tokens
+                (token_hash, grant_id, created_at, idle_expires_at, expires_at)
+            SELECT $5, $2, $3, $6, $7 FROM claimed WHERE $5::bytea IS NOT NULL
+         ), authorized AS (
+            UPDATE oauth_clients c SET first_authorized_at = $3 FROM claimed
+            WHERE c.client_id = claimed.client_id AND c.first_authorized_at IS NULL
+         ), recorded AS (
+            INSERT INTO security_events (kind, client_id, user_id, ip, user_agent, detail)
+            SELECT $8, client_id, user_id, $9, $10, $11 FROM claimed
+         )
+         SELECT count(*) AS "exchanged!" FROM claimed"#,
+        exchange.code_hash,
+        exchange.grant_id,
+        exchange.now,
+        exchange.scope,
+        exchange.refresh_token_hash,
+        exchange.refresh_idle_expires_at,
+        exchange.refresh_expires_at,
+        exchange.event_kind,
+        exchange.ip,
+        exchange.user_agent,
+        exchange.detail,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(exchanged == 1)
+}
+
 /// What the first use of a code produced.
 #[derive(Debug)]
 #[expect(clippy::struct_field_names, reason = "the columns' names")]
@@ -97,22 +177,6 @@ pub async fn first_use(
     )
     .fetch_optional(db)
     .await
-}
-
-/// Records the grant a code produced (revoked if the code is ever presented again).
-pub async fn attach_grant(
-    db: impl PgExecutor<'_>,
-    code_hash: &[u8],
-    grant_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE authorization_codes SET grant_id = $2 WHERE code_hash = $1",
-        code_hash,
-        grant_id,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Burns every unexchanged code of a user.

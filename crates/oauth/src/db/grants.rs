@@ -4,35 +4,6 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[derive(Debug)]
-pub struct NewGrant<'a> {
-    pub grant_id: Uuid,
-    pub user_id: Uuid,
-    pub client_id: &'a str,
-    pub scope: &'a str,
-    pub resource: &'a str,
-    pub redirect_uri: &'a str,
-    pub now: DateTime<Utc>,
-}
-
-pub async fn insert(db: impl PgExecutor<'_>, grant: NewGrant<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO grants
-            (grant_id, user_id, client_id, scope, resource, redirect_uri, created_at, last_used_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-        grant.grant_id,
-        grant.user_id,
-        grant.client_id,
-        grant.scope,
-        grant.resource,
-        grant.redirect_uri,
-        grant.now,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// A live grant as the account pages list it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {

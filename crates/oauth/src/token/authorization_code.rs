@@ -6,8 +6,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    FormParams, check_resource, delta, insert_refresh_token, proven, requested_scope,
-    sign_access_token, token_response,
+    FormParams, check_resource, delta, idle_expiry, proven, requested_scope, sign_access_token,
+    token_response,
 };
 use crate::crypto::{random_token, sha256};
 use crate::db;
@@ -30,76 +30,60 @@ pub(super) async fn exchange_code(
     let verifier = params.require("code_verifier")?;
     let code_hash = sha256(code.as_bytes());
     let now = state.now();
-    let mut tx = state.db().begin().await?;
-    let Some(claimed) = db::codes::claim(&mut *tx, &code_hash, now).await? else {
-        let first_use = db::codes::first_use(&mut *tx, &code_hash).await?;
-        tx.commit().await?;
-        return Err(presented_again(state, first_use, client_id, origin).await?);
+    let Some(code) = db::codes::unused(state.db(), &code_hash).await? else {
+        return Err(presented_again(state, &code_hash, client_id, origin).await?);
     };
-    // The code is consumed from here on, whatever the outcome of the checks.
-    if let Err(error) = check_claimed(params, &claimed, client_id, redirect_uri, verifier, now) {
-        tx.commit().await?;
-        return Err(error);
-    }
-    let granted = Scope::from_stored(&claimed.scope)
-        .ok_or_else(|| Internal::new("stored scope is invalid"))?;
-    let token_scope = match requested_scope(params, granted) {
-        Ok(scope) => scope,
+    let checked =
+        check_claimed(params, &code, client_id, redirect_uri, verifier, now).and_then(|()| {
+            let granted = Scope::from_stored(&code.scope)
+                .ok_or_else(|| Internal::new("stored scope is invalid"))?;
+            Ok((granted, requested_scope(params, granted)?))
+        });
+    let (granted, token_scope) = match checked {
+        Ok(scopes) => scopes,
+        // A code that fails a check is used up all the same.
         Err(error) => {
-            tx.commit().await?;
-            return Err(error);
+            return match db::codes::claim(state.db(), &code_hash, now).await? {
+                Some(_) => Err(error),
+                None => Err(presented_again(state, &code_hash, client_id, origin).await?),
+            };
         }
     };
-    // The code proved possession: charge its account's budget with this client. Over it, the
-    // claim rolls back and the code stays usable for a retry.
-    let user_id = claimed.user_id;
+    // The code proved possession: charge its account's budget with this client. Over it,
+    // nothing is claimed and the code stays usable for a retry.
+    let user_id = code.user_id;
     proven(state, &format!("code {user_id} {client_id}"))?;
     let grant_id = Uuid::new_v4();
-    db::grants::insert(
-        &mut *tx,
-        db::grants::NewGrant {
+    let refresh_token = allows_refresh.then(random_token).transpose()?;
+    let refresh_token_hash = refresh_token
+        .as_deref()
+        .map(|token| sha256(token.as_bytes()));
+    let refresh_expires_at = state
+        .settings()
+        .refresh_token_lifetime
+        .map(|lifetime| now + delta(lifetime));
+    let exchanged = db::codes::exchange(
+        state.db(),
+        db::codes::Exchange {
+            code_hash: &code_hash,
             grant_id,
-            user_id,
-            client_id,
-            scope: granted.as_str(),
-            resource: &claimed.resource,
-            redirect_uri: &claimed.redirect_uri,
             now,
+            scope: granted.as_str(),
+            refresh_token_hash: refresh_token_hash.as_deref(),
+            refresh_idle_expires_at: idle_expiry(state, now, refresh_expires_at),
+            refresh_expires_at,
+            event_kind: Kind::TokenIssued.as_str(),
+            ip: origin.stored_ip(),
+            user_agent: origin.stored_user_agent(),
+            detail: json!({ "grant_id": grant_id, "scope": token_scope.as_str() }),
         },
     )
     .await?;
-    db::codes::attach_grant(&mut *tx, &code_hash, grant_id).await?;
-    db::clients::mark_authorized(&mut *tx, client_id, now).await?;
-    let refresh_token = if allows_refresh {
-        let token = random_token()?;
-        insert_refresh_token(
-            &mut *tx,
-            state,
-            &token,
-            grant_id,
-            now,
-            state
-                .settings()
-                .refresh_token_lifetime
-                .map(|lifetime| now + delta(lifetime)),
-        )
-        .await?;
-        Some(token)
-    } else {
-        None
-    };
+    if !exchanged {
+        // Exchanged concurrently, or burned by a sign-out everywhere.
+        return Err(presented_again(state, &code_hash, client_id, origin).await?);
+    }
     let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
-    // Recorded with the grant: one durable commit per exchange, not two.
-    events::insert(
-        &mut *tx,
-        Kind::TokenIssued,
-        Some(client_id),
-        Some(user_id),
-        origin,
-        json!({ "grant_id": grant_id, "scope": token_scope.as_str() }),
-    )
-    .await?;
-    tx.commit().await?;
     events::log(Kind::TokenIssued, Some(client_id), Some(user_id));
     Ok(token_response(
         &access_token,
@@ -113,11 +97,11 @@ pub(super) async fn exchange_code(
 /// (RFC 6749 §4.1.2) and refuse.
 async fn presented_again(
     state: &OAuthState,
-    first_use: Option<db::codes::FirstUse>,
+    code_hash: &[u8],
     presented_by: &str,
     origin: &Origin,
 ) -> Result<OAuthError, OAuthError> {
-    if let Some(first_use) = first_use {
+    if let Some(first_use) = db::codes::first_use(state.db(), code_hash).await? {
         if let Some(grant_id) = first_use.grant_id {
             revoke_grant(state, grant_id, "authorization code reused").await?;
         }

@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use serde_json::json;
 
 use super::{
-    FormParams, REFRESH_GRACE, check_resource, insert_refresh_token, proven, requested_scope,
+    FormParams, REFRESH_GRACE, check_resource, idle_expiry, proven, requested_scope,
     sign_access_token, token_response,
 };
 use crate::crypto::{b64, hmac_sha256, secure_eq, sha256};
@@ -33,31 +33,16 @@ pub(super) async fn refresh(
     origin: &Origin,
 ) -> Result<Response, OAuthError> {
     let presented = params.require("refresh_token")?;
-    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
     let now = state.now();
-    let mut tx = state.db().begin().await?;
-    // The row lock serialises concurrent refreshes of one token.
     let presented_hash = sha256(presented.as_bytes());
-    let row = db::refresh_tokens::lock_presented(&mut *tx, &presented_hash).await?;
-    let Some(db::refresh_tokens::Presented {
-        grant_id,
-        idle_expires_at,
-        expires_at,
-        rotated_at,
-        successor_hash,
-        client_id: grant_client,
-        user_id,
-        scope,
-        resource,
-        revoked_at,
-        step_up_requested_at,
-    }) = row
-    else {
+    let Some(row) = db::refresh_tokens::presented(state.db(), &presented_hash).await? else {
         return Err(invalid());
     };
-    if grant_client != client_id || revoked_at.is_some() {
+    if row.client_id != client_id || row.revoked_at.is_some() {
         return Err(invalid());
     }
+    let grant_id = row.grant_id;
+    let user_id = row.user_id;
     // The refresh token proved possession of this grant: charge the grant, and only it. Over
     // the budget nothing rotates; the same token works again later.
     proven(state, &format!("grant {grant_id}"))?;
@@ -67,9 +52,10 @@ pub(super) async fn refresh(
     // the client to authorize with the scope the call needed. A refresh that names its scope
     // asks knowingly for what the grant holds and is answered as usual.
     if params.get("scope").is_none()
-        && step_up_requested_at.is_some_and(|at| now - at <= STEP_UP_WINDOW)
+        && row
+            .step_up_requested_at
+            .is_some_and(|at| now - at <= STEP_UP_WINDOW)
     {
-        drop(tx);
         revoke_grant(state, grant_id, "step-up: a call needed more scope").await?;
         events::record(
             state.db(),
@@ -77,7 +63,7 @@ pub(super) async fn refresh(
             Some(client_id),
             Some(user_id),
             origin,
-            json!({ "grant_id": grant_id, "scope": scope }),
+            json!({ "grant_id": grant_id, "scope": row.scope }),
         )
         .await;
         return Err(OAuthError::invalid_grant(
@@ -85,58 +71,80 @@ pub(super) async fn refresh(
              scope mcp:trade",
         ));
     }
-    check_resource(params, &ResourceUri::new(resource.clone()))?;
+    check_resource(params, &ResourceUri::new(row.resource))?;
     let granted =
-        Scope::from_stored(&scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
+        Scope::from_stored(&row.scope).ok_or_else(|| Internal::new("stored scope is invalid"))?;
     let token_scope = requested_scope(params, granted)?;
     let successor = successor_of(state, presented);
-    match (rotated_at, successor_hash) {
-        (None, _) => {
-            if idle_expires_at <= now || expires_at.is_some_and(|end| end <= now) {
-                return Err(invalid());
-            }
-            let successor_hash = sha256(successor.as_bytes());
-            db::refresh_tokens::rotate(&mut *tx, &presented_hash, now, &successor_hash).await?;
-            insert_refresh_token(&mut *tx, state, &successor, grant_id, now, expires_at).await?;
+    let successor_hash = sha256(successor.as_bytes());
+    let unexpired = row.idle_expires_at > now && row.expires_at.is_none_or(|end| end > now);
+    // The common case, a token used once: one statement, one commit.
+    let rotated_here = row.rotated_at.is_none()
+        && unexpired
+        && db::refresh_tokens::rotate_first(
+            state.db(),
+            db::refresh_tokens::FirstRotation {
+                token_hash: &presented_hash,
+                grant_id,
+                successor_hash: &successor_hash,
+                now,
+                successor_idle_expires_at: idle_expiry(state, now, row.expires_at),
+                event_kind: Kind::TokenRefreshed.as_str(),
+                client_id,
+                user_id,
+                ip: origin.stored_ip(),
+                user_agent: origin.stored_user_agent(),
+                detail: json!({ "grant_id": grant_id }),
+            },
+        )
+        .await?;
+    // Otherwise the token was rotated before (a retry within the grace window, or a replay),
+    // concurrently, or it expired or its grant ended meanwhile: decide under its row's lock.
+    if !rotated_here {
+        let mut tx = state.db().begin().await?;
+        let Some(locked) = db::refresh_tokens::lock_presented(&mut *tx, &presented_hash).await?
+        else {
+            return Err(invalid());
+        };
+        if locked.revoked_at.is_some() {
+            return Err(invalid());
         }
-        (Some(rotated_at), Some(successor_hash)) => {
-            let successor_used =
-                db::refresh_tokens::lock_rotated_at(&mut *tx, &successor_hash).await?;
-            let within_grace = now - rotated_at <= REFRESH_GRACE;
-            let unused = matches!(successor_used, Some(None));
-            if !(within_grace
-                && unused
-                && secure_eq(&successor_hash, &sha256(successor.as_bytes())))
-            {
-                tx.commit().await?;
-                revoke_grant(state, grant_id, "refresh token replayed").await?;
-                events::record(
-                    state.db(),
-                    Kind::RefreshReplay,
-                    Some(client_id),
-                    Some(user_id),
-                    origin,
-                    json!({ "grant_id": grant_id }),
-                )
-                .await;
-                return Err(invalid());
-            }
+        let (Some(rotated_at), Some(stored_successor)) = (locked.rotated_at, locked.successor_hash)
+        else {
+            // Never rotated, so it expired or its grant ended.
+            return Err(invalid());
+        };
+        let successor_used =
+            db::refresh_tokens::lock_rotated_at(&mut *tx, &stored_successor).await?;
+        let within_grace = now - rotated_at <= REFRESH_GRACE;
+        let unused = matches!(successor_used, Some(None));
+        if !(within_grace && unused && secure_eq(&stored_successor, &successor_hash)) {
+            tx.commit().await?;
+            revoke_grant(state, grant_id, "refresh token replayed").await?;
+            events::record(
+                state.db(),
+                Kind::RefreshReplay,
+                Some(client_id),
+                Some(user_id),
+                origin,
+                json!({ "grant_id": grant_id }),
+            )
+            .await;
+            return Err(invalid());
         }
-        (Some(_), None) => return Err(invalid()),
+        db::grants::touch(&mut *tx, grant_id, now).await?;
+        events::insert(
+            &mut *tx,
+            Kind::TokenRefreshed,
+            Some(client_id),
+            Some(user_id),
+            origin,
+            json!({ "grant_id": grant_id }),
+        )
+        .await?;
+        tx.commit().await?;
     }
-    db::grants::touch(&mut *tx, grant_id, now).await?;
     let access_token = sign_access_token(state, user_id, client_id, grant_id, token_scope)?;
-    // Recorded with the rotation: one durable commit per refresh, not two.
-    events::insert(
-        &mut *tx,
-        Kind::TokenRefreshed,
-        Some(client_id),
-        Some(user_id),
-        origin,
-        json!({ "grant_id": grant_id }),
-    )
-    .await?;
-    tx.commit().await?;
     events::log(Kind::TokenRefreshed, Some(client_id), Some(user_id));
     Ok(token_response(
         &access_token,
@@ -144,4 +152,8 @@ pub(super) async fn refresh(
         Some(&successor),
         token_scope,
     ))
+}
+
+fn invalid() -> OAuthError {
+    OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
 }

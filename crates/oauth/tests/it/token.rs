@@ -193,6 +193,31 @@ async fn d7_concurrent_exchanges_yield_exactly_one_token() {
         7,
         "{statuses:?}"
     );
+    // The other seven presented a used code: the grant its first use made is revoked.
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM grants WHERE revoked_at IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'code_reuse'"
+        )
+        .await,
+        7
+    );
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'token_issued'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -409,9 +434,91 @@ async fn e4_concurrent_refreshes_end_on_one_live_pair() {
         1,
         "never two live branches"
     );
+    // Every answered refresh is recorded, the first rotation and the seven in its grace window.
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'token_refreshed'"
+        )
+        .await,
+        8
+    );
     assert_eq!(
         flow.refresh(&server, &successors[0]).await.status(),
         StatusCode::OK
+    );
+}
+
+/// A revocation that commits while a refresh of its grant is in flight: the refresh hands out
+/// nothing, where it could otherwise answer with a fresh pair for an ended grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_racing_a_revocation_hands_out_nothing() {
+    let (server, mut flow) = setup().await;
+    let first = flow.tokens(&server, "mcp:read", "mcp:read").await;
+    let rt = first["refresh_token"].as_str().unwrap().to_owned();
+    let grant = only_grant(&server).await;
+    let pool = server.db.pool().await;
+    // The revoker holds the grant's row while the refresh runs into it.
+    let mut revoker = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM grants WHERE grant_id = $1 FOR UPDATE")
+        .bind(grant)
+        .execute(&mut *revoker)
+        .await
+        .unwrap();
+    let refresh = {
+        let endpoint = server.endpoint.clone();
+        let client_id = flow.client_id.clone();
+        tokio::spawn(async move {
+            endpoint
+                .token(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &rt),
+                    ("client_id", &client_id),
+                ])
+                .await
+        })
+    };
+    let mut waited = 0;
+    while count(
+        &server,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')
+           AND datname = current_database()",
+    )
+    .await
+        == 0
+    {
+        waited += 1;
+        assert!(waited < 500, "the refresh never waited for the grant's row");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sqlx::query(
+        "UPDATE grants SET revoked_at = now(), revoked_reason = 'revoked by its user'
+         WHERE grant_id = $1",
+    )
+    .bind(grant)
+    .execute(&mut *revoker)
+    .await
+    .unwrap();
+    revoker.commit().await.unwrap();
+    assert_oauth_error(
+        refresh.await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM refresh_tokens").await,
+        1,
+        "no successor"
+    );
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) FROM security_events WHERE kind = 'token_refreshed'"
+        )
+        .await,
+        0
     );
 }
 
