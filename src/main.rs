@@ -5,7 +5,8 @@ use clap::Parser;
 
 /// Tokio moves tasks between worker threads, so memory is often freed on another thread than
 /// the one that allocated it; glibc's allocator then takes the owning arena's lock, and under
-/// load the request threads queued on it. mimalloc frees across threads without a lock.
+/// load the request threads queued on it. mimalloc frees across threads without a lock. Built
+/// without transparent huge pages (`no_thp`): with them an idle replica held 33 MiB instead of 20.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
