@@ -12,7 +12,6 @@ pub struct Presented {
     /// The family's absolute end, when one is configured.
     pub expires_at: Option<DateTime<Utc>>,
     pub rotated_at: Option<DateTime<Utc>>,
-    pub successor_hash: Option<Vec<u8>>,
     pub client_id: String,
     pub user_id: Uuid,
     pub scope: String,
@@ -28,9 +27,8 @@ pub async fn presented(
 ) -> Result<Option<Presented>, sqlx::Error> {
     sqlx::query_as!(
         Presented,
-        "SELECT rt.grant_id, rt.idle_expires_at, rt.expires_at, rt.rotated_at, rt.successor_hash,
-                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at,
-                g.step_up_requested_at
+        "SELECT rt.grant_id, rt.idle_expires_at, rt.expires_at, rt.rotated_at,
+                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at, g.step_up_requested_at
          FROM refresh_tokens rt JOIN grants g USING (grant_id)
          WHERE rt.token_hash = $1",
         token_hash,
@@ -39,17 +37,24 @@ pub async fn presented(
     .await
 }
 
-/// The token and its grant, the token's row locked: concurrent refreshes of one token run one
-/// after the other.
-pub async fn lock_presented(
+/// What decides a repeat of a rotated token.
+#[derive(Debug)]
+pub struct Rotation {
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub successor_hash: Option<Vec<u8>>,
+    /// When the token's grant was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The token's rotation, its row locked: concurrent refreshes of one token run one after the
+/// other.
+pub async fn lock_rotation(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
-) -> Result<Option<Presented>, sqlx::Error> {
+) -> Result<Option<Rotation>, sqlx::Error> {
     sqlx::query_as!(
-        Presented,
-        "SELECT rt.grant_id, rt.idle_expires_at, rt.expires_at, rt.rotated_at, rt.successor_hash,
-                g.client_id, g.user_id, g.scope, g.resource, g.revoked_at,
-                g.step_up_requested_at
+        Rotation,
+        "SELECT rt.rotated_at, rt.successor_hash, g.revoked_at
          FROM refresh_tokens rt JOIN grants g USING (grant_id)
          WHERE rt.token_hash = $1 FOR UPDATE OF rt",
         token_hash,

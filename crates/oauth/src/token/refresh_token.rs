@@ -102,7 +102,7 @@ pub(super) async fn refresh(
     // concurrently, or it expired or its grant ended meanwhile: decide under its row's lock.
     if !rotated_here {
         let mut tx = state.db().begin().await?;
-        let Some(locked) = db::refresh_tokens::lock_presented(&mut *tx, &presented_hash).await?
+        let Some(locked) = db::refresh_tokens::lock_rotation(&mut *tx, &presented_hash).await?
         else {
             return Err(invalid());
         };
