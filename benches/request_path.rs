@@ -16,29 +16,21 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, Request, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::http::{Request, header};
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crosstrade::config::{Config, Sources};
 use crosstrade::database::{Database, Role};
-use crosstrade::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load};
-use crosstrade::server::{self, count_request, request_span};
+use crosstrade::http::{BodyBounds, Guard, InFlight, Limits};
+use crosstrade::server;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
-};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"GetMcpCapabilities","arguments":{}}}"#;
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
 const EMAIL: &str = "bench@bench.invalid";
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request wrk sends in `bench/run`, as the accept loop hands it to the router.
 fn post(path: &str, body: &'static str, token: Option<&str>) -> Request<Body> {
@@ -73,84 +65,48 @@ where
     })
 }
 
-/// The hello-world handler under the first `depth` production layers, outermost first, each
-/// layered onto the route (`Router::layer`).
-fn hello_under(depth: usize) -> Router {
+type Boxed = tower::util::BoxCloneSyncService<Request<Body>, axum::response::Response, Infallible>;
+
+/// The hello-world handler under the first `depth` production layers, composed as
+/// `server::app` composes them: the edge and the span around the router, the route's guard
+/// (counting, then shedding, then the body read) around the route.
+fn hello(depth: usize) -> Boxed {
+    let guard = Guard {
+        shed: (depth >= 4).then(|| InFlight::new(1024)),
+        body: (depth >= 5).then_some(BodyBounds {
+            limit: 4 * 1024 * 1024,
+            deadline: Duration::from_secs(30),
+        }),
+    };
     let mut router = Router::new().route(
         "/",
         get(|| async { "Hello, World!" }).post(|| async { "Hello, World!" }),
     );
-    if depth >= 6 {
-        router = router.layer(from_fn_with_state(
-            BodyBounds {
-                limit: 4 * 1024 * 1024,
-                deadline: Duration::from_secs(30),
-            },
-            read_body_within,
-        ));
-    }
-    if depth >= 5 {
-        router = router.layer(from_fn_with_state(InFlight::new(1024), shed_load));
-    }
-    if depth >= 4 {
-        router = router.layer(from_fn(count_request));
-    }
-    if depth >= 1 {
-        router = router.layer(PropagateRequestIdLayer::new(REQUEST_ID));
-    }
     if depth >= 3 {
-        router = router.layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        );
+        router = router.layer(guard);
     }
-    if depth >= 2 {
-        router = router
-            .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                header::AUTHORIZATION,
-                header::COOKIE,
-            ]));
+    match depth {
+        0 => Boxed::new(router),
+        1 => Boxed::new(
+            tower::ServiceBuilder::new()
+                .map_response(axum::response::IntoResponse::into_response)
+                .service(server::Edge {
+                    inner: router,
+                    ids: server::RequestIds::new(),
+                    hsts: false,
+                }),
+        ),
+        _ => Boxed::new(
+            tower::ServiceBuilder::new()
+                .map_response(axum::response::IntoResponse::into_response)
+                .service(server::around_routes(router, false)),
+        ),
     }
-    if depth >= 1 {
-        router = router.layer(SetRequestIdLayer::new(
-            REQUEST_ID,
-            server::RequestIds::new(),
-        ));
-    }
-    router
 }
 
-/// All the layers of [`hello_under`]`(6)`, the tower-http ones around the router instead of
-/// layered onto its route: `server::around_routes`, as `server::app` composes them.
-fn hello_around()
--> tower::util::BoxCloneSyncService<Request<Body>, axum::response::Response, Infallible> {
-    let router = Router::new()
-        .route(
-            "/",
-            get(|| async { "Hello, World!" }).post(|| async { "Hello, World!" }),
-        )
-        .layer(from_fn_with_state(
-            BodyBounds {
-                limit: 4 * 1024 * 1024,
-                deadline: Duration::from_secs(30),
-            },
-            read_body_within,
-        ))
-        .layer(from_fn_with_state(InFlight::new(1024), shed_load))
-        .layer(from_fn(count_request));
-    let service = tower::ServiceBuilder::new()
-        .map_response(axum::response::IntoResponse::into_response)
-        .service(server::around_routes(router, false));
-    tower::util::BoxCloneSyncService::new(service)
-}
-
-const LAYERS: [&str; 7] = [
+const LAYERS: [&str; 6] = [
     "handler alone",
-    "+ request id",
-    "+ sensitive headers",
+    "+ request id and sensitive headers",
     "+ request span and log line",
     "+ request counter",
     "+ load shedding",
@@ -240,18 +196,12 @@ fn request_path(c: &mut Criterion) {
     let (app, token, _db) = production(&runtime);
 
     for (depth, name) in LAYERS.iter().enumerate() {
-        let router = hello_under(depth);
+        let router = hello(depth);
         assert_eq!(run(&runtime, &router, post("/", CALL, None)), 200, "{name}");
         c.bench_function(&format!("layers/{depth} {name}"), |b| {
             b.iter(|| run(&runtime, &router, post("/", CALL, None)));
         });
     }
-
-    let around = hello_around();
-    assert_eq!(run(&runtime, &around, post("/", CALL, None)), 200);
-    c.bench_function("layers/6 all, tower-http's around the router", |b| {
-        b.iter(|| run(&runtime, &around, post("/", CALL, None)));
-    });
 
     let router = &app;
     let token = token.as_str();
@@ -273,7 +223,7 @@ fn request_path(c: &mut Criterion) {
     // The span and log line in the JSON lines of `json_log` and in tracing-subscriber's own JSON
     // format (what the server used before), each installed for this thread only. Last: a
     // second dispatcher makes every callsite ask which one is interested.
-    let router = hello_under(3);
+    let router = hello(2);
     let dev_null = Arc::new(std::fs::File::create("/dev/null").unwrap());
     let formats = [
         (

@@ -6,23 +6,24 @@
 //! answers at once (503 with `Retry-After`, 408, 413) instead of queueing.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::Arc;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{self, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use vocabulary::ErrorBody;
 
 /// Seconds a shed client is told to wait before retrying.
@@ -184,21 +185,6 @@ impl InFlight {
     }
 }
 
-/// Sheds load: a request is handled only while fewer than the limit are. The permit is held
-/// until the response head is ready; streamed bodies (SSE) do not hold it.
-pub async fn shed_load(
-    State(in_flight): State<InFlight>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Ok(_permit) = in_flight.permits.try_acquire() else {
-        metrics::counter!("http_requests_shed_total").increment(1);
-        return Refusal::AtCapacity.into_response();
-    };
-    let _counted = CountedInFlight::new(&in_flight.gauge);
-    next.run(request).await
-}
-
 /// Keeps `http_requests_in_flight` right however the request ends (cancelled included).
 struct CountedInFlight<'a>(&'a metrics::Gauge);
 
@@ -213,6 +199,99 @@ impl Drop for CountedInFlight<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
+}
+
+/// What every route's requests pass, in one layer around each route (one boxed future per
+/// request, not one per check): each request is counted by route, method and status
+/// (`http_requests_total`); beyond the in-flight limit it is shed with 503 at once (`shed`;
+/// the probes are never shed; the permit is held until the response head is ready, so streamed
+/// bodies do not hold it); its body is read within `body`'s limits before the handler runs.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    pub shed: Option<InFlight>,
+    pub body: Option<BodyBounds>,
+}
+
+impl<S> Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            guard: Arc::new(self.clone()),
+        }
+    }
+}
+
+/// A route behind its [`Guard`].
+#[derive(Debug, Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+impl<S> Service<Request> for Guarded<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = self.inner.clone();
+        let guard = Arc::clone(&self.guard);
+        Box::pin(async move {
+            let matched = request.extensions().get::<MatchedPath>().cloned();
+            let method = request.method().clone();
+            let response = guard.admit(route, request).await;
+            let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+            REQUEST_COUNTERS.increment(route, &method, response.status());
+            Ok(response)
+        })
+    }
+}
+
+impl Guard {
+    async fn admit<S>(&self, route: S, request: Request) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible>,
+    {
+        let _in_flight = match &self.shed {
+            Some(in_flight) => {
+                let Ok(permit) = in_flight.permits.try_acquire() else {
+                    metrics::counter!("http_requests_shed_total").increment(1);
+                    return Refusal::AtCapacity.into_response();
+                };
+                Some((permit, CountedInFlight::new(&in_flight.gauge)))
+            }
+            None => None,
+        };
+        let request = match self.body {
+            Some(bounds) => match read_body(bounds, request).await {
+                Ok(request) => request,
+                Err(refusal) => return refusal.into_response(),
+            },
+            None => request,
+        };
+        match route.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The route label of requests no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Counts a request no route matched (the router's fallback passes no route layer).
+pub fn count_unmatched(method: &Method, status: StatusCode) {
+    REQUEST_COUNTERS.increment(UNMATCHED, method, status);
 }
 
 /// What the server's own limits answer, before or instead of any route: `{error, message}`
@@ -290,54 +369,105 @@ pub struct BodyBounds {
     pub deadline: Duration,
 }
 
-/// Reads the whole request body before the handler runs, within the size limit and the deadline:
-/// a trickled upload answers 408 and an oversized one 413, whatever the handler is.
-pub async fn read_body_within(
-    State(bounds): State<BodyBounds>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Reads the whole request body within the size limit and the deadline: a trickled upload
+/// answers 408 and an oversized one 413, whatever the handler is. Bodies that arrived with
+/// their head (most) are taken on the first poll, without arming a timer.
+async fn read_body(bounds: BodyBounds, request: Request) -> Result<Request, Refusal> {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
     ) {
-        return next.run(request).await;
+        return Ok(request);
     }
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    let too_large = Refusal::BodyTooLarge {
+        limit: bounds.limit,
+    };
     if declared.is_some_and(|length| length > bounds.limit as u64) {
-        return Refusal::BodyTooLarge {
-            limit: bounds.limit,
-        }
-        .into_response();
+        return Err(too_large);
     }
     let (parts, body) = request.into_parts();
-    let bytes =
-        match tokio::time::timeout(bounds.deadline, axum::body::to_bytes(body, bounds.limit)).await
-        {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(err)) => {
-                let over_limit = err
-                    .into_inner()
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some();
-                return if over_limit {
-                    Refusal::BodyTooLarge {
-                        limit: bounds.limit,
-                    }
-                } else {
-                    Refusal::BodyUnreadable
-                }
-                .into_response();
-            }
-            Err(_) => {
+    let mut collecting = pin!(axum::body::to_bytes(body, bounds.limit));
+    let first = std::future::poll_fn(|cx| Poll::Ready(collecting.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => {
+            let Ok(collected) = tokio::time::timeout(bounds.deadline, collecting).await else {
                 metrics::counter!("http_slow_bodies_total").increment(1);
-                return Refusal::BodyTooSlow.into_response();
-            }
+                return Err(Refusal::BodyTooSlow);
+            };
+            collected
+        }
+    };
+    match collected {
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(err) => {
+            let over_limit = err
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            Err(if over_limit {
+                too_large
+            } else {
+                Refusal::BodyUnreadable
+            })
+        }
+    }
+}
+
+/// `http_requests_total`'s handles by route, then method and status.
+type CountersByRoute = HashMap<String, Vec<(&'static str, StatusCode, metrics::Counter)>>;
+
+/// `http_requests_total`'s handles, registered once per route, method and status: a request
+/// then costs a read lock and an atomic increment, not a registry lookup with three owned labels.
+static REQUEST_COUNTERS: RequestCounters = RequestCounters(RwLock::new(None));
+
+struct RequestCounters(RwLock<Option<CountersByRoute>>);
+
+impl RequestCounters {
+    fn increment(&self, route: &str, method: &Method, status: StatusCode) {
+        // Methods outside the standard set share one label, so a client cannot grow the series.
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            Method::DELETE => "DELETE",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            _ => "other",
         };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+        let find = |routes: &CountersByRoute| {
+            routes
+                .get(route)?
+                .iter()
+                .find(|(m, s, _)| *m == method && *s == status)
+                .map(|(_, _, counter)| counter.increment(1))
+        };
+        let read = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if read.as_ref().and_then(find).is_some() {
+            return;
+        }
+        drop(read);
+        let mut write = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let routes = write.get_or_insert_with(HashMap::new);
+        if find(routes).is_some() {
+            return;
+        }
+        let counter = metrics::counter!(
+            "http_requests_total",
+            "route" => route.to_owned(),
+            "method" => method,
+            "status" => status.as_str().to_owned(),
+        );
+        counter.increment(1);
+        routes
+            .entry(route.to_owned())
+            .or_default()
+            .push((method, status, counter));
+    }
 }

@@ -5,18 +5,19 @@
 //! (`/metrics` and the probes), so operational data never reaches the internet through the
 //! public port.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::body::Bytes;
-use axum::extract::{FromRef, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::extract::{FromRef, Request, State};
+use axum::http::header::Entry;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -28,14 +29,7 @@ use store::clock::Clock;
 use store::tasks::Supervisor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
-};
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower::{Layer, Service};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -43,7 +37,7 @@ use tracing::Level;
 use crate::adapters::{AddonAccountsAdapter, AddonRelay, OAuthTokenVerifier};
 use crate::config::Config;
 use crate::database::{Database, Role};
-use crate::http::{BodyBounds, InFlight, Limits, read_body_within, shed_load};
+use crate::http::{BodyBounds, Guard, InFlight, Limits};
 use crate::readiness::Readiness;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -84,46 +78,48 @@ pub fn app(
     // handler but the MCP endpoint answers within the request timeout. MCP tool calls are
     // bounded by their own relay deadlines (up to 300 s for a backtest), and carry larger bodies
     // (NinjaScript source). `/metrics` is on the admin listener only.
-    let probes = probes();
+    let in_flight = InFlight::new(http.max_in_flight_requests.get());
     let bounded = Router::new()
         .merge(oauth::router())
         .merge(addon_bridge::router())
         .merge(oauth::account::router())
-        .layer(from_fn_with_state(
-            BodyBounds {
-                limit: http.body_limit_bytes.get(),
-                deadline: http.body_read_timeout(),
-            },
-            read_body_within,
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             http.request_timeout(),
-        ));
-    let mcp = mcp::router().layer(from_fn_with_state(
-        BodyBounds {
+        ))
+        .layer(Guard {
+            shed: Some(in_flight.clone()),
+            body: Some(BodyBounds {
+                limit: http.body_limit_bytes.get(),
+                deadline: http.body_read_timeout(),
+            }),
+        });
+    let mcp = mcp::router().layer(Guard {
+        shed: Some(in_flight),
+        body: Some(BodyBounds {
             limit: http.mcp_body_limit_bytes.get(),
             deadline: http.body_read_timeout(),
-        },
-        read_body_within,
-    ));
+        }),
+    });
     let router = bounded
         .merge(mcp)
-        .layer(from_fn_with_state(
-            InFlight::new(http.max_in_flight_requests.get()),
-            shed_load,
-        ))
-        .merge(probes)
-        .layer(from_fn(count_request));
+        .merge(probes().layer(Guard::default()))
+        .fallback(not_found);
     let https = state.config.public_url.is_https();
     around_routes(router.with_state(state), https)
 }
 
+/// Requests no route matches: 404, counted under the `unmatched` route.
+async fn not_found(method: Method) -> StatusCode {
+    crate::http::count_unmatched(&method, StatusCode::NOT_FOUND);
+    StatusCode::NOT_FOUND
+}
+
 /// The middleware every request passes, wrapped once around `routes` (not layered onto each
 /// route: a request then clones and boxes these once, not once per route layer). Outermost
-/// first: every request gets an id, then a span that carries it; secrets in headers are marked
-/// before anything could record them. Behind https, HSTS: browsers must never fall back to
-/// http for this host (OAuth 2.1 §1.5).
+/// first: every request gets an id and its secrets in headers are marked before anything could
+/// record them, then a span that carries the id. Behind https, HSTS: browsers must never fall
+/// back to http for this host (OAuth 2.1 §1.5).
 pub fn around_routes<S>(
     routes: S,
     https: bool,
@@ -142,26 +138,101 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    let hsts = https.then(|| {
-        SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        )
-    });
-    let sensitive = Arc::<[HeaderName]>::from([header::AUTHORIZATION, header::COOKIE]);
-    ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
-        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
-        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .option_layer(hsts)
-        .service(routes)
+    Edge {
+        inner: TraceLayer::new_for_http()
+            .make_span_with(request_span)
+            .on_request(())
+            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            .layer(routes),
+        ids: RequestIds::new(),
+        hsts: https,
+    }
+}
+
+/// The outermost layer, one pass over the headers each way: the request keeps the id it
+/// brought or gets one, and its credentials (`Authorization`, `Cookie`) are marked sensitive
+/// before anything could record them; the response carries the request's id, its `Set-Cookie`
+/// marked sensitive, and, behind https, HSTS.
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    pub inner: S,
+    pub ids: RequestIds,
+    pub hsts: bool,
+}
+
+impl<S, B> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = axum::http::Response<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = EdgeResponse<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let headers = request.headers_mut();
+        mark_sensitive(headers, header::AUTHORIZATION);
+        mark_sensitive(headers, header::COOKIE);
+        let request_id = match headers.get(&REQUEST_ID) {
+            Some(id) => Some(id.clone()),
+            None => self.ids.next().inspect(|id| {
+                headers.insert(REQUEST_ID, id.clone());
+            }),
+        };
+        EdgeResponse {
+            inner: self.inner.call(request),
+            request_id,
+            hsts: self.hsts,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Edge`].
+    pub struct EdgeResponse<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+        hsts: bool,
+    }
+}
+
+impl<F, B, E> Future for EdgeResponse<F>
+where
+    F: Future<Output = Result<axum::http::Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(err) => return Poll::Ready(Err(err)),
+        };
+        let headers = response.headers_mut();
+        if let Some(request_id) = this.request_id.take() {
+            headers.entry(REQUEST_ID).or_insert(request_id);
+        }
+        mark_sensitive(headers, header::SET_COOKIE);
+        if *this.hsts {
+            headers.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn mark_sensitive(headers: &mut HeaderMap, name: HeaderName) {
+    if let Entry::Occupied(mut values) = headers.entry(name) {
+        for value in values.iter_mut() {
+            value.set_sensitive(true);
+        }
+    }
 }
 
 /// Request ids for requests that bring none: UUIDv8 (RFC 9562 §5.8) made of a random per-process
@@ -189,17 +260,16 @@ impl Default for RequestIds {
     }
 }
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+impl RequestIds {
+    /// The next id, as the header's value (always one: a hyphenated UUID is a valid value).
+    pub fn next(&self) -> Option<HeaderValue> {
         let counter = self.next.fetch_add(1, Ordering::Relaxed);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.prefix);
         bytes[8..].copy_from_slice(&counter.to_be_bytes());
         let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)).ok()
     }
 }
 
@@ -274,69 +344,6 @@ pub fn install_metrics(tasks: &Supervisor) -> anyhow::Result<PrometheusHandle> {
         }
     });
     Ok(handle)
-}
-
-/// Requests by route (the pattern, never the concrete path), method and status.
-pub async fn count_request(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    REQUEST_COUNTERS.increment(route, &method, response.status());
-    response
-}
-
-/// `http_requests_total`'s handles by route, then method and status.
-type CountersByRoute = HashMap<String, Vec<(&'static str, StatusCode, metrics::Counter)>>;
-
-/// `http_requests_total`'s handles, registered once per route, method and status: a request
-/// then costs a read lock and an atomic increment, not a registry lookup with three owned labels.
-static REQUEST_COUNTERS: RequestCounters = RequestCounters(RwLock::new(None));
-
-struct RequestCounters(RwLock<Option<CountersByRoute>>);
-
-impl RequestCounters {
-    fn increment(&self, route: &str, method: &Method, status: StatusCode) {
-        // Methods outside the standard set share one label, so a client cannot grow the series.
-        let method = match *method {
-            Method::GET => "GET",
-            Method::POST => "POST",
-            Method::HEAD => "HEAD",
-            Method::OPTIONS => "OPTIONS",
-            Method::DELETE => "DELETE",
-            Method::PUT => "PUT",
-            Method::PATCH => "PATCH",
-            _ => "other",
-        };
-        let find = |routes: &CountersByRoute| {
-            routes
-                .get(route)?
-                .iter()
-                .find(|(m, s, _)| *m == method && *s == status)
-                .map(|(_, _, counter)| counter.increment(1))
-        };
-        let read = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        if read.as_ref().and_then(find).is_some() {
-            return;
-        }
-        drop(read);
-        let mut write = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        let routes = write.get_or_insert_with(HashMap::new);
-        if find(routes).is_some() {
-            return;
-        }
-        let counter = metrics::counter!(
-            "http_requests_total",
-            "route" => route.to_owned(),
-            "method" => method,
-            "status" => status.as_str().to_owned(),
-        );
-        counter.increment(1);
-        routes
-            .entry(route.to_owned())
-            .or_default()
-            .push((method, status, counter));
-    }
 }
 
 async fn get_metrics(State(metrics): State<PrometheusHandle>) -> Response {
@@ -565,19 +572,16 @@ pub async fn compose(
 
 #[cfg(test)]
 mod tests {
-    use tower_http::request_id::MakeRequestId as _;
-
     use super::*;
 
     #[test]
     fn request_ids_are_distinct_version_8_uuids_sharing_the_process_prefix() {
-        let mut ids = RequestIds::new();
-        let request = axum::http::Request::new(());
+        let ids = RequestIds::new();
         let mut seen = std::collections::HashSet::new();
         let mut prefixes = std::collections::HashSet::new();
         for _ in 0..1000 {
-            let id = ids.make_request_id(&request).unwrap();
-            let text = id.header_value().to_str().unwrap().to_owned();
+            let id = ids.next().unwrap();
+            let text = id.to_str().unwrap().to_owned();
             let uuid = uuid::Uuid::parse_str(&text).unwrap();
             assert_eq!(uuid.get_version_num(), 8, "{text}");
             assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{text}");
@@ -586,8 +590,8 @@ mod tests {
         }
         assert_eq!(prefixes.len(), 1);
         // Another process (here: another generator) starts from another random prefix.
-        let other = RequestIds::new().make_request_id(&request).unwrap();
-        let other = uuid::Uuid::parse_str(other.header_value().to_str().unwrap()).unwrap();
+        let other = RequestIds::new().next().unwrap();
+        let other = uuid::Uuid::parse_str(other.to_str().unwrap()).unwrap();
         assert!(!prefixes.contains(&other.as_u64_pair().0));
     }
 }
