@@ -9,6 +9,7 @@ pub mod database;
 pub mod dev;
 pub mod http;
 pub mod json_log;
+pub mod log_writer;
 pub mod otel;
 pub mod readiness;
 pub mod server;

@@ -10,10 +10,19 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = crosstrade::cli::Cli::parse();
-    match crosstrade::cli::run(cli).await {
+    // Workers hold their log lines until they go idle (`log_writer`), and write them when they stop.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(crosstrade::log_writer::before_park)
+        .on_thread_stop(crosstrade::log_writer::at_thread_stop)
+        .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(crosstrade::cli::run(cli)),
+        Err(err) => Err(anyhow::Error::new(err).context("starting the runtime")),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "error: {err:#}");

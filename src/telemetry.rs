@@ -1,4 +1,5 @@
-//! Logging, and traces when configured. Logs go to stderr (stdout carries the CLI's answers);
+//! Logging, and traces when configured. Logs go to stderr (stdout carries the CLI's answers;
+//! batched per runtime worker, [`crate::log_writer`]);
 //! JSON in production, human readable in a terminal. Request headers are never logged;
 //! `Authorization`, `Cookie` and `Set-Cookie` are also marked sensitive by the HTTP middleware.
 //! Traces: [`crate::otel`].
@@ -10,7 +11,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 use crate::config::{LogConfig, LogFormat, TracesConfig};
 
 pub fn init(config: &LogConfig, traces: &TracesConfig) -> anyhow::Result<()> {
-    init_writing_to(config, traces, std::io::stderr)
+    init_writing_to(config, traces, crate::log_writer::BatchedStderr)
 }
 
 /// [`init`] with the log lines written to `writer` instead of stderr.

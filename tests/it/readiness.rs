@@ -330,3 +330,52 @@ async fn every_response_carries_a_request_id_and_a_client_sent_one_is_kept() {
     .await;
     assert!(logged, "{}", server.logs());
 }
+
+/// Runtime workers hold their log lines while busy (`log_writer`): every request's line still
+/// reaches the log once the server goes idle, without stopping it, exactly once, and the lines
+/// of requests answered just before a SIGTERM are there after it.
+#[tokio::test]
+async fn every_request_is_logged_while_the_server_runs_and_at_shutdown() {
+    let db = testkit::TestDb::new().await;
+    let url = db.url();
+    let server = ServerProcess::start("serve", &[("DATABASE_URL", url.as_str())]);
+    let client = http();
+    let send = |ids: Vec<String>| {
+        let mut requests = tokio::task::JoinSet::new();
+        for id in ids {
+            let request = client
+                .get(server.url("/healthz"))
+                .header("x-request-id", id);
+            requests.spawn(async move { request.send().await.unwrap().status() });
+        }
+        requests
+    };
+    // Each line names its request twice (`span` and `spans`): count lines.
+    let logged_once = |logs: &str, id: &str| {
+        let named = format!("\"request_id\":\"{id}\"");
+        logs.lines().filter(|line| line.contains(&named)).count() == 1
+    };
+    // More lines than a worker holds (16 KiB), 50 requests at a time.
+    let burst: Vec<String> = (0..400).map(|i| format!("burst-{i:04}")).collect();
+    for chunk in burst.chunks(50) {
+        let statuses = send(chunk.to_vec()).join_all().await;
+        assert!(statuses.iter().all(reqwest::StatusCode::is_success));
+    }
+    let all_logged = testkit::wait::eventually(Duration::from_secs(5), async || {
+        let logs = server.logs();
+        burst.iter().all(|id| logged_once(&logs, id))
+    })
+    .await;
+    let logs = server.logs();
+    let missing: Vec<&String> = burst.iter().filter(|id| !logged_once(&logs, id)).collect();
+    assert!(all_logged, "not logged exactly once: {missing:?}");
+
+    let last: Vec<String> = (0..20).map(|i| format!("last-{i:02}")).collect();
+    let statuses = send(last.clone()).join_all().await;
+    assert!(statuses.iter().all(reqwest::StatusCode::is_success));
+    let (status, logs) = server.terminate_keeping_logs();
+    assert!(status.success());
+    for id in &last {
+        assert!(logged_once(&logs, id), "{id} not logged exactly once");
+    }
+}
