@@ -312,8 +312,8 @@ pub fn request_span(request: &Request) -> tracing::Span {
         .filter(|value| vocabulary::trace::parse(value).is_some());
     tracing::info_span!(
         "request",
-        method = %request.method(),
-        path = %request.uri().path(),
+        method = request.method().as_str(),
+        path = request.uri().path(),
         request_id,
         traceparent,
     )

@@ -824,8 +824,7 @@ async fn gate_and_run(
             confirm::Held::Proceed => {}
             confirm::Held::Answer(answer) => {
                 seen.held = true;
-                metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "held")
-                    .increment(1);
+                count_tool_call(tool.def.name, "held");
                 return Ok(answer);
             }
             confirm::Held::Claimed(claimed) => {
@@ -1096,8 +1095,7 @@ async fn run_route(
                 server_version: state.settings().server_version.clone(),
             };
             let value = serde_json::to_value(capabilities).unwrap_or(Value::Null);
-            metrics::counter!("mcp_tool_calls_total", "tool" => tool.def.name, "outcome" => "ok")
-                .increment(1);
+            count_tool_call(tool.def.name, "ok");
             // The output schema is derived from `Capabilities` itself: nothing to check.
             Ok(structured_output(revision, value))
         }
@@ -1357,8 +1355,37 @@ async fn job_tool(
 
 /// Counts a tool call by tool and outcome, for `/metrics`.
 fn count_call(tool: &'static str, outcome: &Result<CallOutcome, CallError>) {
-    let outcome = vocabulary::addon::outcome_code(outcome);
-    metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
+    count_tool_call(tool, vocabulary::addon::outcome_code(outcome));
+}
+
+/// `mcp_tool_calls_total`'s handles by tool and outcome (both from fixed sets), registered once
+/// each: a call then costs a read lock and an atomic increment, not a registry lookup.
+static TOOL_CALLS: std::sync::RwLock<Vec<(&str, &str, metrics::Counter)>> =
+    std::sync::RwLock::new(Vec::new());
+
+fn count_tool_call(tool: &'static str, outcome: &'static str) {
+    let find = |counters: &[(&str, &str, metrics::Counter)]| {
+        counters
+            .iter()
+            .find(|(t, o, _)| *t == tool && *o == outcome)
+            .map(|(_, _, counter)| counter.increment(1))
+    };
+    let read = TOOL_CALLS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if find(&read).is_some() {
+        return;
+    }
+    drop(read);
+    let mut write = TOOL_CALLS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if find(&write).is_some() {
+        return;
+    }
+    let counter = metrics::counter!("mcp_tool_calls_total", "tool" => tool, "outcome" => outcome);
+    counter.increment(1);
+    write.push((tool, outcome, counter));
 }
 
 /// A successful tool result: JSON text always, `structuredContent` where an output schema
@@ -1377,7 +1404,7 @@ fn tool_output(tool: &Tool, revision: Revision, value: Value) -> Value {
     }
     let text = match value {
         Value::String(text) => text,
-        other => other.to_string(),
+        other => json_text(&other),
     };
     json!({ "content": [{ "type": "text", "text": text }], "isError": false })
 }
@@ -1388,7 +1415,7 @@ fn structured_output(revision: Revision, value: Value) -> Value {
     let mut result = Map::new();
     result.insert(
         "content".to_owned(),
-        json!([{ "type": "text", "text": value.to_string() }]),
+        json!([{ "type": "text", "text": json_text(&value) }]),
     );
     // Moved, not copied (`json!` would serialize a copy of it).
     if revision.has_structured_content() {
@@ -1396,6 +1423,11 @@ fn structured_output(revision: Revision, value: Value) -> Value {
     }
     result.insert("isError".to_owned(), Value::Bool(false));
     Value::Object(result)
+}
+
+/// `value` as JSON text: serialized into a byte buffer, not through `Display`'s formatter.
+fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// A tool-level failure the model can read and correct (2025-11-25 server/tools, "Error
