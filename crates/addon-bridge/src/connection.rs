@@ -58,8 +58,10 @@ pub(crate) struct PendingCall {
     pub tracked: crate::Tracked,
 }
 
+/// A socket's queue holds one block of 32 of these from its first moment, so the call (about
+/// 150 bytes) is boxed: an idle socket's queue then takes under 1 KiB instead of about 5.
 pub(crate) enum Command {
-    Call(PendingCall),
+    Call(Box<PendingCall>),
     /// A frame from a helper task (event acknowledgements).
     Send(String),
 }
@@ -606,7 +608,7 @@ impl Conn {
                     call.traceparent.as_deref(),
                 );
                 let id = call.id;
-                self.pending.insert(id, call);
+                self.pending.insert(id, *call);
                 if socket.send(Message::Text(frame.into())).await.is_err() {
                     if let Some(call) = self.pending.remove(&id) {
                         self.respond(call.responder, Err(CallError::Disconnected));
@@ -742,7 +744,7 @@ impl Conn {
         rx.close();
         while let Ok(command) = rx.try_recv() {
             if let Command::Call(call) = command {
-                self.pending.insert(call.id, call);
+                self.pending.insert(call.id, *call);
             }
         }
         for (_, call) in std::mem::take(&mut self.pending) {
@@ -757,5 +759,20 @@ impl Conn {
             tracing::warn!(error = %err, "add-on presence delete failed");
         }
         tracing::info!(%connection_id, "add-on disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every socket's queue holds a block of 32 commands from the start, idle or not.
+    #[test]
+    fn a_queued_command_stays_small() {
+        assert!(
+            std::mem::size_of::<Command>() <= 32,
+            "{}",
+            std::mem::size_of::<Command>()
+        );
     }
 }

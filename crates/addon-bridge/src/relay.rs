@@ -286,7 +286,9 @@ impl AddonBridge {
             traceparent: vocabulary::trace::current(),
             tracked: self.track_call(),
         };
-        match tokio::time::timeout_at(deadline, handle.tx.send(Command::Call(pending))).await {
+        match tokio::time::timeout_at(deadline, handle.tx.send(Command::Call(Box::new(pending))))
+            .await
+        {
             Ok(Ok(())) => {}
             // The socket ended before the call left: it never reached the Add-On.
             Ok(Err(_)) => return Err(CallError::NotConnected),
@@ -395,7 +397,7 @@ impl AddonBridge {
         let sent = match handle {
             Some(handle) => handle
                 .tx
-                .send(Command::Call(PendingCall {
+                .send(Command::Call(Box::new(PendingCall {
                     id: call_id,
                     tool: claimed.tool,
                     arguments: claimed.arguments.0,
@@ -403,7 +405,7 @@ impl AddonBridge {
                     responder: Responder::Remote(call_id),
                     traceparent: vocabulary::trace::current(),
                     tracked: self.track_call(),
-                }))
+                })))
                 .await
                 .is_ok(),
             None => false,
