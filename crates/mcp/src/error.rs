@@ -257,8 +257,8 @@ impl HttpError {
             .map_or(StatusCode::UNAUTHORIZED, HttpCode::status)
     }
 
-    /// Renders the response; `resource_metadata` is the RFC 9728 metadata URL of the challenges.
-    pub fn into_response_with(self, resource_metadata: &str) -> Response {
+    /// Renders the response, with its `WWW-Authenticate` challenge from `challenges`.
+    pub fn into_response_with(self, challenges: &Challenges) -> Response {
         if let HttpError::Internal {
             context, source, ..
         } = &self
@@ -266,16 +266,9 @@ impl HttpError {
             tracing::error!(error = %source, context, "MCP request failed");
         }
         let challenge = match &self {
-            HttpError::NoToken => Some(format!(
-                r#"Bearer resource_metadata="{resource_metadata}", scope="{CHALLENGE_SCOPE}""#
-            )),
-            HttpError::InvalidToken(_) => Some(format!(
-                r#"Bearer error="invalid_token", resource_metadata="{resource_metadata}""#
-            )),
-            // RFC 6750 §3.1: the scope needed, so a conforming client can step up.
-            HttpError::InsufficientScope => Some(format!(
-                r#"Bearer error="insufficient_scope", scope="{CHALLENGE_SCOPE}", resource_metadata="{resource_metadata}""#
-            )),
+            HttpError::NoToken => challenges.no_token.clone(),
+            HttpError::InvalidToken(_) => challenges.invalid_token.clone(),
+            HttpError::InsufficientScope => challenges.insufficient_scope.clone(),
             _ => None,
         };
         let mut response = match (self.code(), self.message()) {
@@ -290,10 +283,8 @@ impl HttpError {
                 .into_response(),
         };
         let headers = response.headers_mut();
-        if let Some(challenge) = challenge
-            && let Ok(value) = HeaderValue::from_str(&challenge)
-        {
-            headers.insert(header::WWW_AUTHENTICATE, value);
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if let Some(seconds) = self.code().and_then(HttpCode::retry_after) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
@@ -308,16 +299,43 @@ impl HttpError {
     }
 }
 
+/// The `WWW-Authenticate` challenges of the endpoint's 401 and 403 answers, made once: they
+/// differ only by the RFC 9728 metadata URL, which is fixed per server.
+#[derive(Debug)]
+pub struct Challenges {
+    no_token: Option<HeaderValue>,
+    invalid_token: Option<HeaderValue>,
+    insufficient_scope: Option<HeaderValue>,
+}
+
+impl Challenges {
+    pub fn new(resource_metadata: &str) -> Self {
+        let value = |text: String| HeaderValue::from_str(&text).ok();
+        Self {
+            no_token: value(format!(
+                r#"Bearer resource_metadata="{resource_metadata}", scope="{CHALLENGE_SCOPE}""#
+            )),
+            invalid_token: value(format!(
+                r#"Bearer error="invalid_token", resource_metadata="{resource_metadata}""#
+            )),
+            // RFC 6750 §3.1: the scope needed, so a conforming client can step up.
+            insufficient_scope: value(format!(
+                r#"Bearer error="insufficient_scope", scope="{CHALLENGE_SCOPE}", resource_metadata="{resource_metadata}""#
+            )),
+        }
+    }
+}
+
 /// An [`HttpError`] ready to render, as the bearer extractor's rejection.
 #[derive(Debug)]
 pub struct HttpRejection {
     pub(crate) error: HttpError,
-    pub(crate) resource_metadata: Arc<str>,
+    pub(crate) challenges: Arc<Challenges>,
 }
 
 impl IntoResponse for HttpRejection {
     fn into_response(self) -> Response {
-        self.error.into_response_with(&self.resource_metadata)
+        self.error.into_response_with(&self.challenges)
     }
 }
 

@@ -119,6 +119,7 @@ struct Inner {
     /// Where every `tools/call` is recorded for the AI Clients page (none: not recorded).
     activity: Option<Arc<store::activity::Recorder>>,
     resource_metadata: Arc<str>,
+    challenges: Arc<error::Challenges>,
     /// Lower-cased allowed origins, the public one included.
     origins: Vec<String>,
     /// Set when the server shuts down: open SSE streams end so connections can drain.
@@ -162,6 +163,7 @@ impl McpState {
                 relay,
                 tiers: None,
                 activity: None,
+                challenges: Arc::new(error::Challenges::new(&resource_metadata)),
                 resource_metadata: resource_metadata.into(),
                 origins,
                 closing: tokio::sync::watch::channel(false).0,
@@ -328,7 +330,7 @@ impl McpState {
     pub(crate) fn reject(&self, error: HttpError) -> HttpRejection {
         HttpRejection {
             error,
-            resource_metadata: self.inner.resource_metadata.clone(),
+            challenges: Arc::clone(&self.inner.challenges),
         }
     }
 
