@@ -769,10 +769,6 @@ mod tests {
     /// Every socket's queue holds a block of 32 commands from the start, idle or not.
     #[test]
     fn a_queued_command_stays_small() {
-        assert!(
-            std::mem::size_of::<Command>() <= 32,
-            "{}",
-            std::mem::size_of::<Command>()
-        );
+        assert!(size_of::<Command>() <= 32, "{}", size_of::<Command>());
     }
 }
