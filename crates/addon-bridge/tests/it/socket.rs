@@ -8,6 +8,7 @@ use addon_bridge::{AddonState, CallOutcome, CallRequest, Presence, keys};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use testkit::wait::wait_until;
+use tokio::sync::watch;
 
 use crate::support::{Addon, PATIENCE, changed, serve, settings, user_with_key};
 
@@ -384,4 +385,70 @@ async fn an_addon_that_answers_pings_stays_connected() {
     addon.pinged(4).await;
     assert!(server.bridge.presence(user_id).await.connected);
     assert!(changes.try_recv().is_err(), "no disconnect in between");
+}
+
+/// A socket that closes while the database refuses its presence delete (the pool exhausted, as
+/// when thousands of sockets close at once) still has its presence cleared once the database
+/// answers again; before, the row stayed and showed the Add-On connected until it reconnected.
+#[tokio::test]
+async fn presence_is_cleared_once_the_database_answers_again() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let bridge_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect(&test_db.url())
+        .await
+        .unwrap();
+    let server = serve(&bridge_pool, settings()).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let addon = Addon::connect(&server.url, &key).await;
+    let rows = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM addon_presence WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(rows().await, 1);
+
+    // Hold every connection of the bridge's pool, and keep asking for one, ahead of the bridge,
+    // so none it returns reaches the delete.
+    let (release, mut released) = watch::channel(false);
+    let holder_pool = bridge_pool.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                acquired = holder_pool.acquire() => {
+                    if let Ok(connection) = acquired {
+                        held.push(connection);
+                    }
+                }
+                _ = released.wait_for(|released| *released) => return held.len(),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    addon.drop_connection().await;
+    // The delete has timed out (300 ms) by now and the row is still there.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        rows().await,
+        1,
+        "the delete should have failed while the pool was held"
+    );
+    release.send_replace(true);
+    assert!(holder.await.unwrap() >= 1);
+
+    let cleared = testkit::wait::eventually(PATIENCE, async || rows().await == 0).await;
+    assert!(cleared, "the closed socket's presence is still there");
+    // Cleared by the socket's own retry, not by the replica being swept as dead.
+    let instances: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM addon_instances WHERE instance_id = $1")
+            .bind(server.bridge.instance_id())
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(instances, 1);
 }
