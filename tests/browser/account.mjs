@@ -4,7 +4,7 @@ import { checkPage, env, open, overflow, pressAndWait, tabTo } from './pages.mjs
 
 const base = env('BASE_URL');
 const artifacts = env('ARTIFACTS');
-const { context, page, result } = await open({ artifacts });
+const { page, result, close } = await open({ artifacts });
 
 await page.goto(`${base}/account/ai-clients`);
 result.signInUrl = new URL(page.url()).pathname;
@@ -75,5 +75,5 @@ result.afterSignOut = new URL(page.url()).pathname;
 await page.goto(`${base}/account`);
 result.accountAfterSignOut = new URL(page.url()).pathname;
 
-await context.close();
+await close();
 process.stdout.write(JSON.stringify(result) + '\n');

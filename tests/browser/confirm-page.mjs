@@ -5,7 +5,7 @@ import { checkPage, env, open, overflow } from './pages.mjs';
 
 const base = env('BASE_URL');
 const artifacts = env('ARTIFACTS');
-const { context, page, result } = await open({ artifacts });
+const { page, result, close } = await open({ artifacts });
 
 await page.goto(`${base}${env('CONFIRM_PATH')}`);
 result.signInUrl = new URL(page.url()).pathname;
@@ -29,5 +29,5 @@ await page.goto(`${base}/account/confirmations`);
 result.list = await page.locator('main').innerText();
 await checkPage(page, result, artifacts, 'confirmations');
 
-await context.close();
+await close();
 process.stdout.write(JSON.stringify(result) + '\n');

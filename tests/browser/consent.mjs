@@ -8,7 +8,7 @@
 import { checkPage, env, open, pressAndWait, tabTo } from './pages.mjs';
 
 const artifacts = env('ARTIFACTS');
-const { context, page, result } = await open({ artifacts });
+const { page, result, close } = await open({ artifacts });
 
 // Follows the consent form's redirect to the client's loopback callback and records where the
 // browser landed.
@@ -67,7 +67,7 @@ result.csrf = await decide('Allow');
 result.csrfText = await page.locator('body').innerText();
 await checkPage(page, result, artifacts, 'error');
 
-await context.close();
+await close();
 result.forgeryErrors = result.consoleErrors;
 result.consoleErrors = honest;
 process.stdout.write(JSON.stringify(result) + '\n');

@@ -7,7 +7,7 @@
 // DevTools protocol (Playwright's `page.evaluate` of a string), which the page's CSP does not
 // govern, unlike a `<script>` tag that `page.addScriptTag` would insert.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +31,8 @@ export const env = (name) => {
 // showed: console errors, overflows, accessibility violations, focus rings missing.
 export async function open({ artifacts, viewport = PHONE }) {
   mkdirSync(artifacts, { recursive: true });
-  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'crosstrade-chromium-')), {
+  const profile = mkdtempSync(join(tmpdir(), 'crosstrade-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     args: [
@@ -44,7 +45,12 @@ export async function open({ artifacts, viewport = PHONE }) {
   const result = { consoleErrors: [], overflows: [], violations: [], missingFocusRings: [], checkedPages: [] };
   page.on('console', (message) => { if (message.type() === 'error') result.consoleErrors.push(`${page.url()}: ${message.text()}`); });
   page.on('pageerror', (error) => result.consoleErrors.push(`${page.url()}: ${error.message}`));
-  return { context, page, result };
+  // Closes the browser, then removes its profile (Chromium writes to it until it has exited).
+  const close = async () => {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return { context, page, result, close };
 }
 
 // The axe-core violations of the page as it is now: one line each with the rule, its impact,
