@@ -286,13 +286,8 @@ impl Guard {
     }
 }
 
-/// The route label of requests no route matched.
-pub const UNMATCHED: &str = "unmatched";
-
-/// Counts a request no route matched (the router's fallback passes no route layer).
-pub fn count_unmatched(method: &Method, status: StatusCode) {
-    REQUEST_COUNTERS.increment(UNMATCHED, method, status);
-}
+/// The route label of requests no route matched (the router's fallback).
+const UNMATCHED: &str = "unmatched";
 
 /// What the server's own limits answer, before or instead of any route: `{error, message}`
 /// with the status, code and headers of each case in one place.

@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Request, State};
 use axum::http::header::Entry;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -104,15 +104,15 @@ pub fn app(
     let router = bounded
         .merge(mcp)
         .merge(probes().layer(Guard::default()))
-        .fallback(not_found);
+        // Counted by the same guard, under the `unmatched` route.
+        .fallback_service(Guard::default().layer(tower::service_fn(not_found)));
     let https = state.config.public_url.is_https();
     around_routes(router.with_state(state), https)
 }
 
-/// Requests no route matches: 404, counted under the `unmatched` route.
-async fn not_found(method: Method) -> StatusCode {
-    crate::http::count_unmatched(&method, StatusCode::NOT_FOUND);
-    StatusCode::NOT_FOUND
+/// Requests no route matches.
+async fn not_found(_: Request) -> Result<Response, Infallible> {
+    Ok(StatusCode::NOT_FOUND.into_response())
 }
 
 /// The middleware every request passes, wrapped once around `routes` (not layered onto each
