@@ -46,9 +46,13 @@ const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 /// Connections the admin listener holds at once: a scraper and a few probes.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-/// Everything handlers share. Feature crates take their parts through `FromRef`.
-#[derive(Debug, Clone, FromRef)]
-pub struct AppState {
+/// Everything handlers share, behind one `Arc`: the router clones its state for every request.
+/// Feature crates take their parts through `FromRef`.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<AppParts>);
+
+#[derive(Debug)]
+pub struct AppParts {
     pub db: PgPool,
     pub config: Arc<Config>,
     pub oauth: oauth::OAuthState,
@@ -57,6 +61,35 @@ pub struct AppState {
     pub account: oauth::account::AccountState,
     pub metrics: PrometheusHandle,
     pub readiness: Readiness,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+macro_rules! part_from_state {
+    ($($field:ident: $part:ty),* $(,)?) => {
+        $(impl FromRef<AppState> for $part {
+            fn from_ref(state: &AppState) -> Self {
+                state.0.$field.clone()
+            }
+        })*
+    };
+}
+
+part_from_state! {
+    db: PgPool,
+    config: Arc<Config>,
+    oauth: oauth::OAuthState,
+    mcp: mcp::McpState,
+    addon: addon_bridge::AddonBridge,
+    account: oauth::account::AccountState,
+    metrics: PrometheusHandle,
+    readiness: Readiness,
 }
 
 /// The whole application: routes, and around them the middleware every request passes.
@@ -552,7 +585,7 @@ pub async fn compose(
         Clock::system(),
         background,
     ));
-    Ok(AppState {
+    Ok(AppState(Arc::new(AppParts {
         db: db.clone(),
         config: Arc::new(config.clone()),
         oauth: oauth.clone(),
@@ -567,7 +600,7 @@ pub async fn compose(
         addon,
         metrics,
         readiness,
-    })
+    })))
 }
 
 #[cfg(test)]

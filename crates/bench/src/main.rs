@@ -58,6 +58,10 @@ enum Command {
     Hello {
         #[arg(long)]
         listen: String,
+        /// Microseconds of CPU the handler spends before answering (0: none). Measures what a
+        /// request doing that much work costs with nothing else in the server.
+        #[arg(long, default_value_t = 0)]
+        work_us: u64,
     },
     /// Register a client, sign in, consent and exchange; print the token response.
     Prepare {
@@ -115,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match args.command {
-            Command::Hello { listen } => hello(&listen).await,
+            Command::Hello { listen, work_us } => hello(&listen, work_us).await,
             Command::Prepare { account, scope } => prepare(&account, &scope).await,
             Command::Exchange {
                 account,
@@ -142,11 +146,29 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn hello(listen: &str) -> anyhow::Result<()> {
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+async fn hello(listen: &str, work_us: u64) -> anyhow::Result<()> {
+    let work = Duration::from_micros(work_us);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move {
+            if !work.is_zero() {
+                spin(work);
+            }
+            "Hello, World!"
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(listen).await?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// Keeps the CPU busy for `work`.
+fn spin(work: Duration) {
+    let start = Instant::now();
+    let mut rounds = 0_u64;
+    while start.elapsed() < work {
+        rounds = std::hint::black_box(rounds.wrapping_add(1));
+    }
 }
 
 async fn prepare(account: &Account, scope: &str) -> anyhow::Result<()> {

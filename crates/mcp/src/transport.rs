@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -109,19 +108,34 @@ pub(crate) async fn post_mcp(
 
 fn reply_response(state: &McpState, reply: Reply) -> Response {
     match reply {
-        Reply::Json(status, body) => (status, Json(body)).into_response(),
-        Reply::Raw(status, body) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
+        // Serialized into one buffer: axum's `Json` writes through a `BytesMut` writer, a call
+        // per token.
+        Reply::Json(status, body) => match serde_json::to_vec(&body) {
+            Ok(body) => json_response(status, body.into()),
+            Err(err) => state
+                .reject(HttpError::internal(
+                    "serializing an MCP response",
+                    "The service is temporarily unavailable; retry shortly",
+                    err,
+                ))
+                .into_response(),
+        },
+        Reply::Raw(status, body) => json_response(status, body),
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
         Reply::Http(error) => state.reject(error).into_response(),
     }
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A request that may send messages before its response: its client reads event streams and
