@@ -5,13 +5,14 @@
 //! when it opens, and copied into each line; tracing-subscriber's formatter parses them back into
 //! a map for every line, which cost more than the rest of a request's logging.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
@@ -55,7 +56,7 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        write_timestamp(&mut writer)?;
         write!(writer, "\",\"level\":\"{}\"", meta.level())?;
         let mut members = Members::new(writer.by_ref(), false);
         event.record(&mut members);
@@ -80,6 +81,46 @@ where
         }
         writer.write_str("}\n")
     }
+}
+
+/// RFC 3339 in UTC with microseconds (`2026-12-02T19:53:04.194745Z`). The date and time up to
+/// the second is formatted once per second per thread; a line adds only its microseconds.
+fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let (seconds, micros) = unix_time();
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != seconds {
+            prefix.clear();
+            let time = i64::try_from(seconds)
+                .ok()
+                .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
+                .unwrap_or_default();
+            write!(prefix, "{}", time.format("%Y-%m-%dT%H:%M:%S"))?;
+            *cached = seconds;
+        }
+        writer.write_str(prefix)
+    })?;
+    let mut digits = *b".000000Z";
+    let mut rest = micros;
+    for digit in digits[1..7].iter_mut().rev() {
+        // `rest % 10` is below 10.
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    writer.write_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"))
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "log timestamps are wall-clock readings, never compared with an expiry"
+)]
+fn unix_time() -> (u64, u32) {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (elapsed.as_secs(), elapsed.subsec_micros())
 }
 
 fn write_span<S>(writer: &mut Writer<'_>, span: &SpanRef<'_, S>) -> fmt::Result
@@ -296,6 +337,34 @@ mod tests {
         assert_eq!(line["spans"][0]["request_id"], "r-1");
         assert_eq!(line["spans"][0]["name"], "request");
         assert_eq!(line["spans"][1]["name"], "relay");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds_and_follow_the_clock() {
+        let now = || {
+            let (seconds, micros) = unix_time();
+            chrono::DateTime::from_timestamp(seconds.try_into().unwrap(), micros * 1000).unwrap()
+        };
+        let before = now();
+        let lines = capture(|| {
+            tracing::info!("first");
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            tracing::info!("second");
+        });
+        let after = now();
+        let stamps: Vec<&str> = lines
+            .iter()
+            .map(|line| line["timestamp"].as_str().unwrap())
+            .collect();
+        for stamp in &stamps {
+            // 2026-12-02T19:53:04.194745Z
+            assert_eq!(stamp.len(), 27, "{stamp}");
+            let parsed = chrono::DateTime::parse_from_rfc3339(stamp).unwrap();
+            assert!(parsed >= before, "{stamp}");
+            assert!(parsed <= after, "{stamp}");
+        }
+        // A new second is formatted anew, not taken from the previous line.
+        assert_ne!(stamps[0][..19], stamps[1][..19]);
     }
 
     #[test]

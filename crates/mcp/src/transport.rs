@@ -427,3 +427,56 @@ pub(crate) async fn options_mcp(State(state): State<McpState>, headers: HeaderMa
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepting(accept: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_stream_is_wanted_for_progress_or_a_tool_a_person_may_confirm() {
+        let events = accepting("application/json, text/event-stream");
+        let call = |name: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{{}}}}}}"#
+            )
+        };
+        for gated in [
+            "PlaceOrder",
+            "ModifyOrder",
+            "ReversePosition",
+            "FlattenPosition",
+            "FlattenAll",
+            "DeployStrategy",
+            "StopStrategy",
+            "CancelOrder",
+            "CancelAllOrders",
+        ] {
+            assert!(wants_stream(&events, call(gated).as_bytes()), "{gated}");
+        }
+        for plain in ["GetMcpCapabilities", "GetAccounts", "Place", "PlaceOrders"] {
+            assert!(!wants_stream(&events, call(plain).as_bytes()), "{plain}");
+        }
+        let progress = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"progressToken":7}}}"#;
+        assert!(wants_stream(&events, progress));
+        // The name alone, outside a tools/call, is not a gated call.
+        let listed =
+            br#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"x":"PlaceOrder"}}"#;
+        assert!(!wants_stream(&events, listed));
+        // The name before the method is found as well.
+        let reordered =
+            br#"{"params":{"name":"CancelOrder"},"method":"tools/call","id":4,"jsonrpc":"2.0"}"#;
+        assert!(wants_stream(&events, reordered));
+        // A client that cannot read event streams gets JSON whatever it asks.
+        assert!(!wants_stream(
+            &accepting("application/json"),
+            call("PlaceOrder").as_bytes()
+        ));
+        assert!(!wants_stream(&accepting("application/json"), progress));
+    }
+}
