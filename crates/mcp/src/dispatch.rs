@@ -36,6 +36,57 @@ pub(crate) enum Reply {
     Http(HttpError),
 }
 
+/// A JSON-RPC result. A successful tool result whose JSON is also its `structuredContent` is
+/// kept as that JSON text, serialized once: a single response writes it twice (escaped as the
+/// text content, verbatim as `structuredContent`) without building or walking a tree.
+#[derive(Debug)]
+pub(crate) enum RpcResult {
+    Tree(Value),
+    ToolJson {
+        json: String,
+        /// The revision has `structuredContent` (2025-06-18 on).
+        structured_content: bool,
+    },
+}
+
+impl RpcResult {
+    fn is_error(&self) -> bool {
+        match self {
+            RpcResult::Tree(result) => result.get("isError") == Some(&Value::Bool(true)),
+            RpcResult::ToolJson { .. } => false,
+        }
+    }
+
+    /// The result as a tree, where one is needed (a batch, a recorded outcome).
+    fn into_value(self) -> Value {
+        match self {
+            RpcResult::Tree(result) => result,
+            RpcResult::ToolJson {
+                json,
+                structured_content,
+            } => {
+                let mut result = Map::new();
+                if structured_content {
+                    let parsed = serde_json::from_str(&json).unwrap_or(Value::Null);
+                    result.insert("structuredContent".to_owned(), parsed);
+                }
+                result.insert(
+                    "content".to_owned(),
+                    json!([{ "type": "text", "text": json }]),
+                );
+                result.insert("isError".to_owned(), Value::Bool(false));
+                Value::Object(result)
+            }
+        }
+    }
+}
+
+impl From<Value> for RpcResult {
+    fn from(result: Value) -> Self {
+        RpcResult::Tree(result)
+    }
+}
+
 /// Why a request did not produce a result.
 #[derive(Debug)]
 enum Failure {
@@ -265,7 +316,28 @@ async fn handle_request(
         Err(error) => Err(Failure::Rpc(error)),
     };
     match outcome {
+        // A single request's tool result is written around its JSON text.
+        Ok((
+            revision,
+            RpcResult::ToolJson {
+                json,
+                structured_content,
+            },
+        )) if batch_revision.is_none() => match tool_json_response(
+            &id,
+            &json,
+            structured_content,
+            revision.is_modern().then(|| server_info(state)).as_ref(),
+        ) {
+            Ok(body) => RequestReply::Raw(StatusCode::OK, body),
+            Err(err) => RequestReply::Http(HttpError::internal(
+                "serializing a tool result",
+                "The service is temporarily unavailable; retry shortly",
+                err,
+            )),
+        },
         Ok((revision, result)) => {
+            let result = result.into_value();
             let result = if revision.is_modern() || request.method == "server/discover" {
                 modern_envelope(state, result)
             } else {
@@ -276,6 +348,36 @@ async fn handle_request(
         Err(Failure::Rpc(error)) => RequestReply::Json(error.status, error.to_response(&id)),
         Err(Failure::Http(error)) => RequestReply::Http(error),
     }
+}
+
+/// `{"jsonrpc":"2.0","id":…,"result":…}` for a successful tool result kept as JSON text: the
+/// text escaped as its content, the same bytes as `structuredContent`, and under 2026-07-28 what
+/// [`modern_envelope`] adds.
+fn tool_json_response(
+    id: &Value,
+    json: &str,
+    structured_content: bool,
+    modern_server_info: Option<&Value>,
+) -> serde_json::Result<axum::body::Bytes> {
+    let mut body = Vec::with_capacity(2 * json.len() + 160);
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    serde_json::to_writer(&mut body, id)?;
+    body.extend_from_slice(b",\"result\":{\"content\":[{\"type\":\"text\",\"text\":");
+    serde_json::to_writer(&mut body, json)?;
+    body.extend_from_slice(b"}],\"isError\":false");
+    if structured_content {
+        body.extend_from_slice(b",\"structuredContent\":");
+        body.extend_from_slice(json.as_bytes());
+    }
+    if let Some(server_info) = modern_server_info {
+        body.extend_from_slice(b",\"resultType\":\"complete\",\"_meta\":{");
+        serde_json::to_writer(&mut body, META_SERVER_INFO)?;
+        body.push(b':');
+        serde_json::to_writer(&mut body, server_info)?;
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"}}");
+    Ok(body.into())
 }
 
 /// Whether `_meta` names a revision served per request (2026-07-28 and later).
@@ -418,7 +520,11 @@ fn check_modern_envelope(headers: &HeaderMap, request: &Request) -> Result<(), R
 }
 
 /// Adds what every 2026-07-28 result carries: `resultType` and the server's identity.
-fn modern_envelope(state: &McpState, mut result: Value) -> Value {
+fn modern_envelope(state: &McpState, result: Value) -> Value {
+    envelope(result, server_info(state))
+}
+
+fn envelope(mut result: Value, server_info: Value) -> Value {
     if let Some(object) = result.as_object_mut() {
         // A result that already says what it is (an `input_required` one) keeps it.
         object
@@ -428,7 +534,7 @@ fn modern_envelope(state: &McpState, mut result: Value) -> Value {
             .entry("_meta")
             .or_insert_with(|| Value::Object(Map::new()));
         if let Some(meta) = meta.as_object_mut() {
-            meta.insert(META_SERVER_INFO.to_owned(), server_info(state));
+            meta.insert(META_SERVER_INFO.to_owned(), server_info);
         }
     }
     result
@@ -517,11 +623,11 @@ async fn serve(
     revision: Revision,
     request: &Request,
     progress: Option<&StreamSink>,
-) -> Result<(Revision, Value), Failure> {
+) -> Result<(Revision, RpcResult), Failure> {
     // Test harnesses only (the conformance fixtures); the binary's state has no extension.
     let extension = state.extension();
     if let Some(outcome) = extension.and_then(|extension| extension.serve(revision, request)) {
-        return Ok((revision, outcome?));
+        return Ok((revision, outcome?.into()));
     }
     let mut result = match request.method.as_str() {
         // 2026-07-28 removed `ping` (and `initialize`, which only gets here in that era).
@@ -548,9 +654,10 @@ async fn serve(
                 revision = revision.as_str(),
                 traceparent
             );
-            call_tool(state, principal, revision, &request.params, progress)
+            let result = call_tool(state, principal, revision, &request.params, progress)
                 .instrument(span)
-                .await?
+                .await?;
+            return Ok((revision, result));
         }
         method => {
             return Err(RpcError::method_not_found(method, revision.is_modern()).into());
@@ -563,7 +670,7 @@ async fn serve(
             _ => {}
         }
     }
-    Ok((revision, result))
+    Ok((revision, result.into()))
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -694,7 +801,7 @@ async fn call_tool(
     revision: Revision,
     params: &Map<String, Value>,
     stream: Option<&StreamSink>,
-) -> Result<Value, Failure> {
+) -> Result<RpcResult, Failure> {
     let mut seen = Seen::default();
     let outcome = gate_and_run(state, principal, revision, params, stream, &mut seen).await;
     if let (Some(recorder), Some(tool)) = (state.activity(), seen.tool) {
@@ -718,10 +825,10 @@ struct Seen {
 }
 
 /// How a `tools/call` ended, in the AI Clients page's words.
-fn activity_outcome(outcome: &Result<Value, Failure>, held: bool) -> Outcome {
+fn activity_outcome(outcome: &Result<RpcResult, Failure>, held: bool) -> Outcome {
     match outcome {
         Ok(_) if held => Outcome::Held,
-        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => Outcome::ToolError,
+        Ok(result) if result.is_error() => Outcome::ToolError,
         Ok(_) => Outcome::Ok,
         Err(Failure::Http(
             HttpError::SubscriptionRequired
@@ -741,7 +848,7 @@ async fn gate_and_run(
     params: &Map<String, Value>,
     stream: Option<&StreamSink>,
     seen: &mut Seen,
-) -> Result<Value, Failure> {
+) -> Result<RpcResult, Failure> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(
             RpcError::invalid_params("Invalid params: tools/call needs a string name").into(),
@@ -784,7 +891,7 @@ async fn gate_and_run(
         Some(arguments) => arguments.clone(),
     };
     if let Err(message) = tool.validate_arguments(&arguments) {
-        return Ok(tool_error(&message));
+        return Ok(tool_error(&message).into());
     }
     let progress = stream.and_then(|sink| {
         let token = params.get("_meta")?.get("progressToken")?;
@@ -825,7 +932,7 @@ async fn gate_and_run(
             confirm::Held::Answer(answer) => {
                 seen.held = true;
                 count_tool_call(tool.def.name, "held");
-                return Ok(answer);
+                return Ok(answer.into());
             }
             confirm::Held::Claimed(claimed) => {
                 return run_claimed(state, &caller, claimed.confirmation_id, claimed).await;
@@ -854,10 +961,11 @@ async fn gate_and_run(
                     }
                     Ok(None) => Ok(tool_error(
                         "the approval expired before the order could be sent; nothing was sent",
-                    )),
+                    )
+                    .into()),
                     // The claim was given back: ConfirmTrade can send it once the Add-On is back.
                     Err(Failure::Http(HttpError::AddonDisconnected(_))) => {
-                        Ok(confirm::approved_but_disconnected(confirmation_id))
+                        Ok(confirm::approved_but_disconnected(confirmation_id).into())
                     }
                     Err(failure) => Err(failure),
                 };
@@ -883,11 +991,11 @@ async fn confirm_trade(
     state: &McpState,
     caller: &Caller<'_>,
     arguments: Value,
-) -> Result<Value, Failure> {
+) -> Result<RpcResult, Failure> {
     let principal = caller.principal;
     let (confirmation_id, wait) = match catalog::confirm_args(arguments) {
         Ok(args) => args,
-        Err(message) => return Ok(tool_error(&message)),
+        Err(message) => return Ok(tool_error(&message).into()),
     };
     let unavailable = |err: sqlx::Error| -> Failure {
         HttpError::internal(
@@ -911,7 +1019,7 @@ async fn confirm_trade(
                 && row.grant_id == principal.grant_id
         });
         if !waiting || std::time::Instant::now() >= until {
-            return Ok(confirm::not_runnable(state, principal, row.as_ref()));
+            return Ok(confirm::not_runnable(state, principal, row.as_ref()).into());
         }
         tokio::time::sleep(CONFIRM_RECHECK.min(until - std::time::Instant::now())).await;
     };
@@ -959,9 +1067,9 @@ async fn run_claimed(
     caller: &Caller<'_>,
     confirmation_id: uuid::Uuid,
     claimed: store::confirmations::Claimed,
-) -> Result<Value, Failure> {
+) -> Result<RpcResult, Failure> {
     let Some(tool) = catalog().get(&claimed.tool) else {
-        return Ok(tool_error("the confirmed tool no longer exists"));
+        return Ok(tool_error("the confirmed tool no longer exists").into());
     };
     let mut arguments = claimed.arguments;
     // Even without the model's key, the confirmed call reaches the Add-On at most once.
@@ -971,6 +1079,7 @@ async fn run_claimed(
             .or_insert_with(|| Value::String(format!("confirmation-{confirmation_id}")));
     }
     let outcome = Box::pin(run_route(state, caller, tool, arguments, None)).await;
+    let outcome = outcome.map(RpcResult::into_value);
     let (code, recorded) = match &outcome {
         Ok(result) if result["isError"] == true => ("tool_error", result.clone()),
         Ok(result) => ("ok", result.clone()),
@@ -984,7 +1093,7 @@ async fn run_claimed(
     {
         tracing::warn!(error = %err, "recording a confirmed call's outcome failed");
     }
-    outcome
+    outcome.map(RpcResult::Tree)
 }
 
 /// How often ConfirmTrade re-reads a pending confirmation while it waits.
@@ -997,10 +1106,10 @@ async fn trade_confirmations(
     tool: &Tool,
     revision: Revision,
     arguments: Value,
-) -> Result<Value, Failure> {
+) -> Result<RpcResult, Failure> {
     let (wanted, limit) = match catalog::confirmations_args(arguments) {
         Ok(args) => args,
-        Err(message) => return Ok(tool_error(&message)),
+        Err(message) => return Ok(tool_error(&message).into()),
     };
     let filter = store::confirmations::ListFilter {
         state: wanted,
@@ -1057,7 +1166,7 @@ async fn run_route(
     tool: &Tool,
     mut arguments: Value,
     progress: Option<Progress>,
-) -> Result<Value, Failure> {
+) -> Result<RpcResult, Failure> {
     let (principal, tier, revision) = (caller.principal, caller.tier, caller.revision);
     match tool.def.route {
         Route::Backend(BackendTool::ConfirmTrade) => confirm_trade(state, caller, arguments).await,
@@ -1094,10 +1203,9 @@ async fn run_route(
                 protocol_version: revision.as_str().to_owned(),
                 server_version: state.settings().server_version.clone(),
             };
-            let value = serde_json::to_value(capabilities).unwrap_or(Value::Null);
             count_tool_call(tool.def.name, "ok");
             // The output schema is derived from `Capabilities` itself: nothing to check.
-            Ok(structured_output(revision, value))
+            Ok(structured_output(revision, &capabilities))
         }
         Route::Addon { deadline } => {
             let idempotency_key = arguments
@@ -1135,20 +1243,20 @@ async fn run_route(
             );
             match outcome {
                 Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
-                Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message).into()),
                 Err(error) => Err(relay_failure(state, principal, error, deadline).await),
             }
         }
         Route::Stored(stored) => {
             let request = match stored.request(arguments) {
                 Ok(request) => request,
-                Err(message) => return Ok(tool_error(&message)),
+                Err(message) => return Ok(tool_error(&message).into()),
             };
             let outcome = state.relay().history(principal.user_id, request).await;
             count_call(tool.def.name, &outcome);
             match outcome {
                 Ok(CallOutcome::Ok(value)) => Ok(tool_output(tool, revision, value)),
-                Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message)),
+                Ok(CallOutcome::ToolError(message)) => Ok(tool_error(&message).into()),
                 Err(error) => Err(HttpError::from_relay(&error, Duration::ZERO).into()),
             }
         }
@@ -1162,7 +1270,7 @@ async fn run_route(
             count_call(tool.def.name, &counted);
             match outcome {
                 Ok(Ok(value)) => Ok(tool_output(tool, revision, value)),
-                Ok(Err(message)) => Ok(tool_error(&message)),
+                Ok(Err(message)) => Ok(tool_error(&message).into()),
                 Err(error) => Err(relay_failure(state, principal, error, DEFAULT_DEADLINE).await),
             }
         }
@@ -1390,7 +1498,7 @@ fn count_tool_call(tool: &'static str, outcome: &'static str) {
 
 /// A successful tool result: JSON text always, `structuredContent` where an output schema
 /// is published (2025-06-18 server/tools, "Structured Content").
-fn tool_output(tool: &Tool, revision: Revision, value: Value) -> Value {
+fn tool_output(tool: &Tool, revision: Revision, value: Value) -> RpcResult {
     if tool.has_output_schema() {
         if let Err(violations) = tool.validate_output(&value) {
             tracing::warn!(tool = tool.def.name, %violations, "tool output does not match its schema");
@@ -1398,31 +1506,31 @@ fn tool_output(tool: &Tool, revision: Revision, value: Value) -> Value {
                 "{} returned data in an unexpected shape; the CrossTrade Add-On may need an \
                  update",
                 tool.def.name
-            ));
+            ))
+            .into();
         }
-        return structured_output(revision, value);
+        return structured_output(revision, &value);
     }
     let text = match value {
         Value::String(text) => text,
         other => json_text(&other),
     };
-    json!({ "content": [{ "type": "text", "text": text }], "isError": false })
+    json!({ "content": [{ "type": "text", "text": text }], "isError": false }).into()
 }
 
 /// A result whose shape matches the tool's output schema: the JSON as text, and as
 /// `structuredContent` for revisions that have it.
-fn structured_output(revision: Revision, value: Value) -> Value {
-    let mut result = Map::new();
-    result.insert(
-        "content".to_owned(),
-        json!([{ "type": "text", "text": json_text(&value) }]),
-    );
-    // Moved, not copied (`json!` would serialize a copy of it).
-    if revision.has_structured_content() {
-        result.insert("structuredContent".to_owned(), value);
+fn structured_output(revision: Revision, value: &impl serde::Serialize) -> RpcResult {
+    match serde_json::to_string(value) {
+        Ok(json) => RpcResult::ToolJson {
+            json,
+            structured_content: revision.has_structured_content(),
+        },
+        Err(err) => {
+            tracing::error!(error = %err, "serializing a tool result failed");
+            tool_error("the result could not be serialized; retry the call").into()
+        }
     }
-    result.insert("isError".to_owned(), Value::Bool(false));
-    Value::Object(result)
 }
 
 /// `value` as JSON text: serialized into a byte buffer, not through `Display`'s formatter.
@@ -1441,12 +1549,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tool_result_written_from_its_text_is_the_response_its_tree_would_make() {
+        let value = json!({
+            "accounts": [{"name": "Sim101", "note": "quote \" backslash \\ line\n tab\t ✓"}],
+            "count": 1,
+            "ratio": 0.25,
+            "empty": null,
+        });
+        let server_info = json!({"name": "crosstrade-mcp", "version": "1.2.3"});
+        for revision in &Revision::ALL {
+            for id in [json!(7), json!("call-\"7\""), Value::Null] {
+                let RpcResult::ToolJson {
+                    json,
+                    structured_content,
+                } = structured_output(*revision, &value)
+                else {
+                    panic!("a structured result is kept as text");
+                };
+                let modern = revision.is_modern().then_some(&server_info);
+                let written =
+                    tool_json_response(&id, &json, structured_content, modern).unwrap();
+                let written: Value = serde_json::from_slice(&written).unwrap();
+                let mut tree = structured_output(*revision, &value).into_value();
+                if revision.is_modern() {
+                    tree = envelope(tree, server_info.clone());
+                }
+                assert_eq!(written, result_response(&id, tree), "{revision:?} {id}");
+                let result = &written["result"];
+                assert_eq!(result["isError"], false);
+                let text: Value =
+                    serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+                assert_eq!(text, value);
+                if revision.has_structured_content() {
+                    assert_eq!(result["structuredContent"], value, "{revision:?}");
+                } else {
+                    assert_eq!(result.get("structuredContent"), None, "{revision:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_end_of_a_tool_call_has_its_activity_outcome() {
-        let answered = Ok(json!({"content": [], "isError": false}));
+        let answered = Ok(json!({"content": [], "isError": false}).into());
         assert_eq!(activity_outcome(&answered, false), Outcome::Ok);
         assert_eq!(activity_outcome(&answered, true), Outcome::Held);
+        let structured = Ok(structured_output(Revision::V2025_11_25, &json!({"a": 1})));
+        assert_eq!(activity_outcome(&structured, false), Outcome::Ok);
         assert_eq!(
-            activity_outcome(&Ok(tool_error("bad arguments")), false),
+            activity_outcome(&Ok(tool_error("bad arguments").into()), false),
             Outcome::ToolError
         );
         for refused in [
