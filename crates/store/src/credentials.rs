@@ -61,6 +61,25 @@ mod tests {
     }
 
     #[test]
+    fn white_space_anywhere_in_a_long_token_is_malformed() {
+        let token = "a".repeat(700);
+        let header = format!("Bearer {token}");
+        assert_eq!(parse(&[header.as_str()]), Presented::Bearer(token.as_str()));
+        for at in [1, 31, 32, 33, 64, 350, 698] {
+            for white in ['\t', '\n', '\u{b}', '\u{c}', '\r', ' '] {
+                let mut spoiled = token.clone();
+                spoiled.replace_range(at..=at, &white.to_string());
+                let header = format!("Bearer {spoiled}");
+                assert_eq!(
+                    parse(&[header.as_str()]),
+                    Presented::Invalid(Flaw::Malformed),
+                    "{white:?} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn one_well_formed_bearer_credential() {
         assert_eq!(parse(&[]), Presented::Nothing);
         assert_eq!(parse(&["Bearer abc"]), Presented::Bearer("abc"));
