@@ -241,6 +241,9 @@ struct Escaped<'a, 'writer>(&'a mut Writer<'writer>);
 
 impl fmt::Write for Escaped<'_, '_> {
     fn write_str(&mut self, value: &str) -> fmt::Result {
+        if is_plain(value) {
+            return self.0.write_str(value);
+        }
         let mut plain = 0;
         for (index, byte) in value.bytes().enumerate() {
             let escape = match byte {
@@ -262,6 +265,21 @@ impl fmt::Write for Escaped<'_, '_> {
         }
         self.0.write_str(&value[plain..])
     }
+}
+
+/// Whether nothing in `value` needs escaping: most strings in a line. Checked 16 bytes at a
+/// time without an early exit, which the compiler vectorizes (a third of a byte-by-byte
+/// match's instructions).
+fn is_plain(value: &str) -> bool {
+    value.as_bytes().chunks(16).all(|block| {
+        block.iter().fold(0_u8, |found, &byte| {
+            found
+                | u8::from(byte < 0x20)
+                | u8::from(byte == b'"')
+                | u8::from(byte == b'\\')
+                | u8::from(byte == 0x7f)
+        }) == 0
+    })
 }
 
 #[cfg(test)]
@@ -378,6 +396,20 @@ mod tests {
         assert_eq!(line["debugged"], format!("{hostile:?}"));
         assert_eq!(line["message"], hostile);
         assert!(line.get("span").is_none());
+    }
+
+    #[test]
+    fn a_string_is_plain_exactly_when_no_byte_needs_escaping() {
+        let base = "990da90d-de1e-8e97-8000-000000000000 /v1/api/mcp é ✓ ~";
+        assert!(is_plain(base));
+        assert!(is_plain(""));
+        for at in [0, 1, 15, 16, 17, 31, 32, base.len()] {
+            for special in ['"', '\\', '\n', '\t', '\u{0}', '\u{1b}', '\u{1f}', '\u{7f}'] {
+                let mut spoiled = base.to_owned();
+                spoiled.insert(at, special);
+                assert!(!is_plain(&spoiled), "{special:?} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -42,10 +42,15 @@ pub fn bearer<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Presented<'a> {
     }
     let token = token.trim();
     // The token is ASCII: Unicode's whitespace within it is tab to carriage return and space.
+    // Checked 16 bytes at a time without an early exit, which the compiler vectorizes.
+    let white = |found: u8, &byte: &u8| {
+        found | u8::from(byte.wrapping_sub(b'\t') <= b'\r' - b'\t') | u8::from(byte == b' ')
+    };
     if token.is_empty()
         || token
-            .bytes()
-            .any(|byte| matches!(byte, b'\t'..=b'\r' | b' '))
+            .as_bytes()
+            .chunks(16)
+            .any(|block| block.iter().fold(0, white) != 0)
     {
         return Presented::Invalid(Flaw::Malformed);
     }
