@@ -28,7 +28,8 @@ use vocabulary::{JobKind, JobState};
 pub(crate) enum Reply {
     /// A JSON-RPC response (or batch of them) with its HTTP status.
     Json(StatusCode, Value),
-    /// A JSON-RPC response already serialized (a cached `tools/list`), with its HTTP status.
+    /// A JSON-RPC response already serialized (a cached `tools/list`, a tool result written
+    /// from its JSON text), with its HTTP status.
     Raw(StatusCode, axum::body::Bytes),
     /// Notifications and client responses: 202, no body.
     Accepted,
@@ -1567,8 +1568,7 @@ mod tests {
                     panic!("a structured result is kept as text");
                 };
                 let modern = revision.is_modern().then_some(&server_info);
-                let written =
-                    tool_json_response(&id, &json, structured_content, modern).unwrap();
+                let written = tool_json_response(&id, &json, structured_content, modern).unwrap();
                 let written: Value = serde_json::from_slice(&written).unwrap();
                 let mut tree = structured_output(*revision, &value).into_value();
                 if revision.is_modern() {
