@@ -759,37 +759,22 @@ impl Conn {
     }
 }
 
-/// First and longest waits between attempts to clear a closed socket's presence.
-const PRESENCE_RETRY_FIRST: Duration = Duration::from_millis(250);
-const PRESENCE_RETRY_LONGEST: Duration = Duration::from_secs(10);
-
-/// Deletes a closed socket's presence, retrying while the database refuses (a pool exhausted by
-/// thousands of sockets closing at once, an outage): a row left behind would show the Add-On as
-/// connected, on this replica, until it reconnected. Each socket waits its own fraction of the
-/// backoff, so a mass disconnect does not retry in step. A replica that stops gives up; its
-/// presence rows are swept with its instance row.
+/// Deletes a closed socket's presence, retrying while the database refuses: a row left behind
+/// would show the Add-On as connected, on this replica, until it reconnected. A replica that
+/// stops gives up; its presence rows are swept with its instance row.
 async fn clear_presence(bridge: &AddonBridge, user_id: Uuid, connection_id: Uuid) {
-    let mut stopping = bridge.inner.shutdown.subscribe();
-    let spread = 0.5 + f64::from(connection_id.as_bytes()[15]) / 510.0;
-    let mut wait = PRESENCE_RETRY_FIRST;
-    for attempt in 1u32.. {
-        let Err(err) = data::delete_presence(&bridge.inner.db, user_id, connection_id).await else {
-            if attempt > 1 {
-                tracing::info!(%connection_id, attempt, "add-on presence deleted after retrying");
-            }
-            return;
-        };
-        if attempt == 1 {
-            tracing::warn!(error = %err, %connection_id, "add-on presence delete failed; retrying");
-        } else {
-            tracing::debug!(error = %err, %connection_id, attempt, "add-on presence delete failed");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait.mul_f64(spread)) => {}
-            _ = stopping.wait_for(|stopping| *stopping) => return,
-        }
-        wait = (wait * 2).min(PRESENCE_RETRY_LONGEST);
-    }
+    let db = &bridge.inner.db;
+    let Err(error) = data::delete_presence(db, user_id, connection_id).await else {
+        return;
+    };
+    crate::retry::after_failure(
+        "add-on presence delete",
+        connection_id,
+        &error,
+        bridge.inner.shutdown.subscribe(),
+        || data::delete_presence(db, user_id, connection_id),
+    )
+    .await;
 }
 
 #[cfg(test)]

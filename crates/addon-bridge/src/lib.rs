@@ -23,6 +23,7 @@ pub mod peer;
 mod presence;
 pub mod protocol;
 mod relay;
+mod retry;
 pub mod signals;
 pub mod watermarks;
 

@@ -182,15 +182,7 @@ impl AddonBridge {
                 }
                 Ok(true) => {
                     let result = self.relay(call, deadline).await;
-                    // Nothing left this server: the key may be used again.
-                    let stored = if result == Err(CallError::NotConnected) {
-                        data::release_idempotency(db, id).await
-                    } else {
-                        data::finish_idempotency(db, id, &Stored::from(&result)).await
-                    };
-                    if let Err(err) = stored {
-                        tracing::warn!(error = %err, "idempotency outcome write failed");
-                    }
+                    self.record_idempotent(id, &result).await;
                     return (result, false);
                 }
                 Ok(false) => {}
@@ -199,6 +191,45 @@ impl AddonBridge {
             if let Some(done) = self.await_idempotent(call, key, deadline).await {
                 return (done, true);
             }
+        }
+    }
+
+    /// Stores a keyed call's outcome for its repeats, or gives the key back when nothing left
+    /// this server. A failed write is retried in the background until it lands (or the replica
+    /// stops): until then a repeat waits, and without it the repeat would be answered 408 after
+    /// the call's deadline instead of with the call's outcome (or, for a released key, refused a
+    /// call that never ran).
+    async fn record_idempotent(&self, id: Uuid, result: &CallResult) {
+        let db = self.inner.db.clone();
+        let stopping = self.inner.shutdown.subscribe();
+        // Nothing left this server: the key may be used again.
+        if *result == Err(CallError::NotConnected) {
+            if let Err(error) = data::release_idempotency(&db, id).await {
+                tokio::spawn(async move {
+                    crate::retry::after_failure(
+                        "idempotency key release",
+                        id,
+                        &error,
+                        stopping,
+                        || data::release_idempotency(&db, id),
+                    )
+                    .await;
+                });
+            }
+            return;
+        }
+        let outcome = Stored::from(result);
+        if let Err(error) = data::finish_idempotency(&db, id, &outcome).await {
+            tokio::spawn(async move {
+                crate::retry::after_failure(
+                    "idempotency outcome write",
+                    id,
+                    &error,
+                    stopping,
+                    || data::finish_idempotency(&db, id, &outcome),
+                )
+                .await;
+            });
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use addon_bridge::{CallError, CallOutcome, CallRequest};
 use serde_json::json;
 
-use crate::support::{Addon, serve, settings, user_with_key};
+use crate::support::{Addon, PATIENCE, hold_pool, serve, settings, small_pool, user_with_key};
 
 fn place(user_id: uuid::Uuid, key: &str, deadline: Duration) -> CallRequest {
     CallRequest {
@@ -199,6 +199,61 @@ async fn a_key_reused_for_another_tool_is_a_tool_error() {
         Ok(CallOutcome::ToolError(
             "idempotency_key was already used for PlaceOrder within the last 24 hours; use a new key for a new action".to_owned()
         ))
+    );
+    probe(&server.bridge, &mut addon, user_id).await;
+}
+
+#[tokio::test]
+async fn an_outcome_write_lost_to_an_outage_reaches_the_repeat_once_the_database_answers() {
+    let test_db = testkit::TestDb::new().await;
+    let db = test_db.pool().await;
+    let bridge_pool = small_pool(&test_db.url()).await;
+    let server = serve(&bridge_pool, settings()).await;
+    let (user_id, _, key) = user_with_key(&db).await;
+    let mut addon = Addon::connect(&server.url, &key).await;
+    let bridge = server.bridge.clone();
+    let first = tokio::spawn(async move {
+        bridge
+            .call(place(user_id, "order-outage", Duration::from_secs(10)))
+            .await
+    });
+    let frame = addon.next_call().await;
+    // The key is claimed and the order is at the Add-On; then the database goes away.
+    let (release, holder) = hold_pool(&bridge_pool);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    addon
+        .answer(&frame, json!({"order_id": "O1", "state": "Filled"}))
+        .await;
+    let expected = Ok(CallOutcome::Ok(
+        json!({"order_id": "O1", "state": "Filled"}),
+    ));
+    assert_eq!(first.await.unwrap(), expected);
+    let stored = async || -> bool {
+        sqlx::query_scalar(
+            "SELECT outcome IS NOT NULL FROM addon_idempotency WHERE user_id = $1 AND idem_key = $2",
+        )
+        .bind(user_id)
+        .bind("order-outage")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    assert!(
+        !stored().await,
+        "the outcome write should have failed while the pool was held"
+    );
+    release.send_replace(true);
+    assert!(holder.await.unwrap() >= 1);
+
+    let landed = testkit::wait::eventually(PATIENCE, async || stored().await).await;
+    assert!(landed, "the outcome was never stored");
+    // The repeat gets the order's outcome, and nothing reaches the Add-On again.
+    assert_eq!(
+        server
+            .bridge
+            .call(place(user_id, "order-outage", Duration::from_secs(10)))
+            .await,
+        expected
     );
     probe(&server.bridge, &mut addon, user_id).await;
 }

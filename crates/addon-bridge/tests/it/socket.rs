@@ -8,9 +8,10 @@ use addon_bridge::{AddonState, CallOutcome, CallRequest, Presence, keys};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use testkit::wait::wait_until;
-use tokio::sync::watch;
 
-use crate::support::{Addon, PATIENCE, changed, serve, settings, user_with_key};
+use crate::support::{
+    Addon, PATIENCE, changed, hold_pool, serve, settings, small_pool, user_with_key,
+};
 
 fn request(user_id: uuid::Uuid, tool: &str) -> CallRequest {
     CallRequest {
@@ -394,12 +395,7 @@ async fn an_addon_that_answers_pings_stays_connected() {
 async fn presence_is_cleared_once_the_database_answers_again() {
     let test_db = testkit::TestDb::new().await;
     let db = test_db.pool().await;
-    let bridge_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_millis(300))
-        .connect(&test_db.url())
-        .await
-        .unwrap();
+    let bridge_pool = small_pool(&test_db.url()).await;
     let server = serve(&bridge_pool, settings()).await;
     let (user_id, _, key) = user_with_key(&db).await;
     let addon = Addon::connect(&server.url, &key).await;
@@ -412,23 +408,8 @@ async fn presence_is_cleared_once_the_database_answers_again() {
     };
     assert_eq!(rows().await, 1);
 
-    // Hold every connection of the bridge's pool, and keep asking for one, ahead of the bridge,
-    // so none it returns reaches the delete.
-    let (release, mut released) = watch::channel(false);
-    let holder_pool = bridge_pool.clone();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            tokio::select! {
-                acquired = holder_pool.acquire() => {
-                    if let Ok(connection) = acquired {
-                        held.push(connection);
-                    }
-                }
-                _ = released.wait_for(|released| *released) => return held.len(),
-            }
-        }
-    });
+    // Hold every connection of the bridge's pool, so none reaches the delete.
+    let (release, holder) = hold_pool(&bridge_pool);
     tokio::time::sleep(Duration::from_millis(700)).await;
     addon.drop_connection().await;
     // The delete has timed out (300 ms) by now and the row is still there.

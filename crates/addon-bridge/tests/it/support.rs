@@ -299,3 +299,35 @@ pub async fn changed(changes: &mut tokio::sync::broadcast::Receiver<Uuid>, user_
     .await
     .expect("no presence change in time");
 }
+
+/// Holds every connection of `pool`, and keeps asking for one ahead of anyone else, until the
+/// returned sender is set: the pool's users meanwhile time out as in an outage. The task answers
+/// how many connections it held.
+pub fn hold_pool(pool: &PgPool) -> (watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
+    let (release, mut released) = watch::channel(false);
+    let pool = pool.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                acquired = pool.acquire() => {
+                    if let Ok(connection) = acquired {
+                        held.push(connection);
+                    }
+                }
+                _ = released.wait_for(|released| *released) => return held.len(),
+            }
+        }
+    });
+    (release, holder)
+}
+
+/// A pool of two connections that gives up on an acquire after 300 ms.
+pub async fn small_pool(url: &str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect(url)
+        .await
+        .unwrap()
+}
