@@ -200,37 +200,23 @@ impl AddonBridge {
     /// the call's deadline instead of with the call's outcome (or, for a released key, refused a
     /// call that never ran).
     async fn record_idempotent(&self, id: Uuid, result: &CallResult) {
-        let db = self.inner.db.clone();
-        let stopping = self.inner.shutdown.subscribe();
         // Nothing left this server: the key may be used again.
-        if *result == Err(CallError::NotConnected) {
-            if let Err(error) = data::release_idempotency(&db, id).await {
-                tokio::spawn(async move {
-                    crate::retry::after_failure(
-                        "idempotency key release",
-                        id,
-                        &error,
-                        stopping,
-                        || data::release_idempotency(&db, id),
-                    )
-                    .await;
-                });
-            }
+        let outcome = (*result != Err(CallError::NotConnected)).then(|| Stored::from(result));
+        let db = self.inner.db.clone();
+        let Err(error) = write_idempotent(&db, id, outcome.as_ref()).await else {
             return;
-        }
-        let outcome = Stored::from(result);
-        if let Err(error) = data::finish_idempotency(&db, id, &outcome).await {
-            tokio::spawn(async move {
-                crate::retry::after_failure(
-                    "idempotency outcome write",
-                    id,
-                    &error,
-                    stopping,
-                    || data::finish_idempotency(&db, id, &outcome),
-                )
-                .await;
-            });
-        }
+        };
+        let what = match outcome {
+            Some(_) => "idempotency outcome write",
+            None => "idempotency key release",
+        };
+        let stopping = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            crate::retry::after_failure(what, id, &error, stopping, || {
+                write_idempotent(&db, id, outcome.as_ref())
+            })
+            .await;
+        });
     }
 
     /// Waits for another call's outcome under the same key. None when the key was released.
@@ -457,5 +443,17 @@ impl AddonBridge {
                 Err(err) => tracing::warn!(error = %err, "add-on call outcome write failed"),
             }
         });
+    }
+}
+
+/// Stores a keyed call's outcome, or gives its key back (`None`), waking anyone waiting on it.
+async fn write_idempotent(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    outcome: Option<&Stored>,
+) -> Result<(), sqlx::Error> {
+    match outcome {
+        Some(outcome) => data::finish_idempotency(db, id, outcome).await,
+        None => data::release_idempotency(db, id).await,
     }
 }
