@@ -107,6 +107,34 @@ async fn a_cluster_left_by_a_killed_server_is_adopted_and_stopped() {
     std::fs::remove_dir_all(&scratch).unwrap();
 }
 
+#[tokio::test]
+async fn a_deep_data_directory_leaves_no_socket_directory_behind() {
+    let scratch = testkit::scratch_dir("embedded-deep");
+    let deep = scratch.join("d".repeat(40)).join("postgres");
+    let data_dir = deep.display().to_string();
+    let env = [("CROSSTRADE_DATA_DIR", data_dir.as_str())];
+
+    let server = ServerProcess::start("serve", &env);
+    let socket_dir = store::cluster::socket_dir_for(&std::fs::canonicalize(&deep).unwrap());
+    assert!(
+        !socket_dir.starts_with(&scratch),
+        "a data directory this deep gets its socket directory under the temp dir"
+    );
+    let holds_socket = std::fs::read_dir(&socket_dir)
+        .unwrap()
+        .flatten()
+        .any(|entry| entry.file_name().to_string_lossy().starts_with(".s.PGSQL."));
+    assert!(holds_socket, "no socket in {}", socket_dir.display());
+
+    assert!(server.terminate().success());
+    assert!(
+        !socket_dir.exists(),
+        "{} outlived its cluster",
+        socket_dir.display()
+    );
+    std::fs::remove_dir_all(&scratch).unwrap();
+}
+
 fn postgres_uid() -> u32 {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     passwd

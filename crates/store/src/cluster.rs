@@ -351,6 +351,15 @@ impl Cluster {
                 .wait()
                 .map_err(io_err("waiting for PostgreSQL to exit"))?;
         }
+        // A deep data directory's short socket directory under the temp dir is not left
+        // behind: PostgreSQL has removed its socket and lock file by now. One still holding
+        // something is kept.
+        if !self.socket_dir.starts_with(&self.data_dir)
+            && let Err(err) = fs::remove_dir(&self.socket_dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!(error = %err, dir = %self.socket_dir.display(), "socket directory kept");
+        }
         Ok(())
     }
 
@@ -469,7 +478,10 @@ pub fn running_connect_options(
     }
 }
 
-fn socket_dir_for(data_dir: &Path) -> PathBuf {
+/// Where a cluster in `data_dir` (canonical) puts its Unix socket: `run` inside it, or for a
+/// data directory too deep for a socket path a short directory under the system temp dir named
+/// after it.
+pub fn socket_dir_for(data_dir: &Path) -> PathBuf {
     let preferred = data_dir.join("run");
     if preferred.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
         return preferred;
