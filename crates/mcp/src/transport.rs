@@ -82,24 +82,27 @@ pub(crate) async fn post_mcp(
     auth: Result<Authenticated, HttpRejection>,
     request: Request,
 ) -> Response {
-    // The headers are moved out of the request rather than copied by an extractor.
-    let (mut parts, body) = request.into_parts();
-    let headers = std::mem::take(&mut parts.headers);
-    let body = match Bytes::from_request(Request::from_parts(parts, body), &()).await {
-        Ok(body) => body,
-        Err(rejection) => return rejection.into_response(),
-    };
     let response = match auth {
+        // The body of a request without a valid token is not read (the route guard has
+        // already bounded it): the discovery probe is answered from its head.
         Err(rejection) => rejection.into_response(),
         Ok(Authenticated(principal)) => {
-            let slot = wants_stream(&headers, &body)
-                .then(|| state.stream_slot(principal.user_id).ok())
-                .flatten();
-            if let Some(slot) = slot {
-                with_progress(state, principal, headers, body, slot).await
-            } else {
-                let reply = handle_body(&state, &principal, &headers, &body, None).await;
-                reply_response(&state, reply)
+            // The headers are moved out of the request rather than copied by an extractor.
+            let (mut parts, body) = request.into_parts();
+            let headers = std::mem::take(&mut parts.headers);
+            match Bytes::from_request(Request::from_parts(parts, body), &()).await {
+                Err(rejection) => rejection.into_response(),
+                Ok(body) => {
+                    let slot = wants_stream(&headers, &body)
+                        .then(|| state.stream_slot(principal.user_id).ok())
+                        .flatten();
+                    if let Some(slot) = slot {
+                        with_progress(state, principal, headers, body, slot).await
+                    } else {
+                        let reply = handle_body(&state, &principal, &headers, &body, None).await;
+                        reply_response(&state, reply)
+                    }
+                }
             }
         }
     };
