@@ -1,9 +1,10 @@
 //! The production log format: one JSON object per line, the shape of tracing-subscriber's JSON
 //! format with the event flattened and the current span shown —
 //! `{"timestamp", "level", <event fields>, "target", "span": {<fields>, "name"}, "spans": [...]}` —
-//! written straight into the line buffer. A span's fields are rendered as JSON members once,
-//! when it opens, and copied into each line; tracing-subscriber's formatter parses them back into
-//! a map for every line, which cost more than the rest of a request's logging.
+//! composed in a per-thread buffer and handed to the writer whole. A span's fields are rendered
+//! as JSON members once, when it opens, and copied into each line; tracing-subscriber's formatter
+//! parses them back into a map for every line, which cost more than the rest of a request's
+//! logging.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -25,10 +26,16 @@ pub struct JsonLines;
 pub struct JsonMembers;
 
 impl<'writer> FormatFields<'writer> for JsonMembers {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut members = Members::new(writer, true);
-        fields.record(&mut members);
-        members.result
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        composed(&mut writer, |out| {
+            let mut members = Members::new(out, true);
+            fields.record(&mut members);
+            members.result
+        })
     }
 
     /// A field recorded after the span opened (declared `Empty`) is appended as a member.
@@ -38,9 +45,11 @@ impl<'writer> FormatFields<'writer> for JsonMembers {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let first = current.fields.is_empty();
-        let mut members = Members::new(current.as_writer(), first);
-        fields.record(&mut members);
-        members.result
+        composed(&mut current.as_writer(), |out| {
+            let mut members = Members::new(out, first);
+            fields.record(&mut members);
+            members.result
+        })
     }
 }
 
@@ -54,54 +63,85 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
-        let mut members = Members::new(writer.by_ref(), false);
-        event.record(&mut members);
-        members.result?;
-        writer.write_str(",\"target\":")?;
-        write_string(&mut writer, meta.target())?;
-        let current = event
-            .parent()
-            .and_then(|id| ctx.span(id))
-            .or_else(|| ctx.lookup_current());
-        if let Some(span) = current {
-            writer.write_str(",\"span\":")?;
-            write_span(&mut writer, &span)?;
-            writer.write_str(",\"spans\":[")?;
-            for (index, span) in span.scope().from_root().enumerate() {
-                if index > 0 {
-                    writer.write_char(',')?;
+        composed(&mut writer, |line| {
+            let meta = event.metadata();
+            line.push_str("{\"timestamp\":\"");
+            write_timestamp(line);
+            line.push_str("\",\"level\":\"");
+            line.push_str(meta.level().as_str());
+            line.push('"');
+            let mut members = Members::new(line, false);
+            event.record(&mut members);
+            members.result?;
+            line.push_str(",\"target\":");
+            write_string(line, meta.target());
+            let current = event
+                .parent()
+                .and_then(|id| ctx.span(id))
+                .or_else(|| ctx.lookup_current());
+            if let Some(span) = current {
+                line.push_str(",\"span\":");
+                write_span(line, &span);
+                line.push_str(",\"spans\":[");
+                for (index, span) in span.scope().from_root().enumerate() {
+                    if index > 0 {
+                        line.push(',');
+                    }
+                    write_span(line, &span);
                 }
-                write_span(&mut writer, &span)?;
+                line.push(']');
             }
-            writer.write_char(']')?;
-        }
-        writer.write_str("}\n")
+            line.push_str("}\n");
+            Ok(())
+        })
     }
+}
+
+/// Composes text in this thread's buffer and writes it with one call: a write through `Writer`
+/// is a dynamic call, and a span's field string would otherwise grow from empty, reallocating
+/// as it goes. Nothing is written if composing fails.
+fn composed(
+    writer: &mut Writer<'_>,
+    compose: impl FnOnce(&mut String) -> fmt::Result,
+) -> fmt::Result {
+    thread_local! {
+        static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    BUFFER.with(|buffer| {
+        // Busy only if composing re-entered the formatter (tracing drops events dispatched
+        // from inside one): a second buffer then, never a panic in logging.
+        let Ok(mut buffer) = buffer.try_borrow_mut() else {
+            let mut own = String::new();
+            return compose(&mut own).and_then(|()| writer.write_str(&own));
+        };
+        buffer.clear();
+        let result = compose(&mut buffer).and_then(|()| writer.write_str(&buffer));
+        // One huge value does not pin its memory for the thread's life.
+        if buffer.capacity() > 64 * 1024 {
+            *buffer = String::new();
+        }
+        result
+    })
 }
 
 /// RFC 3339 in UTC with microseconds (`2026-12-02T19:53:04.194745Z`). The date and time up to
 /// the second is formatted once per second per thread; a line adds only its microseconds.
-fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+fn write_timestamp(line: &mut String) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
     let (seconds, micros) = unix_time();
     SECOND.with_borrow_mut(|(cached, prefix)| {
         if *cached != seconds {
-            prefix.clear();
             let time = i64::try_from(seconds)
                 .ok()
                 .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
                 .unwrap_or_default();
-            write!(prefix, "{}", time.format("%Y-%m-%dT%H:%M:%S"))?;
+            *prefix = time.format("%Y-%m-%dT%H:%M:%S").to_string();
             *cached = seconds;
         }
-        writer.write_str(prefix)
-    })?;
+        line.push_str(prefix);
+    });
     let mut digits = *b".000000Z";
     let mut rest = micros;
     for digit in digits[1..7].iter_mut().rev() {
@@ -109,7 +149,7 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
         *digit = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    writer.write_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"))
+    line.push_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"));
 }
 
 #[expect(
@@ -123,148 +163,160 @@ fn unix_time() -> (u64, u32) {
     (elapsed.as_secs(), elapsed.subsec_micros())
 }
 
-fn write_span<S>(writer: &mut Writer<'_>, span: &SpanRef<'_, S>) -> fmt::Result
+fn write_span<S>(line: &mut String, span: &SpanRef<'_, S>)
 where
     S: for<'lookup> LookupSpan<'lookup>,
 {
-    writer.write_char('{')?;
+    line.push('{');
     let extensions = span.extensions();
     if let Some(fields) = extensions.get::<FormattedFields<JsonMembers>>()
         && !fields.fields.is_empty()
     {
-        writer.write_str(&fields.fields)?;
-        writer.write_char(',')?;
+        line.push_str(&fields.fields);
+        line.push(',');
     }
-    writer.write_str("\"name\":")?;
-    write_string(writer, span.name())?;
-    writer.write_char('}')
+    line.push_str("\"name\":");
+    write_string(line, span.name());
+    line.push('}');
 }
 
 /// Writes each recorded field as a JSON member, a comma before all but the first.
-struct Members<'writer> {
-    writer: Writer<'writer>,
+struct Members<'a> {
+    out: &'a mut String,
     first: bool,
     result: fmt::Result,
 }
 
-impl<'writer> Members<'writer> {
-    fn new(writer: Writer<'writer>, first: bool) -> Self {
+impl<'a> Members<'a> {
+    fn new(out: &'a mut String, first: bool) -> Self {
         Self {
-            writer,
+            out,
             first,
             result: Ok(()),
         }
     }
 
-    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result) {
-        if self.result.is_ok() {
-            self.result = self.write_member(field, value);
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
         }
-    }
-
-    fn write_member(
-        &mut self,
-        field: &Field,
-        value: impl FnOnce(&mut Writer<'writer>) -> fmt::Result,
-    ) -> fmt::Result {
         if !std::mem::take(&mut self.first) {
-            self.writer.write_char(',')?;
+            self.out.push(',');
         }
-        write_string(&mut self.writer, field.name())?;
-        self.writer.write_char(':')?;
-        value(&mut self.writer)
+        write_string(self.out, field.name());
+        self.out.push(':');
+        self.result = value(self.out);
     }
 }
 
 impl Visit for Members<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |writer| write_string(writer, value));
+        self.member(field, |out| {
+            write_string(out, value);
+            Ok(())
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, |writer| {
-            writer.write_char('"')?;
-            write!(Escaped(writer), "{value:?}")?;
-            writer.write_char('"')
+        self.member(field, |out| {
+            out.push('"');
+            write!(Escaped(out), "{value:?}")?;
+            out.push('"');
+            Ok(())
         });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.member(field, |writer| {
-            writer.write_char('"')?;
-            write!(Escaped(writer), "{value}")?;
-            writer.write_char('"')
+        self.member(field, |out| {
+            out.push('"');
+            write!(Escaped(out), "{value}")?;
+            out.push('"');
+            Ok(())
         });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, |out| write!(out, "{value}"));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, |out| write!(out, "{value}"));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, |out| write!(out, "{value}"));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, |out| write!(out, "{value}"));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field, |writer| write!(writer, "{value}"));
+        self.member(field, |out| {
+            out.push_str(if value { "true" } else { "false" });
+            Ok(())
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinity.
-        self.member(field, |writer| {
+        self.member(field, |out| {
             if value.is_finite() {
-                write!(writer, "{value}")
+                write!(out, "{value}")
             } else {
-                writer.write_str("null")
+                out.push_str("null");
+                Ok(())
             }
         });
     }
 }
 
-fn write_string(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
-    writer.write_char('"')?;
-    Escaped(writer).write_str(value)?;
-    writer.write_char('"')
+fn write_string(out: &mut String, value: &str) {
+    out.push('"');
+    escape_into(out, value);
+    out.push('"');
 }
 
-/// Escapes what it is given for the inside of a JSON string: quotes, backslashes and every
-/// control character (terminal escape sequences included).
-struct Escaped<'a, 'writer>(&'a mut Writer<'writer>);
+/// Escapes what it is given for the inside of a JSON string (formatted values).
+struct Escaped<'a>(&'a mut String);
 
-impl fmt::Write for Escaped<'_, '_> {
+impl fmt::Write for Escaped<'_> {
     fn write_str(&mut self, value: &str) -> fmt::Result {
-        if is_plain(value) {
-            return self.0.write_str(value);
-        }
-        let mut plain = 0;
-        for (index, byte) in value.bytes().enumerate() {
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f | 0x7f => "",
-                _ => continue,
-            };
-            self.0.write_str(&value[plain..index])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            plain = index + 1;
-        }
-        self.0.write_str(&value[plain..])
+        escape_into(self.0, value);
+        Ok(())
     }
+}
+
+/// Appends `value` escaped for the inside of a JSON string: quotes, backslashes and every
+/// control character (terminal escape sequences included).
+fn escape_into(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if is_plain(value) {
+        out.push_str(value);
+        return;
+    }
+    let mut plain = 0;
+    for (index, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        out.push_str(&value[plain..index]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        plain = index + 1;
+    }
+    out.push_str(&value[plain..]);
 }
 
 /// Whether nothing in `value` needs escaping: most strings in a line. Whole 16-byte blocks are
@@ -441,6 +493,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_value_that_logs_while_its_line_is_composed_leaves_the_line_whole() {
+        struct Logs;
+        impl fmt::Debug for Logs {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                tracing::info!(inner = "yes", "logged from a Debug impl");
+                formatter.write_str("the outer value")
+            }
+        }
+        let lines = capture(|| {
+            let span = tracing::info_span!("request", request_id = "r-2");
+            let _span = span.enter();
+            tracing::info!(value = ?Logs, "outer");
+        });
+        // tracing drops an event dispatched from inside another one.
+        let outer = lines.last().unwrap();
+        assert_eq!(outer["message"], "outer");
+        assert_eq!(outer["value"], "the outer value");
+        assert_eq!(outer["span"]["request_id"], "r-2");
     }
 
     #[test]
