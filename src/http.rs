@@ -18,7 +18,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{self, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -385,21 +385,38 @@ async fn read_body(bounds: BodyBounds, request: Request) -> Result<Request, Refu
     if declared.is_some_and(|length| length > bounds.limit as u64) {
         return Err(too_large);
     }
-    let (parts, body) = request.into_parts();
-    let mut collecting = pin!(axum::body::to_bytes(body, bounds.limit));
-    let first = std::future::poll_fn(|cx| Poll::Ready(collecting.as_mut().poll(cx))).await;
-    let collected = match first {
-        Poll::Ready(collected) => collected,
-        Poll::Pending => {
-            let Ok(collected) = tokio::time::timeout(bounds.deadline, collecting).await else {
-                metrics::counter!("http_slow_bodies_total").increment(1);
-                return Err(Refusal::BodyTooSlow);
-            };
-            collected
+    let (parts, mut body) = request.into_parts();
+    // Most bodies arrived with their head: one frame, taken on the first poll without
+    // collecting machinery or a timer.
+    let mut prefix = Bytes::new();
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+    match first {
+        Poll::Ready(None) => return Ok(Request::from_parts(parts, Body::empty())),
+        Poll::Ready(Some(Err(_))) => return Err(Refusal::BodyUnreadable),
+        Poll::Ready(Some(Ok(frame))) => {
+            prefix = frame.into_data().unwrap_or_default();
+            if prefix.len() > bounds.limit {
+                return Err(too_large);
+            }
+            if body.is_end_stream() {
+                return Ok(Request::from_parts(parts, Body::from(prefix)));
+            }
         }
+        Poll::Pending => {}
+    }
+    let rest = axum::body::to_bytes(body, bounds.limit - prefix.len());
+    let Ok(collected) = tokio::time::timeout(bounds.deadline, rest).await else {
+        metrics::counter!("http_slow_bodies_total").increment(1);
+        return Err(Refusal::BodyTooSlow);
     };
     match collected {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(rest) if prefix.is_empty() => Ok(Request::from_parts(parts, Body::from(rest))),
+        Ok(rest) => {
+            let mut whole = Vec::with_capacity(prefix.len() + rest.len());
+            whole.extend_from_slice(&prefix);
+            whole.extend_from_slice(&rest);
+            Ok(Request::from_parts(parts, Body::from(whole)))
+        }
         Err(err) => {
             let over_limit = err
                 .into_inner()

@@ -161,6 +161,48 @@ async fn trickled_bodies_answer_408_on_every_route() {
 }
 
 #[tokio::test]
+async fn a_body_sent_in_pieces_within_the_deadline_reaches_the_handler_whole() {
+    let db = testkit::TestDb::new().await;
+    let server = plain_server(&[], &db);
+    let body = json!({
+        "client_name": "Pieces ".repeat(20) + "end",
+        "redirect_uris": ["https://pieces.example/cb"],
+    })
+    .to_string();
+    let (first, rest) = body.split_at(40);
+    let (second, third) = rest.split_at(60);
+    // The first piece with the head (taken on the first poll) or after it (collected later).
+    for with_head in [true, false] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut head = format!(
+            "POST /v1/oauth/mcp/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if with_head {
+            head.push_str(first);
+        }
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let pieces = if with_head {
+            vec![second, third]
+        } else {
+            vec![first, second, third]
+        };
+        for piece in pieces {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            stream.write_all(piece.as_bytes()).await.unwrap();
+        }
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 201"), "{with_head}: {answer}");
+        assert_eq!(
+            body_of(&answer)["client_name"],
+            "Pieces ".repeat(20) + "end",
+            "{with_head}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn oversized_bodies_answer_413_without_being_read() {
     let db = testkit::TestDb::new().await;
     let server = plain_server(&[], &db);
