@@ -365,8 +365,9 @@ pub struct BodyBounds {
 }
 
 /// Reads the whole request body within the size limit and the deadline: a trickled upload
-/// answers 408 and an oversized one 413, whatever the handler is. Bodies that arrived with
-/// their head (most) are taken on the first poll, without arming a timer.
+/// answers 408 and an oversized one 413, whatever the handler is. A body that arrived with its
+/// head (most) is its one frame, taken on the first poll without collecting it or arming a
+/// timer; the rest of a body still arriving is collected under the deadline.
 async fn read_body(bounds: BodyBounds, request: Request) -> Result<Request, Refusal> {
     if matches!(
         *request.method(),
@@ -386,8 +387,6 @@ async fn read_body(bounds: BodyBounds, request: Request) -> Result<Request, Refu
         return Err(too_large);
     }
     let (parts, mut body) = request.into_parts();
-    // Most bodies arrived with their head: one frame, taken on the first poll without
-    // collecting machinery or a timer.
     let mut prefix = Bytes::new();
     let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     match first {
