@@ -333,22 +333,31 @@ impl Config {
             return Ok(self.master_secret.clone());
         }
         let path = self.data_dir.join("master.key");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let text = text.trim();
-            if text.len() >= 32 {
-                return Ok(Secret::new(text));
+        let read = |path: &Path| -> anyhow::Result<Option<Secret>> {
+            match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().len() >= 32 => Ok(Some(Secret::new(text.trim()))),
+                Ok(_) => anyhow::bail!(
+                    "{} is shorter than 32 characters; delete it or set master_secret",
+                    path.display()
+                ),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
             }
-            anyhow::bail!(
-                "{} is shorter than 32 characters; delete it or set master_secret",
-                path.display()
-            );
+        };
+        if let Some(secret) = read(&path)? {
+            return Ok(secret);
         }
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating {}", self.data_dir.display()))?;
         let secret = store::secret::random_password(48)
             .map_err(|err| anyhow::anyhow!("generating a master secret: {err}"))?;
-        write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-        Ok(Secret::new(secret))
+        let created = write_private(&path, &secret, Existing::Keep)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if created {
+            return Ok(Secret::new(secret));
+        }
+        // Another replica sharing this directory wrote it first; its secret is the one.
+        read(&path)?.ok_or_else(|| anyhow::anyhow!("{} vanished", path.display()))
     }
 
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
@@ -576,17 +585,61 @@ impl Provider for EnvVars {
     }
 }
 
-/// Writes a file only its owner can read (secrets kept in `data_dir`).
-pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// What [`write_private`] does when the file is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    Replace,
+    /// The file already there wins; nothing is written.
+    Keep,
+}
+
+/// Puts a file only its owner can read (secrets kept in `data_dir`) whole or not at all: written
+/// beside it under a temporary name, synced, then moved into place. A crash or a concurrent
+/// reader never sees it half-written. Returns whether `contents` were placed.
+pub(crate) fn write_private(
+    path: &Path,
+    contents: &str,
+    existing: Existing,
+) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let mut temporary_name = path.file_name().unwrap_or_default().to_os_string();
+    temporary_name.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let temporary = dir.join(temporary_name);
+    let placed = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        match existing {
+            Existing::Replace => std::fs::rename(&temporary, path).map(|()| true),
+            // A hard link never replaces its target: of two writers exactly one places its file.
+            Existing::Keep => match std::fs::hard_link(&temporary, path) {
+                Ok(()) => Ok(true),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(err) => Err(err),
+            },
+        }
+    })();
+    // Gone already after a rename; after a link or a failure it is this writer's own copy.
+    let _already_gone = std::fs::remove_file(&temporary);
+    let placed = placed?;
+    if placed {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(placed)
 }
 
 #[cfg(test)]
@@ -782,5 +835,51 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("missing.toml"), "{err}");
+    }
+
+    /// Replicas sharing a data directory start together; each must come up with the one
+    /// secret that ends up on disk, never a half-written file.
+    #[test]
+    fn replicas_starting_together_share_one_whole_master_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let root =
+            std::env::temp_dir().join(format!("crosstrade-master-key-{}", std::process::id()));
+        for round in 0..25 {
+            let dir = root.join(round.to_string());
+            let config =
+                Config::load(&env(&[("CROSSTRADE_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+            let start = std::sync::Barrier::new(8);
+            let secrets: Vec<String> = std::thread::scope(|scope| {
+                let started: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            config.load_master_secret().map(|s| s.expose().to_owned())
+                        })
+                    })
+                    .collect();
+                started
+                    .into_iter()
+                    .map(|thread| thread.join().unwrap().unwrap())
+                    .collect()
+            });
+            let on_disk = std::fs::read_to_string(dir.join("master.key")).unwrap();
+            assert!(on_disk.len() >= 32, "{on_disk:?}");
+            assert!(
+                secrets.iter().all(|secret| *secret == on_disk),
+                "round {round}: every starter uses the secret on disk"
+            );
+            let mode = std::fs::metadata(dir.join("master.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(left, ["master.key"], "no temporary file is left behind");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

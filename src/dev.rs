@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use store::users::{self, Email, Tier};
 
-use crate::config::{Config, write_private};
+use crate::config::{Config, Existing, write_private};
 use crate::database::{Database, Role};
 use crate::server::serve_on;
 
@@ -49,7 +49,7 @@ pub async fn run(
                 addon_bridge::keys::revoke(&db.pool, user.id, old).await?;
             }
             let (key_id, key) = addon_bridge::keys::create(&db.pool, user.id).await?;
-            write_private(&remembered, &key_id.to_string())
+            write_private(&remembered, &key_id.to_string(), Existing::Replace)
                 .with_context(|| format!("writing {}", remembered.display()))?;
             Some((key, backtest))
         } else {
@@ -144,7 +144,7 @@ fn load_or_create_passwords(data_dir: &Path) -> anyhow::Result<Vec<String>> {
         .map(|_| store::secret::random_password(20))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| anyhow::anyhow!("generating demo passwords: {err}"))?;
-    write_private(&path, &passwords.join("\n"))
+    write_private(&path, &passwords.join("\n"), Existing::Replace)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(passwords)
 }
