@@ -194,6 +194,21 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         .unwrap()
         .unwrap();
     let down_at = origin.elapsed();
+    // Until the revocation listener has read the closed connection, cached grants are still
+    // trusted, as a moment before the stop: no revocation can be pending then, since each
+    // one's notification precedes the connection's end on the wire.
+    wait_until(
+        "the revocation listener noticed the outage",
+        Duration::from_secs(2),
+        async || {
+            crate::support::logged(
+                &server,
+                "revocation listener lost; grants are read from the database",
+            )
+        },
+    )
+    .await;
+    let noticed_at = origin.elapsed();
     // Readiness comes from a probe every second, so it notices within about two.
     let unready = eventually(
         (down_at + Duration::from_secs(3)).saturating_sub(origin.elapsed()),
@@ -265,9 +280,20 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
 
     let samples = samples.lock().unwrap().clone();
     let slowest = samples.iter().map(|s| s.latency).max().unwrap();
+    for sample in samples
+        .iter()
+        .filter(|s| s.sent_at > down_at && s.sent_at <= noticed_at)
+    {
+        let expected: &[u16] = if sample.kind == "revoked" {
+            &[401, 503]
+        } else {
+            &[200, 503]
+        };
+        assert!(expected.contains(&sample.status), "{sample:?}");
+    }
     let during: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.sent_at > down_at && s.sent_at + s.latency < up_at)
+        .filter(|s| s.sent_at > noticed_at && s.sent_at + s.latency < up_at)
         .collect();
     let count = |kind: &str, status: u16| {
         samples

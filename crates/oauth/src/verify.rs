@@ -314,7 +314,10 @@ async fn listen(state: OAuthState, mut events: Subscription, mut shutdown: Shutd
                 tracing::info!("revocation listener connected");
             }
             // Notifications may be missed from here until the next resync.
-            Event::Lost => grants.reset(false),
+            Event::Lost => {
+                grants.reset(false);
+                tracing::warn!("revocation listener lost; grants are read from the database");
+            }
             Event::Notification(notice) if notice.channel == crate::keys::CHANNEL => {
                 state.inner.keys_changed.notify_one();
             }
