@@ -77,6 +77,8 @@ fn hello(depth: usize) -> Boxed {
             limit: 4 * 1024 * 1024,
             deadline: Duration::from_secs(30),
         }),
+        // As on the MCP route, whose tool calls have their own deadlines.
+        deadline: None,
     };
     let mut router = Router::new().route(
         "/",

@@ -28,6 +28,8 @@ use vocabulary::ErrorBody;
 
 /// Seconds a shed client is told to wait before retrying.
 const RETRY_AFTER_SECS: u32 = 1;
+/// `Retry-After` of a request the handler did not answer in time, as for a database failure.
+const TIMED_OUT_RETRY_AFTER_SECS: u32 = 5;
 /// How long an over-capacity connection gets to receive its 503 before it is dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest request head (request line and headers) buffered per connection: bounds the memory a
@@ -205,11 +207,13 @@ impl Drop for CountedInFlight<'_> {
 /// request, not one per check): each request is counted by route, method and status
 /// (`http_requests_total`); beyond the in-flight limit it is shed with 503 at once (`shed`;
 /// the probes are never shed; the permit is held until the response head is ready, so streamed
-/// bodies do not hold it); its body is read within `body`'s limits before the handler runs.
+/// bodies do not hold it); its body is read within `body`'s limits before the handler runs;
+/// a handler that has not answered within `deadline` is answered 503 for it.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     pub shed: Option<InFlight>,
     pub body: Option<BodyBounds>,
+    pub deadline: Option<Duration>,
 }
 
 impl<S> Layer<S> for Guard {
@@ -279,7 +283,17 @@ impl Guard {
             },
             None => request,
         };
-        match route.oneshot(request).await {
+        let answered = match self.deadline {
+            Some(deadline) => match tokio::time::timeout(deadline, route.oneshot(request)).await {
+                Ok(answered) => answered,
+                Err(_elapsed) => {
+                    metrics::counter!("http_requests_timed_out_total").increment(1);
+                    return Refusal::TimedOut.into_response();
+                }
+            },
+            None => route.oneshot(request).await,
+        };
+        match answered {
             Ok(response) => response,
             Err(never) => match never {},
         }
@@ -301,12 +315,14 @@ pub enum Refusal {
     BodyUnreadable,
     /// A body not received within the deadline: 408, and the connection is closed.
     BodyTooSlow,
+    /// The handler did not answer within the request timeout: 503 with `Retry-After`.
+    TimedOut,
 }
 
 impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
-            Refusal::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::AtCapacity | Refusal::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyUnreadable => StatusCode::BAD_REQUEST,
             Refusal::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
@@ -315,7 +331,7 @@ impl Refusal {
 
     pub fn code(self) -> &'static str {
         match self {
-            Refusal::AtCapacity => "server_error",
+            Refusal::AtCapacity | Refusal::TimedOut => "server_error",
             Refusal::BodyTooLarge { .. } => "payload_too_large",
             Refusal::BodyUnreadable => "invalid_request",
             Refusal::BodyTooSlow => "request_timeout",
@@ -330,6 +346,7 @@ impl Refusal {
             }
             Refusal::BodyUnreadable => "the request body could not be read".into(),
             Refusal::BodyTooSlow => "the request body was not received in time".into(),
+            Refusal::TimedOut => "the server did not answer in time; retry shortly".into(),
         }
     }
 }
@@ -346,6 +363,13 @@ impl IntoResponse for Refusal {
         match self {
             Refusal::AtCapacity => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            // What took too long may be the database: the same pause as its other failures.
+            Refusal::TimedOut => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(TIMED_OUT_RETRY_AFTER_SECS),
+                );
             }
             // The rest of the body may still be arriving: do not read it as the next request.
             Refusal::BodyTooLarge { .. } | Refusal::BodyTooSlow => {

@@ -30,7 +30,6 @@ use store::tasks::Supervisor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Layer, Service};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -116,16 +115,13 @@ pub fn app(
         .merge(oauth::router())
         .merge(addon_bridge::router())
         .merge(oauth::account::router())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            http.request_timeout(),
-        ))
         .layer(Guard {
             shed: Some(in_flight.clone()),
             body: Some(BodyBounds {
                 limit: http.body_limit_bytes.get(),
                 deadline: http.body_read_timeout(),
             }),
+            deadline: Some(http.request_timeout()),
         });
     let mcp = mcp::router().layer(Guard {
         shed: Some(in_flight),
@@ -133,6 +129,7 @@ pub fn app(
             limit: http.mcp_body_limit_bytes.get(),
             deadline: http.body_read_timeout(),
         }),
+        deadline: None,
     });
     let router = bounded
         .merge(mcp)

@@ -177,6 +177,27 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
         }));
     }
 
+    // The trader's account pages and their JSON API, with the browser session of the sign-in.
+    {
+        let (endpoint, samples, stop) = (endpoint.clone(), Arc::clone(&samples), Arc::clone(&stop));
+        let cookie = flow.browser.cookie_header();
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                for (kind, path) in [("account", "/v1/account/ai-clients"), ("page", "/account")] {
+                    let sent = Instant::now();
+                    let response = endpoint
+                        .http
+                        .get(endpoint.url(path))
+                        .header("cookie", &cookie)
+                        .send()
+                        .await;
+                    record(&samples, kind, origin, sent, response).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+
     // The outage starts once every kind of load has been answered as usual.
     wait_until(
         "every kind of load answered",
@@ -185,6 +206,8 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
             answered(&samples, "call", 200, Duration::ZERO)
                 && answered(&samples, "revoked", 401, Duration::ZERO)
                 && answered(&samples, "refresh", 200, Duration::ZERO)
+                && answered(&samples, "account", 200, Duration::ZERO)
+                && answered(&samples, "page", 200, Duration::ZERO)
         },
     )
     .await;
@@ -264,7 +287,10 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
     // The load runs on until the refresh chain and the revoked token have been answered after
     // the outage too; the checks below say which did not.
     eventually(Duration::from_secs(5), async || {
-        answered(&samples, "refresh", 200, up_at) && answered(&samples, "revoked", 401, up_at)
+        answered(&samples, "refresh", 200, up_at)
+            && answered(&samples, "revoked", 401, up_at)
+            && answered(&samples, "account", 200, up_at)
+            && answered(&samples, "page", 200, up_at)
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -316,6 +342,15 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
                 assert_eq!(sample.body["error"], "server_error", "{sample:?}");
                 assert!(sample.retry_after.is_some(), "{sample:?}");
             }
+            "account" => {
+                assert_eq!(sample.status, 503, "{sample:?}");
+                assert_eq!(sample.body["error"], "server_error", "{sample:?}");
+                assert_eq!(sample.retry_after.as_deref(), Some("5"), "{sample:?}");
+            }
+            "page" => {
+                assert_eq!(sample.status, 503, "{sample:?}");
+                assert_eq!(sample.retry_after.as_deref(), Some("5"), "{sample:?}");
+            }
             _ => assert!([401, 503].contains(&sample.status), "{sample:?}"),
         }
     }
@@ -351,6 +386,14 @@ async fn a_database_outage_under_load_fails_fast_recovers_by_itself_and_keeps_re
             .any(|s| s.kind == "refresh" && s.sent_at > up_at && s.status == 200),
         "the refresh chain did not survive the outage"
     );
+    for kind in ["account", "page"] {
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.kind == kind && s.sent_at > up_at && s.status == 200),
+            "the {kind} requests were not served again after the outage"
+        );
+    }
 
     // The Add-On path works again: its socket survived, its presence is back.
     let mut relayed_after = None;

@@ -719,3 +719,49 @@ async fn parallel_sign_ins_hash_a_bounded_number_of_passwords_at_once() {
     .await;
     assert_eq!(status, 303);
 }
+
+/// A handler that outlasts `request_timeout_ms` (a registration waiting on a table another
+/// session holds locked) is answered for it: 503 `server_error` with a body and `Retry-After`,
+/// counted; the next request is served once the lock is gone.
+#[tokio::test]
+async fn a_handler_past_the_request_timeout_is_answered_503_with_retry_after() {
+    let db = testkit::TestDb::new().await;
+    let server = plain_server(&[("CROSSTRADE_HTTP__REQUEST_TIMEOUT_MS", "500")], &db);
+    let endpoint = testkit::oauth::Endpoint::new(&server.url(""));
+    let pool = db.pool().await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE registration_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let sent = Instant::now();
+    let response = endpoint
+        .register(json!({ "redirect_uris": ["https://app.example/cb"] }))
+        .await;
+    let waited = sent.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"error": "server_error", "message": "the server did not answer in time; retry shortly"})
+    );
+    assert!(
+        (Duration::from_millis(500)..Duration::from_secs(5)).contains(&waited),
+        "answered after {waited:?}"
+    );
+
+    holder.rollback().await.unwrap();
+    let response = endpoint
+        .register(json!({ "redirect_uris": ["https://app.example/cb"] }))
+        .await;
+    assert_eq!(response.status(), 201);
+    assert!(metrics_show(&server, "http_requests_timed_out_total 1").await);
+    assert!(
+        metrics_show(
+            &server,
+            r#"http_requests_total{route="/v1/oauth/mcp/register",method="POST",status="503"} 1"#
+        )
+        .await
+    );
+}

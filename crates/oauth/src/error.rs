@@ -6,6 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// `Retry-After` of a transient failure (the database): long enough for a pool to recover.
+pub const SERVER_ERROR_RETRY_AFTER_SECS: u64 = 5;
+
 /// An internal failure: logged once where it becomes a response, never shown to the client.
 /// It keeps its cause, so the log (and `anyhow` chains in the binary) show the whole chain.
 #[derive(Debug)]
@@ -168,7 +171,9 @@ impl ErrorCode {
                 "over the token or revocation limit of this address, or the grant's own budget"
             }
             ErrorCode::TooManyRegistrations => "over the registrations of this address this hour",
-            ErrorCode::ServerError => "a transient failure (the database); retry",
+            ErrorCode::ServerError => {
+                "a transient failure (the database); retry after `Retry-After` (5 s)"
+            }
         }
     }
 
@@ -320,7 +325,7 @@ impl IntoResponse for OAuthError {
                         "error": ErrorCode::ServerError.as_str(),
                         "error_description": "a transient server error occurred; retry shortly",
                     }),
-                    Some(5),
+                    Some(SERVER_ERROR_RETRY_AFTER_SECS),
                 )
             }
         };

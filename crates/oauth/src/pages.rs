@@ -84,8 +84,16 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
+/// A page saying what went wrong; a 503 (a transient failure) also says when to come back.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, &ErrorPage { title, message })
+    let mut response = render(status, &ErrorPage { title, message });
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::error::SERVER_ERROR_RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 /// Browsers ask for it on every page; an empty answer keeps their consoles clean.

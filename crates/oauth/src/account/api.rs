@@ -12,7 +12,7 @@ use uuid::Uuid;
 use vocabulary::ErrorBody;
 
 use super::{AccountState, AddonView, csrf_ok, csrf_token};
-use crate::error::Internal;
+use crate::error::{Internal, SERVER_ERROR_RETRY_AFTER_SECS};
 use crate::grants;
 use crate::session::{self, Session};
 use crate::state::OAuthState;
@@ -66,7 +66,9 @@ impl ApiCode {
             ApiCode::Unauthorized => "no browser session: sign in to CrossTrade first",
             ApiCode::CsrfFailed => "a mutation without the session's `X-CSRF-Token` header",
             ApiCode::NotFound => "no such AI client or Add-On key on this account",
-            ApiCode::ServerError => "a transient failure (the database); retry",
+            ApiCode::ServerError => {
+                "a transient failure (the database); retry after `Retry-After` (5 s)"
+            }
         }
     }
 }
@@ -140,9 +142,14 @@ impl IntoResponse for ApiError {
         let (code, message) = self.code_and_message();
         let mut response =
             (code.status(), Json(ErrorBody::new(code.as_str(), message))).into_response();
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if code == ApiCode::ServerError {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(SERVER_ERROR_RETRY_AFTER_SECS),
+            );
+        }
         response
     }
 }
