@@ -78,7 +78,7 @@ fn hello(depth: usize) -> Boxed {
             deadline: Duration::from_secs(30),
         }),
         // As on the MCP route, whose tool calls have their own deadlines.
-        deadline: None,
+        handler_deadline: None,
     };
     let mut router = Router::new().route(
         "/",

@@ -28,8 +28,6 @@ use vocabulary::ErrorBody;
 
 /// Seconds a shed client is told to wait before retrying.
 const RETRY_AFTER_SECS: u32 = 1;
-/// `Retry-After` of a request the handler did not answer in time, as for a database failure.
-const TIMED_OUT_RETRY_AFTER_SECS: u32 = 5;
 /// How long an over-capacity connection gets to receive its 503 before it is dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest request head (request line and headers) buffered per connection: bounds the memory a
@@ -208,12 +206,12 @@ impl Drop for CountedInFlight<'_> {
 /// (`http_requests_total`); beyond the in-flight limit it is shed with 503 at once (`shed`;
 /// the probes are never shed; the permit is held until the response head is ready, so streamed
 /// bodies do not hold it); its body is read within `body`'s limits before the handler runs;
-/// a handler that has not answered within `deadline` is answered 503 for it.
+/// a handler that has not answered within `handler_deadline` is answered 503 for it.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     pub shed: Option<InFlight>,
     pub body: Option<BodyBounds>,
-    pub deadline: Option<Duration>,
+    pub handler_deadline: Option<Duration>,
 }
 
 impl<S> Layer<S> for Guard {
@@ -283,7 +281,7 @@ impl Guard {
             },
             None => request,
         };
-        let answered = match self.deadline {
+        let answered = match self.handler_deadline {
             Some(deadline) => match tokio::time::timeout(deadline, route.oneshot(request)).await {
                 Ok(answered) => answered,
                 Err(_elapsed) => {
@@ -368,7 +366,7 @@ impl IntoResponse for Refusal {
             Refusal::TimedOut => {
                 headers.insert(
                     header::RETRY_AFTER,
-                    HeaderValue::from(TIMED_OUT_RETRY_AFTER_SECS),
+                    HeaderValue::from(oauth::error::SERVER_ERROR_RETRY_AFTER_SECS),
                 );
             }
             // The rest of the body may still be arriving: do not read it as the next request.

@@ -121,7 +121,7 @@ pub fn app(
                 limit: http.body_limit_bytes.get(),
                 deadline: http.body_read_timeout(),
             }),
-            deadline: Some(http.request_timeout()),
+            handler_deadline: Some(http.request_timeout()),
         });
     let mcp = mcp::router().layer(Guard {
         shed: Some(in_flight),
@@ -129,7 +129,7 @@ pub fn app(
             limit: http.mcp_body_limit_bytes.get(),
             deadline: http.body_read_timeout(),
         }),
-        deadline: None,
+        handler_deadline: None,
     });
     let router = bounded
         .merge(mcp)
